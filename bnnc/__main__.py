@@ -1,0 +1,5 @@
+"""``python -m bnnc`` runs the command-line tool."""
+
+from bnnc.cli import main
+
+main()

@@ -1,0 +1,158 @@
+"""``bnnc convert``: FP32 model file -> binarized bnnc checkpoint, with the plan and its cost."""
+
+from __future__ import annotations
+
+import json
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from bnnc.cli.errors import reported_errors
+
+if TYPE_CHECKING:
+    from bnnc.conversion import ConversionResult
+
+
+class PrecisionChoice(str, Enum):
+    fp32 = "fp32"
+    weights = "weights"
+    binary = "binary"
+
+
+class BinarizeChoice(str, Enum):
+    deterministic = "deterministic"
+    stochastic = "stochastic"
+
+
+def parse_shape(text: str | None) -> tuple[int, ...] | None:
+    """``"1,28,28"`` -> ``(1, 28, 28)``: the per-sample input shape, without the batch."""
+    if text is None:
+        return None
+    try:
+        shape = tuple(int(s) for s in text.replace("x", ",").split(",") if s.strip())
+    except ValueError:
+        shape = ()
+    if not shape or any(s <= 0 for s in shape):
+        raise typer.BadParameter(f"{text!r} is not a shape; give positive integers like 1,28,28")
+    return shape
+
+
+def parse_kwargs(text: str | None) -> dict[str, Any] | None:
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise typer.BadParameter(f"not valid JSON ({e.msg}); e.g. '{{\"num_classes\": 10}}'") from None
+    if not isinstance(value, dict):
+        raise typer.BadParameter("must be a JSON object, e.g. '{\"num_classes\": 10}'")
+    return value
+
+
+def convert_command(
+    ctx: typer.Context,
+    model: Annotated[Path, typer.Argument(help="FP32 model: a bnnc/arch checkpoint, a state dict (with --arch), "
+                                               "or a pickled nn.Module (with --trust-model).")],
+    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Where to write the binarized "
+                                                   "checkpoint (default: MODEL with suffix .bnnc).")] = None,
+    arch: Annotated[Optional[str], typer.Option(help="Architecture of a plain state dict: pkg.module:factory.")] = None,
+    arch_kwargs: Annotated[Optional[str], typer.Option(help="JSON keyword arguments for --arch.")] = None,
+    trust_model: Annotated[bool, typer.Option(help="Allow loading a pickled nn.Module. This RUNS CODE from the "
+                                              "file: only for files you trust.")] = False,
+    first: Annotated[Optional[PrecisionChoice], typer.Option(help="Precision of the first layer executed "
+                                                             "(default: weights, unless tiny).")] = None,
+    last: Annotated[Optional[PrecisionChoice], typer.Option(help="Precision of the last layer executed "
+                                                            "(default: fp32).")] = None,
+    keep: Annotated[Optional[list[str]], typer.Option(help="Keep layers matching this glob FP32 (repeatable).")] = None,
+    binary: Annotated[Optional[list[str]], typer.Option(help="Make layers matching this glob fully binary "
+                                                        "(repeatable).")] = None,
+    weights: Annotated[Optional[list[str]], typer.Option(help="Binary weights, real-valued input, for layers "
+                                                         "matching this glob (repeatable).")] = None,
+    min_params: Annotated[int, typer.Option(help="Hidden layers with fewer weights stay FP32.", min=0)] = 1024,
+    scale: Annotated[bool, typer.Option(help="Per-output-channel scale alpha (init mean |W|).")] = True,
+    threshold: Annotated[bool, typer.Option(help="Per-channel input threshold beta: binarize(x - beta).")] = True,
+    binarize: Annotated[BinarizeChoice, typer.Option(help="Activation binarization at train time.")]
+        = BinarizeChoice.deterministic,
+    input_shape: Annotated[Optional[str], typer.Option(help="Per-sample input shape, e.g. 1,28,28 "
+                                                       "(default: from the checkpoint, else probed).")] = None,
+    data: Annotated[Optional[str], typer.Option(help="Data to calibrate thresholds on (IDX folder, .npz, .pt, "
+                                                "image folder, or pkg.module:function).")] = None,
+    calibration_batches: Annotated[int, typer.Option(help="Batches of 256 used for calibration.", min=1)] = 8,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the plan and totals as JSON on stdout.")] = False,
+    force: Annotated[bool, typer.Option(help="Overwrite an existing output file.")] = False,
+) -> None:
+    """Replace hidden layers with binarized ones and save a bnnc checkpoint."""
+    shape = parse_shape(input_shape)
+    kwargs = parse_kwargs(arch_kwargs)
+    err = Console(stderr=True)
+    with reported_errors(ctx):
+        from bnnc.conversion import ConvertOptions, convert_file
+        from bnnc.planning import PlanRules, Precision
+
+        rules = PlanRules(
+            first=Precision(first.value) if first else None,
+            last=Precision(last.value) if last else None,
+            keep=tuple(keep or ()), binary=tuple(binary or ()), weights=tuple(weights or ()),
+            min_params=min_params,
+        )
+        options = ConvertOptions(scale=scale, threshold=threshold, stochastic=binarize is BinarizeChoice.stochastic)
+        with err.status(f"converting {model}"):
+            result = convert_file(
+                model, output, arch=arch, arch_kwargs=kwargs, trust_model=trust_model, rules=rules,
+                options=options, input_shape=shape, data=data, calibration_batches=calibration_batches,
+                overwrite=force,
+            )
+    if as_json:
+        typer.echo(json.dumps(result_dict(result), indent=2))
+    else:
+        render(result, Console())
+        err.print(f"wrote {result.output}")
+
+
+def result_dict(result: ConversionResult) -> dict[str, Any]:
+    return {"output": str(result.output), "calibration": result.calibration, **result.summary.to_dict()}
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return str(n)
+
+
+def render(result: ConversionResult, console: Console) -> None:
+    """The plan as a table, then the totals."""
+    s = result.summary
+    table = Table(title="Precision plan (execution order)", title_justify="left")
+    for col, kw in (("Layer", {"no_wrap": True}), ("Type", {}), ("Weight shape", {}),
+                    ("Params", {"justify": "right"}), ("MACs", {"justify": "right"}),
+                    ("Precision", {"no_wrap": True}), ("Why", {"overflow": "fold"})):
+        table.add_column(col, **kw)
+    colors = {"fp32": "yellow", "weights": "cyan", "binary": "green"}
+    for layer in s.plan.layers:
+        p = layer.precision.value
+        table.add_row(
+            layer.name, layer.kind, "x".join(map(str, layer.weight_shape)), f"{layer.params:,}",
+            f"{layer.macs:,}", f"fp32 → [{colors[p]}]{p}[/]", layer.reason,
+        )
+    console.print(table)
+    shape = ",".join(map(str, s.plan.input_shape)) + (" (probed)" if s.plan.input_shape_inferred else "")
+    totals = Table.grid(padding=(0, 2))
+    totals.add_column(style="bold")
+    totals.add_column()
+    totals.add_row("FP32 size", _size(s.fp32_bytes))
+    totals.add_row("Binarized size", f"{_size(s.binarized_bytes)}  (1 bit per binarized weight, rest FP32)")
+    totals.add_row("Compression", f"{s.compression:.1f}x")
+    totals.add_row("Binary weights", f"{s.binary_weights:,} of {s.binary_weights + s.kept_weights:,}")
+    totals.add_row("MACs binary", f"{s.binary_mac_share:.1%} XNOR-popcount, "
+                                  f"{s.binary_weight_mac_share:.1%} with binary weights")
+    totals.add_row("Input shape", shape)
+    cal = result.calibration
+    totals.add_row("Thresholds", f"calibrated on {cal['samples']:,} samples of {cal['data']}" if cal
+                   else "not calibrated (0 = plain sign); pass --data, or bnnc finetune calibrates them")
+    console.print(totals)

@@ -1,0 +1,178 @@
+"""convert(model, plan) -> a new model whose planned layers are binary; the input is never modified.
+
+``convert_file`` is the whole ``bnnc convert`` step on files: load, plan, convert, calibrate, save.
+
+The module swap is one explicit table: exact ``nn.Linear``/``nn.Conv1d``/``nn.Conv2d`` become
+their binary counterparts; BatchNorm, activations and residual additions stay real-valued.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from bnnc import __version__
+from bnnc.calibrate import calibrate_thresholds
+from bnnc.errors import BnncError, PlanError
+from bnnc.layers import BinaryConv1d, BinaryConv2d, BinaryLayer, BinaryLinear
+from bnnc.planning import Plan, PlanRules, Precision
+from bnnc.planning import plan as make_plan
+from bnnc.summary import ConversionSummary, summarize
+
+BINARY_COUNTERPART: dict[type[nn.Module], type[BinaryLayer]] = {
+    nn.Linear: BinaryLinear,
+    nn.Conv1d: BinaryConv1d,
+    nn.Conv2d: BinaryConv2d,
+}
+
+
+@dataclass(frozen=True)
+class ConvertOptions:
+    """How binary layers are built. Stored in the checkpoint so the model rebuilds identically.
+
+    ``scale``: per-output-channel alpha (init mean |W|). ``threshold``: per-input-channel beta in
+    ``binarize(x - beta)``. ``stochastic``: stochastic activation binarization at train time.
+    """
+
+    scale: bool = True
+    threshold: bool = True
+    stochastic: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ConvertOptions:
+        unknown = set(d) - {"scale", "threshold", "stochastic"}
+        if unknown or not all(isinstance(v, bool) for v in d.values()):
+            raise BnncError(f"the stored conversion options are malformed: {d!r}",
+                            "re-run `bnnc convert` on the FP32 model")
+        return cls(**d)
+
+
+def _set_submodule(root: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = root.get_submodule(parent_name) if parent_name else root
+    setattr(parent, child, module)
+
+
+def convert(model: nn.Module, plan: Plan | None = None, options: ConvertOptions | None = None) -> nn.Module:
+    """A deep copy of ``model`` with every layer the plan marks ``weights``/``binary`` swapped.
+
+    Without a plan, the default :func:`bnnc.plan` (input shape probed from the first layer).
+
+    ``weights`` layers keep a real-valued input; ``binary`` layers get an input binarizer whose
+    thresholds start at 0 (call :func:`bnnc.calibrate_thresholds` with real inputs afterwards).
+    """
+    plan = plan or make_plan(model)
+    options = options or ConvertOptions()
+    new = copy.deepcopy(model)
+    for layer in plan.layers:
+        if layer.precision is Precision.FP32:
+            continue
+        try:
+            module = new.get_submodule(layer.name)
+        except AttributeError:
+            raise PlanError(f"the plan names layer {layer.name!r}, which the model doesn't have",
+                            "make the plan from this model: bnnc.plan(model)") from None
+        counterpart = BINARY_COUNTERPART.get(type(module))
+        if counterpart is None:
+            raise PlanError(f"layer {layer.name!r} is a {type(module).__name__}, which bnnc can't binarize",
+                            "plan it as fp32")
+        binary = counterpart.from_float(  # type: ignore[attr-defined]
+            module, binary_input=layer.precision is Precision.BINARY, scale=options.scale,
+            threshold=options.threshold, stochastic=options.stochastic,
+        )
+        binary.train(module.training)
+        _set_submodule(new, layer.name, binary)
+    return new
+
+
+@dataclass(frozen=True)
+class ConversionResult:
+    """What :func:`convert_file` wrote and what the conversion costs and saves."""
+
+    output: Path
+    summary: ConversionSummary
+    calibration: dict[str, Any] | None   # {"samples": n, "data": description} when thresholds were calibrated
+
+
+def convert_file(
+    model_path: str | os.PathLike[str],
+    output: str | os.PathLike[str] | None = None,
+    *,
+    arch: str | None = None,
+    arch_kwargs: dict[str, Any] | None = None,
+    trust_model: bool = False,
+    rules: PlanRules | None = None,
+    options: ConvertOptions | None = None,
+    input_shape: Sequence[int] | None = None,
+    data: str | os.PathLike[str] | None = None,
+    calibration_batches: int = 8,
+    overwrite: bool = False,
+) -> ConversionResult:
+    """Load an FP32 model file, plan, convert, calibrate thresholds on ``data``, save a bnnc checkpoint.
+
+    ``output`` defaults to the model path with suffix ``.bnnc``. The input file is never
+    modified and an existing output is only replaced with ``overwrite``. Without ``data`` the
+    thresholds stay 0 (plain sign), and ``bnnc finetune`` calibrates them before training.
+    """
+    from bnnc.io import check_output, load_checkpoint, save_checkpoint
+
+    src = Path(model_path)
+    out = Path(output) if output is not None else src.with_suffix(".bnnc")
+    check_output(out, inputs=(src,), overwrite=overwrite)
+    loaded = load_checkpoint(src, arch=arch, arch_kwargs=arch_kwargs, trust_model=trust_model)
+    if loaded.is_binarized:
+        raise BnncError(f"{src} is already binarized", "convert the FP32 model it was made from")
+    if calibration_batches < 1:
+        raise BnncError(f"calibration batches must be >= 1, got {calibration_batches}")
+    preprocessing = loaded.preprocessing
+    if input_shape is None and preprocessing and preprocessing.get("input_shape"):
+        input_shape = tuple(preprocessing["input_shape"])
+    options = options or ConvertOptions()
+    the_plan = make_plan(loaded.model, rules, input_shape=input_shape)
+    model = convert(loaded.model, the_plan, options)
+
+    calibration = None
+    if data is not None:
+        splits = _load_calibration_data(data, preprocessing)
+        preprocessing = splits.preprocessing.to_dict()
+        loader = torch.utils.data.DataLoader(
+            splits.train, batch_size=256, shuffle=True, generator=torch.Generator().manual_seed(0)
+        )
+        samples = calibrate_thresholds(model, loader, max_batches=calibration_batches)
+        calibration = {"samples": samples, "data": splits.source}
+
+    summary = summarize(loaded.model, model, the_plan)
+    save_checkpoint(
+        out,
+        state_dict=model.state_dict(),
+        arch=loaded.arch,
+        arch_kwargs=loaded.arch_kwargs,
+        preprocessing=preprocessing,
+        metrics=loaded.metrics,
+        binarized={
+            "plan": the_plan.to_dict(),
+            "options": options.to_dict(),
+            "source": {"path": str(src.resolve()), "sha256": loaded.sha256, "form": loaded.form},
+            "calibration": calibration,
+            "bnnc_version": __version__,
+        },
+        overwrite=overwrite,
+    )
+    return ConversionResult(output=out, summary=summary, calibration=calibration)
+
+
+def _load_calibration_data(data: str | os.PathLike[str], preprocessing: dict[str, Any] | None) -> Any:
+    from bnnc.data import Preprocessing, load_data
+
+    recorded = Preprocessing.from_dict(preprocessing) if preprocessing else None
+    return load_data(data, preprocessing=recorded)

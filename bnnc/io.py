@@ -1,0 +1,484 @@
+"""Loading models safely, and bnnc's checkpoint format.
+
+A bnnc checkpoint is a plain dict saved with ``torch.save`` that reloads with
+``torch.load(weights_only=True)`` — no pickled code::
+
+    {"format": "bnnc-model", "format_version": 1,
+     "arch": "pkg.module:factory", "arch_kwargs": {...},   # how to rebuild the FP32 module
+     "state_dict": {...},                                   # weights (converted ones if binarized)
+     "preprocessing": {...} | None,                         # see bnnc.data.Preprocessing
+     "metrics": {...},                                      # e.g. test accuracy
+     "binarized": None | {"plan": ..., "options": ..., "source": {"path", "sha256"},
+                          "calibration": {...}, "bnnc_version": "..."}}
+
+Loading never runs code from the file: everything is read with ``weights_only=True``; a whole
+pickled ``nn.Module`` is refused unless the caller passes ``trust_model=True``. The ``arch``
+reference imports code that is already installed on the machine, never code from the file, and
+only a ``nn.Module`` subclass or a plain Python function outside the standard library and torch
+is accepted, so a tampered reference can't call e.g. ``os:system``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib
+import inspect
+import os
+import pickle
+import sys
+import tempfile
+import zipfile
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import torch
+from torch import nn
+
+from bnnc.errors import ModelLoadError, OutputError, UntrustedModelError
+
+FORMAT = "bnnc-model"
+FORMAT_VERSION = 1
+_STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model")
+_REFUSED_TOP_LEVEL = {"torch", "builtins", "__main__"} | set(sys.stdlib_module_names)
+
+
+@dataclass
+class ModelFile:
+    """A loaded model and everything its file said about it."""
+
+    model: nn.Module
+    path: Path
+    sha256: str
+    form: str                                   # how it was stored, for messages
+    arch: str | None = None
+    arch_kwargs: dict[str, Any] = field(default_factory=dict)
+    preprocessing: dict[str, Any] | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    binarized: dict[str, Any] | None = None     # the "binarized" entry of a converted checkpoint
+
+    @property
+    def is_binarized(self) -> bool:
+        return self.binarized is not None
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# ----------------------------------------------------------------------------- reading files
+
+
+def _check_readable(path: Path) -> None:
+    if not path.exists():
+        raise ModelLoadError(f"{path}: no such file", "check the path")
+    if path.is_dir():
+        raise ModelLoadError(f"{path} is a directory, not a model file", "pass the checkpoint file inside it")
+    if path.stat().st_size == 0:
+        raise ModelLoadError(f"{path} is empty", "the file was not written completely; save the model again")
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as e:
+        raise ModelLoadError(f"{path} can't be read: {e.strerror}", "check its permissions") from None
+
+
+def _zip_names(path: Path) -> list[str]:
+    if not zipfile.is_zipfile(path):
+        return []
+    try:
+        with zipfile.ZipFile(path) as z:
+            return z.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return []
+
+
+def _looks_like_onnx(path: Path) -> bool:
+    """An ONNX ModelProto starts with field 1 (ir_version, a varint: byte 0x08) and parses."""
+    if path.suffix.lower() == ".onnx":
+        return True
+    with open(path, "rb") as f:
+        if f.read(1) != b"\x08":
+            return False
+    try:
+        import onnx
+
+        proto = onnx.load_model(str(path), load_external_data=False)
+    except Exception:  # noqa: BLE001 - not ONNX after all
+        return False
+    return proto.ir_version > 0 and len(proto.graph.node) > 0
+
+
+def _refuse_other_formats(path: Path) -> None:
+    names = _zip_names(path)
+    if any("/code/" in n or n.endswith("constants.pkl") for n in names):
+        raise ModelLoadError(
+            f"{path} is a TorchScript archive; bnnc needs the eager PyTorch model",
+            "save model.state_dict() (before torch.jit.script/trace) and pass --arch pkg.module:factory",
+        )
+    if any(n.endswith("archive_format") or "/models/" in n for n in names):
+        raise ModelLoadError(
+            f"{path} is a torch.export program (.pt2), which bnnc doesn't read yet",
+            "save model.state_dict() and pass --arch pkg.module:factory",
+        )
+    if not names and _looks_like_onnx(path):
+        raise ModelLoadError(
+            f"{path} is an ONNX model; bnnc converts PyTorch models",
+            "pass the PyTorch checkpoint the ONNX file was exported from",
+        )
+
+
+def _torch_load(path: Path, trust_model: bool) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "unsupported global" not in str(e).lower():  # not pickled objects: a corrupt file
+            raise ModelLoadError(f"{path} is not a readable PyTorch checkpoint ({_first_line(e)})",
+                                 "check that it was written by torch.save and copied completely") from None
+        if not trust_model:
+            raise UntrustedModelError(
+                f"{path} contains pickled Python objects (e.g. a whole nn.Module); "
+                "loading it would run code from the file",
+                "pass --trust-model only if you trust its author, or save model.state_dict() "
+                "and pass --arch pkg.module:factory",
+            ) from None
+    except Exception as e:  # noqa: BLE001 - torch raises many kinds for corrupt files
+        raise ModelLoadError(f"{path} is not a readable PyTorch checkpoint ({_first_line(e)})",
+                             "check that it was written by torch.save and copied completely") from None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # noqa: BLE001
+        raise ModelLoadError(f"{path} could not be unpickled even as a trusted file ({_first_line(e)})",
+                             "the classes it pickled must be importable here") from None
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
+
+
+# ----------------------------------------------------------------------------- architectures
+
+
+@contextlib.contextmanager
+def _cwd_on_path() -> Iterator[None]:
+    """Let ``--arch mymodels:Net`` import ``mymodels.py`` from the working directory, as python -m does."""
+    cwd = os.getcwd()
+    added = cwd not in sys.path
+    if added:
+        sys.path.insert(0, cwd)
+    try:
+        yield
+    finally:
+        if added and cwd in sys.path:
+            sys.path.remove(cwd)
+
+
+def resolve_arch(ref: str) -> Callable[..., Any]:
+    """Import ``pkg.module:factory`` (factory may be ``Class`` or ``obj.attr``) and check it is safe.
+
+    Only a ``nn.Module`` subclass, or a plain Python function defined outside the standard
+    library and torch, is accepted: the reference may come from a file someone else wrote.
+    """
+    module_name, sep, attr = ref.partition(":")
+    if not sep or not module_name or not attr:
+        raise ModelLoadError(f"architecture reference {ref!r} is not of the form pkg.module:factory",
+                             "e.g. --arch torchvision.models:resnet18 or --arch mymodels:Net")
+    if module_name.split(".")[0] in _REFUSED_TOP_LEVEL:
+        raise ModelLoadError(f"architecture reference {ref!r} points into {module_name.split('.')[0]!r}, "
+                             "which can't define a model architecture", "name the module that defines your model")
+    try:
+        with _cwd_on_path():
+            obj: Any = importlib.import_module(module_name)
+    except Exception as e:  # noqa: BLE001 - the user's module can raise anything on import
+        raise ModelLoadError(f"can't import {module_name!r} for architecture {ref!r} ({_first_line(e)})",
+                             "install the package that defines the model, or run bnnc from its folder") from None
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise ModelLoadError(f"{module_name!r} has no attribute {attr!r} (architecture {ref!r})",
+                                 "check the spelling of the factory or class name")
+        obj = getattr(obj, part)
+    is_module_class = inspect.isclass(obj) and issubclass(obj, nn.Module)
+    is_function = inspect.isfunction(obj) or inspect.ismethod(obj)
+    if not (is_module_class or is_function):
+        raise ModelLoadError(f"architecture {ref!r} is a {type(obj).__name__}, not an nn.Module class or a function",
+                             "point --arch at the class or the function that builds the model")
+    defined_in = getattr(obj, "__module__", "") or ""
+    if defined_in.split(".")[0] in _REFUSED_TOP_LEVEL:
+        raise ModelLoadError(f"architecture {ref!r} is defined in {defined_in!r}, not in a model package",
+                             "name the module that defines your model")
+    return obj
+
+
+def build_model(ref: str, kwargs: Mapping[str, Any] | None = None) -> nn.Module:
+    """Instantiate the architecture ``ref`` with ``kwargs`` (JSON-like values only)."""
+    factory = resolve_arch(ref)
+    kwargs = dict(kwargs or {})
+    for key, value in kwargs.items():
+        if not _is_plain(value):
+            raise ModelLoadError(f"argument {key!r} for architecture {ref!r} is a {type(value).__name__}",
+                                 "architecture arguments must be numbers, strings, booleans, lists or dicts")
+    try:
+        model = factory(**kwargs)
+    except Exception as e:  # noqa: BLE001
+        raise ModelLoadError(f"building architecture {ref!r} with {kwargs} failed ({_first_line(e)})",
+                             "check the architecture's arguments (--arch-kwargs)") from None
+    if not isinstance(model, nn.Module):
+        raise ModelLoadError(f"architecture {ref!r} returned a {type(model).__name__}, not an nn.Module",
+                             "point --arch at a function that returns the model")
+    return model
+
+
+def _is_plain(v: Any) -> bool:
+    if v is None or isinstance(v, (bool, int, float, str)):
+        return True
+    if isinstance(v, (list, tuple)):
+        return all(_is_plain(x) for x in v)
+    if isinstance(v, dict):
+        return all(isinstance(k, str) and _is_plain(x) for k, x in v.items())
+    return False
+
+
+def check_finite(state_dict: Mapping[str, torch.Tensor], path: Path) -> None:
+    """Refuse NaN/inf weights: binarizing them would silently produce a meaningless model."""
+    for key, t in state_dict.items():
+        if isinstance(t, torch.Tensor) and t.is_floating_point() and not torch.isfinite(t).all():
+            raise ModelLoadError(f"{path}: tensor {key!r} contains NaN or inf values",
+                                 "the model diverged during training; use an earlier checkpoint")
+
+
+def load_weights(model: nn.Module, state_dict: Mapping[str, Any], path: Path, ref: str | None) -> None:
+    """``load_state_dict(strict=True)`` with a message that names what differs."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    mismatched = [
+        f"{k} {tuple(state_dict[k].shape)} vs {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state_dict and isinstance(state_dict[k], torch.Tensor) and state_dict[k].shape != v.shape
+    ]
+    if missing or unexpected or mismatched:
+        parts = []
+        for label, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched)):
+            if items:
+                parts.append(f"{label}: {', '.join(items[:4])}{', ...' if len(items) > 4 else ''}")
+        raise ModelLoadError(f"the weights in {path} don't fit architecture {ref or '(pickled module)'}: "
+                             + "; ".join(parts), "check --arch and --arch-kwargs")
+    check_finite(state_dict, path)
+    model.load_state_dict(state_dict, strict=True)
+
+
+def _nested_state_dict(obj: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    if obj and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
+        return obj
+    for key in _STATE_DICT_KEYS:
+        inner = obj.get(key)
+        if isinstance(inner, Mapping) and inner and all(isinstance(v, torch.Tensor) for v in inner.values()):
+            return inner
+    return None
+
+
+# ----------------------------------------------------------------------------- public loading
+
+
+def load_checkpoint(
+    path: str | os.PathLike[str],
+    *,
+    arch: str | None = None,
+    arch_kwargs: Mapping[str, Any] | None = None,
+    trust_model: bool = False,
+) -> ModelFile:
+    """Load a model file in any accepted form (see the README's "Model files").
+
+    (a) a bnnc checkpoint or any dict naming its ``arch``; (b) a plain state dict with ``arch``;
+    (c) a whole pickled ``nn.Module``, only with ``trust_model=True``. A converted (binarized)
+    bnnc checkpoint comes back as the binarized model. ``arch`` overrides the file's reference.
+    """
+    path = Path(path)
+    _check_readable(path)
+    _refuse_other_formats(path)
+    sha = file_sha256(path)
+    obj = _torch_load(path, trust_model)
+
+    if isinstance(obj, nn.Module):
+        if arch is not None:
+            raise ModelLoadError(f"{path} holds a whole pickled module; --arch applies to state dicts",
+                                 "drop --arch")
+        check_finite(obj.state_dict(), path)
+        return ModelFile(model=obj.cpu(), path=path, sha256=sha, form="pickled nn.Module (trusted)")
+    if not isinstance(obj, Mapping):
+        raise ModelLoadError(f"{path} holds a {type(obj).__name__}, not a model checkpoint",
+                             "save a state dict, a bnnc checkpoint, or (trusted) a whole nn.Module")
+
+    if "arch" in obj or obj.get("format") == FORMAT:
+        return _load_described(path, sha, obj, arch, arch_kwargs, trust_model)
+
+    state_dict = _nested_state_dict(obj)
+    if state_dict is None:
+        raise ModelLoadError(f"{path} is a dict with keys {sorted(map(str, obj))[:6]} but no state dict in it",
+                             "save model.state_dict(), or a dict with 'arch' and 'state_dict'")
+    if arch is None:
+        raise ModelLoadError(f"{path} is a plain state dict: it holds weights but not the architecture",
+                             "pass --arch pkg.module:factory (the class or function that builds the model)")
+    model = build_model(arch, arch_kwargs)
+    load_weights(model, state_dict, path, arch)
+    return ModelFile(model=model, path=path, sha256=sha, form="state dict + --arch",
+                     arch=arch, arch_kwargs=dict(arch_kwargs or {}))
+
+
+def _load_described(
+    path: Path, sha: str, obj: Mapping[str, Any], arch: str | None,
+    arch_kwargs: Mapping[str, Any] | None, trust_model: bool,
+) -> ModelFile:
+    version = obj.get("format_version", FORMAT_VERSION)
+    if obj.get("format") == FORMAT and version != FORMAT_VERSION:
+        raise ModelLoadError(f"{path} is a bnnc checkpoint of format version {version}; "
+                             f"this bnnc reads version {FORMAT_VERSION}", "upgrade bnnc")
+    state_dict = obj.get("state_dict")
+    if not isinstance(state_dict, Mapping):
+        raise ModelLoadError(f"{path} names an architecture but has no 'state_dict'",
+                             "save {'arch': ..., 'arch_kwargs': ..., 'state_dict': model.state_dict()}")
+    ref = arch or obj.get("arch")
+    kwargs = dict(arch_kwargs if arch_kwargs is not None else obj.get("arch_kwargs") or {})
+    binarized = obj.get("binarized")
+    if ref is None and binarized is None:
+        raise ModelLoadError(f"{path} has an empty architecture reference", "pass --arch pkg.module:factory")
+    if ref is not None and not isinstance(ref, str):
+        raise ModelLoadError(f"{path}: 'arch' must be a string like 'pkg.module:factory'", "fix the checkpoint")
+    preprocessing = obj.get("preprocessing")
+    metrics = dict(obj.get("metrics") or {})
+
+    if binarized is None:
+        model = build_model(ref, kwargs)  # type: ignore[arg-type]
+        load_weights(model, state_dict, path, ref)
+        return ModelFile(model=model, path=path, sha256=sha, form="bnnc checkpoint", arch=ref,
+                         arch_kwargs=kwargs, preprocessing=preprocessing, metrics=metrics)
+
+    from bnnc.conversion import ConvertOptions, convert
+    from bnnc.planning import Plan
+
+    if not isinstance(binarized, Mapping):
+        raise ModelLoadError(f"{path}: the 'binarized' entry is malformed", "re-run bnnc convert")
+    if ref is not None:
+        base = build_model(ref, kwargs)
+    else:
+        base = _load_pickled_source(path, binarized, trust_model)
+    model = convert(base, Plan.from_dict(binarized["plan"]), ConvertOptions.from_dict(binarized["options"]))
+    load_weights(model, state_dict, path, ref)
+    return ModelFile(model=model, path=path, sha256=sha, form="bnnc checkpoint (binarized)", arch=ref,
+                     arch_kwargs=kwargs, preprocessing=preprocessing, metrics=metrics, binarized=dict(binarized))
+
+
+def _load_pickled_source(path: Path, binarized: Mapping[str, Any], trust_model: bool) -> nn.Module:
+    """A model converted from a pickled module is rebuilt from that (trusted) source file."""
+    source = binarized.get("source") or {}
+    src = Path(str(source.get("path", "")))
+    if not trust_model:
+        raise UntrustedModelError(
+            f"{path} was converted from a pickled nn.Module ({src}); rebuilding it loads that file, "
+            "which runs code from it", "pass --trust-model only if you trust its author")
+    if not src.is_file():
+        raise ModelLoadError(f"{path} was converted from {src}, which is no longer there",
+                             "put the source model back, or convert from a state dict with --arch")
+    if file_sha256(src) != source.get("sha256"):
+        raise ModelLoadError(f"{src} changed since {path} was converted from it",
+                             "re-run bnnc convert on the current source model")
+    return load_checkpoint(src, trust_model=True).model
+
+
+def load_model(
+    path: str | os.PathLike[str],
+    *,
+    arch: str | None = None,
+    arch_kwargs: Mapping[str, Any] | None = None,
+    trust_model: bool = False,
+) -> nn.Module:
+    """The model in ``path`` (binarized if it is a converted bnnc checkpoint); see :func:`load_checkpoint`."""
+    return load_checkpoint(path, arch=arch, arch_kwargs=arch_kwargs, trust_model=trust_model).model
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def check_output(path: Path, *, inputs: tuple[Path, ...] = (), overwrite: bool = False) -> None:
+    """Refuse an output that would overwrite an input, an existing file without ``overwrite``,
+    or a missing folder — before any work is done."""
+    for src in inputs:
+        if path.resolve() == src.resolve():
+            raise OutputError(f"the output {path} is the input file", "choose another output path with -o")
+    if path.is_dir():
+        raise OutputError(f"the output {path} is a directory", "give a file name, e.g. -o model.bnnc")
+    if path.exists() and not overwrite:
+        raise OutputError(f"{path} already exists", "pass --force to overwrite it, or choose another -o")
+    if not path.parent.is_dir():
+        raise OutputError(f"the folder {path.parent} does not exist", "create it first, or choose another -o")
+    if not os.access(path.parent, os.W_OK):
+        raise OutputError(f"the folder {path.parent} is not writable", "choose another -o")
+
+
+def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None], *, overwrite: bool = False) -> Path:
+    """Write through a temporary file in the same folder, then rename: readers never see half a file.
+
+    Without ``overwrite`` an existing file is never replaced, even if it appears meanwhile.
+    """
+    path = Path(path)
+    check_output(path, overwrite=overwrite)
+    try:
+        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise OutputError(f"can't write in {path.parent}: {e.strerror}", "choose another -o") from None
+    tmp = Path(tmp_name)
+    try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes files private; outputs get the usual mode
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)  # fails if path appeared meanwhile: never clobber
+            except FileExistsError:
+                raise OutputError(f"{path} already exists", "pass --force to overwrite it") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def save_checkpoint(
+    path: str | os.PathLike[str],
+    *,
+    state_dict: Mapping[str, torch.Tensor],
+    arch: str | None,
+    arch_kwargs: Mapping[str, Any] | None = None,
+    preprocessing: Mapping[str, Any] | None = None,
+    metrics: Mapping[str, Any] | None = None,
+    binarized: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write a bnnc checkpoint (format in the module docstring) atomically."""
+    payload = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "arch": arch,
+        "arch_kwargs": dict(arch_kwargs or {}),
+        "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()},
+        "preprocessing": dict(preprocessing) if preprocessing is not None else None,
+        "metrics": dict(metrics or {}),
+        "binarized": dict(binarized) if binarized is not None else None,
+    }
+    return atomic_write(path, lambda f: torch.save(payload, f), overwrite=overwrite)
+

@@ -1,0 +1,330 @@
+"""The precision plan: for every Linear/Conv layer, ``fp32``, ``weights`` or ``binary``, and why.
+
+"First" and "last" are found by running a sample input through the model and recording the
+order in which layers execute, not the order they were registered in. Defaults follow the
+paper: the first layer keeps a real-valued input with binary weights, hidden layers are fully
+binary, the last layer stays FP32. Depthwise convolutions and layers too small to matter stay
+FP32. Overrides are globs on qualified module names; a glob that matches nothing is an error
+(a typo would otherwise silently binarize the layer the user meant to keep).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+import torch
+from torch import nn
+
+from bnnc.errors import PlanError
+
+SUPPORTED_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d)
+"""Layer types with a binary counterpart (exact types: a subclass may override ``forward``)."""
+
+DEFAULT_MIN_PARAMS = 1024
+"""Hidden layers with fewer weights stay FP32: keeping them costs at most 4 KiB."""
+
+_CONV_PROBE_SIDES = (28, 32, 64, 96, 128, 224)
+_CONV1D_PROBE_LENGTHS = (16000, 1024, 256, 128, 64)
+
+
+class Precision(str, Enum):
+    """How a layer computes after conversion."""
+
+    FP32 = "fp32"        # untouched
+    WEIGHTS = "weights"  # binary weights, real-valued input (the paper's first layer)
+    BINARY = "binary"    # binary weights and binary input (XNOR-popcount)
+
+
+@dataclass(frozen=True)
+class LayerPlan:
+    """One Linear/Conv layer: what it is, what it costs, and what it becomes."""
+
+    name: str
+    kind: str                       # module class name, e.g. "Conv2d"
+    weight_shape: tuple[int, ...]
+    params: int                     # weight elements
+    macs: int                       # multiply-accumulates per sample on the sample input
+    order: int | None               # execution order; None when the sample input didn't reach it
+    precision: Precision
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "kind": self.kind, "weight_shape": list(self.weight_shape),
+            "params": self.params, "macs": self.macs, "order": self.order,
+            "precision": self.precision.value, "reason": self.reason,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> LayerPlan:
+        return cls(
+            name=str(d["name"]), kind=str(d["kind"]), weight_shape=tuple(int(s) for s in d["weight_shape"]),
+            params=int(d["params"]), macs=int(d["macs"]),
+            order=None if d["order"] is None else int(d["order"]),
+            precision=Precision(d["precision"]), reason=str(d["reason"]),
+        )
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Per-layer precisions, in execution order (layers the sample input didn't reach last)."""
+
+    layers: tuple[LayerPlan, ...]
+    input_shape: tuple[int, ...]    # per-sample input shape the plan was traced with
+    input_shape_inferred: bool = False
+
+    def __getitem__(self, name: str) -> LayerPlan:
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise KeyError(name)
+
+    def precisions(self) -> dict[str, Precision]:
+        return {layer.name: layer.precision for layer in self.layers}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "input_shape": list(self.input_shape),
+            "input_shape_inferred": self.input_shape_inferred,
+            "layers": [layer.to_dict() for layer in self.layers],
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Plan:
+        try:
+            return cls(
+                layers=tuple(LayerPlan.from_dict(x) for x in d["layers"]),
+                input_shape=tuple(int(s) for s in d["input_shape"]),
+                input_shape_inferred=bool(d.get("input_shape_inferred", False)),
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise PlanError(f"the stored precision plan is malformed ({e!r})",
+                            "re-run `bnnc convert` on the FP32 model") from None
+
+
+@dataclass(frozen=True)
+class PlanRules:
+    """What the user asked for; ``first``/``last`` ``None`` mean the defaults (weights / fp32)."""
+
+    first: Precision | None = None
+    last: Precision | None = None
+    keep: tuple[str, ...] = ()
+    binary: tuple[str, ...] = ()
+    weights: tuple[str, ...] = ()
+    min_params: int = DEFAULT_MIN_PARAMS
+
+    def __post_init__(self) -> None:
+        if self.min_params < 0:
+            raise PlanError(f"min_params must be >= 0, got {self.min_params}")
+        for f in ("first", "last"):
+            v = getattr(self, f)
+            if v is not None and not isinstance(v, Precision):
+                try:
+                    object.__setattr__(self, f, Precision(v))
+                except ValueError:
+                    raise PlanError(f"--{f} must be one of fp32, weights, binary; got {v!r}") from None
+
+
+@dataclass
+class _Trace:
+    order: list[str] = field(default_factory=list)
+    macs: dict[str, int] = field(default_factory=dict)
+
+
+def _candidate_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Every module that has weights like a Linear/Conv (supported or not), in registration order."""
+    from torch.nn.modules.conv import _ConvNd
+
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Linear, _ConvNd)) and n]
+
+
+def _macs(module: nn.Module, out: torch.Tensor) -> int:
+    """Multiply-accumulates of one call, per sample: output elements x fan-in."""
+    per_sample = out.numel() // max(out.shape[0], 1) if out.dim() > 1 else out.numel()
+    w = module.weight
+    fan_in = w.shape[1] * math.prod(w.shape[2:]) if w.dim() > 2 else w.shape[-1]
+    return int(per_sample * fan_in)
+
+
+def _trace(model: nn.Module, example: torch.Tensor, layers: list[tuple[str, nn.Module]]) -> _Trace:
+    trace = _Trace()
+
+    def hook(name: str):
+        def record(module: nn.Module, _inp: Any, out: Any) -> None:
+            if name not in trace.macs:
+                trace.order.append(name)
+                trace.macs[name] = 0
+            if isinstance(out, torch.Tensor):
+                trace.macs[name] += _macs(module, out)
+        return record
+
+    handles = [m.register_forward_hook(hook(n)) for n, m in layers]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(example)
+    finally:
+        model.train(was_training)
+        for h in handles:
+            h.remove()
+    return trace
+
+
+def _probe_shapes(model: nn.Module, layers: list[tuple[str, nn.Module]]) -> list[tuple[int, ...]]:
+    """Candidate per-sample input shapes from the first registered layer (a guess, then verified)."""
+    if not layers:
+        return []
+    first = layers[0][1]
+    if isinstance(first, nn.Linear):
+        return [(first.in_features,)]
+    if isinstance(first, nn.Conv2d):
+        return [(first.in_channels, s, s) for s in _CONV_PROBE_SIDES]
+    if isinstance(first, nn.Conv1d):
+        return [(first.in_channels, n) for n in _CONV1D_PROBE_LENGTHS]
+    return []
+
+
+def _example_for(model: nn.Module, shape: Sequence[int]) -> torch.Tensor:
+    p = next(model.parameters(), None)
+    device = p.device if p is not None else torch.device("cpu")
+    dtype = p.dtype if p is not None and p.is_floating_point() else torch.float32
+    return torch.randn((2, *shape), generator=torch.Generator().manual_seed(0)).to(device, dtype)
+
+
+def _run_sample(
+    model: nn.Module, layers: list[tuple[str, nn.Module]], input_shape: Sequence[int] | None
+) -> tuple[_Trace, tuple[int, ...], bool]:
+    if input_shape is not None:
+        shape = tuple(int(s) for s in input_shape)
+        try:
+            return _trace(model, _example_for(model, shape), layers), shape, False
+        except Exception as e:  # the user's forward can raise anything
+            raise PlanError(
+                f"running a sample input of shape {shape} through the model failed: {type(e).__name__}: {e}",
+                "pass the per-sample input shape the model expects, e.g. --input-shape 3,32,32",
+            ) from None
+    for shape in _probe_shapes(model, layers):
+        try:
+            return _trace(model, _example_for(model, shape), layers), shape, True
+        except Exception:  # noqa: BLE001 - a probe that doesn't fit is expected
+            continue
+    raise PlanError(
+        "could not find an input shape the model accepts, so the execution order of its layers is unknown",
+        "pass the per-sample input shape, e.g. --input-shape 3,32,32 (channels, height, width)",
+    )
+
+
+def _matches(name: str, pattern: str) -> bool:
+    """A glob matches a layer by its name, or any layer inside the module it names."""
+    return fnmatch.fnmatchcase(name, pattern) or fnmatch.fnmatchcase(name, pattern + ".*")
+
+
+def _default(module: nn.Module, params: int, position: str, rules: PlanRules) -> tuple[Precision, str]:
+    """The default precision of a supported layer at ``position`` (first / last / hidden / unreached)."""
+    if position == "unreached":
+        return Precision.FP32, "not reached by the sample input"
+    if position == "last":
+        if rules.last is not None:
+            return rules.last, "last layer (--last)"
+        return Precision.FP32, "last layer: its outputs are the logits"
+    if position == "first" and rules.first is not None:
+        return rules.first, "first layer (--first)"
+    groups = getattr(module, "groups", 1)
+    if groups > 1 and groups == getattr(module, "in_channels", 0):
+        return Precision.FP32, "depthwise conv: binarizing costs accuracy, saves little"
+    if params < rules.min_params:
+        return Precision.FP32, f"small: {params} weights < {rules.min_params}"
+    if position == "first":
+        return Precision.WEIGHTS, "first layer: real-valued input, binary weights"
+    return Precision.BINARY, "hidden layer"
+
+
+def _override(name: str, rules: PlanRules) -> tuple[Precision, str] | None:
+    hits = [
+        (precision, flag, pattern)
+        for precision, flag, patterns in (
+            (Precision.FP32, "--keep", rules.keep),
+            (Precision.WEIGHTS, "--weights", rules.weights),
+            (Precision.BINARY, "--binary", rules.binary),
+        )
+        for pattern in patterns
+        if _matches(name, pattern)
+    ]
+    if len({h[0] for h in hits}) > 1:
+        asked = ", ".join(f"{flag} {pattern!r}" for _, flag, pattern in hits)
+        raise PlanError(f"layer {name!r} is matched by conflicting overrides: {asked}",
+                        "make the globs select disjoint layers")
+    if not hits:
+        return None
+    precision, flag, pattern = hits[0]
+    return precision, f"{flag} {pattern}"
+
+
+def _check_globs(names: list[str], rules: PlanRules) -> None:
+    for flag, patterns in (("--keep", rules.keep), ("--weights", rules.weights), ("--binary", rules.binary)):
+        for pattern in patterns:
+            if not any(_matches(n, pattern) for n in names):
+                shown = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
+                raise PlanError(f"{flag} {pattern!r} matches no Linear/Conv layer",
+                                f"layer names are: {shown}")
+
+
+def plan(
+    model: nn.Module,
+    rules: PlanRules | None = None,
+    *,
+    input_shape: Sequence[int] | None = None,
+) -> Plan:
+    """Decide each Linear/Conv layer's precision by running a sample input through ``model``.
+
+    ``input_shape`` is the per-sample shape (e.g. ``(1, 28, 28)``); without it bnnc probes a few
+    common shapes from the first layer and records that it did. ``model`` is not modified.
+    """
+    rules = rules or PlanRules()
+    candidates = _candidate_layers(model)
+    if not candidates:
+        raise PlanError("the model has no Linear or Conv layer, so there is nothing to binarize",
+                        "bnnc binarizes nn.Linear, nn.Conv1d and nn.Conv2d layers")
+    trace, shape, inferred = _run_sample(model, candidates, input_shape)
+    names = [n for n, _ in candidates]
+    _check_globs(names, rules)
+
+    executed = trace.order
+    supported_executed = [n for n in executed if type(dict(candidates)[n]) in SUPPORTED_TYPES]
+    first = supported_executed[0] if supported_executed else None
+    last = executed[-1] if executed else None  # the logits layer, even when it can't be binarized
+
+    modules = dict(candidates)
+    ordered = executed + [n for n in names if n not in trace.macs]
+    out: list[LayerPlan] = []
+    for name in ordered:
+        module = modules[name]
+        params = module.weight.numel()
+        supported = type(module) in SUPPORTED_TYPES
+        position = (
+            "unreached" if name not in trace.macs
+            else "last" if name == last
+            else "first" if name == first
+            else "hidden"
+        )
+        if supported:
+            precision, reason = _override(name, rules) or _default(module, params, position, rules)
+        else:
+            if (o := _override(name, rules)) is not None and o[0] is not Precision.FP32:
+                raise PlanError(f"{o[1]} selects {name!r}, a {type(module).__name__}, which bnnc can't binarize",
+                                "bnnc binarizes exactly nn.Linear, nn.Conv1d and nn.Conv2d")
+            precision, reason = Precision.FP32, f"no binary version of {type(module).__name__}"
+        out.append(LayerPlan(
+            name=name, kind=type(module).__name__, weight_shape=tuple(module.weight.shape),
+            params=params, macs=trace.macs.get(name, 0),
+            order=executed.index(name) if name in trace.macs else None,
+            precision=precision, reason=reason,
+        ))
+    return Plan(layers=tuple(out), input_shape=shape, input_shape_inferred=inferred)
+

@@ -1,0 +1,83 @@
+"""What a conversion costs and saves: per-layer precision and totals, computed, never printed here.
+
+Sizes count what inference needs: floating-point parameters and buffers (BatchNorm statistics
+included) at their own width, and each binarized weight at 1 bit (packed, rounded up to whole
+bytes per tensor). Integer bookkeeping buffers (``num_batches_tracked``) are not counted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from bnnc.layers import binary_layers
+from bnnc.planning import Plan, Precision
+
+
+def _float_tensors(model: nn.Module) -> dict[str, Any]:
+    tensors = dict(model.named_parameters())
+    tensors.update((n, b) for n, b in model.named_buffers() if b.is_floating_point())
+    return tensors
+
+
+def model_bytes(model: nn.Module) -> int:
+    """Bytes of ``model``'s floating-point tensors, with each binary layer's weight at 1 bit."""
+    packed = {f"{name}.weight" for name, _ in binary_layers(model)}
+    total = 0
+    for name, t in _float_tensors(model).items():
+        total += (t.numel() + 7) // 8 if name in packed else t.numel() * t.element_size()
+    return total
+
+
+@dataclass(frozen=True)
+class ConversionSummary:
+    """Totals of a conversion; the per-layer rows are the plan's layers."""
+
+    plan: Plan
+    fp32_bytes: int
+    binarized_bytes: int
+    binary_weights: int          # weights stored at 1 bit
+    kept_weights: int            # Linear/Conv weights left FP32
+    binary_mac_share: float      # MACs with binary weights and binary inputs (XNOR-popcount)
+    binary_weight_mac_share: float  # MACs with binary weights (binary or real inputs)
+
+    @property
+    def compression(self) -> float:
+        return self.fp32_bytes / self.binarized_bytes if self.binarized_bytes else float("inf")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "layers": [
+                {**layer.to_dict(), "bits_per_weight": 32 if layer.precision is Precision.FP32 else 1}
+                for layer in self.plan.layers
+            ],
+            "input_shape": list(self.plan.input_shape),
+            "input_shape_inferred": self.plan.input_shape_inferred,
+            "totals": {
+                "fp32_bytes": self.fp32_bytes,
+                "binarized_bytes": self.binarized_bytes,
+                "compression": round(self.compression, 3),
+                "binary_weights": self.binary_weights,
+                "kept_weights": self.kept_weights,
+                "binary_mac_share": round(self.binary_mac_share, 4),
+                "binary_weight_mac_share": round(self.binary_weight_mac_share, 4),
+            },
+        }
+
+
+def summarize(source: nn.Module, converted: nn.Module, plan: Plan) -> ConversionSummary:
+    """Compare the FP32 ``source`` with its ``converted`` copy under ``plan``."""
+    total_macs = sum(layer.macs for layer in plan.layers) or 1
+    binary_macs = sum(layer.macs for layer in plan.layers if layer.precision is Precision.BINARY)
+    weight_macs = sum(layer.macs for layer in plan.layers if layer.precision is not Precision.FP32)
+    return ConversionSummary(
+        plan=plan,
+        fp32_bytes=model_bytes(source),
+        binarized_bytes=model_bytes(converted),
+        binary_weights=sum(layer.params for layer in plan.layers if layer.precision is not Precision.FP32),
+        kept_weights=sum(layer.params for layer in plan.layers if layer.precision is Precision.FP32),
+        binary_mac_share=binary_macs / total_macs,
+        binary_weight_mac_share=weight_macs / total_macs,
+    )

@@ -1,0 +1,54 @@
+"""Shared fixtures: small FP32 checkpoints of the zoo architectures, written to tmp_path."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+from bnnc import zoo
+from bnnc.io import save_checkpoint
+
+SMALL_ARCHS: dict[str, tuple[str, dict[str, Any]]] = {
+    "mlp": ("bnnc.zoo:MLP", {"hidden": [64, 48], "in_features": 784}),
+    "cnn": ("bnnc.zoo:VGG", {"width": 4, "fc": 32}),
+    "resnet": ("bnnc.zoo:ResNet", {"width": 8, "blocks": [1, 1]}),
+}
+
+
+def build(kind: str) -> nn.Module:
+    """A small zoo model with non-trivial BatchNorm statistics, seeded."""
+    ref, kwargs = SMALL_ARCHS[kind]
+    torch.manual_seed(0)
+    model = getattr(zoo, ref.split(":")[1])(**kwargs)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.3, 0.3)
+    return model.eval()
+
+
+@pytest.fixture
+def fp32_checkpoint(tmp_path: Path) -> Callable[..., Path]:
+    """``fp32_checkpoint("mlp")`` writes a self-describing FP32 checkpoint and returns its path."""
+
+    def write(kind: str, name: str | None = None, preprocessing: dict[str, Any] | None = None) -> Path:
+        ref, kwargs = SMALL_ARCHS[kind]
+        path = tmp_path / (name or f"{kind}.pt")
+        save_checkpoint(path, state_dict=build(kind).state_dict(), arch=ref, arch_kwargs=kwargs,
+                        preprocessing=preprocessing)
+        return path
+
+    return write
+
+
+def images(n: int = 64, seed: int = 0) -> torch.Tensor:
+    """Normalised-looking image batch shaped like Fashion-MNIST: (n, 1, 28, 28)."""
+    return torch.randn(n, 1, 28, 28, generator=torch.Generator().manual_seed(seed))

@@ -1,0 +1,137 @@
+import pytest
+import torch
+from torch import nn
+
+from bnnc import zoo
+from bnnc.errors import PlanError
+from bnnc.planning import Plan, PlanRules, Precision, plan
+
+
+class Reversed(nn.Module):
+    """Registers its layers in the opposite order of execution."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = nn.Linear(64, 10)
+        self.middle = nn.Linear(64, 64)
+        self.stem = nn.Linear(32, 64)
+        self.unused = nn.Linear(64, 64)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.middle(torch.relu(self.stem(x)))))
+
+
+def _precisions(p: Plan) -> dict[str, str]:
+    return {layer.name: layer.precision.value for layer in p.layers}
+
+
+def test_default_plan_mlp_first_weights_hidden_binary_last_fp32():
+    p = plan(zoo.MLP(), input_shape=(1, 28, 28))
+    assert _precisions(p) == {"features.1": "weights", "features.4": "binary", "features.7": "binary",
+                              "classifier": "fp32"}
+    assert [layer.order for layer in p.layers] == [0, 1, 2, 3]
+    assert p["features.4"].macs == 1024 * 1024
+
+
+def test_first_and_last_follow_execution_not_registration():
+    p = plan(Reversed(), input_shape=(32,))
+    assert [layer.name for layer in p.layers] == ["stem", "middle", "head", "unused"]
+    assert _precisions(p) == {"stem": "weights", "middle": "binary", "head": "fp32", "unused": "fp32"}
+    assert p["unused"].order is None and "not reached" in p["unused"].reason
+
+
+def test_input_shape_probed_when_not_given():
+    p = plan(zoo.VGG())
+    assert p.input_shape == (1, 28, 28) and p.input_shape_inferred
+
+
+def test_unprobeable_model_asks_for_input_shape():
+    model = zoo.VGG(image_size=40)  # 40x40 input: none of the probe sizes fit the classifier
+    with pytest.raises(PlanError, match="--input-shape"):
+        plan(model)
+    assert plan(model, input_shape=(1, 40, 40)).input_shape == (1, 40, 40)
+
+
+def test_wrong_input_shape_is_a_clear_error():
+    with pytest.raises(PlanError, match=r"shape \(3, 28, 28\).*failed"):
+        plan(zoo.MLP(), input_shape=(3, 28, 28))
+
+
+def test_small_and_depthwise_layers_stay_fp32():
+    model = nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(),                # 432 weights: small
+        nn.Conv2d(16, 16, 3, padding=1, groups=16), nn.ReLU(),    # depthwise
+        nn.Conv2d(16, 8, 1), nn.ReLU(),                           # 128 weights: small
+        nn.Conv2d(8, 64, 3, padding=1), nn.ReLU(),
+        nn.Flatten(), nn.Linear(64 * 8 * 8, 10),
+    )
+    p = plan(model, input_shape=(3, 8, 8))
+    assert _precisions(p) == {"0": "fp32", "2": "fp32", "4": "fp32", "6": "binary", "9": "fp32"}
+    assert "depthwise" in p["2"].reason and "small" in p["4"].reason and "small" in p["0"].reason
+
+
+def test_overrides_by_glob_and_first_last():
+    rules = PlanRules(keep=("features.0",), binary=("classifier.*",), first=Precision.BINARY)
+    p = plan(zoo.VGG(), rules)
+    pr = _precisions(p)
+    assert pr["features.0"] == "fp32" and "--keep" in p["features.0"].reason
+    assert pr["classifier.7"] == "binary"  # --binary beats the last-layer default
+    assert pr["classifier.1"] == "binary"
+    p2 = plan(zoo.MLP(), PlanRules(first=Precision.FP32, last=Precision.WEIGHTS))
+    assert _precisions(p2)["features.1"] == "fp32" and _precisions(p2)["classifier"] == "weights"
+
+
+def test_glob_naming_a_parent_module_selects_its_layers():
+    p = plan(zoo.ResNet(), PlanRules(keep=("layers.0",)))
+    assert p["layers.0.conv1"].precision is Precision.FP32 and p["layers.0.conv2"].precision is Precision.FP32
+    assert p["layers.1.conv1"].precision is Precision.BINARY
+
+
+def test_glob_matching_nothing_is_an_error():
+    with pytest.raises(PlanError, match="'featurs.0' matches no"):
+        plan(zoo.VGG(), PlanRules(keep=("featurs.0",)))
+
+
+def test_conflicting_globs_are_an_error():
+    with pytest.raises(PlanError, match="conflicting"):
+        plan(zoo.VGG(), PlanRules(keep=("features.*",), binary=("features.3",)))
+
+
+def test_unsupported_layer_types_stay_fp32_and_cant_be_forced():
+    class MyLinear(nn.Linear):
+        def forward(self, x):
+            return super().forward(x) * 2
+
+    model = nn.Sequential(nn.Linear(16, 64), nn.ReLU(), MyLinear(64, 64), nn.ReLU(), nn.Linear(64, 64),
+                          nn.Unflatten(1, (1, 8, 8)), nn.ConvTranspose2d(1, 2, 2))
+    p = plan(model, input_shape=(16,))
+    assert p["2"].precision is Precision.FP32 and "no binary version of MyLinear" in p["2"].reason
+    assert p["4"].precision is Precision.BINARY
+    assert p["6"].precision is Precision.FP32  # the last layer executed, and a ConvTranspose2d
+    with pytest.raises(PlanError, match="can't binarize"):
+        plan(model, PlanRules(binary=("2",)), input_shape=(16,))
+
+
+def test_model_without_layers_is_an_error():
+    with pytest.raises(PlanError, match="no Linear or Conv"):
+        plan(nn.Sequential(nn.ReLU()), input_shape=(4,))
+
+
+def test_plan_round_trips_and_leaves_model_untouched():
+    model = zoo.ResNet()
+    model.train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    p = plan(model)
+    assert model.training
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k])  # BN statistics untouched by the sample run
+    assert Plan.from_dict(p.to_dict()) == p
+
+
+def test_bad_rules():
+    with pytest.raises(PlanError):
+        PlanRules(min_params=-1)
+    with pytest.raises(PlanError, match="--first"):
+        PlanRules(first="half")  # type: ignore[arg-type]
+    with pytest.raises(PlanError, match="malformed"):
+        Plan.from_dict({"layers": [{"name": "x"}]})

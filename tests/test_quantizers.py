@@ -1,0 +1,50 @@
+import pytest
+import torch
+
+from bnnc.quantizers import binarize, hard_sigmoid, ste_mask, stochastic_binarize
+
+POINTS = torch.tensor([-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0])
+
+
+def test_binarize_forward_is_the_papers_sign_with_sign0_plus_one():
+    assert binarize(POINTS).tolist() == [-1, -1, -1, 1, 1, 1, 1]
+    assert torch.sign(torch.tensor(0.0)) == 0  # why bnnc doesn't use torch.sign
+
+
+def test_binarize_ste_gradient_passes_inclusive_at_one_and_cancels_beyond():
+    x = POINTS.clone().requires_grad_(True)
+    binarize(x).backward(torch.full_like(x, 3.0))
+    assert x.grad.tolist() == [0, 3, 3, 3, 3, 3, 0]
+
+
+def test_binarize_keeps_dtype_and_shape():
+    x = torch.randn(2, 3, 4, dtype=torch.float64)
+    y = binarize(x)
+    assert y.dtype == torch.float64 and y.shape == x.shape
+
+
+def test_hard_sigmoid_and_mask():
+    assert hard_sigmoid(POINTS).tolist() == [0, 0, 0.25, 0.5, 0.75, 1, 1]
+    assert ste_mask(POINTS).tolist() == [0, 1, 1, 1, 1, 1, 0]
+
+
+@pytest.mark.parametrize("value", [-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0])
+def test_stochastic_mean_is_clipped_x(value):
+    g = torch.Generator().manual_seed(0)
+    draws = stochastic_binarize(torch.full((200_000,), value), generator=g)
+    assert set(draws.unique().tolist()) <= {-1.0, 1.0}
+    expected = max(-1.0, min(1.0, value))  # E[x_b] = 2 * hard_sigmoid(x) - 1
+    assert abs(draws.mean().item() - expected) < 0.01
+
+
+def test_stochastic_gradient_is_the_ste():
+    x = POINTS.clone().requires_grad_(True)
+    stochastic_binarize(x).sum().backward()
+    assert x.grad.tolist() == [0, 1, 1, 1, 1, 1, 0]
+
+
+def test_stochastic_is_seeded():
+    x = torch.randn(1000)
+    a = stochastic_binarize(x, generator=torch.Generator().manual_seed(1))
+    b = stochastic_binarize(x, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(a, b)

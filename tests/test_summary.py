@@ -1,0 +1,43 @@
+from torch import nn
+
+from bnnc.conversion import convert
+from bnnc.planning import PlanRules, plan
+from bnnc.summary import model_bytes, summarize
+
+
+def _net() -> nn.Module:
+    return nn.Sequential(
+        nn.Linear(16, 32, bias=False), nn.BatchNorm1d(32), nn.ReLU(),
+        nn.Linear(32, 40, bias=False), nn.BatchNorm1d(40), nn.ReLU(),
+        nn.Linear(40, 4),
+    )
+
+
+def test_sizes_and_shares_by_hand():
+    model = _net().eval()
+    p = plan(model, PlanRules(min_params=0), input_shape=(16,))
+    binary = convert(model, p)
+    s = summarize(model, binary, p)
+    bn = 4 * 32 * 4 + 4 * 40 * 4  # weight, bias, running mean, running var
+    fp32 = 4 * (16 * 32 + 32 * 40 + 40 * 4 + 4) + bn
+    assert s.fp32_bytes == model_bytes(model) == fp32
+    packed = (16 * 32) // 8 + (32 * 40) // 8
+    extra = 4 * (32 + 40) + 4 * 32  # alphas of both layers, thresholds of the second
+    assert s.binarized_bytes == packed + extra + bn + 4 * (40 * 4 + 4)
+    assert s.compression == fp32 / s.binarized_bytes
+    assert s.binary_weights == 16 * 32 + 32 * 40 and s.kept_weights == 160
+    macs = 16 * 32 + 32 * 40 + 40 * 4
+    assert s.binary_mac_share == (32 * 40) / macs
+    assert s.binary_weight_mac_share == (16 * 32 + 32 * 40) / macs
+
+
+def test_to_dict_is_json_ready():
+    import json
+
+    model = _net().eval()
+    p = plan(model, input_shape=(16,))
+    d = summarize(model, convert(model, p), p).to_dict()
+    json.dumps(d)
+    # first layer small (512 weights), hidden 1280 weights binary, last layer FP32
+    assert [layer["bits_per_weight"] for layer in d["layers"]] == [32, 1, 32]
+    assert d["totals"]["compression"] > 1
