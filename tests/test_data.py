@@ -1,0 +1,441 @@
+"""bnnc.data: every --data form loads and is normalised as recorded; every bad input is a DataError."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import sys
+import textwrap
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import TensorDataset
+
+from bnnc.data import DataSplits, Preprocessing, load_data, read_idx
+from bnnc.errors import DataError
+
+N_TRAIN, N_TEST, SIDE = 30, 12, 6
+NAMES = ("a", "b", "c")
+IDX = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+
+
+def arrays(seed: int = 0) -> dict[str, np.ndarray]:
+    """Small uint8 images (N, SIDE, SIDE) and int64 labels in [0, 3)."""
+    rng = np.random.default_rng(seed)
+    return {
+        "x_train": rng.integers(0, 256, (N_TRAIN, SIDE, SIDE), dtype=np.uint8),
+        "y_train": rng.integers(0, len(NAMES), N_TRAIN).astype(np.int64),
+        "x_test": rng.integers(0, 256, (N_TEST, SIDE, SIDE), dtype=np.uint8),
+        "y_test": rng.integers(0, len(NAMES), N_TEST).astype(np.int64),
+    }
+
+
+def idx_bytes(a: np.ndarray) -> bytes:
+    """IDX encoding of a uint8 array: 0 0 0x08 ndim, big-endian dims, data."""
+    return bytes([0, 0, 0x08, a.ndim]) + np.array(a.shape, ">u4").tobytes() + a.astype(np.uint8).tobytes()
+
+
+def write_idx_folder(folder: Path, data: dict[str, np.ndarray], gz: bool) -> Path:
+    folder.mkdir(exist_ok=True)
+    for name, key in zip(IDX, ("x_train", "y_train", "x_test", "y_test"), strict=True):
+        raw = idx_bytes(data[key])
+        (folder / (name + ".gz" if gz else name)).write_bytes(gzip.compress(raw) if gz else raw)
+    return folder
+
+
+def expect_error(call: Callable[[], object], *needles: str) -> DataError:
+    """``call`` raises a one-line DataError whose text holds every needle."""
+    with pytest.raises(DataError) as info:
+        call()
+    text = str(info.value)
+    assert "\n" not in info.value.message
+    for needle in needles:
+        assert needle in text, f"{needle!r} not in {text!r}"
+    return info.value
+
+
+def normalised(x: np.ndarray, pre: Preprocessing) -> torch.Tensor:
+    """What the data should look like: (x * pixel_scale - mean) / std, shaped like the model input."""
+    t = torch.from_numpy(x.astype(np.float64)).reshape(len(x), *pre.input_shape) * pre.pixel_scale
+    return ((t - pre.mean[0]) / pre.std[0]).float()
+
+
+# --- each accepted form ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("gz", [True, False], ids=["gz", "raw"])
+def test_idx_folder_loads_and_derives_train_statistics(tmp_path: Path, gz: bool) -> None:
+    data = arrays()
+    splits = load_data(write_idx_folder(tmp_path / "idx", data, gz))
+    pre = splits.preprocessing
+    pixels = data["x_train"] / 255
+    assert pre.input_shape == (1, SIDE, SIDE) and pre.pixel_scale == pytest.approx(1 / 255)
+    assert pre.mean[0] == pytest.approx(pixels.mean()) and pre.std[0] == pytest.approx(pixels.std(ddof=1))
+    x, y = splits.train.tensors
+    assert x.dtype == torch.float32 and y.dtype == torch.int64
+    torch.testing.assert_close(x, normalised(data["x_train"], pre))
+    assert y.tolist() == data["y_train"].tolist()
+    assert splits.val.tensors[1].tolist() == data["y_test"].tolist()
+    assert "IDX folder" in splits.source and f"train {N_TRAIN}" in splits.source
+
+
+def test_read_idx_returns_the_array(tmp_path: Path) -> None:
+    a = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
+    (tmp_path / "a").write_bytes(idx_bytes(a))
+    np.testing.assert_array_equal(read_idx(tmp_path / "a"), a)
+
+
+def test_npz_with_split_keys_keeps_class_names(tmp_path: Path) -> None:
+    data = arrays()
+    np.savez(tmp_path / "d.npz", **data, class_names=np.array(NAMES))
+    splits = load_data(tmp_path / "d.npz")
+    assert splits.preprocessing.class_names == NAMES
+    assert len(splits.train) == N_TRAIN and len(splits.val) == N_TEST
+    torch.testing.assert_close(splits.val.tensors[0], normalised(data["x_test"], splits.preprocessing))
+
+
+def test_npz_with_x_y_is_split_by_seed(tmp_path: Path) -> None:
+    data = arrays()
+    x = np.concatenate([data["x_train"], data["x_test"]])
+    y = np.arange(len(x)) % len(NAMES)
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    first = load_data(tmp_path / "d.npz", val_fraction=0.25, seed=1)
+    again = load_data(tmp_path / "d.npz", val_fraction=0.25, seed=1)
+    other = load_data(tmp_path / "d.npz", val_fraction=0.25, seed=2)
+    assert len(first.val) == round(len(x) * 0.25) and len(first.train) + len(first.val) == len(x)
+    assert torch.equal(first.val.tensors[0], again.val.tensors[0])
+    assert not torch.equal(first.val.tensors[0], other.val.tensors[0])
+    rows = {tuple(r) for r in torch.cat([first.train.tensors[0], first.val.tensors[0]]).flatten(1).tolist()}
+    assert len(rows) == len(x)  # a partition: nothing lost, nothing duplicated
+
+
+def test_pt_dict_of_tensors(tmp_path: Path) -> None:
+    data = arrays()
+    torch.save({k: torch.from_numpy(v) for k, v in data.items()} | {"class_names": list(NAMES)}, tmp_path / "d.pt")
+    splits = load_data(tmp_path / "d.pt")
+    assert splits.preprocessing.class_names == NAMES
+    assert splits.train.tensors[1].tolist() == data["y_train"].tolist()
+    torch.testing.assert_close(splits.train.tensors[0], normalised(data["x_train"], splits.preprocessing))
+
+
+def test_float_data_gets_identity_preprocessing(tmp_path: Path) -> None:
+    data = arrays()
+    floats = {k: (v / 255).astype(np.float32) if k.startswith("x") else v for k, v in data.items()}
+    np.savez(tmp_path / "f.npz", **floats)
+    splits = load_data(tmp_path / "f.npz")
+    pre = splits.preprocessing
+    assert (pre.pixel_scale, pre.mean, pre.std) == (1.0, (0.0,), (1.0,))
+    torch.testing.assert_close(splits.train.tensors[0][:, 0].numpy(), floats["x_train"])
+
+
+def test_given_preprocessing_is_applied_exactly(tmp_path: Path) -> None:
+    data = arrays()
+    np.savez(tmp_path / "d.npz", **data)
+    pre = Preprocessing(input_shape=(SIDE * SIDE,), mean=(0.5,), std=(0.25,), class_names=NAMES)
+    splits = load_data(tmp_path / "d.npz", preprocessing=pre)
+    assert splits.preprocessing == pre
+    assert splits.train.tensors[0].shape == (N_TRAIN, SIDE * SIDE)
+    torch.testing.assert_close(splits.train.tensors[0], normalised(data["x_train"], pre))
+
+
+def test_nhwc_rgb_arrays_become_nchw(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (8, SIDE, SIDE, 3), dtype=np.uint8)
+    np.savez(tmp_path / "rgb.npz", x_train=x, y_train=np.zeros(8, np.int64), x_test=x, y_test=np.zeros(8, np.int64))
+    pre = Preprocessing(input_shape=(3, SIDE, SIDE), mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+    out = load_data(tmp_path / "rgb.npz", preprocessing=pre).train.tensors[0]
+    torch.testing.assert_close(out, torch.from_numpy(x).permute(0, 3, 1, 2).float() / 255)
+
+
+def write_png_folder(root: Path, per_class: dict[str, list[np.ndarray]]) -> Path:
+    from PIL import Image
+
+    for name, images in per_class.items():
+        (root / name).mkdir(parents=True)
+        for i, pixels in enumerate(images):
+            Image.fromarray(pixels).save(root / name / f"{i}.png")
+    return root
+
+
+def grey_images(n: int, value: int, size: tuple[int, int] = (SIDE, SIDE)) -> list[np.ndarray]:
+    return [np.full(size, value + i, np.uint8) for i in range(n)]
+
+
+def test_image_folder_class_names_from_sub_folders(tmp_path: Path) -> None:
+    pytest.importorskip("PIL")
+    root = write_png_folder(tmp_path / "img", {"cat": grey_images(10, 10), "dog": grey_images(10, 200)})
+    splits = load_data(root, val_fraction=0.2)
+    pre = splits.preprocessing
+    assert pre.class_names == ("cat", "dog") and pre.input_shape == (1, SIDE, SIDE)
+    assert len(splits.train) == 16 and len(splits.val) == 4
+    x = torch.cat([splits.train.tensors[0], splits.val.tensors[0]])
+    y = torch.cat([splits.train.tensors[1], splits.val.tensors[1]])
+    pixels = x[:, 0, 0, 0] * pre.std[0] + pre.mean[0]
+    assert torch.equal(pixels > 0.5, y == 1)  # dogs are the bright ones
+
+
+def test_image_folder_follows_the_models_classes_channels_and_size(tmp_path: Path) -> None:
+    pytest.importorskip("PIL")
+    root = tmp_path / "img"
+    write_png_folder(root / "train", {"dog": grey_images(3, 200, (9, 9)), "cat": grey_images(3, 10, (9, 9))})
+    write_png_folder(root / "val", {"dog": grey_images(2, 200, (9, 9))})
+    pre = Preprocessing(input_shape=(3, SIDE, SIDE), mean=(0.0,), std=(1.0,), class_names=("dog", "cat"))
+    splits = load_data(root, preprocessing=pre)
+    assert splits.train.tensors[0].shape == (6, 3, SIDE, SIDE)  # greyscale -> RGB, resized to the model's
+    assert splits.train.tensors[1].tolist() == [1, 1, 1, 0, 0, 0]  # labels index the model's class_names
+    assert splits.val.tensors[1].tolist() == [0, 0]
+    assert splits.val.tensors[0].min() > 0.7
+
+
+def test_image_folder_of_rgb_images_is_rgb(tmp_path: Path) -> None:
+    pytest.importorskip("PIL")
+    colour = np.zeros((SIDE, SIDE, 3), np.uint8)
+    colour[..., 0] = 255
+    root = write_png_folder(tmp_path / "img", {"red": [colour] * 10})
+    x = load_data(root).train.tensors[0]
+    assert x.shape[1:] == (3, SIDE, SIDE)
+
+
+FUNCTION_MODULE = textwrap.dedent(
+    """
+    import torch
+    from torch.utils.data import Dataset, TensorDataset
+    from bnnc.data import DataSplits, Preprocessing
+
+    class Pairs(Dataset):
+        def __init__(self, n):
+            self.n = n
+        def __len__(self):
+            return self.n
+        def __getitem__(self, i):
+            return torch.full((1, 4, 4), 10 * i, dtype=torch.uint8), i % 2
+
+    def raw():
+        return Pairs(6), TensorDataset(torch.zeros(3, 1, 4, 4, dtype=torch.uint8), torch.tensor([0, 1, 0]))
+
+    def ready():
+        pre = Preprocessing(input_shape=(1, 4, 4), mean=(0.0,), std=(1.0,))
+        ds = TensorDataset(torch.ones(2, 1, 4, 4), torch.tensor([0, 1]))
+        return DataSplits(ds, ds, pre, "ready-made")
+
+    def wrong():
+        return 42
+
+    def broken():
+        return Pairs(2), [("not", "pairs", "!")]
+
+    def failing():
+        raise FileNotFoundError("no such file: /data/train.bin")
+    """
+)
+
+
+@pytest.fixture
+def data_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A throwaway importable module of data functions; returns its name."""
+    (tmp_path / "my_bnnc_data.py").write_text(FUNCTION_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield "my_bnnc_data"
+    sys.modules.pop("my_bnnc_data", None)
+
+
+def test_function_returning_raw_datasets_is_normalised(data_module: str) -> None:
+    pre = Preprocessing(input_shape=(16,), mean=(0.1,), std=(0.5,), class_names=("even", "odd"))
+    splits = load_data(f"{data_module}:raw", preprocessing=pre)
+    x, y = splits.train.tensors
+    assert x.shape == (6, 16) and y.tolist() == [0, 1, 0, 1, 0, 1]
+    torch.testing.assert_close(x[:, 0], (torch.arange(6) * 10 / 255 - 0.1) / 0.5)
+
+
+def test_function_returning_data_splits_is_used_as_it_is(data_module: str) -> None:
+    splits = load_data(f"{data_module}:ready")
+    assert isinstance(splits, DataSplits) and splits.source == "ready-made"
+    other = Preprocessing(input_shape=(1, 4, 4), mean=(0.5,), std=(1.0,))
+    expect_error(lambda: load_data(f"{data_module}:ready", preprocessing=other), "differs from the model's")
+
+
+def test_function_errors(data_module: str) -> None:
+    expect_error(lambda: load_data("no_such_module_xyz:load"), "no_such_module_xyz", "import")
+    expect_error(lambda: load_data(f"{data_module}:missing"), "has no function 'missing'")
+    expect_error(lambda: load_data(f"{data_module}:wrong"), "expected (train_dataset, val_dataset)")
+    expect_error(lambda: load_data(f"{data_module}:broken"), "val", "map-style torch Dataset")
+    expect_error(lambda: load_data(f"{data_module}:failing"), "raised FileNotFoundError", "/data/train.bin")
+
+
+# --- Preprocessing -----------------------------------------------------------------------------
+
+
+def test_preprocessing_round_trips_through_json() -> None:
+    pre = Preprocessing(input_shape=(3, 8, 8), mean=(0.1, 0.2, 0.3), std=(0.5, 0.6, 0.7), class_names=NAMES)
+    d = json.loads(json.dumps(pre.to_dict()))
+    assert Preprocessing.from_dict(d) == pre
+    assert d["input_shape"] == [3, 8, 8] and d["class_names"] == list(NAMES)
+
+
+def test_preprocessing_apply_per_channel() -> None:
+    pre = Preprocessing(input_shape=(2, 1, 2), mean=(0.5, 0.0), std=(0.5, 2.0), pixel_scale=0.01)
+    x = torch.tensor([[100, 100, 50, 50]], dtype=torch.uint8)
+    out = pre.apply(x)
+    assert out.dtype == torch.float32 and out.shape == (1, 2, 1, 2)
+    torch.testing.assert_close(out, torch.tensor([[[[1.0, 1.0]], [[0.25, 0.25]]]]))
+    floats = pre.apply(torch.tensor([[1.0, 1.0, 0.5, 0.5]]))  # floats are not scaled again
+    torch.testing.assert_close(floats, out)
+    expect_error(lambda: pre.apply(torch.zeros(1, 5)), "(5,)", "(2, 1, 2)")
+
+
+@pytest.mark.parametrize(
+    ("d", "needle"),
+    [
+        ([1, 2], "expected a dict"),
+        ({"input_shape": [1, 2, 2], "mean": [0.0]}, "missing keys ['std']"),
+        ({"input_shape": [1, 2, 2], "mean": [0.0], "std": [1.0], "scale": 1}, "unknown keys ['scale']"),
+        ({"input_shape": [1, 2, 2], "mean": [0.0], "std": [0.0]}, "std must be positive"),
+        ({"input_shape": [3, 2, 2], "mean": [0.0, 0.0], "std": [1.0]}, "mean must be 1 or 3"),
+        ({"input_shape": [1, 2, 2], "mean": ["0"], "std": [1.0]}, "must be numbers"),
+        ({"input_shape": [0, 2], "mean": [0.0], "std": [1.0]}, "input_shape must be positive"),
+        ({"input_shape": 784, "mean": [0.0], "std": [1.0]}, "input_shape must be a list"),
+        ({"input_shape": [1], "mean": [0.0], "std": [1.0], "class_names": [1, 2]}, "class_names must be strings"),
+    ],
+)
+def test_preprocessing_from_bad_dict(d: object, needle: str) -> None:
+    expect_error(lambda: Preprocessing.from_dict(d), needle)  # type: ignore[arg-type]
+
+
+# --- bad inputs --------------------------------------------------------------------------------
+
+
+def test_missing_path_and_unsupported_files(tmp_path: Path) -> None:
+    expect_error(lambda: load_data(tmp_path / "nope.npz"), "nope.npz", "not found")
+    (tmp_path / "empty").mkdir()
+    expect_error(lambda: load_data(tmp_path / "empty"), "empty", "no IDX files or class sub-folders")
+    (tmp_path / "d.csv").write_text("1,2\n")
+    expect_error(lambda: load_data(tmp_path / "d.csv"), "d.csv", "unsupported data file type .csv")
+    expect_error(lambda: load_data(tmp_path / "d.csv", val_fraction=1.5), "val_fraction")
+
+
+RANDOM_BYTES = np.random.default_rng(1).bytes(300)
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "needle"),
+    [
+        ("train-images-idx3-ubyte", RANDOM_BYTES, "not an IDX file"),
+        ("train-images-idx3-ubyte.gz", b"\x1f\x8b" + RANDOM_BYTES, "can't read as an IDX file"),
+        ("train-images-idx3-ubyte", idx_bytes(arrays()["x_train"])[:-7], "need"),
+        ("train-images-idx3-ubyte.gz", gzip.compress(idx_bytes(arrays()["x_train"]))[:-30], "can't read"),
+        ("train-images-idx3-ubyte", idx_bytes(arrays()["y_train"]), "expected a 3-D IDX array"),
+        ("train-images-idx3-ubyte", b"", "not an IDX file"),
+    ],
+    ids=["random", "random-gz", "truncated", "truncated-gz", "wrong-ndim", "empty"],
+)
+def test_bad_idx_file(tmp_path: Path, name: str, content: bytes, needle: str) -> None:
+    folder = write_idx_folder(tmp_path / "idx", arrays(), gz=False)
+    (folder / "train-images-idx3-ubyte").unlink()
+    (folder / name).write_bytes(content)
+    expect_error(lambda: load_data(folder), "train-images-idx3-ubyte", needle)
+
+
+def test_idx_folder_one_level_down_is_pointed_at(tmp_path: Path) -> None:
+    write_idx_folder(tmp_path / "raw", arrays(), gz=True)
+    expect_error(lambda: load_data(tmp_path), "no IDX files here", f"pass {tmp_path / 'raw'}")
+
+
+def test_idx_folder_missing_a_file(tmp_path: Path) -> None:
+    folder = write_idx_folder(tmp_path / "idx", arrays(), gz=True)
+    (folder / "t10k-labels-idx1-ubyte.gz").unlink()
+    expect_error(lambda: load_data(folder), "missing IDX files t10k-labels-idx1-ubyte")
+
+
+def test_idx_labels_out_of_range_for_the_model(tmp_path: Path) -> None:
+    folder = write_idx_folder(tmp_path / "idx", arrays(), gz=True)
+    pre = Preprocessing(input_shape=(1, SIDE, SIDE), mean=(0.5,), std=(0.5,), class_names=("a", "b"))
+    expect_error(lambda: load_data(folder, preprocessing=pre), "y_train", "[0, 2)")
+
+
+def bad(**changes: object) -> dict[str, object]:
+    return arrays() | changes
+
+
+BAD_ARRAYS = {
+    "wrong-dtype": (bad(x_train=np.zeros((4, SIDE, SIDE), np.int32), y_train=np.zeros(4, np.int64)), "dtype int32"),
+    "float-labels": (bad(y_train=np.zeros(N_TRAIN, np.float32)), "integer class indices"),
+    "negative-labels": (bad(y_test=-np.ones(N_TEST, np.int64)), "labels from -1"),
+    "zero-samples": (bad(x_train=np.zeros((0, SIDE, SIDE), np.uint8), y_train=np.zeros(0, np.int64)), "no samples"),
+    "label-count": (bad(y_train=np.zeros(N_TRAIN - 1, np.int64)), f"expected ({N_TRAIN},)"),
+    "nan": (bad(x_test=np.full((N_TEST, SIDE, SIDE), np.nan, np.float32)), "NaN"),
+    "shape-mismatch": (bad(x_test=np.zeros((N_TEST, SIDE + 1, SIDE), np.uint8)), "differ in shape"),
+    "wrong-keys": ({"images": np.zeros((2, 2, 2), np.uint8)}, "expected keys x_train"),
+    "too-few-to-split": ({"x": np.zeros((1, 2, 2), np.uint8), "y": np.zeros(1, np.int64)}, "too few"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_ARRAYS, ids=list(BAD_ARRAYS))
+@pytest.mark.parametrize("suffix", [".npz", ".pt"])
+def test_bad_arrays(tmp_path: Path, case: str, suffix: str) -> None:
+    content, needle = BAD_ARRAYS[case]
+    path = tmp_path / f"bad{suffix}"
+    if suffix == ".npz":
+        np.savez(path, **content)
+    else:
+        torch.save({k: torch.from_numpy(np.asarray(v)) for k, v in content.items()}, path)
+    expect_error(lambda: load_data(path), path.name, needle)
+
+
+def test_data_that_does_not_fit_the_model(tmp_path: Path) -> None:
+    np.savez(tmp_path / "d.npz", **arrays(), class_names=np.array(NAMES))
+    pre = Preprocessing(input_shape=(1, 28, 28), mean=(0.5,), std=(0.5,), class_names=NAMES)
+    expect_error(lambda: load_data(tmp_path / "d.npz", preprocessing=pre), "d.npz", "(1, 28, 28)", "can't be reshaped")
+    renamed = Preprocessing(input_shape=(1, SIDE, SIDE), mean=(0.5,), std=(0.5,), class_names=("x", "y", "z"))
+    expect_error(lambda: load_data(tmp_path / "d.npz", preprocessing=renamed), "class_names", "differ")
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".pt"])
+def test_random_and_truncated_files(tmp_path: Path, suffix: str) -> None:
+    path = tmp_path / f"junk{suffix}"
+    path.write_bytes(RANDOM_BYTES)
+    expect_error(lambda: load_data(path), path.name, "can't read")
+    good = tmp_path / f"good{suffix}"
+    if suffix == ".npz":
+        np.savez_compressed(good, **arrays())
+    else:
+        torch.save({k: torch.from_numpy(v) for k, v in arrays().items()}, good)
+    path.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    expect_error(lambda: load_data(path), path.name, "can't read")
+
+
+def test_npz_with_pickled_objects_is_refused(tmp_path: Path) -> None:
+    np.savez(tmp_path / "p.npz", **arrays(), class_names=np.array([{"evil": 1}], dtype=object))
+    expect_error(lambda: load_data(tmp_path / "p.npz"), "p.npz", "can't read")
+
+
+def test_pt_with_code_or_no_dict_is_refused(tmp_path: Path) -> None:
+    from fractions import Fraction
+
+    torch.save({"x_train": Fraction(1, 2)}, tmp_path / "obj.pt")
+    expect_error(lambda: load_data(tmp_path / "obj.pt"), "obj.pt", "fractions.Fraction", "torch.save(")
+    torch.save(torch.zeros(3), tmp_path / "tensor.pt")
+    expect_error(lambda: load_data(tmp_path / "tensor.pt"), "tensor.pt", "expected a dict of tensors")
+
+
+def test_bad_image_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("PIL")
+    root = write_png_folder(tmp_path / "mixed", {"a": grey_images(2, 0), "b": grey_images(2, 0, (SIDE + 1, SIDE))})
+    expect_error(lambda: load_data(root), str(Path("b", "0.png")), f"differs from {SIDE}x{SIDE}")
+    pre = Preprocessing(input_shape=(1, SIDE, SIDE), mean=(0.5,), std=(0.5,), class_names=("a", "c"))
+    expect_error(lambda: load_data(root, preprocessing=pre), "class 'b' is not one of the model's classes")
+    corrupt = write_png_folder(tmp_path / "corrupt", {"a": grey_images(2, 0)})
+    (corrupt / "a" / "9.png").write_bytes(RANDOM_BYTES)
+    expect_error(lambda: load_data(corrupt), "9.png", "can't read as an image")
+    (tmp_path / "hollow" / "a").mkdir(parents=True)
+    expect_error(lambda: load_data(tmp_path / "hollow"), "hollow", "no images found")
+    monkeypatch.setitem(sys.modules, "PIL", None)
+    expect_error(lambda: load_data(root), "needs Pillow", "pip install pillow")
+
+
+def test_tensor_dataset_type_is_what_callers_get(tmp_path: Path) -> None:
+    np.savez(tmp_path / "d.npz", **arrays())
+    splits = load_data(str(tmp_path / "d.npz"))
+    assert isinstance(splits.train, TensorDataset) and isinstance(splits.val, TensorDataset)
