@@ -32,6 +32,11 @@ _EXPORTS = {
     "convert_file": "bnnc.conversion",
     "ConvertOptions": "bnnc.conversion",
     "calibrate_thresholds": "bnnc.calibrate",
+    "finetune": "bnnc.training",
+    "FinetuneConfig": "bnnc.training",
+    "FinetuneResult": "bnnc.training",
+    "ShiftBatchNorm": "bnnc.shift",
+    "ShiftAdaMax": "bnnc.shift",
     "summarize": "bnnc.summary",
     "binarize": "bnnc.quantizers",
     "stochastic_binarize": "bnnc.quantizers",
@@ -49,6 +54,8 @@ if TYPE_CHECKING:
     from bnnc.conversion import ConvertOptions, convert, convert_file
     from bnnc.data import DataSplits, Preprocessing, load_data, sample_data_path
     from bnnc.errors import BnncError
+    from bnnc.training import FinetuneConfig, FinetuneResult, finetune
+    from bnnc.shift import ShiftAdaMax, ShiftBatchNorm
     from bnnc.io import ModelFile, load_checkpoint, load_model, save_checkpoint
     from bnnc.layers import BinaryConv1d, BinaryConv2d, BinaryLinear, InputBinarizer, clip_latent_weights
     from bnnc.planning import Plan, PlanRules, Precision, plan

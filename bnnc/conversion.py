@@ -21,9 +21,10 @@ from torch import nn
 from bnnc import __version__
 from bnnc.calibrate import calibrate_thresholds
 from bnnc.errors import BnncError, PlanError
-from bnnc.layers import BinaryConv1d, BinaryConv2d, BinaryLayer, BinaryLinear
+from bnnc.layers import BinaryConv1d, BinaryConv2d, BinaryLayer, BinaryLinear, set_submodule
 from bnnc.planning import Plan, PlanRules, Precision
 from bnnc.planning import plan as make_plan
+from bnnc.shift import use_shift_batchnorm
 from bnnc.summary import ConversionSummary, summarize
 
 BINARY_COUNTERPART: dict[type[nn.Module], type[BinaryLayer]] = {
@@ -39,28 +40,24 @@ class ConvertOptions:
 
     ``scale``: per-output-channel alpha (init mean |W|). ``threshold``: per-input-channel beta in
     ``binarize(x - beta)``. ``stochastic``: stochastic activation binarization at train time.
+    ``shift_bn``: the paper's shift-based BatchNorm in place of every BatchNorm layer.
     """
 
     scale: bool = True
     threshold: bool = True
     stochastic: bool = False
+    shift_bn: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ConvertOptions:
-        unknown = set(d) - {"scale", "threshold", "stochastic"}
+        unknown = set(d) - {"scale", "threshold", "stochastic", "shift_bn"}
         if unknown or not all(isinstance(v, bool) for v in d.values()):
             raise BnncError(f"the stored conversion options are malformed: {d!r}",
                             "re-run `bnnc convert` on the FP32 model")
         return cls(**d)
-
-
-def _set_submodule(root: nn.Module, name: str, module: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    parent = root.get_submodule(parent_name) if parent_name else root
-    setattr(parent, child, module)
 
 
 def convert(model: nn.Module, plan: Plan | None = None, options: ConvertOptions | None = None) -> nn.Module:
@@ -91,7 +88,9 @@ def convert(model: nn.Module, plan: Plan | None = None, options: ConvertOptions 
             threshold=options.threshold, stochastic=options.stochastic,
         )
         binary.train(module.training)
-        _set_submodule(new, layer.name, binary)
+        set_submodule(new, layer.name, binary)
+    if options.shift_bn:
+        use_shift_batchnorm(new)
     return new
 
 

@@ -377,19 +377,32 @@ def _load_described(
 
 def _load_pickled_source(path: Path, binarized: Mapping[str, Any], trust_model: bool) -> nn.Module:
     """A model converted from a pickled module is rebuilt from that (trusted) source file."""
-    source = binarized.get("source") or {}
-    src = Path(str(source.get("path", "")))
+    recorded = Path(str((binarized.get("source") or {}).get("path", "")))
     if not trust_model:
         raise UntrustedModelError(
-            f"{path} was converted from a pickled nn.Module ({src}); rebuilding it loads that file, "
+            f"{path} was converted from a pickled nn.Module ({recorded}); rebuilding it loads that file, "
             "which runs code from it", "pass --trust-model only if you trust its author")
-    if not src.is_file():
-        raise ModelLoadError(f"{path} was converted from {src}, which is no longer there",
+    src, same = locate_source(path, binarized)
+    if src is None:
+        raise ModelLoadError(f"{path} was converted from {recorded}, which is no longer there",
                              "put the source model back, or convert from a state dict with --arch")
-    if file_sha256(src) != source.get("sha256"):
+    if not same:
         raise ModelLoadError(f"{src} changed since {path} was converted from it",
                              "re-run bnnc convert on the current source model")
     return load_checkpoint(src, trust_model=True).model
+
+
+def locate_source(path: Path, binarized: Mapping[str, Any]) -> tuple[Path | None, bool]:
+    """The FP32 file a converted checkpoint was made from, and whether its SHA-256 still matches.
+
+    Looked for at its recorded path, then beside the checkpoint (files moved together).
+    """
+    source = binarized.get("source") or {}
+    recorded = Path(str(source.get("path", "")))
+    if not recorded.name:
+        return None, False
+    found = next((p for p in (recorded, path.parent / recorded.name) if p.is_file()), None)
+    return found, found is not None and file_sha256(found) == source.get("sha256")
 
 
 def load_model(

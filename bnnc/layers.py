@@ -211,6 +211,13 @@ class BinaryConv2d(_BinaryConvNd, nn.Conv2d):
     """Binary ``nn.Conv2d``: ``conv2d(x_b, binarize(W)) * alpha + bias``."""
 
 
+def set_submodule(root: nn.Module, name: str, module: nn.Module) -> None:
+    """Replace the submodule at the qualified ``name`` (e.g. ``features.3``) by ``module``."""
+    parent_name, _, child = name.rpartition(".")
+    parent = root.get_submodule(parent_name) if parent_name else root
+    setattr(parent, child, module)
+
+
 def binary_layers(model: nn.Module) -> list[tuple[str, BinaryLayer]]:
     """Every binary layer of ``model`` with its qualified name, in registration order."""
     return [(name, m) for name, m in model.named_modules() if isinstance(m, BinaryLayer)]

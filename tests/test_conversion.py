@@ -4,7 +4,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bnnc import zoo
 from bnnc.conversion import ConvertOptions, convert, convert_file
 from bnnc.errors import BnncError, OutputError, UntrustedModelError
 from bnnc.io import load_checkpoint, load_model

@@ -11,6 +11,7 @@ import typer
 
 from bnnc import __version__
 from bnnc.cli.convert import convert_command
+from bnnc.cli.finetune import finetune_command
 
 app = typer.Typer(
     name="bnnc",
@@ -31,7 +32,7 @@ def _version(value: bool) -> None:
 @app.callback()
 def _main(
     ctx: typer.Context,
-    debug: Annotated[bool, typer.Option("--debug", help="Show the full traceback on errors (for bug reports).")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show the full traceback on errors (bug reports).")] = False,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
@@ -40,6 +41,7 @@ def _main(
 
 
 app.command("convert", no_args_is_help=True)(convert_command)
+app.command("finetune", no_args_is_help=True)(finetune_command)
 
 
 def main() -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
@@ -11,21 +10,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from bnnc.cli.choices import BinarizeChoice, PrecisionChoice
 from bnnc.cli.errors import reported_errors
 
 if TYPE_CHECKING:
     from bnnc.conversion import ConversionResult
-
-
-class PrecisionChoice(str, Enum):
-    fp32 = "fp32"
-    weights = "weights"
-    binary = "binary"
-
-
-class BinarizeChoice(str, Enum):
-    deterministic = "deterministic"
-    stochastic = "stochastic"
 
 
 def parse_shape(text: str | None) -> tuple[int, ...] | None:

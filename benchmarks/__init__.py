@@ -1,0 +1,1 @@
+"""Benchmarks: figures that are measured, never asserted (see each module's docstring)."""

@@ -1,0 +1,137 @@
+"""Fine-tuning benchmark: accuracy won back per sample model, the recipe ablation, step time.
+
+    python -m benchmarks.finetune                        # all three sample models, 5 epochs
+    python -m benchmarks.finetune --models mlp --ablation
+    python -m benchmarks.finetune --step-time
+    python -m benchmarks.finetune --smoke                # tiny sizes: keeps the script working in CI
+
+Data: the full Fashion-MNIST training set when the Debian package ``dataset-fashion-mnist`` is
+installed (``--data full``), else the bundled 20,000-image sample; the full 10,000-image test set
+either way. Prints a table and writes JSON (``--json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import TensorDataset
+
+from bnnc.conversion import ConvertOptions, convert_file
+from bnnc.data import DataSplits, Preprocessing, load_data, sample_data_path
+from bnnc.training import FinetuneConfig, finetune, make_optimizer
+from bnnc.io import load_checkpoint
+from bnnc.layers import clip_latent_weights
+
+REPO = Path(__file__).resolve().parent.parent
+FULL_SET = Path("/usr/share/datasets/fashion-mnist")
+ABLATIONS: dict[str, tuple[dict[str, Any], ConvertOptions]] = {  # (finetune changes, conversion options)
+    "default recipe": ({}, ConvertOptions()),
+    "no distillation": ({"distill": False}, ConvertOptions()),
+    "no BN/threshold recalibration": ({"recalibrate": False}, ConvertOptions()),
+    "no alpha scale": ({}, ConvertOptions(scale=False)),
+    "shift-based AdaMax": ({"optimizer": "shift-adamax"}, ConvertOptions()),
+    "shift-based BatchNorm": ({"shift_bn": True}, ConvertOptions()),
+    "stochastic binarization": ({"stochastic": True}, ConvertOptions()),
+}
+
+
+def data_for(model_path: Path, which: str, smoke: bool) -> DataSplits:
+    pre = Preprocessing.from_dict(load_checkpoint(model_path).preprocessing)
+    source = FULL_SET if which == "full" or (which == "auto" and FULL_SET.is_dir()) else sample_data_path()
+    splits = load_data(source, preprocessing=pre)
+    if smoke:
+        splits = DataSplits(TensorDataset(*(t[:256] for t in splits.train.tensors)),
+                            TensorDataset(*(t[:256] for t in splits.val.tensors)), pre, splits.source + " (smoke)")
+    return splits
+
+
+def run(model: str, splits: DataSplits, config: FinetuneConfig, options: ConvertOptions, tmp: Path) -> dict:
+    src = REPO / "sample_models" / f"{model}.pt"
+    tag = f"{model}-{time.monotonic_ns()}"
+    converted = convert_file(src, tmp / f"{tag}.bnnc", options=options).output
+    result = finetune(converted, splits, config, tmp / f"{tag}.ft.bnnc")
+    return {
+        "model": model, "fp32": result.fp32_accuracy, "converted": result.converted_accuracy,
+        "recalibrated": result.recalibrated_accuracy, "best": result.best_accuracy, "best_epoch": result.best_epoch,
+        "per_epoch": [r.val_accuracy for r in result.history], "seconds": round(result.seconds, 1),
+        "drop_pt": round((result.fp32_accuracy - result.best_accuracy) * 100, 2) if result.fp32_accuracy else None,
+    }
+
+
+def step_time(model: str, batch: int = 128, steps: int = 30) -> dict[str, float]:
+    """Median seconds of one training step (forward, backward, optimizer, clip): binarized vs FP32."""
+    src = REPO / "sample_models" / f"{model}.pt"
+    with tempfile.TemporaryDirectory() as d:
+        binary = load_checkpoint(convert_file(src, Path(d) / "b.bnnc").output).model
+    fp32 = load_checkpoint(src).model
+    x = torch.randn(batch, *load_checkpoint(src).preprocessing["input_shape"])
+    y = torch.randint(0, 10, (batch,))
+    times = {}
+    for name, net, is_binary in (("fp32", fp32, False), ("binarized", binary, True)):
+        opt = make_optimizer(net, FinetuneConfig()) if is_binary else torch.optim.Adam(net.parameters(), 1e-3)
+        net.train()
+        samples = []
+        for i in range(steps + 5):
+            t0 = time.perf_counter()
+            loss = F.cross_entropy(net(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if is_binary:
+                clip_latent_weights(net)
+            if i >= 5:
+                samples.append(time.perf_counter() - t0)
+        times[name] = statistics.median(samples)
+    return {"fp32_s": times["fp32"], "binarized_s": times["binarized"], "ratio": times["binarized"] / times["fp32"]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", nargs="+", default=["mlp", "vgg", "resnet"], choices=["mlp", "vgg", "resnet"])
+    ap.add_argument("--epochs", type=int, default=5)
+    ap.add_argument("--data", choices=["auto", "full", "sample"], default="auto")
+    ap.add_argument("--ablation", action="store_true", help="run the recipe ablation (one run per row)")
+    ap.add_argument("--step-time", action="store_true", help="only time training steps")
+    ap.add_argument("--smoke", action="store_true", help="tiny data, 1 epoch: checks the script runs")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--json", type=Path, help="write the figures here")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    epochs = 1 if args.smoke else args.epochs
+    out: dict[str, Any] = {"threads": args.threads, "torch": torch.__version__, "epochs": epochs, "runs": []}
+
+    if args.step_time:
+        for model in args.models:
+            t = step_time(model, steps=3 if args.smoke else 30)
+            out["runs"].append({"model": model, **t})
+            print(f"{model:7s} step fp32 {t['fp32_s'] * 1e3:7.1f} ms  binarized {t['binarized_s'] * 1e3:7.1f} ms  "
+                  f"ratio {t['ratio']:.2f}x")
+    else:
+        rows = ABLATIONS if args.ablation else {"default recipe": ABLATIONS["default recipe"]}
+        with tempfile.TemporaryDirectory() as d:
+            for model in args.models:
+                splits = data_for(REPO / "sample_models" / f"{model}.pt", args.data, args.smoke)
+                out["data"] = splits.source
+                for name, (change, options) in rows.items():
+                    config = replace(FinetuneConfig(epochs=epochs), **change)
+                    r = run(model, splits, config, options, Path(d))
+                    r["recipe"] = name
+                    out["runs"].append(r)
+                    print(f"{model:7s} {name:32s} fp32 {r['fp32']:.2%}  converted {r['converted']:.2%}  "
+                          f"recalibrated {r['recalibrated'] or float('nan'):.2%}  best {r['best']:.2%} "
+                          f"(epoch {r['best_epoch']})  drop {r['drop_pt']} pt  {r['seconds']} s", flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()

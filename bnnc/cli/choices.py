@@ -1,0 +1,33 @@
+"""Choices shared by the commands (typer shows them in --help and refuses anything else)."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class PrecisionChoice(str, Enum):
+    fp32 = "fp32"
+    weights = "weights"
+    binary = "binary"
+
+
+class BinarizeChoice(str, Enum):
+    deterministic = "deterministic"
+    stochastic = "stochastic"
+
+
+class OptimizerChoice(str, Enum):
+    adam = "adam"
+    adamax = "adamax"
+    shift_adamax = "shift-adamax"
+
+
+class ScheduleChoice(str, Enum):
+    cosine = "cosine"
+    step = "step"
+    constant = "constant"
+
+
+class BatchNormChoice(str, Enum):
+    standard = "standard"
+    shift = "shift"

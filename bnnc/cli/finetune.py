@@ -1,0 +1,157 @@
+"""``bnnc finetune``: train a binarized checkpoint with the STE; progress on stderr, summary on stdout."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from bnnc.cli.choices import BatchNormChoice, BinarizeChoice, OptimizerChoice, ScheduleChoice
+from bnnc.cli.errors import reported_errors
+
+if TYPE_CHECKING:
+    from bnnc.training import Event, FinetuneResult
+
+
+def finetune_command(
+    ctx: typer.Context,
+    model: Annotated[Path, typer.Argument(help="Binarized checkpoint written by `bnnc convert`.")],
+    data: Annotated[str, typer.Option(help="Training data: IDX folder, .npz, .pt, image folder, or "
+                                           "pkg.module:function.")],
+    epochs: Annotated[int, typer.Option(help="Epochs to train.", min=1)] = 5,
+    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Best checkpoint "
+                                                   "(default: MODEL.finetuned.bnnc).")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Learning rate (default: per optimizer).", min=0)] = None,
+    optimizer: Annotated[OptimizerChoice, typer.Option(help="adam, adamax, or the paper's shift-based "
+                                                       "AdaMax.")] = OptimizerChoice.adam,
+    schedule: Annotated[ScheduleChoice, typer.Option(help="Learning-rate schedule.")] = ScheduleChoice.cosine,
+    weight_decay: Annotated[float, typer.Option(help="Weight decay.", min=0)] = 0.0,
+    distill: Annotated[bool, typer.Option(help="Distil from the FP32 source model.")] = True,
+    temperature: Annotated[float, typer.Option(help="Distillation temperature.", min=0)] = 4.0,
+    distill_weight: Annotated[float, typer.Option(help="Weight of the distillation loss (0..1).",
+                                                  min=0, max=1)] = 0.5,
+    teacher: Annotated[Optional[Path], typer.Option(help="Teacher model (default: the checkpoint's "
+                                                    "FP32 source).")] = None,
+    glorot_lr: Annotated[bool, typer.Option(help="The paper's per-layer Glorot learning-rate scaling.")] = False,
+    bn: Annotated[BatchNormChoice, typer.Option(help="BatchNorm kind: standard or the paper's shift-based "
+                                                "(AP2).")] = BatchNormChoice.standard,
+    binarize: Annotated[BinarizeChoice, typer.Option(help="Activation binarization at train time.")]
+        = BinarizeChoice.deterministic,
+    recalibrate: Annotated[bool, typer.Option(help="Re-estimate BatchNorm statistics and thresholds "
+                                              "before training.")] = True,
+    batch_size: Annotated[int, typer.Option(help="Batch size.", min=1)] = 128,
+    workers: Annotated[int, typer.Option(help="DataLoader worker processes.", min=0)] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    seed: Annotated[int, typer.Option(help="Seed: a CPU run is bit-for-bit repeatable.")] = 0,
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its last epoch.")] = False,
+    history: Annotated[Optional[Path], typer.Option(help="History JSON (default: OUTPUT stem + "
+                                                    ".history.json).")] = None,
+    trust_model: Annotated[bool, typer.Option(help="Allow pickled models (runs code from the file).")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
+    force: Annotated[bool, typer.Option(help="Overwrite existing outputs.")] = False,
+) -> None:
+    """Fine-tune a binarized model with the straight-through estimator to win back accuracy."""
+    err = Console(stderr=True)
+    with reported_errors(ctx):
+        from bnnc.training import FinetuneConfig, finetune
+
+        config = FinetuneConfig(
+            epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer.value, schedule=schedule.value,
+            weight_decay=weight_decay, distill=distill, temperature=temperature, distill_weight=distill_weight,
+            glorot_lr=glorot_lr, shift_bn=bn is BatchNormChoice.shift,
+            stochastic=binarize is BinarizeChoice.stochastic, recalibrate=recalibrate, seed=seed,
+            device=device, workers=workers,
+        )
+        with _Renderer(err) as render:
+            result = finetune(model, data, config, output, resume=resume, overwrite=force, teacher=teacher,
+                              trust_model=trust_model, history_path=history, on_event=render)
+    if as_json:
+        typer.echo(json.dumps(result_dict(result), indent=2))
+    else:
+        summary(result, Console())
+
+
+def result_dict(result: FinetuneResult) -> dict[str, Any]:
+    return {
+        "output": str(result.output), "history": str(result.history_path),
+        "fp32_accuracy": result.fp32_accuracy, "converted_accuracy": result.converted_accuracy,
+        "recalibrated_accuracy": result.recalibrated_accuracy, "best_accuracy": result.best_accuracy,
+        "best_epoch": result.best_epoch, "seconds": round(result.seconds, 2),
+        "epochs": [asdict(r) for r in result.history],
+    }
+
+
+class _Renderer:
+    """Turns finetune events into a progress bar and one line per epoch, on stderr."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.progress = Progress(
+            TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+            TextColumn("loss {task.fields[loss]:.4f}  acc {task.fields[acc]:.2%}  {task.fields[speed]:,.0f} samples/s"),
+            TimeRemainingColumn(), console=console, transient=True,
+        )
+        self.task: Any = None
+
+    def __enter__(self) -> _Renderer:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.__exit__(*exc)  # type: ignore[arg-type]
+
+    def __call__(self, event: Event) -> None:
+        from bnnc.training import BatchEnd, EpochEnd, Started
+
+        if isinstance(event, Started):
+            fp32 = f"{event.fp32_accuracy:.2%}" if event.fp32_accuracy is not None else "unknown"
+            recal = (f", after recalibration {event.recalibrated_accuracy:.2%}"
+                     if event.recalibrated_accuracy is not None else "")
+            self.console.print(f"FP32 {fp32}, binarized {event.converted_accuracy:.2%}{recal} "
+                               f"({event.val_samples:,} validation samples; training on {event.train_samples:,} "
+                               f"on {event.device})")
+            if event.start_epoch > 1:
+                self.console.print(f"resuming at epoch {event.start_epoch}")
+        elif isinstance(event, BatchEnd):
+            if self.task is None or event.batch == 1:
+                if self.task is not None:
+                    self.progress.remove_task(self.task)
+                self.task = self.progress.add_task("", total=event.batches, epoch=event.epoch, loss=0.0, acc=0.0,
+                                                   speed=0.0)
+            self.progress.update(self.task, completed=event.batch, loss=event.loss, acc=event.accuracy,
+                                 speed=event.samples_per_s)
+        elif isinstance(event, EpochEnd):
+            r = event.record
+            star = "  [green]★ best[/]" if event.best else ""
+            self.console.print(
+                f"epoch {r.epoch}: train loss {r.train_loss:.4f} acc {r.train_accuracy:.2%} │ val loss "
+                f"{r.val_loss:.4f} acc {r.val_accuracy:.2%} │ lr {r.lr:.2g} │ flips {r.flip_share:.2%} │ "
+                f"{r.seconds:.1f} s{star}"
+            )
+
+
+def summary(result: FinetuneResult, console: Console) -> None:
+    table = Table(title="Fine-tuning", title_justify="left")
+    table.add_column("model")
+    table.add_column("accuracy", justify="right")
+    table.add_column("vs FP32", justify="right")
+    fp32 = result.fp32_accuracy
+
+    def row(name: str, acc: float | None) -> None:
+        if acc is None:
+            return
+        drop = f"{(acc - fp32) * 100:+.2f} pt" if fp32 is not None else ""
+        table.add_row(name, f"{acc:.2%}", drop)
+
+    row("FP32 source", fp32)
+    row("binarized, as converted", result.converted_accuracy)
+    row("after BN/threshold recalibration", result.recalibrated_accuracy)
+    row(f"fine-tuned (best: epoch {result.best_epoch})", result.best_accuracy)
+    console.print(table)
+    console.print(f"wrote {result.output} and {result.history_path} in {result.seconds:.0f} s")

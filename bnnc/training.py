@@ -1,0 +1,480 @@
+"""finetune(checkpoint, data, config) -> FinetuneResult: win back the accuracy binarizing lost.
+
+The recipe (each part switchable in :class:`FinetuneConfig`): re-estimate BatchNorm statistics
+and calibrate input thresholds on training batches; train with the straight-through estimator
+on cross-entropy plus distillation from the FP32 source model; clip latent weights to [-1, 1]
+after every step. Progress goes to ``on_event``; this module never prints.
+
+Reproducibility: epoch ``e`` shuffles with seed ``seed * 1000 + e`` and reseeds torch's global
+generator (stochastic binarization, dropout) with ``seed + e``, so a run resumed at an epoch
+boundary is bit-for-bit the run that was never interrupted (on the CPU).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from bnnc.calibrate import calibrate_thresholds
+from bnnc.conversion import ConvertOptions
+from bnnc.data import DataSplits, Preprocessing, load_data
+from bnnc.device import resolve_device
+from bnnc.errors import BnncError, OutputError
+from bnnc.io import ModelFile, atomic_write, check_output, load_checkpoint, locate_source, save_checkpoint
+from bnnc.layers import InputBinarizer, binary_layers, clip_latent_weights
+from bnnc.shift import ShiftAdaMax, use_shift_batchnorm
+
+Optimizer = Literal["adam", "adamax", "shift-adamax"]
+Schedule = Literal["cosine", "step", "constant"]
+DEFAULT_LR: dict[str, float] = {"adam": 1e-3, "adamax": 2e-3, "shift-adamax": 2e-3}
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """How to fine-tune. Defaults chosen by measurement on the sample models (see the README)."""
+
+    epochs: int = 5
+    batch_size: int = 128
+    lr: float | None = None                   # None: DEFAULT_LR of the optimizer
+    optimizer: Optimizer = "adam"
+    schedule: Schedule = "cosine"
+    weight_decay: float = 0.0
+    distill: bool = True
+    temperature: float = 4.0
+    distill_weight: float = 0.5               # loss = (1 - w) * CE + w * T^2 * KL(teacher || student)
+    glorot_lr: bool = False                   # the paper's per-layer learning-rate scaling
+    shift_bn: bool = False                    # the paper's shift-based BatchNorm
+    stochastic: bool = False                  # stochastic activation binarization at train time
+    recalibrate: bool = True                  # BN statistics + thresholds before training
+    calibration_batches: int = 20
+    seed: int = 0
+    device: str = "auto"
+    workers: int = 0
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
+            (self.batch_size >= 1, f"batch size must be >= 1, got {self.batch_size}"),
+            (self.lr is None or (math.isfinite(self.lr) and self.lr > 0), f"learning rate must be > 0, got {self.lr}"),
+            (self.optimizer in DEFAULT_LR, f"optimizer must be adam, adamax or shift-adamax, got {self.optimizer!r}"),
+            (self.schedule in ("cosine", "step", "constant"), f"schedule must be cosine, step or constant, "
+                                                               f"got {self.schedule!r}"),
+            (self.weight_decay >= 0, f"weight decay must be >= 0, got {self.weight_decay}"),
+            (self.temperature > 0, f"temperature must be > 0, got {self.temperature}"),
+            (0 <= self.distill_weight <= 1, f"distill weight must be in [0, 1], got {self.distill_weight}"),
+            (self.calibration_batches >= 1, f"calibration batches must be >= 1, got {self.calibration_batches}"),
+            (self.workers >= 0, f"workers must be >= 0, got {self.workers}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise BnncError(message)
+
+    @property
+    def learning_rate(self) -> float:
+        return self.lr if self.lr is not None else DEFAULT_LR[self.optimizer]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    """One line of the history file."""
+
+    epoch: int
+    train_loss: float
+    train_accuracy: float
+    val_loss: float
+    val_accuracy: float
+    lr: float
+    flip_share: float          # share of binary weights whose sign changed this epoch
+    seconds: float
+    samples_per_s: float
+
+
+@dataclass(frozen=True)
+class Started:
+    """Sent once before training: the baselines."""
+
+    fp32_accuracy: float | None
+    converted_accuracy: float
+    recalibrated_accuracy: float | None
+    device: str
+    train_samples: int
+    val_samples: int
+    start_epoch: int           # > 1 when resumed
+
+
+@dataclass(frozen=True)
+class BatchEnd:
+    epoch: int
+    batch: int
+    batches: int
+    loss: float
+    accuracy: float
+    samples_per_s: float
+
+
+@dataclass(frozen=True)
+class EpochEnd:
+    record: EpochRecord
+    best: bool
+
+
+Event = Started | BatchEnd | EpochEnd
+
+
+@dataclass(frozen=True)
+class FinetuneResult:
+    output: Path
+    history_path: Path
+    history: list[EpochRecord]
+    fp32_accuracy: float | None
+    converted_accuracy: float
+    recalibrated_accuracy: float | None
+    best_accuracy: float
+    best_epoch: int
+    seconds: float
+
+
+@dataclass
+class _State:
+    """What a resume needs, saved after every epoch (loads with weights_only=True)."""
+
+    epoch: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_accuracy: float = -1.0
+    best_epoch: int = 0
+    baselines: dict[str, Any] = field(default_factory=dict)
+
+
+def default_output(model_path: Path) -> Path:
+    """``mlp.bnnc`` -> ``mlp.finetuned.bnnc``."""
+    return model_path.with_name(f"{model_path.stem}.finetuned.bnnc")
+
+
+def state_path(output: Path) -> Path:
+    return output.with_name(output.name + ".state")
+
+
+def history_path_for(output: Path) -> Path:
+    return output.with_name(f"{output.stem}.history.json")
+
+
+# ----------------------------------------------------------------------------- pieces
+
+
+def load_teacher(loaded: ModelFile, teacher: str | os.PathLike[str] | None, trust_model: bool) -> nn.Module:
+    """The FP32 model the checkpoint was converted from (or ``teacher``), checked by hash."""
+    if teacher is not None:
+        return load_checkpoint(teacher, trust_model=trust_model).model
+    found, same = locate_source(loaded.path, loaded.binarized or {})
+    if found is None:
+        recorded = ((loaded.binarized or {}).get("source") or {}).get("path")
+        raise BnncError(f"the FP32 source model {recorded} (the distillation teacher) is not there",
+                        "pass --teacher PATH, or --no-distill")
+    if not same:
+        raise BnncError(f"{found} changed since {loaded.path} was converted from it",
+                        "pass --teacher PATH to use it anyway, or --no-distill")
+    return load_checkpoint(found, trust_model=trust_model).model
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: TensorDataset, device: torch.device, batch_size: int = 1024
+             ) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy) in eval mode."""
+    model.eval()
+    correct, loss, n = 0, 0.0, 0
+    for x, y in DataLoader(data, batch_size=batch_size):
+        x, y = x.to(device), y.to(device)
+        logits = model(x)
+        correct += int((logits.argmax(1) == y).sum())
+        loss += float(F.cross_entropy(logits, y, reduction="sum"))
+        n += len(y)
+    return correct / n, loss / n
+
+
+@torch.no_grad()
+def teacher_logits(teacher: nn.Module, data: TensorDataset, device: torch.device) -> torch.Tensor:
+    """The teacher's logits for every training sample, computed once (the data isn't augmented)."""
+    teacher.eval()
+    return torch.cat([teacher(x.to(device)) for x, _ in DataLoader(data, batch_size=1024)])
+
+
+def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    """``T^2 * KL(softmax(teacher / T) || softmax(student / T))`` (Hinton et al., 2015), batch mean."""
+    t = temperature
+    return F.kl_div(F.log_softmax(student / t, 1), F.log_softmax(teacher / t, 1),
+                    reduction="batchmean", log_target=True) * t * t
+
+
+def glorot_scale(layer: nn.Module) -> float:
+    """The paper's per-layer learning-rate factor ``1 / sqrt(1.5 / (fan_in + fan_out))``."""
+    w = layer.weight
+    receptive = math.prod(w.shape[2:]) if w.dim() > 2 else 1
+    fan_in, fan_out = w.shape[1] * receptive, w.shape[0] * receptive
+    return 1.0 / math.sqrt(1.5 / (fan_in + fan_out))
+
+
+def make_optimizer(model: nn.Module, config: FinetuneConfig) -> torch.optim.Optimizer:
+    """Latent binary weights in their own groups (Glorot-scaled if asked), everything else in one."""
+    lr = config.learning_rate
+    groups: list[dict[str, Any]] = []
+    latent: set[int] = set()
+    for _, layer in binary_layers(model):
+        latent.add(id(layer.weight))
+        groups.append({"params": [layer.weight], "lr": lr * (glorot_scale(layer) if config.glorot_lr else 1.0)})
+    rest = [p for p in model.parameters() if id(p) not in latent and p.requires_grad]
+    groups.append({"params": rest, "lr": lr})
+    kwargs = {"weight_decay": config.weight_decay}
+    if config.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=lr, **kwargs)
+    if config.optimizer == "adamax":
+        return torch.optim.Adamax(groups, lr=lr, **kwargs)
+    return ShiftAdaMax(groups, lr=lr, **kwargs)
+
+
+def lr_factor(schedule: Schedule, step: int, total: int) -> float:
+    """Learning-rate multiplier at optimizer step ``step`` of ``total``."""
+    progress = min(step / max(total, 1), 1.0)
+    if schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * progress))
+    if schedule == "step":
+        return 0.1 ** ((progress >= 0.5) + (progress >= 0.75))
+    return 1.0
+
+
+def _weight_signs(model: nn.Module) -> list[torch.Tensor]:
+    return [layer.weight.detach() >= 0 for _, layer in binary_layers(model)]
+
+
+def flip_share(before: list[torch.Tensor], after: list[torch.Tensor]) -> float:
+    total = sum(b.numel() for b in before)
+    flipped = sum(int((b != a).sum()) for b, a in zip(before, after, strict=True))
+    return flipped / total if total else 0.0
+
+
+class _Indexed(torch.utils.data.Dataset):
+    """(x, y, i): the index finds the sample's precomputed teacher logits."""
+
+    def __init__(self, data: TensorDataset) -> None:
+        self.data = data
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        x, y = self.data[i]
+        return x, y, i
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+def finetune(
+    model_path: str | os.PathLike[str],
+    data: str | os.PathLike[str] | DataSplits,
+    config: FinetuneConfig | None = None,
+    output: str | os.PathLike[str] | None = None,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    teacher: str | os.PathLike[str] | None = None,
+    trust_model: bool = False,
+    history_path: str | os.PathLike[str] | None = None,
+    on_event: Callable[[Event], None] | None = None,
+) -> FinetuneResult:
+    """Fine-tune the binarized checkpoint ``model_path`` on ``data``; write the best epoch to ``output``.
+
+    ``output`` defaults to ``NAME.finetuned.bnnc`` beside the input; the history (JSON, one
+    record per epoch) to ``NAME.finetuned.history.json``; the resume state to ``OUTPUT.state``.
+    With ``resume`` the run continues after the last epoch in that state.
+    """
+    config = config or FinetuneConfig()
+    emit = on_event or (lambda event: None)
+    src = Path(model_path)
+    out = Path(output) if output is not None else default_output(src)
+    hist = Path(history_path) if history_path is not None else history_path_for(out)
+    state_file = state_path(out)
+    if not resume:
+        check_output(out, inputs=(src,), overwrite=overwrite)
+        check_output(hist, inputs=(src,), overwrite=overwrite)
+    elif not state_file.is_file():
+        raise BnncError(f"nothing to resume: {state_file} does not exist", "run without --resume first")
+    else:
+        check_output(out, inputs=(src,), overwrite=True)
+
+    loaded = load_checkpoint(src, trust_model=trust_model)
+    if not loaded.is_binarized:
+        raise BnncError(f"{src} is an FP32 model, not a binarized one", f"run `bnnc convert {src}` first")
+    device = resolve_device(config.device)
+    torch.manual_seed(config.seed)
+    splits = data if isinstance(data, DataSplits) else load_data(
+        data, preprocessing=Preprocessing.from_dict(loaded.preprocessing) if loaded.preprocessing else None)
+
+    model = loaded.model
+    options = ConvertOptions.from_dict(loaded.binarized["options"])  # type: ignore[index]
+    if config.shift_bn and not options.shift_bn:
+        use_shift_batchnorm(model)
+    if config.stochastic:
+        for m in model.modules():
+            if isinstance(m, InputBinarizer):
+                m.stochastic = True
+    options = replace(options, shift_bn=options.shift_bn or config.shift_bn,
+                      stochastic=options.stochastic or config.stochastic)
+    model.to(device)
+
+    teacher_model = load_teacher(loaded, teacher, trust_model).to(device) if config.distill else None
+    state, saved = _State(), None
+    if resume:
+        state, saved = _load_state(state_file, loaded.sha256, config, model)
+    else:
+        fp32_acc = evaluate(teacher_model, splits.val, device)[0] if teacher_model is not None else (
+            loaded.metrics.get("fp32_accuracy") or loaded.metrics.get("test_accuracy"))
+        converted_acc = evaluate(model, splits.val, device)[0]
+        recalibrated_acc = None
+        if config.recalibrate:
+            loader = DataLoader(splits.train, batch_size=256, shuffle=True,
+                                generator=torch.Generator().manual_seed(config.seed))
+            calibrate_thresholds(model, loader, config.calibration_batches, batchnorm=True)
+            recalibrated_acc = evaluate(model, splits.val, device)[0]
+        state.baselines = {"fp32_accuracy": fp32_acc, "converted_accuracy": converted_acc,
+                           "recalibrated_accuracy": recalibrated_acc}
+    emit(Started(device=str(device), train_samples=len(splits.train), val_samples=len(splits.val),
+                 start_epoch=state.epoch + 1, **state.baselines))
+
+    targets = teacher_logits(teacher_model, splits.train, device) if teacher_model is not None else None
+    optimizer = make_optimizer(model, config)
+    steps_per_epoch = math.ceil(len(splits.train) / config.batch_size)
+    total_steps = steps_per_epoch * config.epochs
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(config.schedule, step, total_steps))
+    if saved is not None:
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+
+    started = time.perf_counter()
+    for epoch in range(state.epoch + 1, config.epochs + 1):
+        record = _train_epoch(model, splits, targets, optimizer, scheduler, config, epoch, device, emit)
+        state.history.append(asdict(record))
+        is_best = record.val_accuracy > state.best_accuracy
+        if is_best:
+            state.best_accuracy, state.best_epoch = record.val_accuracy, epoch
+            _save_model(out, loaded, model, options, config, state)
+        state.epoch = epoch
+        _save_state(state_file, loaded.sha256, config, model, optimizer, scheduler, state)
+        atomic_write(hist, lambda f: f.write(json.dumps(_history_doc(state, config), indent=2).encode()),
+                     overwrite=True)
+        emit(EpochEnd(record=record, best=is_best))
+
+    return FinetuneResult(
+        output=out, history_path=hist, history=[EpochRecord(**h) for h in state.history],
+        fp32_accuracy=state.baselines.get("fp32_accuracy"),
+        converted_accuracy=state.baselines["converted_accuracy"],
+        recalibrated_accuracy=state.baselines.get("recalibrated_accuracy"),
+        best_accuracy=state.best_accuracy, best_epoch=state.best_epoch,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _train_epoch(
+    model: nn.Module, splits: DataSplits, targets: torch.Tensor | None, optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler, config: FinetuneConfig, epoch: int,
+    device: torch.device, emit: Callable[[Event], None],
+) -> EpochRecord:
+    torch.manual_seed(config.seed + epoch)
+    loader = DataLoader(
+        _Indexed(splits.train), batch_size=config.batch_size, shuffle=True, num_workers=config.workers,
+        generator=torch.Generator().manual_seed(config.seed * 1000 + epoch), pin_memory=device.type == "cuda",
+    )
+    signs = _weight_signs(model)
+    lr = optimizer.param_groups[-1]["lr"]
+    model.train()
+    t0 = time.perf_counter()
+    loss_sum, correct, seen = 0.0, 0, 0
+    for i, (x, y, idx) in enumerate(loader, 1):
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        logits = model(x)
+        loss = F.cross_entropy(logits, y)
+        if targets is not None:
+            w = config.distill_weight
+            loss = (1 - w) * loss + w * distillation_loss(logits, targets[idx.to(device)], config.temperature)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        clip_latent_weights(model)
+        scheduler.step()
+        loss_sum += float(loss.detach()) * len(y)
+        correct += int((logits.argmax(1) == y).sum())
+        seen += len(y)
+        emit(BatchEnd(epoch=epoch, batch=i, batches=len(loader), loss=loss_sum / seen, accuracy=correct / seen,
+                      samples_per_s=seen / max(time.perf_counter() - t0, 1e-9)))
+    seconds = time.perf_counter() - t0
+    val_acc, val_loss = evaluate(model, splits.val, device)
+    return EpochRecord(
+        epoch=epoch, train_loss=loss_sum / seen, train_accuracy=correct / seen, val_loss=val_loss,
+        val_accuracy=val_acc, lr=lr, flip_share=flip_share(signs, _weight_signs(model)), seconds=seconds,
+        samples_per_s=seen / seconds,
+    )
+
+
+def _history_doc(state: _State, config: FinetuneConfig) -> dict[str, Any]:
+    return {"config": config.to_dict(), **state.baselines, "best_epoch": state.best_epoch,
+            "best_val_accuracy": state.best_accuracy, "epochs": state.history}
+
+
+def _save_model(out: Path, loaded: ModelFile, model: nn.Module, options: ConvertOptions,
+                config: FinetuneConfig, state: _State) -> None:
+    binarized = dict(loaded.binarized or {})
+    binarized["options"] = options.to_dict()
+    binarized["finetune"] = {"config": config.to_dict(), "best_epoch": state.best_epoch,
+                             "best_val_accuracy": state.best_accuracy, "from": str(loaded.path.resolve()),
+                             "from_sha256": loaded.sha256}
+    metrics = {**loaded.metrics, **{k: v for k, v in state.baselines.items() if v is not None},
+               "val_accuracy": state.best_accuracy}
+    save_checkpoint(out, state_dict=model.state_dict(), arch=loaded.arch, arch_kwargs=loaded.arch_kwargs,
+                    preprocessing=loaded.preprocessing, metrics=metrics, binarized=binarized, overwrite=True)
+
+
+def _save_state(path: Path, source_sha: str, config: FinetuneConfig, model: nn.Module,
+                optimizer: torch.optim.Optimizer, scheduler: Any, state: _State) -> None:
+    payload = {
+        "source_sha256": source_sha, "config": config.to_dict(), "epoch": state.epoch,
+        "history": state.history, "best_accuracy": state.best_accuracy, "best_epoch": state.best_epoch,
+        "baselines": state.baselines, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+    }
+    atomic_write(path, lambda f: torch.save(payload, f), overwrite=True)
+
+
+def _load_state(path: Path, source_sha: str, config: FinetuneConfig, model: nn.Module
+                ) -> tuple[_State, dict[str, Any]]:
+    """The saved progress (weights loaded into ``model``) and the raw dict (optimizer, scheduler)."""
+    try:
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - a corrupt state file
+        raise BnncError(f"{path} can't be read ({type(e).__name__})", "run again without --resume") from None
+    if raw.get("source_sha256") != source_sha:
+        raise BnncError(f"{path} belongs to a run on another model", "run without --resume, or pass that model")
+    saved = dict(raw["config"])
+    now = config.to_dict()
+    saved.pop("epochs"), now.pop("epochs")
+    if saved != now:
+        changed = sorted(k for k in now if saved.get(k) != now[k])
+        raise OutputError(f"--resume needs the settings of the interrupted run; these differ: {', '.join(changed)}",
+                          "repeat the original options (only --epochs may change)")
+    model.load_state_dict(raw["model"])
+    state = _State(epoch=int(raw["epoch"]), history=list(raw["history"]), best_accuracy=float(raw["best_accuracy"]),
+                   best_epoch=int(raw["best_epoch"]), baselines=dict(raw["baselines"]))
+    return state, raw

@@ -1,0 +1,149 @@
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torch.utils.data import TensorDataset
+
+from bnnc.conversion import convert_file
+from bnnc.data import DataSplits, Preprocessing, load_data, sample_data_path
+from bnnc.errors import BnncError
+from bnnc.training import EpochEnd, FinetuneConfig, Started, finetune, glorot_scale, lr_factor
+from bnnc.io import load_checkpoint
+from bnnc.layers import binary_layers
+from bnnc.shift import ShiftBatchNorm
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLE_MLP = REPO / "sample_models" / "mlp.pt"
+
+
+@pytest.fixture(scope="module")
+def subset() -> DataSplits:
+    """2,000 training and 1,000 validation images of the bundled sample: seconds per epoch."""
+    pre = Preprocessing.from_dict(load_checkpoint(SAMPLE_MLP).preprocessing)
+    full = load_data(sample_data_path(), preprocessing=pre)
+    g = torch.Generator().manual_seed(0)
+    tr = torch.randperm(len(full.train), generator=g)[:2000]
+    va = torch.randperm(len(full.val), generator=g)[:1000]
+    return DataSplits(train=TensorDataset(*(t[tr] for t in full.train.tensors)),
+                      val=TensorDataset(*(t[va] for t in full.val.tensors)),
+                      preprocessing=pre, source="sample subset")
+
+
+@pytest.fixture
+def small_bnnc(tmp_path, fp32_checkpoint) -> Path:
+    pre = load_checkpoint(SAMPLE_MLP).preprocessing
+    return convert_file(fp32_checkpoint("mlp", preprocessing=pre), tmp_path / "small.bnnc").output
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, weights_only=True)["state_dict"]
+
+
+@pytest.mark.accuracy
+def test_short_finetune_raises_accuracy_of_the_sample_mlp(tmp_path, subset):
+    converted = convert_file(SAMPLE_MLP, tmp_path / "mlp.bnnc").output
+    events = []
+    result = finetune(converted, subset, FinetuneConfig(epochs=2), tmp_path / "ft.bnnc", on_event=events.append)
+    started = next(e for e in events if isinstance(e, Started))
+    assert started.fp32_accuracy > 0.8
+    assert result.recalibrated_accuracy > result.converted_accuracy + 0.05  # BN re-estimation alone
+    assert result.best_accuracy > result.recalibrated_accuracy + 0.02       # training
+    assert [e.record.epoch for e in events if isinstance(e, EpochEnd)] == [1, 2]
+    reloaded = load_checkpoint(result.output)
+    assert reloaded.is_binarized and reloaded.binarized["finetune"]["best_epoch"] == result.best_epoch
+    assert reloaded.metrics["val_accuracy"] == result.best_accuracy
+
+
+def test_history_file_and_latent_weights_clipped(tmp_path, subset, small_bnnc):
+    result = finetune(small_bnnc, subset, FinetuneConfig(epochs=2, lr=0.5), tmp_path / "o.bnnc")
+    history = json.loads(result.history_path.read_text())
+    assert [e["epoch"] for e in history["epochs"]] == [1, 2]
+    for key in ("train_loss", "train_accuracy", "val_accuracy", "lr", "flip_share", "seconds", "samples_per_s"):
+        assert key in history["epochs"][0]
+    assert history["epochs"][0]["flip_share"] > 0  # lr 0.5 flips signs
+    assert history["epochs"][1]["lr"] < history["epochs"][0]["lr"]  # cosine
+    model = load_checkpoint(result.output).model
+    for _, layer in binary_layers(model):
+        assert layer.weight.abs().max() <= 1.0
+
+
+def test_same_seed_same_weights(tmp_path, subset, small_bnnc):
+    cfg = FinetuneConfig(epochs=1, stochastic=True)
+    a = finetune(small_bnnc, subset, cfg, tmp_path / "a.bnnc").output
+    b = finetune(small_bnnc, subset, cfg, tmp_path / "b.bnnc").output
+    wa, wb = _weights(a), _weights(b)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def test_resume_equals_uninterrupted_run(tmp_path, subset, small_bnnc):
+    cfg = FinetuneConfig(epochs=3, optimizer="adamax")
+    full = finetune(small_bnnc, subset, cfg, tmp_path / "full.bnnc")
+
+    def stop_after_first(event):
+        if isinstance(event, EpochEnd) and event.record.epoch == 1:
+            raise _Interrupt
+
+    with pytest.raises(_Interrupt):
+        finetune(small_bnnc, subset, cfg, tmp_path / "cut.bnnc", on_event=stop_after_first)
+    assert (tmp_path / "cut.bnnc.state").is_file()
+    events = []
+    resumed = finetune(small_bnnc, subset, cfg, tmp_path / "cut.bnnc", resume=True, on_event=events.append)
+    assert next(e for e in events if isinstance(e, Started)).start_epoch == 2
+    assert [r.epoch for r in resumed.history] == [1, 2, 3]
+    assert resumed.best_epoch == full.best_epoch and resumed.best_accuracy == full.best_accuracy
+    state_full = torch.load(tmp_path / "full.bnnc.state", weights_only=True)["model"]
+    state_cut = torch.load(tmp_path / "cut.bnnc.state", weights_only=True)["model"]
+    assert all(torch.equal(state_full[k], state_cut[k]) for k in state_full)
+
+
+def test_resume_refuses_changed_settings_and_missing_state(tmp_path, subset, small_bnnc):
+    with pytest.raises(BnncError, match="nothing to resume"):
+        finetune(small_bnnc, subset, FinetuneConfig(epochs=1), tmp_path / "r.bnnc", resume=True)
+    finetune(small_bnnc, subset, FinetuneConfig(epochs=1), tmp_path / "r.bnnc")
+    with pytest.raises(BnncError, match="lr"):
+        finetune(small_bnnc, subset, FinetuneConfig(epochs=2, lr=0.1), tmp_path / "r.bnnc", resume=True)
+    more = finetune(small_bnnc, subset, FinetuneConfig(epochs=2), tmp_path / "r.bnnc", resume=True)
+    assert [r.epoch for r in more.history] == [1, 2]
+
+
+@pytest.mark.parametrize("config", [
+    FinetuneConfig(epochs=1, optimizer="shift-adamax", shift_bn=True),
+    FinetuneConfig(epochs=1, glorot_lr=True, schedule="step", distill=False, recalibrate=False),
+])
+def test_paper_options_train_and_persist(tmp_path, subset, small_bnnc, config):
+    result = finetune(small_bnnc, subset, config, tmp_path / "p.bnnc")
+    model = load_checkpoint(result.output).model
+    assert any(isinstance(m, ShiftBatchNorm) for m in model.modules()) == config.shift_bn
+    assert result.recalibrated_accuracy is None or config.recalibrate
+
+
+def test_refusals(tmp_path, subset, small_bnnc, fp32_checkpoint):
+    with pytest.raises(BnncError, match="FP32 model"):
+        finetune(fp32_checkpoint("mlp", name="fp.pt"), subset, FinetuneConfig(epochs=1), tmp_path / "x.bnnc")
+    (tmp_path / "exists.bnnc").write_bytes(b"keep")
+    with pytest.raises(BnncError, match="already exists"):
+        finetune(small_bnnc, subset, FinetuneConfig(epochs=1), tmp_path / "exists.bnnc")
+    assert (tmp_path / "exists.bnnc").read_bytes() == b"keep"
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    lone = moved / "small.bnnc"
+    lone.write_bytes(small_bnnc.read_bytes())
+    (tmp_path / "mlp.pt").unlink()  # the teacher is gone
+    with pytest.raises(BnncError, match="--no-distill"):
+        finetune(lone, subset, FinetuneConfig(epochs=1), tmp_path / "y.bnnc")
+    for bad in (dict(epochs=0), dict(batch_size=0), dict(lr=-1.0), dict(optimizer="sgd"), dict(distill_weight=2.0)):
+        with pytest.raises(BnncError):
+            FinetuneConfig(**bad)
+
+
+def test_schedules_and_glorot():
+    assert lr_factor("cosine", 0, 10) == 1 and lr_factor("cosine", 10, 10) == pytest.approx(0)
+    assert lr_factor("step", 6, 10) == pytest.approx(0.1) and lr_factor("step", 8, 10) == pytest.approx(0.01)
+    assert lr_factor("constant", 9, 10) == 1
+    layer = torch.nn.Linear(100, 50)
+    assert glorot_scale(layer) == pytest.approx(1 / (1.5 / 150) ** 0.5)
