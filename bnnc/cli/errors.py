@@ -31,7 +31,8 @@ def reported_errors(ctx: typer.Context) -> Iterator[None]:
         typer.echo(f"error: {e.message}{hint}", err=True)
         raise typer.Exit(e.exit_code) from None
     except KeyboardInterrupt:
-        typer.echo("interrupted", err=True)
+        typer.echo("interrupted — outputs are written atomically, so none is half-written "
+                   "(bnnc finetune: continue with --resume)", err=True)
         raise typer.Exit(130) from None
     except (typer.Exit, typer.Abort):
         raise

@@ -109,3 +109,27 @@ def test_help_does_not_import_torch():
 def test_console_script_and_python_m(tmp_path):
     r = subprocess.run([sys.executable, "-m", "bnnc", "--version"], capture_output=True, text=True)
     assert r.returncode == 0 and r.stdout.startswith("bnnc ")
+
+
+def test_interrupt_exits_130_with_one_line(monkeypatch, fp32_checkpoint):
+    import bnnc.conversion
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(bnnc.conversion, "convert_file", interrupted)
+    r = runner.invoke(app, ["convert", str(fp32_checkpoint("mlp"))])
+    assert r.exit_code == 130 and _error_line(r).startswith("interrupted")
+
+
+def test_internal_error_exits_1_and_debug_shows_traceback(monkeypatch, fp32_checkpoint):
+    import bnnc.conversion
+
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("bug")
+
+    monkeypatch.setattr(bnnc.conversion, "convert_file", broken)
+    r = runner.invoke(app, ["convert", str(fp32_checkpoint("mlp"))])
+    assert r.exit_code == 1 and "internal error" in _error_line(r) and "--debug" in r.stderr
+    r = runner.invoke(app, ["--debug", "convert", str(fp32_checkpoint("mlp", name="b.pt"))])
+    assert r.exit_code == 1 and "Traceback" in r.stderr
