@@ -2,7 +2,8 @@
 
 The pipeline, one module a step: load (:mod:`bnnc.io`, data: :mod:`bnnc.data`) -> plan (:mod:`bnnc.planning`) ->
 binarize (:mod:`bnnc.conversion`, :mod:`bnnc.layers`, :mod:`bnnc.quantizers`) -> calibrate
-(:mod:`bnnc.calibrate`) -> summarize (:mod:`bnnc.summary`).
+(:mod:`bnnc.calibrate`) -> finetune (:mod:`bnnc.training`) -> export (:mod:`bnnc.export`);
+summarize (:mod:`bnnc.summary`).
 
 Names are imported lazily so that ``bnnc --help`` doesn't pay for importing torch.
 """
@@ -35,6 +36,12 @@ _EXPORTS = {
     "finetune": "bnnc.training",
     "FinetuneConfig": "bnnc.training",
     "FinetuneResult": "bnnc.training",
+    "export_onnx": "bnnc.export",
+    "ExportResult": "bnnc.export",
+    "report": "bnnc.reporting",
+    "Report": "bnnc.reporting",
+    "Thresholds": "bnnc.reporting",
+    "compress": "bnnc.pipeline",
     "ShiftBatchNorm": "bnnc.shift",
     "ShiftAdaMax": "bnnc.shift",
     "summarize": "bnnc.summary",
@@ -54,6 +61,9 @@ if TYPE_CHECKING:
     from bnnc.conversion import ConvertOptions, convert, convert_file
     from bnnc.data import DataSplits, Preprocessing, load_data, sample_data_path
     from bnnc.errors import BnncError
+    from bnnc.export import ExportResult, export_onnx
+    from bnnc.pipeline import compress
+    from bnnc.reporting import Report, Thresholds, report
     from bnnc.training import FinetuneConfig, FinetuneResult, finetune
     from bnnc.shift import ShiftAdaMax, ShiftBatchNorm
     from bnnc.io import ModelFile, load_checkpoint, load_model, save_checkpoint

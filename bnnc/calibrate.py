@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -24,19 +25,44 @@ VALUES_PER_BATCH = 4096
 """Values kept per channel from each batch: enough for a stable median, small for big convs."""
 
 
-def balanced_threshold(values: torch.Tensor) -> torch.Tensor:
-    """Per-channel threshold for ``values`` shaped (C, K) that best balances ``x >= beta``.
+WINDOW = 0.05
+"""The threshold may move this share of the values off the median to sit in a wider gap."""
 
-    The (lower) median, except where ties at the median would put far more than half of the
-    values at +1 (e.g. a channel that is mostly the zeros out of a ReLU): there, halfway between
-    the median and the next larger value, which sends the tied values to -1 instead.
+SPLIT = (3 - 5**0.5) / 2
+"""Where in a gap the threshold goes (0.382): not halfway, because on a lattice (activations of
+8-bit pixels) the midpoint of a gap two steps wide is itself a lattice value."""
+
+
+def balanced_threshold(values: torch.Tensor) -> torch.Tensor:
+    """Per-channel threshold for ``values`` shaped (C, K) that balances ``x >= beta``, robustly.
+
+    The threshold sits inside the widest gap between consecutive sorted values within ``WINDOW``
+    of the median (so at most a 55/45 split), at ``SPLIT`` of its width. Never sitting on or next to an observed
+    value keeps the bits stable under the last-ulp differences between runtimes: inputs that are
+    quantized (8-bit pixels) give activations on a lattice, each lattice value smeared by float
+    rounding, and a threshold between two smeared copies of one value would flip with the
+    rounding. Where the window holds one value only (e.g. the zeros out of a ReLU), the tied
+    values go together to the side that balances better.
     """
-    m = values.median(dim=1).values  # (C,)
-    ge = (values >= m[:, None]).float().mean(1)
-    gt = (values > m[:, None]).float().mean(1)
-    next_up = torch.where(values > m[:, None], values, torch.inf).min(1).values
-    alt = torch.where(torch.isfinite(next_up), (m + next_up) / 2, m)
-    return torch.where((gt - 0.5).abs() < (ge - 0.5).abs(), alt, m)
+    k = values.shape[1]
+    s = values.sort(dim=1).values
+    lo = max(0, min(k - 2, int((0.5 - WINDOW) * k)))
+    hi = max(lo + 1, min(k - 1, int(np.ceil((0.5 + WINDOW) * k))))
+    gaps = s[:, lo + 1:hi + 1] - s[:, lo:hi]                       # (C, hi - lo)
+    widest, at = gaps.max(dim=1)
+    i = lo + at
+    in_gap = (s.gather(1, i[:, None]) + SPLIT * widest[:, None])[:, 0]
+
+    m = values.median(dim=1).values[:, None]  # (C, 1): ties at the median
+    ge = (values >= m).float().mean(1)
+    gt = (values > m).float().mean(1)
+    below = torch.where(values < m, values, -torch.inf).max(1).values
+    above = torch.where(values > m, values, torch.inf).min(1).values
+    m = m[:, 0]
+    low = torch.where(torch.isfinite(below), m - SPLIT * (m - below), m)    # m -> +1
+    high = torch.where(torch.isfinite(above), m + SPLIT * (above - m), m)   # m -> -1
+    tied = torch.where((gt - 0.5).abs() < (ge - 0.5).abs(), high, low)
+    return torch.where(widest > 0, in_gap, tied) if k > 1 else values[:, 0]
 
 
 def _channel_rows(x: torch.Tensor, channel_dim: int, generator: torch.Generator) -> torch.Tensor:
@@ -58,7 +84,9 @@ def calibrate_thresholds(
     Layers are calibrated in one pass in execution order: each threshold is updated before its
     layer runs, so later layers see inputs binarized with the thresholds chosen for earlier ones.
     With ``batchnorm`` the same pass re-estimates every BatchNorm's running statistics (a
-    cumulative average over the batches, normalising with batch statistics meanwhile).
+    cumulative average over the batches, normalising with batch statistics meanwhile), and a
+    second pass, where ``batches`` can be iterated again, sets the thresholds on the values the
+    model computes with the final statistics.
     """
     binarizers = [m for m in model.modules() if isinstance(m, InputBinarizer) and m.beta is not None]
     norms = [m for m in model.modules() if isinstance(m, _BatchNorm)] if batchnorm else []
@@ -83,16 +111,28 @@ def calibrate_thresholds(
         bn.train()
     samples = 0
     try:
-        for i, batch in enumerate(batches):
-            if i >= max_batches:
-                break
-            x = batch[0] if isinstance(batch, (tuple, list)) else batch
-            model(x.to(device))
-            samples += x.shape[0]
+        samples = _run(model, batches, max_batches, device)
+        if norms and iter(batches) is not batches:  # re-iterable: thresholds again, on the final statistics
+            for bn in norms:
+                bn.eval()
+            for v in seen.values():
+                v.clear()
+            _run(model, batches, max_batches, device)
     finally:
         model.train(was_training)
         for bn, momentum in zip(norms, momenta, strict=True):
             bn.momentum = momentum
         for h in handles:
             h.remove()
+    return samples
+
+
+def _run(model: nn.Module, batches: Iterable[Any], max_batches: int, device: torch.device) -> int:
+    samples = 0
+    for i, batch in enumerate(batches):
+        if i >= max_batches:
+            break
+        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        model(x.to(device))
+        samples += x.shape[0]
     return samples

@@ -15,3 +15,12 @@ def test_finetune_benchmark_smoke(tmp_path):
                         "--json", str(out), *extra], cwd=REPO, check=True, capture_output=True)
         runs = json.loads(out.read_text())["runs"]
         assert runs and runs[0]["model"] == "mlp"
+
+
+def test_export_benchmark_smoke(tmp_path):
+    out = tmp_path / "e.json"
+    subprocess.run([sys.executable, "-m", "benchmarks.export", "--smoke", "--batches", "1", "--json", str(out)],
+                   cwd=REPO, check=True, capture_output=True)
+    run = json.loads(out.read_text())["runs"][0]
+    assert set(run["bytes"]) == {"fp32", "int8", "bnnc", "bnnc-uint8", "bnnc-float"}
+    assert set(run["latency"]["threads=2,batch=1"]) == set(run["bytes"])

@@ -11,6 +11,9 @@ import typer
 
 from bnnc import __version__
 from bnnc.cli.convert import convert_command
+from bnnc.cli.compress import compress_command
+from bnnc.cli.export import export_command
+from bnnc.cli.report import report_command
 from bnnc.cli.finetune import finetune_command
 
 app = typer.Typer(
@@ -42,6 +45,9 @@ def _main(
 
 app.command("convert", no_args_is_help=True)(convert_command)
 app.command("finetune", no_args_is_help=True)(finetune_command)
+app.command("export", no_args_is_help=True)(export_command)
+app.command("report", no_args_is_help=True)(report_command)
+app.command("compress", no_args_is_help=True)(compress_command)
 
 
 def main() -> None:

@@ -1,0 +1,84 @@
+"""``bnnc export``: binarized checkpoint -> mixed-precision ONNX, checked against PyTorch."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from bnnc.cli.errors import reported_errors
+
+if TYPE_CHECKING:
+    from bnnc.export import ExportResult
+
+
+def export_command(
+    ctx: typer.Context,
+    model: Annotated[Path, typer.Argument(help="Binarized checkpoint (from `bnnc convert` or `bnnc finetune`).")],
+    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="ONNX file to write "
+                                                   "(default: MODEL with suffix .onnx).")] = None,
+    float_ops: Annotated[bool, typer.Option("--float", help="Compute +-1 as float tensors, for runtimes "
+                                            "without integer kernels (weights still stored at 1 bit).")] = False,
+    uint8_input: Annotated[bool, typer.Option(help="Take raw 8-bit pixels: the recorded preprocessing runs "
+                                              "inside the model and the first layer on the integer path.")] = False,
+    check: Annotated[bool, typer.Option(help="Check the ONNX model against the PyTorch model in ONNX "
+                                        "Runtime before writing it.")] = True,
+    data: Annotated[Optional[str], typer.Option(help="Data for the check (its evaluation split); "
+                                                "default: seeded random inputs.")] = None,
+    check_samples: Annotated[int, typer.Option(help="Samples the check runs on.", min=1)] = 512,
+    reference: Annotated[bool, typer.Option(help="Also check with onnx.reference (a second, slow runtime).")]
+        = False,
+    trust_model: Annotated[bool, typer.Option(help="Allow pickled models (runs code from the file).")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
+    force: Annotated[bool, typer.Option(help="Overwrite an existing output file.")] = False,
+) -> None:
+    """Export a binarized model to ONNX: 1 bit per binarized weight, integer kernels, same predictions."""
+    err = Console(stderr=True)
+    with reported_errors(ctx):
+        from bnnc.export import export_onnx
+
+        with err.status(f"exporting {model}" + (" and checking it against PyTorch" if check else "")):
+            result = export_onnx(
+                model, output, float_ops=float_ops, uint8_input=uint8_input, check=check, data=data,
+                check_samples=check_samples, reference_check=reference, overwrite=force, trust_model=trust_model,
+            )
+    if as_json:
+        typer.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        render(result, Console())
+        err.print(f"wrote {result.path}")
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB"):
+        if n < 1024 or unit == "MiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def render(result: ExportResult, console: Console) -> None:
+    """Size, structure and the parity check, as a short table."""
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    grid.add_row("ONNX file", f"{_size(result.onnx_bytes)}  ({result.size_ratio:.2f}x the theoretical "
+                              f"{_size(result.theoretical_bytes)}: 1 bit per binary weight, rest FP32)")
+    grid.add_row("Compute", f"{result.mode}: {result.binary_nodes} binary layers, {result.fused_chains} with "
+                            "BatchNorm/scale/ReLU folded into integer thresholds")
+    grid.add_row("Input", "raw uint8 pixels (preprocessing inside)" if result.uint8_input
+                 else "the FP32 model's input (drop-in replacement)")
+    for p in result.parity:
+        verdict = "[green]match[/]" if p.ok else "[red]MISMATCH[/]"
+        ties = f", {p.at_ties} at float rounding ties" if p.at_ties else ""
+        grid.add_row(f"Check ({p.runtime})", f"{verdict}: argmax agrees on {p.argmax_agreement:.2%} of {p.samples}; "
+                     f"max relative logit difference {p.max_rel_diff:.1e}{ties}; inputs: {p.inputs}")
+    if not result.parity:
+        grid.add_row("Check", "[yellow]skipped[/] (--no-check)")
+    for note in result.notes:
+        grid.add_row("Note", note)
+    console.print(grid)

@@ -1,0 +1,128 @@
+"""``bnnc report``: size, accuracy and speed against FP32 and ORT int8; thresholds for CI (exit 3)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from bnnc.cli.errors import reported_errors
+
+if TYPE_CHECKING:
+    from bnnc.reporting import Report, Thresholds
+
+THRESHOLD_HELP = {
+    "max_accuracy_drop": "Fail (exit 3) if FP32 accuracy minus bnnc ONNX accuracy exceeds this, in points.",
+    "min_compression": "Fail (exit 3) if FP32 ONNX bytes / bnnc ONNX bytes is below this.",
+    "min_speedup": "Fail (exit 3) if FP32 / bnnc ORT latency is below this at any batch size.",
+    "max_parity_mismatch": "Fail (exit 3) if the share of samples predicted differently by the bnnc ONNX "
+                           "model and the PyTorch model exceeds this (0..1).",
+}
+
+
+def report_command(
+    ctx: typer.Context,
+    model: Annotated[Path, typer.Argument(help="Binarized checkpoint (from bnnc convert / finetune).")],
+    data: Annotated[Optional[str], typer.Option(help="Evaluation data (its test split); or `data` in the "
+                                                "config file.")] = None,
+    onnx_model: Annotated[Optional[Path], typer.Option("--onnx", help="The bnnc ONNX to measure "
+                                                       "(default: export to memory).")] = None,
+    fp32: Annotated[Optional[Path], typer.Option(help="The FP32 source model, if not at its recorded path.")] = None,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the report as JSON here.")] = None,
+    markdown: Annotated[Optional[Path], typer.Option(help="Write the report as Markdown here "
+                                                     "(e.g. >> $GITHUB_STEP_SUMMARY).")] = None,
+    html_out: Annotated[Optional[Path], typer.Option("--html", help="Write a self-contained HTML page with "
+                                                     "plots here.")] = None,
+    batch: Annotated[Optional[int], typer.Option(help="The larger batch size timed (batch 1 always).", min=1)] = None,
+    threads: Annotated[Optional[int], typer.Option(help="ONNX Runtime threads (default: all cores).", min=1)] = None,
+    samples: Annotated[Optional[int], typer.Option(help="Evaluate on the first N test samples.", min=1)] = None,
+    max_accuracy_drop: Annotated[Optional[float], typer.Option(help=THRESHOLD_HELP["max_accuracy_drop"])] = None,
+    min_compression: Annotated[Optional[float], typer.Option(help=THRESHOLD_HELP["min_compression"])] = None,
+    min_speedup: Annotated[Optional[float], typer.Option(help=THRESHOLD_HELP["min_speedup"])] = None,
+    max_parity_mismatch: Annotated[Optional[float], typer.Option(help=THRESHOLD_HELP["max_parity_mismatch"])] = None,
+    config: Annotated[Optional[Path], typer.Option(help="Options file (default: ./bnnc.toml, or [tool.bnnc] "
+                                                   "in ./pyproject.toml); the command line wins.")] = None,
+    trust_model: Annotated[bool, typer.Option(help="Allow pickled models (runs code from the file).")] = False,
+    force: Annotated[bool, typer.Option(help="Overwrite existing report files.")] = False,
+) -> None:
+    """Measure a binarized model against its FP32 source and ORT int8: size, accuracy, speed; gate CI on it."""
+    err = Console(stderr=True)
+    with reported_errors(ctx):
+        from bnnc.config import load_config, merge
+        from bnnc.errors import BnncError
+        from bnnc.io import check_output
+        from bnnc.reporting import report
+
+        file_options, _ = load_config(config)
+        o = merge(file_options, data=data, batch=batch, threads=threads, samples=samples,
+                  max_accuracy_drop=max_accuracy_drop, min_compression=min_compression, min_speedup=min_speedup,
+                  max_parity_mismatch=max_parity_mismatch)
+        if "data" not in o:
+            raise BnncError("no evaluation data", "pass --data, or set data in bnnc.toml")
+        for path in (json_out, markdown, html_out):
+            if path is not None:
+                check_output(path, inputs=(model,), overwrite=force)
+        with err.status("measuring") as status:
+            rep = report(model, o["data"], onnx_path=onnx_model, fp32_path=fp32, limits=limits_from(o),
+                         batches=(1, o.get("batch", 64)), threads=o.get("threads"), samples=o.get("samples"),
+                         trust_model=trust_model, on_progress=lambda s: status.update(f"report: {s}"))
+        write_reports(rep, json_out, markdown, html_out, force)
+    render(rep, Console())
+    finish(rep, err)
+
+
+def limits_from(options: dict[str, Any]) -> Thresholds:
+    """The thresholds among the merged options."""
+    from bnnc.reporting import Thresholds
+
+    return Thresholds(**{k: options.get(k) for k in ("max_accuracy_drop", "min_compression", "min_speedup",
+                                                       "max_parity_mismatch")})
+
+
+def write_reports(rep: Report, json_out: Path | None, markdown: Path | None, html_out: Path | None,
+                  force: bool) -> None:
+    from bnnc.io import atomic_write
+
+    for path, render_fn in ((json_out, rep.to_json), (markdown, rep.to_markdown), (html_out, rep.to_html)):
+        if path is not None:
+            text = render_fn()
+            atomic_write(path, lambda f, text=text: f.write(text.encode()), overwrite=force)
+
+
+def render(rep: Report, console: Console) -> None:
+    """The summary table, the checks and the layers, for a person."""
+    from bnnc.reporting import summary_rows
+
+    d = rep.to_dict()
+    table = Table(title=f"bnnc report: {Path(d['model']['path']).name} on {d['data']['samples']:,} samples",
+                  title_justify="left")
+    for col in ("", "FP32", "ORT int8", "bnnc"):
+        table.add_column(col, overflow="fold")
+    for row in summary_rows(d):
+        table.add_row(*row)
+    console.print(table)
+    layers = Table(title="Layers", title_justify="left")
+    for col, kw in (("layer", {}), ("type", {}), ("precision", {}), ("params", {"justify": "right"}),
+                    ("bits", {"justify": "right"}), ("MACs", {"justify": "right"})):
+        layers.add_column(col, **kw)
+    for la in d["layers"]:
+        layers.add_row(la["name"], la["kind"], la["precision"], f"{la['params']:,}", str(la["bits"]), f"{la['macs']:,}")
+    console.print(layers)
+    if d["finetune"]:
+        ft = d["finetune"]
+        console.print(f"fine-tuned {len(ft['epochs'])} epochs in {ft['seconds']:.0f} s; best validation accuracy "
+                      f"{ft['best_val_accuracy']:.2%} at epoch {ft['best_epoch']}")
+    for c in rep.checks:
+        mark = "[green]pass[/]" if c.passed else "[red]FAIL[/]"
+        console.print(f"check {mark}: {c.describe()}")
+
+
+def finish(rep: Report, err: Console) -> None:
+    """Exit 3 with one line per failing check, if any failed."""
+    if rep.failed:
+        for c in rep.failed:
+            typer.echo(f"check failed: {c.describe()}", err=True)
+        raise typer.Exit(3)

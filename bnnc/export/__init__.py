@@ -1,0 +1,11 @@
+"""Export: a binarized model -> mixed-precision ONNX with 1-bit weights and an integer path.
+
+lower (:mod:`~bnnc.export.lowering`, thresholds: :mod:`~bnnc.export.thresholds`) -> torch.onnx
+-> replace placeholders (:mod:`~bnnc.export.graph`, bits: :mod:`~bnnc.export.packing`) -> check
+(:mod:`~bnnc.export.parity`, runtimes: :mod:`~bnnc.export.runtime`).
+"""
+
+from bnnc.export.exporter import ExportError, ExportResult, export_onnx, to_fp32_onnx, to_onnx
+from bnnc.export.parity import Parity, check_parity
+
+__all__ = ["ExportError", "ExportResult", "Parity", "check_parity", "export_onnx", "to_fp32_onnx", "to_onnx"]

@@ -1,0 +1,291 @@
+"""``export_onnx``: a binarized model -> a mixed-precision ONNX file, checked against PyTorch.
+
+The model is lowered (:mod:`bnnc.export.lowering`), exported with torch's TorchScript-based
+exporter — the FP32 parts as usual, each binary layer as one placeholder node — and the
+placeholders are replaced by integer subgraphs with 1-bit weights (:mod:`bnnc.export.graph`).
+The result is checked with ``onnx.checker`` and, by default, against the PyTorch model in ONNX
+Runtime before it is written.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import onnx
+import torch
+from torch import nn
+
+from bnnc import __version__
+from bnnc.errors import BnncError
+from bnnc.export.batchnorm import match_torch_batchnorm
+from bnnc.export.graph import build
+from bnnc.export.lowering import Lowered, NodeSpec, Normalize, PixelModel, lower
+from bnnc.export.parity import Parity, check_parity
+from bnnc.io import ModelFile, atomic_write, check_output, load_checkpoint
+from bnnc.layers import binary_layers
+from bnnc.summary import model_bytes
+
+OPSET = 18  # BitwiseAnd needs 18; every op used has been in ONNX since 18 or earlier
+INPUT_NAME = "input"
+
+
+class ExportError(BnncError):
+    """The model can't be exported, or the exported model doesn't match it."""
+
+
+@dataclass
+class ExportResult:
+    """What was written and how it was checked."""
+
+    path: Path | None
+    onnx_bytes: int
+    theoretical_bytes: int
+    mode: str                                  # "integer" or "float"
+    uint8_input: bool
+    binary_nodes: int
+    fused_chains: int
+    parity: list[Parity] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def size_ratio(self) -> float:
+        """File size over the theoretical packed size (1.0 = nothing wasted)."""
+        return self.onnx_bytes / self.theoretical_bytes if self.theoretical_bytes else float("inf")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": str(self.path) if self.path else None, "onnx_bytes": self.onnx_bytes,
+            "theoretical_bytes": self.theoretical_bytes, "size_ratio": round(self.size_ratio, 4),
+            "mode": self.mode, "uint8_input": self.uint8_input, "binary_nodes": self.binary_nodes, "fused_chains": self.fused_chains,
+            "parity": [p.to_dict() for p in self.parity], "notes": self.notes,
+        }
+
+
+def _torch_export(model: nn.Module, example: torch.Tensor, opset: int, custom: bool) -> onnx.ModelProto:
+    """torch.onnx.export to memory: TorchScript exporter, fixed opset, dynamic batch dimension."""
+    with torch.no_grad():
+        out = model(example)
+    n_out = len(out) if isinstance(out, (tuple, list)) else 1
+    names = ["logits"] if n_out == 1 else [f"output_{i}" for i in range(n_out)]
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+        try:
+            torch.onnx.export(
+                model, (example,), buf, dynamo=False, opset_version=opset, input_names=[INPUT_NAME],
+                output_names=names, dynamic_axes={n: {0: "batch"} for n in [INPUT_NAME, *names]},
+                custom_opsets={"bnnc": 1} if custom else None, do_constant_folding=True,
+                training=torch.onnx.TrainingMode.PRESERVE,  # eval model; keeps BatchNorm out of FP32 convs
+            )
+        except Exception as e:  # noqa: BLE001 - the exporter's errors are long; one line and a hint
+            raise ExportError(f"torch.onnx.export failed: {type(e).__name__}: {str(e).splitlines()[0][:200]}",
+                              "the model uses an operation ONNX can't express; re-run with --debug") from e
+    return onnx.load_from_string(buf.getvalue())
+
+
+def _replace_placeholders(proto: onnx.ModelProto, specs: list[NodeSpec]) -> None:
+    graph = proto.graph
+    nodes: list[onnx.NodeProto] = []
+    for node in graph.node:
+        if node.domain != "bnnc":
+            nodes.append(node)
+            continue
+        index = next(a.i for a in node.attribute if a.name == "index")
+        spec = specs[index]
+        new_nodes, inits = build(spec, node.input[0], node.output[0], spec.layer.weight.dim() if spec.is_conv else 2)
+        nodes.extend(new_nodes)
+        graph.initializer.extend(inits)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    kept = [op for op in proto.opset_import if op.domain != "bnnc"]
+    del proto.opset_import[:]
+    proto.opset_import.extend(kept)
+    del graph.value_info[:]
+
+
+def _drop_unused_initializers(proto: onnx.ModelProto) -> None:
+    used = {i for n in proto.graph.node for i in n.input} | {o.name for o in proto.graph.output}
+    keep = [i for i in proto.graph.initializer if i.name in used]
+    del proto.graph.initializer[:]
+    proto.graph.initializer.extend(keep)
+
+
+def example_input(input_shape: tuple[int, ...], n: int = 2, uint8: bool = False) -> torch.Tensor:
+    """Seeded inputs: normal floats, or uniform uint8 pixels."""
+    gen = torch.Generator().manual_seed(0)
+    if uint8:
+        return torch.randint(0, 256, (n, *input_shape), generator=gen, dtype=torch.uint8)
+    return torch.randn(n, *input_shape, generator=gen)
+
+
+def pixel_model(model: nn.Module, preprocessing: dict[str, Any]) -> PixelModel:
+    """``model`` behind its recorded preprocessing: takes raw uint8 pixels."""
+    from bnnc.data import Preprocessing
+
+    pre = Preprocessing.from_dict(preprocessing)
+    return PixelModel(Normalize(pre.input_shape, pre.mean, pre.std, pre.pixel_scale), model).eval()
+
+
+def to_onnx(model: nn.Module, input_shape: tuple[int, ...], *, integer: bool = True, uint8_input: bool = False,
+            opset: int = OPSET) -> tuple[onnx.ModelProto, Lowered]:
+    """The ONNX model of the binarized ``model`` (in memory), and the lowering it came from.
+
+    With ``uint8_input`` the model must be a :class:`PixelModel` (see :func:`pixel_model`).
+    """
+    model = model.cpu().float().eval()
+    example = example_input(input_shape, uint8=uint8_input)
+    lowered = lower(model, example, integer=integer)
+    proto = _torch_export(lowered.model, example, opset, custom=bool(lowered.specs))
+    _replace_placeholders(proto, lowered.specs)
+    match_torch_batchnorm(proto)
+    _drop_unused_initializers(proto)
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except Exception as e:  # noqa: BLE001
+        raise ExportError(f"the exported graph is invalid: {str(e).splitlines()[0][:200]}",
+                          "this is a bnnc bug: re-run with --debug and report it") from e
+    del proto.graph.value_info[:]  # runtimes infer shapes themselves; this keeps the file small
+    return proto, lowered
+
+
+def to_fp32_onnx(model: nn.Module, input_shape: tuple[int, ...], opset: int = OPSET) -> onnx.ModelProto:
+    """The plain FP32 export of ``model``, with the same exporter settings (the baseline)."""
+    model = model.cpu().float().eval()
+    return _torch_export(model, torch.randn(2, *input_shape, generator=torch.Generator().manual_seed(0)),
+                         opset, custom=False)
+
+
+def _metadata(proto: onnx.ModelProto, loaded: ModelFile | None, mode: str, input_shape: tuple[int, ...],
+              preprocessing: dict[str, Any] | None, uint8_input: bool) -> None:
+    proto.producer_name = "bnnc"
+    proto.producer_version = __version__
+    meta = {"bnnc.version": __version__, "bnnc.mode": mode, "bnnc.input_shape": json.dumps(list(input_shape)),
+            "bnnc.input": "uint8 pixels, preprocessing inside" if uint8_input else "preprocessed float32"}
+    if loaded is not None:
+        binarized = loaded.binarized or {}
+        meta["bnnc.checkpoint_sha256"] = loaded.sha256
+        meta["bnnc.plan"] = json.dumps(binarized.get("plan"), separators=(",", ":"))
+        if binarized.get("source"):
+            meta["bnnc.source_sha256"] = str(binarized["source"].get("sha256"))
+    if preprocessing:
+        meta["bnnc.preprocessing"] = json.dumps(preprocessing, separators=(",", ":"))
+        meta["bnnc.class_names"] = json.dumps(preprocessing.get("class_names", []))
+    for k, v in meta.items():
+        proto.metadata_props.add(key=k, value=v)
+
+
+def default_output(model_path: Path) -> Path:
+    """``NAME.onnx`` beside the checkpoint."""
+    return model_path.with_suffix(".onnx")
+
+
+def check_inputs(input_shape: tuple[int, ...], data: str | os.PathLike[str] | None,
+                 preprocessing: dict[str, Any] | None, samples: int, uint8: bool = False) -> tuple[torch.Tensor, str]:
+    """Inputs for the parity check: the data's evaluation split if given, else seeded random inputs.
+
+    With ``uint8`` the inputs are raw pixels (the data's, recovered from its normalised form).
+    """
+    if data is not None:
+        from bnnc.data import Preprocessing, load_data
+
+        pre = Preprocessing.from_dict(preprocessing) if preprocessing else None
+        splits = load_data(data, preprocessing=pre)
+        x = splits.val.tensors[0][:samples]
+        if uint8:
+            from bnnc.measure import pixels
+
+            p = splits.preprocessing
+            x = torch.from_numpy(pixels(x, list(p.mean), list(p.std), p.pixel_scale))
+        return x, f"{len(x)} samples of {splits.source}"
+    kind = "random uint8 pixels" if uint8 else "random normal inputs"
+    return example_input(input_shape, samples, uint8), f"{samples} {kind} (seed 0)"
+
+
+def export_onnx(
+    model: str | os.PathLike[str] | nn.Module,
+    output: str | os.PathLike[str] | None = None,
+    *,
+    input_shape: tuple[int, ...] | None = None,
+    float_ops: bool = False,
+    check: bool = True,
+    data: str | os.PathLike[str] | None = None,
+    check_samples: int = 256,
+    reference_check: bool = False,
+    uint8_input: bool = False,
+    preprocessing: dict[str, Any] | None = None,
+    overwrite: bool = False,
+    trust_model: bool = False,
+) -> ExportResult:
+    """Export the binarized ``model`` (a bnnc checkpoint path or a converted ``nn.Module``) to ONNX.
+
+    ``output`` defaults to ``NAME.onnx`` beside a checkpoint; for a module without ``output``
+    nothing is written (the result still carries the size and the checks). With ``check`` (the
+    default) the ONNX model runs in ONNX Runtime on ``check_samples`` inputs — from ``data`` if
+    given — and must match the PyTorch model: logits within 1e-4 relative, except on samples
+    where a float-rounding tie explains the difference (see :class:`~bnnc.export.parity.Parity`);
+    otherwise nothing is written. ``reference_check`` adds ``onnx.reference`` as a second runtime.
+    ``float_ops`` exports +-1 as float tensors for runtimes without integer kernels.
+    ``uint8_input`` makes the ONNX model take raw uint8 pixels: the preprocessing (recorded in the
+    checkpoint, or ``preprocessing`` for a module) runs inside it and a first binary-weight Linear
+    layer runs on the integer path; parity is then checked on pixels, against ``model(preprocess(pixels))``.
+    """
+    loaded: ModelFile | None = None
+    if isinstance(model, nn.Module):
+        net = model
+        out = Path(output) if output is not None else None
+    else:
+        src = Path(model)
+        out = Path(output) if output is not None else default_output(src)
+        check_output(out, inputs=(src,), overwrite=overwrite)
+        loaded = load_checkpoint(src, trust_model=trust_model)
+        if not loaded.is_binarized:
+            raise ExportError(f"{src} is an FP32 model, not a binarized one", f"run `bnnc convert {src}` first")
+        net = loaded.model
+        preprocessing = preprocessing or loaded.preprocessing
+        if input_shape is None:
+            input_shape = tuple(loaded.binarized["plan"]["input_shape"])  # type: ignore[index]
+    if out is not None and isinstance(model, nn.Module):
+        check_output(out, overwrite=overwrite)
+    if input_shape is None:
+        raise ExportError("the input shape is unknown", "pass input_shape=(C, H, W) (without the batch)")
+    if not binary_layers(net):
+        raise ExportError("the model has no binary layer", "convert it first (bnnc convert)")
+    if check_samples < 1:
+        raise ExportError(f"check_samples must be at least 1, got {check_samples}")
+    binarized_net = net
+    if uint8_input:
+        if not preprocessing:
+            raise ExportError("--uint8-input needs the model's preprocessing (mean, std, pixel scale), and "
+                              "this checkpoint has none", "convert with --data so it is recorded")
+        net = pixel_model(net, preprocessing)
+
+    mode = "float" if float_ops else "integer"
+    proto, lowered = to_onnx(net, tuple(input_shape), integer=not float_ops, uint8_input=uint8_input)
+    _metadata(proto, loaded, mode, tuple(input_shape), preprocessing, uint8_input)
+    blob = proto.SerializeToString()
+    result = ExportResult(
+        path=None, onnx_bytes=len(blob), theoretical_bytes=model_bytes(binarized_net), mode=mode, uint8_input=uint8_input,
+        binary_nodes=len(lowered.specs), fused_chains=sum(s.fused is not None for s in lowered.specs),
+        notes=list(lowered.notes),
+    )
+    if check:
+        x, described = check_inputs(tuple(input_shape), data, preprocessing, check_samples, uint8_input)
+        runtimes = ["onnxruntime", "reference"] if reference_check else ["onnxruntime"]
+        for runtime in runtimes:
+            parity = check_parity(blob, net, x, inputs=described, runtime=runtime)
+            result.parity.append(parity)
+            if not parity.ok:
+                raise ExportError(
+                    f"the ONNX model doesn't match the PyTorch model in {runtime}: {parity.unexplained} of "
+                    f"{parity.samples} samples differ by more than {parity.rtol:.0e} (relative) with no "
+                    f"float-rounding tie to explain it; nothing written",
+                    "this is a bnnc bug: re-run with --debug and report it (--no-check writes it anyway)")
+    if out is not None:
+        result.path = atomic_write(out, lambda f: f.write(blob), overwrite=overwrite)
+    return result

@@ -1,0 +1,73 @@
+import json
+
+import numpy as np
+from typer.testing import CliRunner
+
+from bnnc.cli import app
+from bnnc.conversion import convert_file
+
+runner = CliRunner()
+PRE = {"input_shape": [1, 28, 28], "mean": [0.3], "std": [0.35], "class_names": [str(i) for i in range(10)],
+       "pixel_scale": 1 / 255}
+
+
+def _data(tmp_path):
+    rng = np.random.default_rng(0)
+    y_train, y_test = rng.integers(0, 10, 256), rng.integers(0, 10, 64)
+    x_train = rng.integers(0, 60, (256, 28, 28), dtype=np.uint8)
+    x_test = rng.integers(0, 60, (64, 28, 28), dtype=np.uint8)
+    x_train[np.arange(256), y_train * 2] = 255
+    x_test[np.arange(64), y_test * 2] = 255
+    path = tmp_path / "d.npz"
+    np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+    return path
+
+
+def _model(tmp_path, fp32_checkpoint):
+    data = _data(tmp_path)
+    return convert_file(fp32_checkpoint("mlp", preprocessing=PRE), tmp_path / "m.bnnc", data=data).output, data
+
+
+def test_report_gate_exit_3_names_the_failing_check(tmp_path, fp32_checkpoint):
+    model, data = _model(tmp_path, fp32_checkpoint)
+    js, md = tmp_path / "r.json", tmp_path / "r.md"
+    r = runner.invoke(app, ["report", str(model), "--data", str(data), "--batch", "4", "--samples", "32",
+                            "--json", str(js), "--markdown", str(md), "--min-compression", "1e9",
+                            "--max-accuracy-drop", "100"], env={"COLUMNS": "200"})
+    assert r.exit_code == 3, r.output
+    assert "check failed: compression_vs_fp32" in r.stderr and "accuracy_drop_pt" not in r.stderr
+    d = json.loads(js.read_text())
+    assert d["passed"] is False and [c["name"] for c in d["checks"] if not c["passed"]] == ["compression_vs_fp32"]
+    assert "❌ FAIL" in md.read_text()
+
+
+def test_config_file_then_command_line(tmp_path, fp32_checkpoint, monkeypatch):
+    model, data = _model(tmp_path, fp32_checkpoint)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "bnnc.toml").write_text(f'data = "{data}"\nmin_compression = 1e9\nsamples = 32\nbatch = 4\n')
+    r = runner.invoke(app, ["report", str(model)])
+    assert r.exit_code == 3 and "compression_vs_fp32" in r.stderr  # from the file
+    r = runner.invoke(app, ["report", str(model), "--min-compression", "1.5"])
+    assert r.exit_code == 0, r.output  # the command line wins
+    (tmp_path / "bnnc.toml").write_text('min_compresion = 2\n')
+    r = runner.invoke(app, ["report", str(model)])
+    assert r.exit_code == 2 and "unknown key 'min_compresion'" in r.stderr and "Traceback" not in r.output
+
+
+def test_report_refuses_a_foreign_onnx(tmp_path, fp32_checkpoint):
+    model, data = _model(tmp_path, fp32_checkpoint)
+    fake = tmp_path / "x.onnx"
+    fake.write_bytes(b"not onnx")
+    r = runner.invoke(app, ["report", str(model), "--data", str(data), "--onnx", str(fake)])
+    assert r.exit_code == 2 and "not a readable ONNX model" in r.stderr
+
+
+def test_compress_one_command(tmp_path, fp32_checkpoint):
+    data = _data(tmp_path)
+    src = fp32_checkpoint("mlp", preprocessing=PRE)
+    out = tmp_path / "job"
+    r = runner.invoke(app, ["compress", str(src), "--data", str(data), "--epochs", "1", "-o", str(out),
+                            "--min-compression", "2"], env={"COLUMNS": "200"})
+    assert r.exit_code == 0, r.output
+    assert (out / "mlp.onnx").is_file() and json.loads((out / "report.json").read_text())["passed"]
+    assert "check pass: compression_vs_fp32" in r.stdout

@@ -1,0 +1,276 @@
+"""Export: thresholds, bit packing, graph structure, parity with PyTorch in two runtimes, file size."""
+
+from __future__ import annotations
+
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from onnx import numpy_helper
+from torch import nn
+
+from bnnc.calibrate import calibrate_thresholds
+from bnnc.conversion import convert
+from bnnc.export import ExportError, export_onnx, to_onnx
+from bnnc.export.exporter import pixel_model
+from bnnc.export.lowering import lower
+from bnnc.export.packing import pack_signs, unpack_signs
+from bnnc.export.thresholds import NotMonotone, float_thresholds, integer_thresholds
+from bnnc.layers import binary_layers
+from bnnc.planning import PlanRules, plan
+
+from conftest import build, images
+
+
+def binarized(model: nn.Module, shape: tuple[int, ...] = (1, 28, 28), rules: PlanRules | None = None,
+              seed: int = 0) -> nn.Module:
+    """Convert with every layer eligible, calibrate thresholds and BatchNorm on random inputs."""
+    net = convert(model, plan(model, rules or PlanRules(min_params=0), input_shape=shape))
+    x = torch.randn(64, *shape, generator=torch.Generator().manual_seed(seed))
+    calibrate_thresholds(net, [x], batchnorm=True)
+    return net.eval()
+
+
+# ----------------------------------------------------------------------------- the math
+
+
+def test_integer_thresholds_match_the_chain_for_every_integer():
+    k, c = 20, 6
+    gen = torch.Generator().manual_seed(0)
+    scale = torch.tensor([0.3, -0.7, 0.0, 1.5, -2.0, 0.01])  # negative: decreasing; zero: constant
+    shift = torch.randn(c, generator=gen)
+    beta = torch.randn(c, 1, generator=gen)
+    s = torch.arange(-k, k + 1, dtype=torch.float32).view(-1, 1)
+    values = torch.relu(s * scale + shift)
+    t = integer_thresholds(values, beta)
+    signs = t.sign.view(1, -1)
+    for col in range(c):  # bit for s: torch's chain, and the folded compare on sign * s
+        want = (values[:, col] - beta[col, 0]) >= 0
+        got = (signs[0, col] * s[:, 0]) >= t.threshold[col, 0]
+        assert torch.equal(want, got), col
+    assert t.sign.tolist()[1] == -1 and t.sign.tolist()[0] == 1
+
+
+def test_integer_thresholds_refuse_a_non_monotone_chain():
+    s = torch.arange(-5, 6, dtype=torch.float32).view(-1, 1)
+    with pytest.raises(NotMonotone):
+        integer_thresholds(s.abs(), torch.zeros(1, 1))
+
+
+def test_float_thresholds_reproduce_the_chain_on_random_floats():
+    c, p = 5, 3
+    gen = torch.Generator().manual_seed(1)
+    a = torch.tensor([0.5, -1.25, 3.0, -0.001, 0.0]).view(-1, 1)
+    b = torch.randn(c, 1, generator=gen)
+    beta = torch.randn(c, p, generator=gen).abs()
+
+    def chain(y: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.hardtanh(y * a + b)
+
+    t = float_thresholds(chain, beta)
+    y = torch.randn(4000, c, p, generator=gen) * 10
+    y = torch.cat([y, t.threshold.unsqueeze(0), torch.nextafter(t.threshold, torch.tensor(-torch.inf)).unsqueeze(0)])
+    y = torch.nan_to_num(y, posinf=0.0, neginf=0.0)
+    sign = t.sign.view(1, -1, 1).float()
+    want = (chain(sign * y) - beta) >= 0
+    got = y >= t.threshold
+    assert torch.equal(want, got)
+
+
+def test_packing_is_one_bit_per_weight_and_round_trips():
+    w = torch.randn(37, 5, 3)
+    packed = pack_signs(w)
+    assert packed.dtype == np.uint8 and packed.size == (w.numel() + 7) // 8
+    assert np.array_equal(unpack_signs(packed, tuple(w.shape)), torch.where(w >= 0, 1, -1).numpy())
+
+
+# ----------------------------------------------------------------------------- lowering
+
+
+@pytest.mark.parametrize("kind", ["mlp", "cnn", "resnet"])
+def test_lowered_model_computes_what_the_binarized_model_computes(kind):
+    net = binarized(build(kind))
+    x = images(32, seed=3)
+    low = lower(net, x[:2])
+    with torch.no_grad():  # exact up to a folded last BatchNorm's rounding
+        torch.testing.assert_close(low.model(x), net(x), rtol=1e-5, atol=1e-6)
+    assert any(s.fused is not None for s in low.specs)  # BN/ReLU chains folded into thresholds
+
+
+# ----------------------------------------------------------------------------- the ONNX graph
+
+
+def _ops(proto: onnx.ModelProto) -> list[str]:
+    return [n.op_type for n in proto.graph.node]
+
+
+def test_graph_is_integer_with_packed_weights_and_checker_clean():
+    net = binarized(build("cnn"))
+    proto, low = to_onnx(net, (1, 28, 28))
+    onnx.checker.check_model(proto, full_check=True)
+    ops = _ops(proto)
+    assert "QLinearConv" in ops and "MatMulInteger" in ops and "bnnc" not in {n.domain for n in proto.graph.node}
+    assert proto.opset_import[0].version == 18
+    inits = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
+    for spec in low.specs:  # every binary weight: one uint8 tensor of ceil(n/8) bytes, no float copy
+        n = spec.layer.weight.numel()
+        assert inits[f"{spec.name}.weight_bits"].dtype == np.uint8
+        assert inits[f"{spec.name}.weight_bits"].size == (n + 7) // 8
+        assert not any(v.size == n and v.dtype != np.uint8 and set(np.unique(v)) <= {-1, 1} for v in inits.values())
+    dim = proto.graph.input[0].type.tensor_type.shape.dim[0]
+    assert dim.dim_param == "batch"  # dynamic batch
+
+
+@pytest.mark.parametrize("kind", ["mlp", "cnn", "resnet"])
+@pytest.mark.parametrize("float_ops", [False, True])
+def test_parity_in_onnxruntime_and_the_reference_runtime(kind, float_ops):
+    net = binarized(build(kind))
+    result = export_onnx(net, input_shape=(1, 28, 28), float_ops=float_ops, check_samples=64,
+                         reference_check=True)
+    assert [p.runtime for p in result.parity] == ["onnxruntime", "reference"]
+    for p in result.parity:
+        assert p.ok and p.argmax_agreement == 1.0 and p.unexplained == 0, p
+        assert p.max_rel_diff <= 1e-4 or p.at_ties == p.mismatched
+    if float_ops:
+        assert result.mode == "float"
+
+
+def test_uint8_input_takes_pixels_and_runs_the_first_layer_on_integers():
+    pre = {"input_shape": [1, 28, 28], "mean": [0.286], "std": [0.353], "class_names": [], "pixel_scale": 1 / 255}
+    net = binarized(build("mlp"), rules=PlanRules(min_params=0))
+    result = export_onnx(net, input_shape=(1, 28, 28), uint8_input=True, preprocessing=pre, check_samples=256)
+    assert result.uint8_input and all(p.ok for p in result.parity)
+    proto, low = to_onnx(pixel_model(net, pre), (1, 28, 28), uint8_input=True)
+    assert proto.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    first = low.specs[0]
+    assert first.input == "pixels"
+    assert "MatMul" not in _ops(proto)  # no float matmul left: the first layer is integer too
+
+
+def test_uint8_input_without_preprocessing_is_refused():
+    with pytest.raises(ExportError, match="preprocessing"):
+        export_onnx(binarized(build("mlp")), input_shape=(1, 28, 28), uint8_input=True)
+
+
+def test_a_wrong_graph_fails_the_check_and_writes_nothing(tmp_path, monkeypatch):
+    from bnnc.export import exporter
+
+    real = exporter._replace_placeholders
+
+    def broken(proto, specs):
+        for spec in specs:  # flip every threshold: the model now computes something else
+            if spec.fused is not None:
+                spec.fused.thresholds = type(spec.fused.thresholds)(spec.fused.thresholds.sign,
+                                                                     spec.fused.thresholds.threshold + 3)
+        real(proto, specs)
+
+    monkeypatch.setattr(exporter, "_replace_placeholders", broken)
+    out = tmp_path / "m.onnx"
+    with pytest.raises(ExportError, match="doesn't match"):
+        export_onnx(binarized(build("cnn")), out, input_shape=(1, 28, 28), check_samples=64)
+    assert not out.exists() and not list(tmp_path.iterdir())
+
+
+def test_model_without_binary_layers_is_refused():
+    with pytest.raises(ExportError, match="no binary layer"):
+        export_onnx(build("mlp"), input_shape=(1, 28, 28))
+
+
+# ----------------------------------------------------------------------------- random architectures
+
+
+class _Net(nn.Module):
+    def __init__(self, blocks: nn.Sequential, head: nn.Sequential) -> None:
+        super().__init__()
+        self.blocks, self.head = blocks, head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.blocks(x))
+
+
+class _Residual(nn.Module):
+    def __init__(self, c: int, k: int, bn: bool) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(c, c, k, padding=k // 2, bias=not bn)
+        self.bn = nn.BatchNorm2d(c) if bn else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.bn(self.conv(x)) + x)
+
+
+@st.composite
+def architectures(draw: st.DrawFn) -> tuple[nn.Module, tuple[int, ...], PlanRules]:
+    """Small conv/linear nets: kernel sizes, strides, padding, BN or not (negative scales too),
+    activations, residual blocks, max pooling, and first/last layer precisions all vary."""
+    torch.manual_seed(draw(st.integers(0, 10_000)))
+    size = draw(st.sampled_from([8, 11, 12]))
+    c = draw(st.integers(1, 3))
+    shape = (c, size, size)
+    layers: list[nn.Module] = []
+    for _ in range(draw(st.integers(0, 3))):
+        out = draw(st.integers(2, 12))
+        k = draw(st.sampled_from([1, 3, 5]))
+        if k > size:
+            break
+        stride = draw(st.sampled_from([1, 1, 2]))
+        pad = draw(st.integers(0, k // 2))
+        layers.append(nn.Conv2d(c, out, k, stride=stride, padding=pad, bias=draw(st.booleans())))
+        if draw(st.booleans()):
+            layers.append(nn.BatchNorm2d(out))
+        layers.append(draw(st.sampled_from([nn.ReLU(), nn.Hardtanh(), nn.Identity()])))
+        c, size = out, (size + 2 * pad - k) // stride + 1
+        if draw(st.booleans()):
+            layers.append(_Residual(c, 3, draw(st.booleans())))
+        if size >= 4 and draw(st.booleans()):
+            layers.append(nn.MaxPool2d(2))
+            size //= 2
+    layers.append(nn.Flatten())
+    width = c * size * size
+    head: list[nn.Module] = []
+    for _ in range(draw(st.integers(0, 2))):
+        out = draw(st.integers(4, 24))
+        head.append(nn.Linear(width, out, bias=draw(st.booleans())))
+        if draw(st.booleans()):
+            head.append(nn.BatchNorm1d(out))
+        if draw(st.booleans()):
+            head.append(nn.ReLU())
+        width = out
+    head.append(nn.Linear(width, draw(st.integers(2, 6))))
+    model = _Net(nn.Sequential(*layers), nn.Sequential(*head))
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(-1.5, 1.5)  # negative scales: decreasing chains, flipped rows
+    from bnnc.planning import Precision
+
+    first = draw(st.sampled_from([Precision.WEIGHTS, Precision.BINARY, Precision.FP32]))
+    last = draw(st.sampled_from([Precision.FP32, Precision.WEIGHTS, Precision.BINARY]))
+    return model.eval(), shape, PlanRules(first=first, last=last, min_params=0)
+
+
+def _fuzz(arch: tuple[nn.Module, tuple[int, ...], PlanRules]) -> None:
+    model, shape, rules = arch
+    net = binarized(model, shape, rules)
+    if not binary_layers(net):
+        return
+    result = export_onnx(net, input_shape=shape, check_samples=32)
+    parity = result.parity[0]
+    assert parity.ok and parity.argmax_agreement == 1.0, parity
+
+
+@settings(max_examples=25, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(architectures())
+def test_random_architectures_export_with_parity(arch):
+    _fuzz(arch)
+
+
+@pytest.mark.fuzz
+@settings(max_examples=250, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(architectures())
+def test_random_architectures_export_with_parity_long(arch):
+    _fuzz(arch)

@@ -1,0 +1,135 @@
+"""bnnc.report / bnnc.compress: the schema, the checks, the renderings, and refusals."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+
+from bnnc.config import ConfigError, check, load_config, merge
+from bnnc.conversion import convert_file
+from bnnc.export import export_onnx
+from bnnc.pipeline import compress
+from bnnc.reporting import ReportError, Thresholds, report
+from bnnc.training import FinetuneConfig
+
+PRE = {"input_shape": [1, 28, 28], "mean": [0.3], "std": [0.35], "class_names": [str(i) for i in range(10)],
+       "pixel_scale": 1 / 255}
+FAST = {"batches": (1, 8), "rounds": 1, "repeats": 2, "samples": 64}
+
+
+def _data(tmp_path):
+    rng = np.random.default_rng(0)
+    y_train, y_test = rng.integers(0, 10, 256), rng.integers(0, 10, 64)
+    x_train = rng.integers(0, 60, (256, 28, 28), dtype=np.uint8)
+    x_test = rng.integers(0, 60, (64, 28, 28), dtype=np.uint8)
+    x_train[np.arange(256), y_train * 2] = 255
+    x_test[np.arange(64), y_test * 2] = 255
+    path = tmp_path / "d.npz"
+    np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+    return path
+
+
+@pytest.fixture
+def converted(tmp_path, fp32_checkpoint):
+    data = _data(tmp_path)
+    model = convert_file(fp32_checkpoint("mlp", preprocessing=PRE), tmp_path / "m.bnnc", data=data).output
+    return model, data
+
+
+def test_report_schema_is_complete_and_consistent(converted):
+    model, data = converted
+    rep = report(model, data, limits=Thresholds(min_compression=2.0), **FAST)
+    d = json.loads(rep.to_json())
+    assert d["schema"] == "bnnc-report" and d["schema_version"] == 1
+    for section, keys in {
+        "size": ["fp32_onnx_bytes", "int8_onnx_bytes", "bnnc_onnx_bytes", "theoretical_bytes", "compression_vs_fp32",
+                 "compression_vs_int8"],
+        "accuracy": ["fp32", "binarized_torch", "bnnc_onnx", "int8_onnx", "drop_pt", "onnx_torch_agreement"],
+        "totals": ["params", "binary_params", "macs", "binary_mac_share"],
+    }.items():
+        assert set(keys) <= set(d[section]), section
+    s = d["size"]
+    assert s["compression_vs_fp32"] == pytest.approx(s["fp32_onnx_bytes"] / s["bnnc_onnx_bytes"])
+    assert s["fp32_onnx_bytes"] > s["int8_onnx_bytes"] > s["bnnc_onnx_bytes"]
+    a = d["accuracy"]
+    assert a["drop_pt"] == pytest.approx((a["fp32"] - a["bnnc_onnx"]) * 100)
+    assert a["onnx_torch_agreement"] == 1.0 and a["bnnc_onnx"] == a["binarized_torch"]
+    assert set(d["latency"]["by_batch"]) == {"1", "8"}
+    for lat in d["latency"]["by_batch"].values():
+        assert lat["speedup_vs_fp32"] == pytest.approx(lat["fp32"]["median_ms"] / lat["bnnc"]["median_ms"])
+    assert [la["name"] for la in d["layers"]] == ["features.1", "features.4", "classifier"]
+    assert d["checks"] == [{"name": "compression_vs_fp32", "value": s["compression_vs_fp32"], "limit": 2.0,
+                            "op": ">=", "passed": True}] and d["passed"]
+    md = rep.to_markdown()  # the Markdown shows the same figures
+    assert f"{s['compression_vs_fp32']:.1f}x smaller than FP32" in md and "✅ pass" in md
+    assert f"{a['bnnc_onnx']:.2%}" in md and "| features.4 | Linear | binary |" in md
+    page = rep.to_html()
+    assert page.startswith("<!DOCTYPE html>") and page.count("data:image/png;base64,") >= 2
+
+
+def test_failing_threshold_is_named(converted):
+    model, data = converted
+    rep = report(model, data, limits=Thresholds(min_compression=1e6, max_accuracy_drop=100), **FAST)
+    assert not rep.passed and [c.name for c in rep.failed] == ["compression_vs_fp32"]
+    d = rep.to_dict()
+    assert d["passed"] is False
+    assert {c["name"]: c["passed"] for c in d["checks"]} == {"accuracy_drop_pt": True, "compression_vs_fp32": False}
+    assert "❌ FAIL" in rep.to_markdown() and "class='fail'" in rep.to_html()
+
+
+def test_report_refuses_an_onnx_from_another_checkpoint(tmp_path, converted, fp32_checkpoint):
+    model, data = converted
+    other = convert_file(fp32_checkpoint("mlp", name="other.pt", preprocessing=PRE), tmp_path / "o.bnnc",
+                         data=data, calibration_batches=1).output
+    onnx_path = export_onnx(other, tmp_path / "o.onnx", check=False).path
+    with pytest.raises(ReportError, match="different checkpoint"):
+        report(model, data, onnx_path=onnx_path, **FAST)
+    foreign = tmp_path / "foreign.onnx"
+    proto = onnx.load(onnx_path)
+    del proto.metadata_props[:]
+    onnx.save(proto, foreign)
+    with pytest.raises(ReportError, match="not written by bnnc"):
+        report(model, data, onnx_path=foreign, **FAST)
+
+
+def test_compress_writes_everything_into_one_folder(tmp_path, fp32_checkpoint):
+    data = _data(tmp_path)
+    src = fp32_checkpoint("mlp", preprocessing=PRE)
+    out = tmp_path / "out"
+    result = compress(src, data, out, config=FinetuneConfig(epochs=1, batch_size=64),
+                      report_options=FAST)
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["mlp.bnnc", "mlp.finetuned.bnnc", "mlp.finetuned.bnnc.state", "mlp.finetuned.history.json",
+                     "mlp.onnx", "report.html", "report.json", "report.md"]
+    d = json.loads((out / "report.json").read_text())
+    assert d["finetune"]["epochs"][0]["epoch"] == 1 and d["model"]["onnx_path"] == str(out / "mlp.onnx")
+    assert result.report.passed
+    with pytest.raises(Exception, match="already exists"):  # nothing redone or overwritten without overwrite
+        compress(src, data, out, config=FinetuneConfig(epochs=1))
+
+
+# ----------------------------------------------------------------------------- configuration
+
+
+def test_config_from_bnnc_toml_and_pyproject(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert load_config() == ({}, None)
+    (tmp_path / "pyproject.toml").write_text('[tool.bnnc]\nepochs = 2\nmin_compression = 20\n')
+    assert load_config()[0] == {"epochs": 2, "min_compression": 20}
+    (tmp_path / "bnnc.toml").write_text('epochs = 4\n')  # bnnc.toml first
+    assert load_config()[0] == {"epochs": 4}
+    assert merge({"epochs": 4, "data": "x"}, epochs=7, data=None) == {"epochs": 7, "data": "x"}  # CLI wins
+
+
+@pytest.mark.parametrize("table, message", [
+    ({"epoch": 3}, "unknown key 'epoch'"),
+    ({"epochs": "3"}, "epochs must be int, got str"),
+    ({"min_speedup": True}, "min_speedup must be int or float"),
+    ({"uint8_input": 1}, "uint8_input must be bool"),
+])
+def test_config_errors_name_the_key(table, message):
+    with pytest.raises(ConfigError, match=message):
+        check(table, "bnnc.toml")
