@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import onnx
 import pytest
 
@@ -15,26 +14,15 @@ from bnnc.pipeline import compress
 from bnnc.reporting import ReportError, Thresholds, report
 from bnnc.training import FinetuneConfig
 
-PRE = {"input_shape": [1, 28, 28], "mean": [0.3], "std": [0.35], "class_names": [str(i) for i in range(10)],
-       "pixel_scale": 1 / 255}
+from conftest import PRE, learnable_npz
+
 FAST = {"batches": (1, 8), "rounds": 1, "repeats": 2, "samples": 64}
 
-
-def _data(tmp_path):
-    rng = np.random.default_rng(0)
-    y_train, y_test = rng.integers(0, 10, 256), rng.integers(0, 10, 64)
-    x_train = rng.integers(0, 60, (256, 28, 28), dtype=np.uint8)
-    x_test = rng.integers(0, 60, (64, 28, 28), dtype=np.uint8)
-    x_train[np.arange(256), y_train * 2] = 255
-    x_test[np.arange(64), y_test * 2] = 255
-    path = tmp_path / "d.npz"
-    np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
-    return path
 
 
 @pytest.fixture
 def converted(tmp_path, fp32_checkpoint):
-    data = _data(tmp_path)
+    data = learnable_npz(tmp_path, 256, 64)
     model = convert_file(fp32_checkpoint("mlp", preprocessing=PRE), tmp_path / "m.bnnc", data=data).output
     return model, data
 
@@ -96,7 +84,7 @@ def test_report_refuses_an_onnx_from_another_checkpoint(tmp_path, converted, fp3
 
 
 def test_compress_writes_everything_into_one_folder(tmp_path, fp32_checkpoint):
-    data = _data(tmp_path)
+    data = learnable_npz(tmp_path, 256, 64)
     src = fp32_checkpoint("mlp", preprocessing=PRE)
     out = tmp_path / "out"
     result = compress(src, data, out, config=FinetuneConfig(epochs=1, batch_size=64),

@@ -9,7 +9,9 @@ import typer
 from rich.console import Console
 
 from bnnc.cli.errors import reported_errors
-from bnnc.cli.report import THRESHOLD_HELP, finish, limits_from, render
+from bnnc.cli.report import (
+    ConfigFile, MaxAccuracyDrop, MaxParityMismatch, MinCompression, MinSpeedup, TrustModel, finish, limits_from, render,
+)
 
 
 def compress_command(
@@ -25,13 +27,12 @@ def compress_command(
                                                         help="Export taking raw uint8 pixels.")] = None,
     arch: Annotated[Optional[str], typer.Option(help="Architecture of a plain state dict: pkg.module:factory.")]
         = None,
-    max_accuracy_drop: Annotated[Optional[float], typer.Option(help=THRESHOLD_HELP["max_accuracy_drop"])] = None,
-    min_compression: Annotated[Optional[float], typer.Option(help=THRESHOLD_HELP["min_compression"])] = None,
-    min_speedup: Annotated[Optional[float], typer.Option(help=THRESHOLD_HELP["min_speedup"])] = None,
-    max_parity_mismatch: Annotated[Optional[float], typer.Option(help=THRESHOLD_HELP["max_parity_mismatch"])] = None,
-    config: Annotated[Optional[Path], typer.Option(help="Options file (default: ./bnnc.toml, or [tool.bnnc] "
-                                                   "in ./pyproject.toml); the command line wins.")] = None,
-    trust_model: Annotated[bool, typer.Option(help="Allow pickled models (runs code from the file).")] = False,
+    max_accuracy_drop: MaxAccuracyDrop = None,
+    min_compression: MinCompression = None,
+    min_speedup: MinSpeedup = None,
+    max_parity_mismatch: MaxParityMismatch = None,
+    config: ConfigFile = None,
+    trust_model: TrustModel = False,
     force: Annotated[bool, typer.Option(help="Overwrite existing outputs in the folder.")] = False,
 ) -> None:
     """The whole job: binarize, fine-tune, export to ONNX and report, with CI thresholds."""

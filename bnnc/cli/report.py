@@ -14,13 +14,19 @@ from bnnc.cli.errors import reported_errors
 if TYPE_CHECKING:
     from bnnc.reporting import Report, Thresholds
 
-THRESHOLD_HELP = {
-    "max_accuracy_drop": "Fail (exit 3) if FP32 accuracy minus bnnc ONNX accuracy exceeds this, in points.",
-    "min_compression": "Fail (exit 3) if FP32 ONNX bytes / bnnc ONNX bytes is below this.",
-    "min_speedup": "Fail (exit 3) if FP32 / bnnc ORT latency is below this at any batch size.",
-    "max_parity_mismatch": "Fail (exit 3) if the share of samples predicted differently by the bnnc ONNX "
-                           "model and the PyTorch model exceeds this (0..1).",
-}
+# The CI-gate options, shared by `bnnc report` and `bnnc compress`.
+MaxAccuracyDrop = Annotated[Optional[float], typer.Option(
+    help="Fail (exit 3) if FP32 accuracy minus bnnc ONNX accuracy exceeds this, in points.")]
+MinCompression = Annotated[Optional[float], typer.Option(
+    help="Fail (exit 3) if FP32 ONNX bytes / bnnc ONNX bytes is below this.")]
+MinSpeedup = Annotated[Optional[float], typer.Option(
+    help="Fail (exit 3) if FP32 / bnnc ORT latency is below this at any batch size.")]
+MaxParityMismatch = Annotated[Optional[float], typer.Option(
+    help="Fail (exit 3) if the share of samples predicted differently by the bnnc ONNX model and the "
+         "PyTorch model exceeds this (0..1).")]
+ConfigFile = Annotated[Optional[Path], typer.Option(
+    "--config", help="Options file (default: ./bnnc.toml, or [tool.bnnc] in ./pyproject.toml); the command line wins.")]
+TrustModel = Annotated[bool, typer.Option(help="Allow pickled models (runs code from the file).")]
 
 
 def report_command(
@@ -39,13 +45,12 @@ def report_command(
     batch: Annotated[Optional[int], typer.Option(help="The larger batch size timed (batch 1 always).", min=1)] = None,
     threads: Annotated[Optional[int], typer.Option(help="ONNX Runtime threads (default: all cores).", min=1)] = None,
     samples: Annotated[Optional[int], typer.Option(help="Evaluate on the first N test samples.", min=1)] = None,
-    max_accuracy_drop: Annotated[Optional[float], typer.Option(help=THRESHOLD_HELP["max_accuracy_drop"])] = None,
-    min_compression: Annotated[Optional[float], typer.Option(help=THRESHOLD_HELP["min_compression"])] = None,
-    min_speedup: Annotated[Optional[float], typer.Option(help=THRESHOLD_HELP["min_speedup"])] = None,
-    max_parity_mismatch: Annotated[Optional[float], typer.Option(help=THRESHOLD_HELP["max_parity_mismatch"])] = None,
-    config: Annotated[Optional[Path], typer.Option(help="Options file (default: ./bnnc.toml, or [tool.bnnc] "
-                                                   "in ./pyproject.toml); the command line wins.")] = None,
-    trust_model: Annotated[bool, typer.Option(help="Allow pickled models (runs code from the file).")] = False,
+    max_accuracy_drop: MaxAccuracyDrop = None,
+    min_compression: MinCompression = None,
+    min_speedup: MinSpeedup = None,
+    max_parity_mismatch: MaxParityMismatch = None,
+    config: ConfigFile = None,
+    trust_model: TrustModel = False,
     force: Annotated[bool, typer.Option(help="Overwrite existing report files.")] = False,
 ) -> None:
     """Measure a binarized model against its FP32 source and ORT int8: size, accuracy, speed; gate CI on it."""

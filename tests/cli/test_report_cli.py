@@ -1,30 +1,18 @@
 import json
 
-import numpy as np
 from typer.testing import CliRunner
 
 from bnnc.cli import app
 from bnnc.conversion import convert_file
 
+from conftest import PRE, learnable_npz
+
 runner = CliRunner()
-PRE = {"input_shape": [1, 28, 28], "mean": [0.3], "std": [0.35], "class_names": [str(i) for i in range(10)],
-       "pixel_scale": 1 / 255}
 
-
-def _data(tmp_path):
-    rng = np.random.default_rng(0)
-    y_train, y_test = rng.integers(0, 10, 256), rng.integers(0, 10, 64)
-    x_train = rng.integers(0, 60, (256, 28, 28), dtype=np.uint8)
-    x_test = rng.integers(0, 60, (64, 28, 28), dtype=np.uint8)
-    x_train[np.arange(256), y_train * 2] = 255
-    x_test[np.arange(64), y_test * 2] = 255
-    path = tmp_path / "d.npz"
-    np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
-    return path
 
 
 def _model(tmp_path, fp32_checkpoint):
-    data = _data(tmp_path)
+    data = learnable_npz(tmp_path, 256, 64)
     return convert_file(fp32_checkpoint("mlp", preprocessing=PRE), tmp_path / "m.bnnc", data=data).output, data
 
 
@@ -63,7 +51,7 @@ def test_report_refuses_a_foreign_onnx(tmp_path, fp32_checkpoint):
 
 
 def test_compress_one_command(tmp_path, fp32_checkpoint):
-    data = _data(tmp_path)
+    data = learnable_npz(tmp_path, 256, 64)
     src = fp32_checkpoint("mlp", preprocessing=PRE)
     out = tmp_path / "job"
     r = runner.invoke(app, ["compress", str(src), "--data", str(data), "--epochs", "1", "-o", str(out),
