@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import onnx
+import onnxruntime
 import torch
 
 from bnnc.conversion import convert_file
@@ -115,7 +116,7 @@ def main() -> None:
     torch.set_num_threads(max(args.threads))
     env = {"machine": platform.processor() or platform.machine(), "cpus": torch.get_num_threads(),
            "torch": torch.__version__, "onnx": onnx.__version__,
-           "onnxruntime": __import__("onnxruntime").__version__}
+           "onnxruntime": onnxruntime.__version__}
     runs = []
     with tempfile.TemporaryDirectory() as d:
         for model in args.models:

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import onnx
+import onnxruntime
 import torch
 
 from bnnc import __version__
@@ -50,6 +51,7 @@ from bnnc.export import to_fp32_onnx, to_onnx
 from bnnc.io import file_sha256, load_checkpoint, locate_source
 from bnnc.measure import int8_dynamic, latencies, onnx_accuracy, pixels, torch_accuracy
 from bnnc.planning import Plan, Precision
+from bnnc.summary import model_bytes
 from bnnc.training import history_path_for
 
 SCHEMA_VERSION = 1
@@ -252,10 +254,10 @@ def report(
                   "source_sha256": file_sha256(src), "onnx_path": str(onnx_path) if onnx_path else None},
         "data": {"source": splits.source, "samples": len(x)},
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "threads": threads,
-                    "torch": torch.__version__, "onnxruntime": __import__("onnxruntime").__version__},
+                    "torch": torch.__version__, "onnxruntime": onnxruntime.__version__},
         "size": {
             "fp32_onnx_bytes": len(fp32_blob), "int8_onnx_bytes": len(int8_blob), "bnnc_onnx_bytes": len(bnnc_blob),
-            "theoretical_bytes": _theoretical(loaded.model),
+            "theoretical_bytes": model_bytes(loaded.model),
             "compression_vs_fp32": len(fp32_blob) / len(bnnc_blob), "compression_vs_int8": len(int8_blob) / len(bnnc_blob),
         },
         "accuracy": {
@@ -275,12 +277,6 @@ def report(
         "finetune": _history(path),
     }
     return Report(doc, evaluate(doc, limits or Thresholds()))
-
-
-def _theoretical(model: torch.nn.Module) -> int:
-    from bnnc.summary import model_bytes
-
-    return model_bytes(model)
 
 
 def _history(path: Path) -> dict[str, Any] | None:

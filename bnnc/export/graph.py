@@ -148,9 +148,7 @@ def _scale_and_bias(b: _Builder, spec: NodeSpec, y_float: str, y: str, rank: int
 def _float(b: _Builder, spec: NodeSpec, x: str, y: str, rank: int) -> None:
     """+-1 as float: for runtimes without integer kernels."""
     if spec.input == "float":
-        cond = b.node("GreaterOrEqual", [x, _beta(b, spec, rank)])
-        x = b.node("Where", [cond, b.const("plus", np.array(1, dtype=np.float32)),
-                             b.const("minus", np.array(-1, dtype=np.float32))])
+        x = _signs_as_float(b, spec, x, rank)
     w = spec.weight_signs()
     if spec.is_conv:
         s = b.node("Conv", [x, b.unpacked(w, "float")], **_conv_attrs(spec))

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from bnnc.export.batchnorm import torch_affine as batchnorm_affine
 from bnnc.export.thresholds import NotMonotone, Thresholds, float_thresholds, integer_thresholds
 from bnnc.layers import BinaryLayer, _BinaryConvNd, binary_layers, channel_view, set_submodule
 from bnnc.shift import ShiftBatchNorm
@@ -344,13 +345,11 @@ def _foldable_batchnorm(gm: fx.GraphModule, node: fx.Node) -> fx.Node | None:
 
 def torch_affine(bn: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
     """``(a, b)`` with ``bn(x) == x * a + b`` (to the last ulp) for an eval-mode BatchNorm."""
-    from bnnc.export.batchnorm import torch_affine as affine
-
     ones = torch.ones(bn.num_features)
     zeros = torch.zeros(bn.num_features)
     weight = bn.weight.detach() if bn.weight is not None else ones
     bias = bn.bias.detach() if bn.bias is not None else zeros
-    a, b = affine(bn.running_mean.numpy(), bn.running_var.numpy(), weight.numpy(), bias.numpy(), bn.eps)
+    a, b = batchnorm_affine(bn.running_mean.numpy(), bn.running_var.numpy(), weight.numpy(), bias.numpy(), bn.eps)
     return torch.from_numpy(a.copy()), torch.from_numpy(b.copy())
 
 
