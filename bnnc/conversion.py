@@ -20,6 +20,7 @@ from torch import nn
 
 from bnnc import __version__
 from bnnc.calibrate import calibrate_thresholds
+from bnnc.data import DataSpec, DataSplits, Preprocessing, load_data
 from bnnc.errors import BnncError, PlanError
 from bnnc.layers import BinaryConv1d, BinaryConv2d, BinaryLayer, BinaryLinear, set_submodule
 from bnnc.planning import Plan, PlanRules, Precision
@@ -113,7 +114,7 @@ def convert_file(
     rules: PlanRules | None = None,
     options: ConvertOptions | None = None,
     input_shape: Sequence[int] | None = None,
-    data: str | os.PathLike[str] | None = None,
+    data: DataSpec | None = None,
     calibration_batches: int = 8,
     overwrite: bool = False,
 ) -> ConversionResult:
@@ -170,8 +171,6 @@ def convert_file(
     return ConversionResult(output=out, summary=summary, calibration=calibration)
 
 
-def _load_calibration_data(data: str | os.PathLike[str], preprocessing: dict[str, Any] | None) -> Any:
-    from bnnc.data import Preprocessing, load_data
-
+def _load_calibration_data(data: DataSpec, preprocessing: dict[str, Any] | None) -> DataSplits:
     recorded = Preprocessing.from_dict(preprocessing) if preprocessing else None
     return load_data(data, preprocessing=recorded)

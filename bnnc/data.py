@@ -29,7 +29,7 @@ import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 import torch
@@ -164,6 +164,10 @@ class DataSplits:
     source: str
 
 
+DataSpec: TypeAlias = "str | os.PathLike[str] | DataSplits"
+"""What every ``data`` argument accepts: a ``--data`` form (see the module docstring) or loaded splits."""
+
+
 @dataclass(frozen=True)
 class _Raw:
     """Arrays as read from disk, before checks and normalisation."""
@@ -178,7 +182,7 @@ class _Raw:
 
 
 def load_data(
-    spec: str | os.PathLike[str],
+    spec: DataSpec,
     *,
     preprocessing: Preprocessing | None = None,
     val_fraction: float = 0.1,
@@ -191,7 +195,14 @@ def load_data(
     uint8 data gets ``pixel_scale`` 1/255 and the train split's per-channel mean/std; float data
     gets ``pixel_scale`` 1, mean 0 and std 1 (left as it is).
     ``val_fraction`` and ``seed`` only matter for forms with no separate test split.
+    ``DataSplits`` already loaded (e.g. by ``compress``, once for all its steps) are returned as
+    they are if they were normalised with ``preprocessing``.
     """
+    if isinstance(spec, DataSplits):
+        if preprocessing is not None and spec.preprocessing.to_dict() != preprocessing.to_dict():
+            raise DataError(f"{spec.source} was normalised as {spec.preprocessing.to_dict()}, "
+                            f"but the model expects {preprocessing.to_dict()}", "load the data for this model")
+        return spec
     if not 0 < val_fraction < 1:
         raise DataError(f"val_fraction must be between 0 and 1, got {val_fraction}")
     text = os.fspath(spec)

@@ -431,8 +431,12 @@ def check_output(path: Path, *, inputs: tuple[Path, ...] = (), overwrite: bool =
         raise OutputError(f"{path} already exists", "pass --force to overwrite it, or choose another -o")
     if not path.parent.is_dir():
         raise OutputError(f"the folder {path.parent} does not exist", "create it first, or choose another -o")
-    if not os.access(path.parent, os.W_OK):
-        raise OutputError(f"the folder {path.parent} is not writable", "choose another -o")
+    try:  # creating a file is the only reliable test: permissions don't bind root, read-only mounts do
+        fd, probe = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".probe")
+    except OSError as e:
+        raise OutputError(f"can't write in the folder {path.parent} ({e.strerror})", "choose another -o") from None
+    os.close(fd)
+    os.unlink(probe)
 
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None], *, overwrite: bool = False) -> Path:

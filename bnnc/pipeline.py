@@ -9,11 +9,18 @@ from pathlib import Path
 from typing import Any
 
 from bnnc.conversion import convert_file
-from bnnc.errors import OutputError
+from bnnc.data import DataSpec, Preprocessing, load_data
+from bnnc.errors import BnncError, OutputError
 from bnnc.export import ExportResult, export_onnx
-from bnnc.io import atomic_write, check_output
+from bnnc.io import atomic_write, check_output, load_checkpoint
 from bnnc.reporting import Report, Thresholds, report
-from bnnc.training import FinetuneConfig, FinetuneResult, finetune, history_path_for, state_path
+from bnnc.training import (
+    FinetuneConfig,
+    FinetuneResult,
+    finetune,
+    history_path_for,
+    state_path,
+)
 
 
 @dataclass(frozen=True)
@@ -42,7 +49,7 @@ def outputs(model_path: Path, folder: Path) -> dict[str, Path]:
 
 def compress(
     model_path: str | os.PathLike[str],
-    data: str | os.PathLike[str],
+    data: DataSpec,
     folder: str | os.PathLike[str],
     *,
     config: FinetuneConfig | None = None,
@@ -58,8 +65,9 @@ def compress(
 ) -> CompressResult:
     """Convert ``model_path``, fine-tune it on ``data``, export it and report on it, all into ``folder``.
 
-    ``folder`` is created if its parent exists. Every output is checked before any work starts,
-    so an existing file (without ``overwrite``) stops the run at once, not after training.
+    ``folder`` is created if its parent exists. Every output is checked, and the model and data
+    are loaded, before anything is written: bad input stops the run at once with nothing written,
+    not after training. The data is read once and shared by all four steps.
     """
     stage = on_stage or (lambda s: None)
     src, out = Path(model_path), Path(folder)
@@ -71,19 +79,24 @@ def compress(
     if out.is_dir():
         for path in files.values():
             check_output(path, inputs=(src,), overwrite=overwrite)
+    loaded = load_checkpoint(src, arch=arch, arch_kwargs=arch_kwargs, trust_model=trust_model)
+    if loaded.is_binarized:
+        raise BnncError(f"{src} is already binarized", "compress the FP32 model it was made from")
+    splits = load_data(data, preprocessing=Preprocessing.from_dict(loaded.preprocessing)
+                       if loaded.preprocessing else None)
     out.mkdir(exist_ok=True)
 
     stage(f"convert {src}")
     converted = convert_file(src, files["converted"], arch=arch, arch_kwargs=arch_kwargs, trust_model=trust_model,
-                             data=data, overwrite=overwrite).output
+                             data=splits, overwrite=overwrite).output
     stage("fine-tune")
-    ft = finetune(converted, data, config or FinetuneConfig(), files["finetuned"], overwrite=overwrite,
+    ft = finetune(converted, splits, config or FinetuneConfig(), files["finetuned"], overwrite=overwrite,
                   trust_model=trust_model, history_path=files["history"], on_event=on_event)
     stage("export")
-    ex = export_onnx(ft.output, files["onnx"], data=data, uint8_input=uint8_input, overwrite=overwrite,
+    ex = export_onnx(ft.output, files["onnx"], data=splits, uint8_input=uint8_input, overwrite=overwrite,
                      trust_model=trust_model)
     stage("report")
-    rep = report(ft.output, data, onnx_path=files["onnx"], limits=limits, trust_model=trust_model,
+    rep = report(ft.output, splits, onnx_path=files["onnx"], limits=limits, trust_model=trust_model,
                  on_progress=stage, **(report_options or {}))
     for kind, render in (("json", rep.to_json), ("markdown", rep.to_markdown), ("html", rep.to_html)):
         text = render()

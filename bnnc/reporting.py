@@ -45,7 +45,7 @@ import onnxruntime
 import torch
 
 from bnnc import __version__
-from bnnc.data import Preprocessing, load_data
+from bnnc.data import DataSpec, Preprocessing, load_data
 from bnnc.errors import BnncError
 from bnnc.export import to_fp32_onnx, to_onnx
 from bnnc.io import file_sha256, load_checkpoint, locate_source
@@ -145,9 +145,13 @@ def _bnnc_onnx_input(proto: onnx.ModelProto) -> str:
 
 
 def _check_onnx(path: Path, checkpoint_sha: str) -> onnx.ModelProto:
-    """The ONNX model at ``path``, refused unless bnnc exported it from this very checkpoint."""
+    """The ONNX model at ``path``, refused unless bnnc exported it from this very checkpoint.
+
+    External data is never followed: bnnc writes self-contained files, and a reference to
+    another file (``../../secret``) would make the report read it.
+    """
     try:
-        proto = onnx.load(path)
+        proto = onnx.load(path, load_external_data=False)
     except Exception as e:  # noqa: BLE001 - any parse failure: not an ONNX model
         raise ReportError(f"{path} is not a readable ONNX model ({type(e).__name__})",
                           "pass the file bnnc export wrote, or drop --onnx to export one") from None
@@ -158,12 +162,16 @@ def _check_onnx(path: Path, checkpoint_sha: str) -> onnx.ModelProto:
     if meta.get("bnnc.checkpoint_sha256") != checkpoint_sha:
         raise ReportError(f"{path} was exported from a different checkpoint than the one given",
                           "re-export it from this checkpoint, or drop --onnx")
+    tensors = [*proto.graph.initializer, *(a.t for n in proto.graph.node for a in n.attribute if a.HasField("t"))]
+    if any(t.data_location == onnx.TensorProto.EXTERNAL for t in tensors):
+        raise ReportError(f"{path} refers to tensors in other files, which bnnc export never writes",
+                          "re-export it with `bnnc export`, or drop --onnx")
     return proto
 
 
 def report(
     model_path: str | os.PathLike[str],
-    data: str | os.PathLike[str],
+    data: DataSpec,
     *,
     onnx_path: str | os.PathLike[str] | None = None,
     fp32_path: str | os.PathLike[str] | None = None,
@@ -203,7 +211,7 @@ def report(
                           "pass it with --fp32 (the report compares against it)")
     fp32 = load_checkpoint(src, trust_model=trust_model).model.eval()
 
-    progress(f"loading {data}")
+    progress("loading the data")
     pre = Preprocessing.from_dict(loaded.preprocessing) if loaded.preprocessing else None
     splits = load_data(data, preprocessing=pre)
     x, y = splits.val.tensors

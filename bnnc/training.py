@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from bnnc.calibrate import calibrate_thresholds
 from bnnc.conversion import ConvertOptions
-from bnnc.data import DataSplits, Preprocessing, load_data
+from bnnc.data import DataSpec, DataSplits, Preprocessing, load_data
 from bnnc.device import resolve_device
 from bnnc.errors import BnncError, OutputError
 from bnnc.io import ModelFile, atomic_write, check_output, load_checkpoint, locate_source, save_checkpoint
@@ -284,7 +284,7 @@ class _Indexed(torch.utils.data.Dataset):
 
 def finetune(
     model_path: str | os.PathLike[str],
-    data: str | os.PathLike[str] | DataSplits,
+    data: DataSpec,
     config: FinetuneConfig | None = None,
     output: str | os.PathLike[str] | None = None,
     *,
@@ -320,8 +320,8 @@ def finetune(
         raise BnncError(f"{src} is an FP32 model, not a binarized one", f"run `bnnc convert {src}` first")
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
-    splits = data if isinstance(data, DataSplits) else load_data(
-        data, preprocessing=Preprocessing.from_dict(loaded.preprocessing) if loaded.preprocessing else None)
+    splits = load_data(data, preprocessing=Preprocessing.from_dict(loaded.preprocessing)
+                       if loaded.preprocessing else None)
 
     model = loaded.model
     options = ConvertOptions.from_dict(loaded.binarized["options"])  # type: ignore[index]
@@ -465,11 +465,15 @@ def _load_state(path: Path, source_sha: str, config: FinetuneConfig, model: nn.M
         raw = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - a corrupt state file
         raise BnncError(f"{path} can't be read ({type(e).__name__})", "run again without --resume") from None
-    if raw.get("source_sha256") != source_sha:
+    expected = {"source_sha256", "config", "epoch", "history", "best_accuracy", "best_epoch", "baselines", "model",
+                "optimizer", "scheduler"}
+    if not isinstance(raw, dict) or not expected <= raw.keys() or not isinstance(raw["config"], dict):
+        raise BnncError(f"{path} is not a bnnc resume state", "run again without --resume")
+    if raw["source_sha256"] != source_sha:
         raise BnncError(f"{path} belongs to a run on another model", "run without --resume, or pass that model")
     saved = dict(raw["config"])
     now = config.to_dict()
-    saved.pop("epochs"), now.pop("epochs")
+    saved.pop("epochs", None), now.pop("epochs")
     if saved != now:
         changed = sorted(k for k in now if saved.get(k) != now[k])
         raise OutputError(f"--resume needs the settings of the interrupted run; these differ: {', '.join(changed)}",

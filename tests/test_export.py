@@ -261,6 +261,7 @@ def _fuzz(arch: tuple[nn.Module, tuple[int, ...], PlanRules]) -> None:
     result = export_onnx(net, input_shape=shape, check_samples=32)
     parity = result.parity[0]
     assert parity.ok and parity.argmax_agreement == 1.0, parity
+    assert parity.max_rel_diff <= 1e-4 or parity.at_ties > 0, parity  # only a float tie may move a logit
 
 
 @settings(max_examples=25, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
@@ -270,7 +271,7 @@ def test_random_architectures_export_with_parity(arch):
 
 
 @pytest.mark.fuzz
-@settings(max_examples=250, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(architectures())
 def test_random_architectures_export_with_parity_long(arch):
     _fuzz(arch)

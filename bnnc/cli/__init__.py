@@ -5,19 +5,52 @@ torch is imported inside the commands, so ``bnnc --help`` stays instant.
 
 from __future__ import annotations
 
-from typing import Annotated
+import importlib
+import sys
+from collections.abc import Sequence
+from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
 from bnnc import __version__
-from bnnc.cli.convert import convert_command
 from bnnc.cli.compress import compress_command
+from bnnc.cli.convert import convert_command
 from bnnc.cli.export import export_command
-from bnnc.cli.report import report_command
 from bnnc.cli.finetune import finetune_command
+from bnnc.cli.report import report_command
+
+# click's exceptions, or the copy of click that newer typer releases vendor
+_click = importlib.import_module(typer.BadParameter.__module__)
+
+
+class _OneLineErrors(TyperGroup):
+    """Usage errors as one line on stderr, like every other error, not typer's multi-line panel."""
+
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
+             complete_var: str | None = None, standalone_mode: bool = True, **extra: Any) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except getattr(_click, "NoArgsIsHelpError", ()) as e:
+            sys.exit(e.exit_code)  # typer has printed the help
+        except _click.UsageError as e:
+            see = f" — see '{e.ctx.command_path} -h'" if e.ctx else ""
+            typer.echo(f"error: {e.format_message()}{see}", err=True)
+            sys.exit(e.exit_code)
+        except _click.ClickException as e:
+            e.show()
+            sys.exit(e.exit_code)
+        except typer.Abort:
+            typer.echo("aborted", err=True)
+            sys.exit(1)
+        sys.exit(code or 0)
+
 
 app = typer.Typer(
     name="bnnc",
+    cls=_OneLineErrors,
     help="Turn a trained FP32 PyTorch model into a binarized neural network (Hubara et al., 2016).",
     no_args_is_help=True,
     pretty_exceptions_enable=False,

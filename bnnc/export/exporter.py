@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from bnnc import __version__
+from bnnc.data import DataSpec, Preprocessing, load_data
 from bnnc.errors import BnncError
 from bnnc.export.batchnorm import match_torch_batchnorm
 from bnnc.export.graph import build
@@ -126,8 +127,6 @@ def example_input(input_shape: tuple[int, ...], n: int = 2, uint8: bool = False)
 
 def pixel_model(model: nn.Module, preprocessing: dict[str, Any]) -> PixelModel:
     """``model`` behind its recorded preprocessing: takes raw uint8 pixels."""
-    from bnnc.data import Preprocessing
-
     pre = Preprocessing.from_dict(preprocessing)
     return PixelModel(Normalize(pre.input_shape, pre.mean, pre.std, pre.pixel_scale), model).eval()
 
@@ -185,15 +184,13 @@ def default_output(model_path: Path) -> Path:
     return model_path.with_suffix(".onnx")
 
 
-def check_inputs(input_shape: tuple[int, ...], data: str | os.PathLike[str] | None,
+def check_inputs(input_shape: tuple[int, ...], data: DataSpec | None,
                  preprocessing: dict[str, Any] | None, samples: int, uint8: bool = False) -> tuple[torch.Tensor, str]:
     """Inputs for the parity check: the data's evaluation split if given, else seeded random inputs.
 
     With ``uint8`` the inputs are raw pixels (the data's, recovered from its normalised form).
     """
     if data is not None:
-        from bnnc.data import Preprocessing, load_data
-
         pre = Preprocessing.from_dict(preprocessing) if preprocessing else None
         splits = load_data(data, preprocessing=pre)
         x = splits.val.tensors[0][:samples]
@@ -214,7 +211,7 @@ def export_onnx(
     input_shape: tuple[int, ...] | None = None,
     float_ops: bool = False,
     check: bool = True,
-    data: str | os.PathLike[str] | None = None,
+    data: DataSpec | None = None,
     check_samples: int = 256,
     reference_check: bool = False,
     uint8_input: bool = False,

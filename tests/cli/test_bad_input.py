@@ -1,0 +1,251 @@
+"""Bad input to any command: one line on stderr, exit 2, no traceback, and no file written or changed.
+
+One table of cases across convert, finetune, export, report and compress, run against one shared
+folder of good and bad files; each case checks the folder is byte-for-byte as it was.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import PRE, SMALL_ARCHS, build, learnable_npz
+from torch import nn
+from typer.testing import CliRunner
+
+from bnnc.cli import app
+from bnnc.conversion import convert_file
+from bnnc.io import save_checkpoint
+
+runner = CliRunner()
+MLP_REF, MLP_KWARGS = SMALL_ARCHS["mlp"]
+
+NO_LAYERS_MODULE = '''
+from torch import nn
+
+
+class Net(nn.Module):
+    """No Linear or Conv layer: nothing to binarize."""
+
+    def __init__(self):
+        super().__init__()
+        self.norm = nn.BatchNorm1d(784)
+
+    def forward(self, x):
+        return self.norm(x.flatten(1))
+'''
+
+
+def _npz(path: Path, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray | None = None,
+         y_test: np.ndarray | None = None) -> None:
+    np.savez(path, x_train=x_train, y_train=y_train,
+             x_test=x_train if x_test is None else x_test, y_test=y_train if y_test is None else y_test)
+
+
+def _foreign_onnx(path: Path) -> None:
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 784])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 784])])
+    onnx.save(helper.make_model(graph), path)
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder with one good model/data set and one file for each way input can be bad."""
+    d = tmp_path_factory.mktemp("ws")
+    fp32 = d / "fp32.pt"
+    save_checkpoint(fp32, state_dict=build("mlp").state_dict(), arch=MLP_REF, arch_kwargs=MLP_KWARGS,
+                    preprocessing=PRE)
+    convert_file(fp32, d / "m.bnnc")
+    (d / "data").mkdir()
+    data = learnable_npz(d / "data", 256, 64)
+    data.rename(d / "data.npz")
+    (d / "data").rmdir()
+
+    torch.save(build("mlp").state_dict(), d / "sd.pt")
+    (d / "empty.pt").write_bytes(b"")
+    (d / "random.pt").write_bytes(random.Random(0).randbytes(4096))
+    whole = fp32.read_bytes()
+    (d / "truncated.pt").write_bytes(whole[: len(whole) // 2])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit is deprecated; users still have archives
+        torch.jit.script(nn.Linear(2, 2)).save(str(d / "script.pt"))
+    _foreign_onnx(d / "foreign.onnx")
+    (d / "onnx-named.pt").write_bytes((d / "foreign.onnx").read_bytes())
+    for name, value in (("nan.pt", float("nan")), ("inf.pt", float("inf"))):
+        model = build("mlp")
+        with torch.no_grad():
+            model.features[1].weight[0, 0] = value
+        save_checkpoint(d / name, state_dict=model.state_dict(), arch=MLP_REF, arch_kwargs=MLP_KWARGS)
+    (d / "nolayers.py").write_text(NO_LAYERS_MODULE)
+    save_checkpoint(d / "nolayers.pt", state_dict=nn.BatchNorm1d(784).state_dict(prefix="norm."),
+                    arch="nolayers:Net")
+
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 255, (32, 28, 28), dtype=np.uint8)
+    labels = rng.integers(0, 10, 32)
+    _npz(d / "shape.npz", rng.integers(0, 255, (32, 27, 27), dtype=np.uint8), labels)
+    _npz(d / "dtype.npz", pixels.astype(np.complex64), labels)
+    _npz(d / "labels.npz", pixels, labels + 10)
+    _npz(d / "negative.npz", pixels, labels - 5)
+    _npz(d / "nosamples.npz", pixels[:0], labels[:0])
+    (d / "unknown-key.toml").write_text("max_acuracy_drop = 1.0\n")
+    (d / "wrong-type.toml").write_text('epochs = "three"\n')
+    (d / "existing.bnnc").write_bytes(b"keep me")
+    (d / "a-file").write_bytes(b"not a folder")
+    return d
+
+
+def _snapshot(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file() and "__pycache__" not in p.parts}
+
+
+def _unwritable_folder(ws: Path) -> Path:
+    """A folder bnnc can't write in: a read-only one, or /proc where permissions don't bind (root)."""
+    if os.geteuid() == 0:
+        return Path("/proc")
+    ro = ws.parent / "read-only"
+    ro.mkdir(exist_ok=True)
+    ro.chmod(0o555)
+    return ro
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    args: Callable[[Path], list[str]]
+    message: str
+
+
+def case(id: str, message: str, *args: str) -> Case:
+    """``{ws}`` in an argument is the shared folder."""
+    return Case(id, lambda ws: [a.replace("{ws}", str(ws)) for a in args], message)
+
+
+CONVERT = [
+    case("missing-path", "no such file", "convert", "{ws}/missing.pt"),
+    case("directory", "is a directory", "convert", "{ws}"),
+    case("empty-file", "is empty", "convert", "{ws}/empty.pt"),
+    case("random-bytes", "not a readable PyTorch checkpoint", "convert", "{ws}/random.pt"),
+    case("truncated", "not a readable PyTorch checkpoint", "convert", "{ws}/truncated.pt"),
+    case("torchscript", "TorchScript", "convert", "{ws}/script.pt"),
+    case("onnx-as-model", "is an ONNX model", "convert", "{ws}/foreign.onnx"),
+    case("onnx-named-pt", "is an ONNX model", "convert", "{ws}/onnx-named.pt"),
+    case("state-dict-no-arch", "--arch", "convert", "{ws}/sd.pt"),
+    case("arch-does-not-import", "can't import 'no_such_pkg'", "convert", "{ws}/sd.pt", "--arch", "no_such_pkg:Net"),
+    case("arch-not-of-form", "pkg.module:factory", "convert", "{ws}/sd.pt", "--arch", "Net"),
+    case("arch-keys-differ", "don't fit", "convert", "{ws}/sd.pt", "--arch", "bnnc.zoo:VGG"),
+    case("no-linear-or-conv", "no Linear or Conv", "convert", "{ws}/nolayers.pt", "-o", "{ws}/x.bnnc"),
+    case("nan-weights", "NaN or inf", "convert", "{ws}/nan.pt", "-o", "{ws}/x.bnnc"),
+    case("inf-weights", "NaN or inf", "convert", "{ws}/inf.pt", "-o", "{ws}/x.bnnc"),
+    case("output-is-input", "is the input", "convert", "{ws}/fp32.pt", "-o", "{ws}/fp32.pt", "--force"),
+    case("output-folder-missing", "does not exist", "convert", "{ws}/fp32.pt", "-o", "{ws}/no/x.bnnc"),
+    case("output-exists", "--force", "convert", "{ws}/fp32.pt", "-o", "{ws}/existing.bnnc"),
+    case("output-is-directory", "is a directory", "convert", "{ws}/fp32.pt", "-o", "{ws}"),
+]
+FINETUNE = [
+    case("finetune-fp32-model", "bnnc convert", "finetune", "{ws}/fp32.pt", "--data", "{ws}/data.npz"),
+    case("finetune-data-missing", "missing.npz", "finetune", "{ws}/m.bnnc", "--data", "{ws}/missing.npz"),
+    case("finetune-data-shape", "can't be reshaped", "finetune", "{ws}/m.bnnc", "--data", "{ws}/shape.npz"),
+    case("finetune-data-dtype", "complex64", "finetune", "{ws}/m.bnnc", "--data", "{ws}/dtype.npz"),
+    case("finetune-label-range", "label", "finetune", "{ws}/m.bnnc", "--data", "{ws}/labels.npz"),
+    case("finetune-negative-labels", "label", "finetune", "{ws}/m.bnnc", "--data", "{ws}/negative.npz"),
+    case("finetune-no-samples", "no samples", "finetune", "{ws}/m.bnnc", "--data", "{ws}/nosamples.npz"),
+    case("finetune-data-is-model", "expected keys x_train", "finetune", "{ws}/m.bnnc", "--data", "{ws}/fp32.pt"),
+    case("finetune-epochs-0", "--epochs", "finetune", "{ws}/m.bnnc", "--data", "{ws}/data.npz", "--epochs", "0"),
+    case("finetune-epochs-negative", "--epochs", "finetune", "{ws}/m.bnnc", "--data", "{ws}/data.npz",
+         "--epochs", "-2"),
+    case("finetune-batch-size-0", "--batch-size", "finetune", "{ws}/m.bnnc", "--data", "{ws}/data.npz",
+         "--batch-size", "0"),
+    case("finetune-output-is-input", "is the input", "finetune", "{ws}/m.bnnc", "--data", "{ws}/data.npz",
+         "-o", "{ws}/m.bnnc", "--force"),
+    case("finetune-output-exists", "--force", "finetune", "{ws}/m.bnnc", "--data", "{ws}/data.npz",
+         "-o", "{ws}/existing.bnnc"),
+    case("finetune-nothing-to-resume", "nothing to resume", "finetune", "{ws}/m.bnnc", "--data",
+         "{ws}/data.npz", "-o", "{ws}/new.bnnc", "--resume"),
+    case("finetune-unwritable-output", "can't write in the folder", "finetune", "{ws}/m.bnnc", "--data", "{ws}/data.npz",
+         "-o", "{unwritable}/x.bnnc"),
+]
+EXPORT = [
+    case("export-fp32-model", "bnnc convert", "export", "{ws}/fp32.pt"),
+    case("export-random-bytes", "not a readable PyTorch checkpoint", "export", "{ws}/random.pt"),
+    case("export-output-exists", "--force", "export", "{ws}/m.bnnc", "-o", "{ws}/existing.bnnc"),
+    case("export-output-is-input", "is the input", "export", "{ws}/m.bnnc", "-o", "{ws}/m.bnnc", "--force"),
+    case("export-output-folder-missing", "does not exist", "export", "{ws}/m.bnnc", "-o", "{ws}/no/m.onnx"),
+    case("export-check-samples-0", "--check-samples", "export", "{ws}/m.bnnc", "--check-samples", "0"),
+    case("export-check-data-shape", "can't be reshaped", "export", "{ws}/m.bnnc", "-o", "{ws}/x.onnx",
+         "--data", "{ws}/shape.npz"),
+]
+REPORT = [
+    case("report-foreign-onnx", "bnnc", "report", "{ws}/m.bnnc", "--onnx", "{ws}/foreign.onnx",
+         "--data", "{ws}/data.npz"),
+    case("report-config-unknown-key", "max_acuracy_drop", "report", "{ws}/m.bnnc", "--config",
+         "{ws}/unknown-key.toml"),
+    case("report-config-wrong-type", "epochs must be int", "report", "{ws}/m.bnnc", "--config",
+         "{ws}/wrong-type.toml"),
+    case("report-config-missing", "config file not found", "report", "{ws}/m.bnnc", "--config", "{ws}/none.toml"),
+    case("report-data-labels", "label", "report", "{ws}/m.bnnc", "--data", "{ws}/labels.npz"),
+    case("report-json-folder-missing", "does not exist", "report", "{ws}/m.bnnc", "--data", "{ws}/data.npz",
+         "--json", "{ws}/no/r.json"),
+    case("report-markdown-exists", "--force", "report", "{ws}/m.bnnc", "--data", "{ws}/data.npz",
+         "--markdown", "{ws}/existing.bnnc"),
+    case("report-fp32-model", "bnnc convert", "report", "{ws}/fp32.pt", "--data", "{ws}/data.npz"),
+]
+COMPRESS = [
+    case("compress-missing-model", "no such file", "compress", "{ws}/missing.pt", "--data", "{ws}/data.npz"),
+    case("compress-data-shape", "can't be reshaped", "compress", "{ws}/fp32.pt", "--data", "{ws}/shape.npz",
+         "-o", "{ws}/out"),
+    case("compress-config-unknown-key", "max_acuracy_drop", "compress", "{ws}/fp32.pt", "--config",
+         "{ws}/unknown-key.toml"),
+    case("compress-output-is-a-file", "a-file", "compress", "{ws}/fp32.pt", "--data", "{ws}/data.npz",
+         "-o", "{ws}/a-file"),
+    case("compress-binarized-model", "FP32", "compress", "{ws}/m.bnnc", "--data", "{ws}/data.npz",
+         "-o", "{ws}/out"),
+]
+CASES = CONVERT + FINETUNE + EXPORT + REPORT + COMPRESS
+
+
+def test_the_table_covers_every_command():
+    assert len(CASES) >= 25
+    assert {c.args(Path("w"))[0] for c in CASES} == {"convert", "finetune", "export", "report", "compress"}
+
+
+@pytest.mark.parametrize("bad", CASES, ids=[c.id for c in CASES])
+def test_bad_input_is_one_line_exit_2_and_changes_nothing(bad: Case, ws: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.chdir(ws)  # --arch modules and bnnc.toml are looked for in the working directory
+    args = [a.replace("{unwritable}", str(_unwritable_folder(ws))) for a in bad.args(ws)]
+    before = _snapshot(ws)
+    r = runner.invoke(app, args)
+    assert r.exit_code == 2, r.output
+    assert "Traceback" not in r.output
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith("error: ") and bad.message in lines[0], lines[0]
+    assert _snapshot(ws) == before
+
+
+@pytest.mark.parametrize("command", ["convert", "finetune", "export", "report", "compress"])
+def test_debug_shows_the_traceback(command: str, ws: Path):
+    args = [command, str(ws / "random.pt")] + ([] if command in {"convert", "export"} else ["--data", str(ws / "data.npz")])
+    r = runner.invoke(app, ["--debug", *args])
+    assert r.exit_code == 2 and "Traceback" in r.stderr and "not a readable PyTorch checkpoint" in r.stderr
+
+
+def test_batch_size_larger_than_the_data_works(ws: Path, tmp_path: Path):
+    out = tmp_path / "big-batch.bnnc"
+    r = runner.invoke(app, ["finetune", str(ws / "m.bnnc"), "--data", str(ws / "data.npz"), "--epochs", "1",
+                            "--batch-size", "100000", "-o", str(out), "--no-recalibrate"])
+    assert r.exit_code == 0, r.output
+    assert out.is_file()

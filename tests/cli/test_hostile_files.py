@@ -1,0 +1,125 @@
+"""Files built to run code when loaded: every command refuses them, and the payload never runs.
+
+The payload is a pickled object whose unpickling would call ``os.system("touch MARKER")``; each
+test proves the marker file was never created.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import PRE, build, learnable_npz
+from typer.testing import CliRunner
+
+from bnnc.cli import app
+from bnnc.conversion import convert_file
+
+runner = CliRunner()
+
+
+class Payload:
+    """Unpickling this runs a shell command."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.fixture
+def files(tmp_path: Path, fp32_checkpoint) -> dict[str, Path]:
+    fp32 = fp32_checkpoint("mlp", preprocessing=PRE)
+    model = convert_file(fp32, tmp_path / "m.bnnc").output
+    return {"fp32": fp32, "model": model, "data": learnable_npz(tmp_path, 256, 64), "marker": tmp_path / "pwned"}
+
+
+def _refused(args: list[str], marker: Path, message: str) -> None:
+    r = runner.invoke(app, args)
+    assert r.exit_code == 2, r.output
+    assert message in r.stderr and "Traceback" not in r.output, r.stderr
+    assert not marker.exists(), "the payload ran"
+
+
+def test_pickled_model_with_code_is_refused_by_every_command(files, tmp_path):
+    evil = tmp_path / "evil.pt"
+    torch.save({"state_dict": build("mlp").state_dict(), "x": Payload(files["marker"])}, evil)
+    data = str(files["data"])
+    for args in (["convert", str(evil)], ["convert", str(evil), "--arch", "bnnc.zoo:MLP"],
+                 ["compress", str(evil), "--data", data, "-o", str(tmp_path / "out")]):
+        _refused(args, files["marker"], "--trust-model")
+
+
+def test_tampered_bnnc_checkpoint_is_refused(files, tmp_path):
+    raw = torch.load(files["model"], weights_only=True)
+    raw["metrics"]["note"] = Payload(files["marker"])
+    tampered = tmp_path / "tampered.bnnc"
+    torch.save(raw, tampered)
+    data = str(files["data"])
+    for args in (["finetune", str(tampered), "--data", data], ["export", str(tampered)],
+                 ["report", str(tampered), "--data", data]):
+        _refused(args, files["marker"], "--trust-model")
+
+
+def test_tampered_arch_reference_cant_run_a_command(files, tmp_path):
+    raw = torch.load(files["fp32"], weights_only=True)
+    raw["arch"], raw["arch_kwargs"] = "os:system", {"command": f"touch {files['marker']}"}
+    tampered = tmp_path / "arch.pt"
+    torch.save(raw, tampered)
+    _refused(["convert", str(tampered)], files["marker"], "'os:system'")
+
+
+def test_pt_data_with_code_is_refused(files, tmp_path):
+    x = torch.zeros(8, 28, 28, dtype=torch.uint8)
+    y = torch.zeros(8, dtype=torch.int64)
+    evil = tmp_path / "evil-data.pt"
+    torch.save({"x_train": x, "y_train": y, "x_test": x, "y_test": y, "extra": Payload(files["marker"])}, evil)
+    for args in (["convert", str(files["fp32"]), "-o", str(tmp_path / "c.bnnc"), "--data", str(evil)],
+                 ["finetune", str(files["model"]), "--data", str(evil)],
+                 ["export", str(files["model"]), "--data", str(evil)],
+                 ["report", str(files["model"]), "--data", str(evil)]):
+        _refused(args, files["marker"], "evil-data.pt")
+
+
+def test_npz_data_with_pickled_objects_is_refused(files, tmp_path):
+    evil = tmp_path / "evil.npz"
+    x = np.zeros((8, 28, 28), dtype=np.uint8)
+    np.savez(evil, x_train=x, y_train=np.zeros(8, dtype=np.int64), x_test=x, y_test=np.zeros(8, dtype=np.int64),
+             class_names=np.array([Payload(files["marker"])], dtype=object))
+    _refused(["finetune", str(files["model"]), "--data", str(evil)], files["marker"], "pickled objects")
+
+
+def test_tampered_resume_state_is_refused(files, tmp_path):
+    out = tmp_path / "ft.bnnc"
+    args = ["finetune", str(files["model"]), "--data", str(files["data"]), "--epochs", "1", "--batch-size", "64",
+            "-o", str(out), "--no-recalibrate"]
+    assert runner.invoke(app, args).exit_code == 0
+    state = out.with_name(out.name + ".state")
+    raw = torch.load(state, weights_only=True)
+    raw["history"].append(Payload(files["marker"]))
+    torch.save(raw, state)
+    _refused([*args[:5], "2", *args[6:], "--resume"], files["marker"], "can't be read")
+    torch.save(["not", "a", "state"], state)
+    _refused([*args[:5], "2", *args[6:], "--resume"], files["marker"], "not a bnnc resume state")
+
+
+def test_onnx_pointing_at_other_files_is_refused(files, tmp_path):
+    """An ONNX file whose tensor "lives" in another file would make the report read that file."""
+    import onnx
+    from onnx.external_data_helper import set_external_data
+
+    onnx_path = tmp_path / "m.onnx"
+    assert runner.invoke(app, ["export", str(files["model"]), "-o", str(onnx_path)]).exit_code == 0
+    proto = onnx.load(onnx_path)
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"\0" * 4096)
+    tensor = max(proto.graph.initializer, key=lambda t: len(t.raw_data))
+    set_external_data(tensor, location=str(secret))
+    tensor.ClearField("raw_data")
+    onnx.save(proto, onnx_path)
+    _refused(["report", str(files["model"]), "--data", str(files["data"]), "--onnx", str(onnx_path)],
+             files["marker"], "refers to tensors in other files")
