@@ -8,6 +8,9 @@ after every step. Progress goes to ``on_event``; this module never prints.
 Reproducibility: epoch ``e`` shuffles with seed ``seed * 1000 + e`` and reseeds torch's global
 generator (stochastic binarization, dropout) with ``seed + e``, so a run resumed at an epoch
 boundary is bit-for-bit the run that was never interrupted (on the CPU).
+
+Under ``torchrun`` (see :mod:`bnnc.distributed`) every process runs :func:`finetune` on its shard
+of the data with DistributedDataParallel; rank 0 alone sends events and writes files.
 """
 
 from __future__ import annotations
@@ -29,7 +32,9 @@ from torch.utils.data import DataLoader, TensorDataset
 from bnnc.calibrate import calibrate_thresholds
 from bnnc.conversion import ConvertOptions
 from bnnc.data import DataSpec, DataSplits, Preprocessing, load_data
+from bnnc import distributed
 from bnnc.device import resolve_device
+from bnnc.distributed import World
 from bnnc.errors import BnncError, OutputError
 from bnnc.io import ModelFile, atomic_write, check_output, load_checkpoint, locate_source, save_checkpoint
 from bnnc.layers import InputBinarizer, binary_layers, clip_latent_weights
@@ -302,7 +307,39 @@ def finetune(
     With ``resume`` the run continues after the last epoch in that state.
     """
     config = config or FinetuneConfig()
-    emit = on_event or (lambda event: None)
+    run = prepare(model_path, data, output, resume=resume, overwrite=overwrite, trust_model=trust_model,
+                  history_path=history_path)
+    world, device = distributed.join(resolve_device(config.device))
+    try:
+        return _finetune(run, config, resume, teacher, trust_model, device, world,
+                         on_event if world.is_main and on_event else (lambda event: None))
+    finally:
+        distributed.leave(world)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A fine-tuning run's checked inputs and outputs."""
+
+    loaded: ModelFile
+    splits: DataSplits
+    output: Path
+    history: Path
+    state: Path
+
+
+def prepare(
+    model_path: str | os.PathLike[str],
+    data: DataSpec,
+    output: str | os.PathLike[str] | None = None,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    trust_model: bool = False,
+    history_path: str | os.PathLike[str] | None = None,
+) -> Prepared:
+    """Check the outputs and load the model and data: every bad-input error :func:`finetune` can
+    raise before training, raised here (``bnnc finetune --nproc`` calls it before launching)."""
     src = Path(model_path)
     out = Path(output) if output is not None else default_output(src)
     hist = Path(history_path) if history_path is not None else history_path_for(out)
@@ -314,14 +351,20 @@ def finetune(
         raise BnncError(f"nothing to resume: {state_file} does not exist", "run without --resume first")
     else:
         check_output(out, inputs=(src,), overwrite=True)
-
     loaded = load_checkpoint(src, trust_model=trust_model)
     if not loaded.is_binarized:
         raise BnncError(f"{src} is an FP32 model, not a binarized one", f"run `bnnc convert {src}` first")
-    device = resolve_device(config.device)
-    torch.manual_seed(config.seed)
     splits = load_data(data, preprocessing=Preprocessing.from_dict(loaded.preprocessing)
                        if loaded.preprocessing else None)
+    return Prepared(loaded, splits, out, hist, state_file)
+
+
+def _finetune(run: Prepared, config: FinetuneConfig, resume: bool, teacher: str | os.PathLike[str] | None,
+              trust_model: bool, device: torch.device, world: World, emit: Callable[[Event], None]
+              ) -> FinetuneResult:
+    """The run itself, on every rank; only rank 0 (``world.is_main``) writes files."""
+    torch.manual_seed(config.seed)
+    loaded, splits = run.loaded, run.splits
 
     model = loaded.model
     options = ConvertOptions.from_dict(loaded.binarized["options"])  # type: ignore[index]
@@ -338,7 +381,7 @@ def finetune(
     teacher_model = load_teacher(loaded, teacher, trust_model).to(device) if config.distill else None
     state, saved = _State(), None
     if resume:
-        state, saved = _load_state(state_file, loaded.sha256, config, model)
+        state, saved = _load_state(run.state, loaded.sha256, config, model)
     else:
         fp32_acc = evaluate(teacher_model, splits.val, device)[0] if teacher_model is not None else (
             loaded.metrics.get("fp32_accuracy") or loaded.metrics.get("test_accuracy"))
@@ -351,12 +394,15 @@ def finetune(
             recalibrated_acc = evaluate(model, splits.val, device)[0]
         state.baselines = {"fp32_accuracy": fp32_acc, "converted_accuracy": converted_acc,
                            "recalibrated_accuracy": recalibrated_acc}
-    emit(Started(device=str(device), train_samples=len(splits.train), val_samples=len(splits.val),
+    where = f"{device} × {world.size} processes" if world.distributed else str(device)
+    emit(Started(device=where, train_samples=len(splits.train), val_samples=len(splits.val),
                  start_epoch=state.epoch + 1, **state.baselines))
 
     targets = teacher_logits(teacher_model, splits.train, device) if teacher_model is not None else None
+    trainer = distributed.wrap(model, world, device)  # DDP syncs rank 0's weights and buffers to every rank
     optimizer = make_optimizer(model, config)
-    steps_per_epoch = math.ceil(len(splits.train) / config.batch_size)
+    batch_size = distributed.local_batch_size(config.batch_size, world)
+    steps_per_epoch = math.ceil(math.ceil(len(splits.train) / world.size) / batch_size)
     total_steps = steps_per_epoch * config.epochs
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(config.schedule, step, total_steps))
@@ -366,20 +412,24 @@ def finetune(
 
     started = time.perf_counter()
     for epoch in range(state.epoch + 1, config.epochs + 1):
-        record = _train_epoch(model, splits, targets, optimizer, scheduler, config, epoch, device, emit)
+        record = _train_epoch(trainer, model, splits, targets, optimizer, scheduler, config, epoch, batch_size,
+                              device, world, emit)
         state.history.append(asdict(record))
         is_best = record.val_accuracy > state.best_accuracy
         if is_best:
             state.best_accuracy, state.best_epoch = record.val_accuracy, epoch
-            _save_model(out, loaded, model, options, config, state)
         state.epoch = epoch
-        _save_state(state_file, loaded.sha256, config, model, optimizer, scheduler, state)
-        atomic_write(hist, lambda f: f.write(json.dumps(_history_doc(state, config), indent=2).encode()),
-                     overwrite=True)
+        if world.is_main:
+            if is_best:
+                _save_model(run.output, loaded, model, options, config, state)
+            _save_state(run.state, loaded.sha256, config, model, optimizer, scheduler, state)
+            atomic_write(run.history, lambda f: f.write(json.dumps(_history_doc(state, config), indent=2).encode()),
+                         overwrite=True)
+        distributed.barrier(world)  # every rank's epoch ends when its files are on disk
         emit(EpochEnd(record=record, best=is_best))
 
     return FinetuneResult(
-        output=out, history_path=hist, history=[EpochRecord(**h) for h in state.history],
+        output=run.output, history_path=run.history, history=[EpochRecord(**h) for h in state.history],
         fp32_accuracy=state.baselines.get("fp32_accuracy"),
         converted_accuracy=state.baselines["converted_accuracy"],
         recalibrated_accuracy=state.baselines.get("recalibrated_accuracy"),
@@ -389,23 +439,28 @@ def finetune(
 
 
 def _train_epoch(
-    model: nn.Module, splits: DataSplits, targets: torch.Tensor | None, optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler, config: FinetuneConfig, epoch: int,
-    device: torch.device, emit: Callable[[Event], None],
+    trainer: nn.Module, model: nn.Module, splits: DataSplits, targets: torch.Tensor | None,
+    optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler, config: FinetuneConfig,
+    epoch: int, batch_size: int, device: torch.device, world: World, emit: Callable[[Event], None],
 ) -> EpochRecord:
-    torch.manual_seed(config.seed + epoch)
+    """One epoch of ``trainer`` (``model``, or DDP around it) on this rank's share of the data."""
+    torch.manual_seed(config.seed + epoch + 100_003 * world.rank)  # stochastic binarization differs per rank
+    shard = distributed.sampler(splits.train, world, seed=config.seed)
+    if shard is not None:
+        shard.set_epoch(epoch)
     loader = DataLoader(
-        _Indexed(splits.train), batch_size=config.batch_size, shuffle=True, num_workers=config.workers,
-        generator=torch.Generator().manual_seed(config.seed * 1000 + epoch), pin_memory=device.type == "cuda",
+        _Indexed(splits.train), batch_size=batch_size, shuffle=shard is None, sampler=shard,
+        num_workers=config.workers, pin_memory=device.type == "cuda",
+        generator=torch.Generator().manual_seed(config.seed * 1000 + epoch) if shard is None else None,
     )
     signs = _weight_signs(model)
     lr = optimizer.param_groups[-1]["lr"]
-    model.train()
+    trainer.train()
     t0 = time.perf_counter()
     loss_sum, correct, seen = 0.0, 0, 0
     for i, (x, y, idx) in enumerate(loader, 1):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        logits = model(x)
+        logits = trainer(x)
         loss = F.cross_entropy(logits, y)
         if targets is not None:
             w = config.distill_weight
@@ -421,6 +476,7 @@ def _train_epoch(
         emit(BatchEnd(epoch=epoch, batch=i, batches=len(loader), loss=loss_sum / seen, accuracy=correct / seen,
                       samples_per_s=seen / max(time.perf_counter() - t0, 1e-9)))
     seconds = time.perf_counter() - t0
+    loss_sum, correct, seen = distributed.total([loss_sum, correct, seen], world, device)
     val_acc, val_loss = evaluate(model, splits.val, device)
     return EpochRecord(
         epoch=epoch, train_loss=loss_sum / seen, train_accuracy=correct / seen, val_loss=val_loss,

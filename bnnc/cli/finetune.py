@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
@@ -48,6 +51,8 @@ def finetune_command(
     batch_size: Annotated[int, typer.Option(help="Batch size.", min=1)] = 128,
     workers: Annotated[int, typer.Option(help="DataLoader worker processes.", min=0)] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    nproc: Annotated[int, typer.Option(help="Processes to train with (data parallel, one per GPU on CUDA): "
+                                            "relaunches this command under torchrun.", min=1)] = 1,
     seed: Annotated[int, typer.Option(help="Seed: a CPU run is bit-for-bit repeatable.")] = 0,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its last epoch.")] = False,
     history: Annotated[Optional[Path], typer.Option(help="History JSON (default: OUTPUT stem + "
@@ -59,7 +64,15 @@ def finetune_command(
     """Fine-tune a binarized model with the straight-through estimator to win back accuracy."""
     err = Console(stderr=True)
     with reported_errors(ctx):
-        from bnnc.training import FinetuneConfig, finetune
+        from bnnc.device import resolve_device
+        from bnnc.distributed import launched_by_torchrun, main_process
+        from bnnc.training import FinetuneConfig, finetune, prepare
+
+        if nproc > 1 and not launched_by_torchrun():  # bad input gets its one line here, not once per process
+            resolve_device(device)
+            prepare(model, data, output, resume=resume, overwrite=force, trust_model=trust_model,
+                    history_path=history)
+            raise typer.Exit(_torchrun(nproc))
 
         config = FinetuneConfig(
             epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer.value, schedule=schedule.value,
@@ -71,10 +84,28 @@ def finetune_command(
         with _Renderer(err) as render:
             result = finetune(model, data, config, output, resume=resume, overwrite=force, teacher=teacher,
                               trust_model=trust_model, history_path=history, on_event=render)
+    if not main_process():
+        return
     if as_json:
         typer.echo(json.dumps(result_dict(result), indent=2))
     else:
         summary(result, Console())
+
+
+def _torchrun(nproc: int) -> int:
+    """Run this very command line again under ``torchrun --standalone --nproc_per_node=nproc``."""
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))  # the processes share the cores
+    args, skip = [], False
+    for arg in sys.argv[1:]:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            args.append(arg)
+    return subprocess.call([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                            f"--nproc_per_node={nproc}", "-m", "bnnc", *args], env=env)
 
 
 def result_dict(result: FinetuneResult) -> dict[str, Any]:

@@ -1,0 +1,70 @@
+"""Data-parallel fine-tuning: 2 processes on the CPU (gloo) through `bnnc finetune --nproc 2`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from bnnc import distributed
+from bnnc.conversion import convert_file
+from bnnc.errors import BnncError
+from bnnc.io import load_checkpoint, save_checkpoint
+from bnnc.training import FinetuneConfig, finetune
+
+from conftest import SMALL_ARCHS, build
+
+SAMPLE = Path(__file__).resolve().parent.parent / "sample_models" / "data" / "fashion-mnist-sample.npz"
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The small MLP converted with the bundled Fashion-MNIST sample (its preprocessing recorded)."""
+    d = tmp_path_factory.mktemp("ddp")
+    ref, kwargs = SMALL_ARCHS["mlp"]
+    save_checkpoint(d / "fp32.pt", state_dict=build("mlp").state_dict(), arch=ref, arch_kwargs=kwargs)
+    return convert_file(d / "fp32.pt", d / "m.bnnc", data=SAMPLE).output
+
+
+def test_two_processes_write_a_valid_improved_checkpoint_and_agree_with_one(converted: Path, tmp_path: Path):
+    out = tmp_path / "ddp.bnnc"
+    r = subprocess.run([sys.executable, "-m", "bnnc", "finetune", str(converted), "--data", str(SAMPLE),
+                        "--epochs", "1", "--batch-size", "64", "--no-distill", "--nproc", "2", "-o", str(out),
+                        "--json"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    result = json.loads(r.stdout[r.stdout.index("{"):])  # rank 0 alone prints
+    assert r.stdout.count('"best_accuracy"') == 1
+    loaded = load_checkpoint(out)
+    assert loaded.is_binarized and loaded.metrics["val_accuracy"] == result["best_accuracy"]
+    assert result["best_accuracy"] > result["recalibrated_accuracy"] + 0.3, result
+
+    single = finetune(converted, SAMPLE, FinetuneConfig(epochs=1, batch_size=64, distill=False),
+                      tmp_path / "one.bnnc")
+    assert abs(single.best_accuracy - result["best_accuracy"]) < 0.02, (single.best_accuracy, result)
+    assert single.recalibrated_accuracy == pytest.approx(result["recalibrated_accuracy"])
+
+
+def test_bad_input_with_nproc_is_one_line_before_any_launch(converted: Path, tmp_path: Path):
+    r = subprocess.run([sys.executable, "-m", "bnnc", "finetune", str(converted), "--data",
+                        str(tmp_path / "none.npz"), "--nproc", "2"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2
+    assert [line for line in r.stderr.splitlines() if line.strip()] == [
+        next(line for line in r.stderr.splitlines() if line.startswith("error: data not found"))]
+
+
+def test_one_process_needs_no_process_group(monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    world, device = distributed.join(torch.device("cpu"))
+    assert world == distributed.SINGLE and not world.distributed and device.type == "cpu"
+    assert distributed.sampler(torch.utils.data.TensorDataset(torch.zeros(4)), world, 0) is None
+    assert distributed.total([1.0, 2.0], world, device) == [1.0, 2.0]
+
+
+def test_the_global_batch_is_split_across_processes():
+    assert distributed.local_batch_size(128, distributed.World(0, 4)) == 32
+    with pytest.raises(BnncError, match="smaller than the 4 processes"):
+        distributed.local_batch_size(2, distributed.World(0, 4))
