@@ -20,7 +20,7 @@ from torch import nn
 
 from bnnc import __version__
 from bnnc.calibrate import calibrate_thresholds
-from bnnc.data import DataSpec, DataSplits, Preprocessing, load_data
+from bnnc.data import DataSpec, Preprocessing, load_data
 from bnnc.errors import BnncError, PlanError
 from bnnc.layers import BinaryConv1d, BinaryConv2d, BinaryLayer, BinaryLinear, set_submodule
 from bnnc.planning import Plan, PlanRules, Precision
@@ -143,7 +143,8 @@ def convert_file(
 
     calibration = None
     if data is not None:
-        splits = _load_calibration_data(data, preprocessing)
+        splits = load_data(data, preprocessing=Preprocessing.from_dict(preprocessing) if preprocessing else None,
+                           input_shape=None if the_plan.input_shape_inferred else the_plan.input_shape)
         preprocessing = splits.preprocessing.to_dict()
         loader = torch.utils.data.DataLoader(
             splits.train, batch_size=256, shuffle=True, generator=torch.Generator().manual_seed(0)
@@ -169,8 +170,3 @@ def convert_file(
         overwrite=overwrite,
     )
     return ConversionResult(output=out, summary=summary, calibration=calibration)
-
-
-def _load_calibration_data(data: DataSpec, preprocessing: dict[str, Any] | None) -> DataSplits:
-    recorded = Preprocessing.from_dict(preprocessing) if preprocessing else None
-    return load_data(data, preprocessing=recorded)

@@ -185,6 +185,7 @@ def load_data(
     spec: DataSpec,
     *,
     preprocessing: Preprocessing | None = None,
+    input_shape: Sequence[int] | None = None,
     val_fraction: float = 0.1,
     seed: int = 0,
 ) -> DataSplits:
@@ -193,7 +194,9 @@ def load_data(
     With ``preprocessing`` (the one recorded in a model) the data must fit it: reshapeable to its
     ``input_shape``, labels within its ``class_names``. Without it, one is derived from the data:
     uint8 data gets ``pixel_scale`` 1/255 and the train split's per-channel mean/std; float data
-    gets ``pixel_scale`` 1, mean 0 and std 1 (left as it is).
+    gets ``pixel_scale`` 1, mean 0 and std 1 (left as it is). The samples take the model's
+    ``input_shape`` when it is given (a plan knows it) and fits them: data shaped ``(N, C, L)``
+    is then fed to a Conv1d model as it is, not as ``(N, H, W)`` images given a channel axis.
     ``val_fraction`` and ``seed`` only matter for forms with no separate test split.
     ``DataSplits`` already loaded (e.g. by ``compress``, once for all its steps) are returned as
     they are if they were normalised with ``preprocessing``.
@@ -208,9 +211,9 @@ def load_data(
     text = os.fspath(spec)
     path = Path(text).expanduser()
     if isinstance(spec, str) and not path.exists() and FUNCTION_SPEC.match(text):
-        return _from_function(text, preprocessing, val_fraction, seed)
+        return _from_function(text, preprocessing, val_fraction, seed, input_shape)
     raw = _read_path(path, preprocessing, val_fraction, seed)
-    return _finish(raw, preprocessing)
+    return _finish(raw, preprocessing, input_shape)
 
 
 def sample_data_path() -> Path:
@@ -475,7 +478,8 @@ def _image_array(image_module: Any, image: Any, mode: str, size: tuple[int, int]
     return pixels.transpose(2, 0, 1) if pixels.ndim == 3 else pixels
 
 
-def _from_function(spec: str, pre: Preprocessing | None, val_fraction: float, seed: int) -> DataSplits:
+def _from_function(spec: str, pre: Preprocessing | None, val_fraction: float, seed: int,
+                   input_shape: Sequence[int] | None) -> DataSplits:
     module_name, func_name = spec.split(":")
     try:
         module = importlib.import_module(module_name)
@@ -502,7 +506,7 @@ def _from_function(spec: str, pre: Preprocessing | None, val_fraction: float, se
         raise DataError(f"{spec}: expected (train_dataset, val_dataset) or a DataSplits, got {type(result).__name__}")
     arrays = [_materialise(ds, spec, split) for ds, split in zip(result, ("train", "val"), strict=True)]
     raw = _Raw(*arrays[0], *arrays[1], (), spec, "function")
-    return _finish(raw, pre)
+    return _finish(raw, pre, input_shape)
 
 
 def _materialise(dataset: Any, spec: str, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -529,7 +533,7 @@ def _materialise(dataset: Any, spec: str, split: str) -> tuple[np.ndarray, np.nd
 # --- checks and normalisation ------------------------------------------------------------------
 
 
-def _finish(raw: _Raw, pre: Preprocessing | None) -> DataSplits:
+def _finish(raw: _Raw, pre: Preprocessing | None, input_shape: Sequence[int] | None = None) -> DataSplits:
     """Check the raw arrays, derive or check the preprocessing, normalise."""
     where = raw.where
     for x_key, y_key, x, y in (("x_train", "y_train", raw.x_train, raw.y_train),
@@ -541,7 +545,7 @@ def _finish(raw: _Raw, pre: Preprocessing | None) -> DataSplits:
             f"{where}: train samples {x_train.shape[1:]} and test samples {x_val.shape[1:]} differ in shape"
         )
     if pre is None:
-        pre = _derive(x_train, raw.class_names, where)
+        pre = _derive(x_train, raw.class_names, input_shape)
     elif raw.class_names and pre.class_names and raw.class_names != pre.class_names:
         raise DataError(
             f"{where}: class_names {list(raw.class_names)} differ from the model's {list(pre.class_names)}",
@@ -598,9 +602,12 @@ def _check_labels(y: np.ndarray, n_classes: int, where: str, key: str) -> None:
         )
 
 
-def _derive(x_train: np.ndarray, class_names: tuple[str, ...], where: str) -> Preprocessing:
+def _derive(x_train: np.ndarray, class_names: tuple[str, ...], model_shape: Sequence[int] | None) -> Preprocessing:
     """Preprocessing from the train split; see ``load_data``."""
-    input_shape = (1, *x_train.shape[1:]) if x_train.ndim == 3 else tuple(x_train.shape[1:])
+    if model_shape is not None and math.prod(model_shape) == math.prod(x_train.shape[1:]):
+        input_shape = tuple(int(n) for n in model_shape)
+    else:
+        input_shape = (1, *x_train.shape[1:]) if x_train.ndim == 3 else tuple(x_train.shape[1:])
     channels = input_shape[0] if len(input_shape) > 1 else 1
     if x_train.dtype != np.uint8:
         return Preprocessing(input_shape, (0.0,) * channels, (1.0,) * channels, class_names, 1.0)

@@ -63,6 +63,17 @@ class ModelFile:
     def is_binarized(self) -> bool:
         return self.binarized is not None
 
+    @property
+    def input_shape(self) -> tuple[int, ...] | None:
+        """The per-sample input shape the file states: its preprocessing's, or its plan's if given
+        (not guessed); data without recorded preprocessing is shaped so."""
+        if self.preprocessing and self.preprocessing.get("input_shape"):
+            return tuple(int(n) for n in self.preprocessing["input_shape"])
+        plan = (self.binarized or {}).get("plan") or {}
+        if plan.get("input_shape") and not plan.get("input_shape_inferred", True):
+            return tuple(int(n) for n in plan["input_shape"])
+        return None
+
 
 def file_sha256(path: Path) -> str:
     h = hashlib.sha256()

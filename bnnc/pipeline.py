@@ -83,7 +83,7 @@ def compress(
     if loaded.is_binarized:
         raise BnncError(f"{src} is already binarized", "compress the FP32 model it was made from")
     splits = load_data(data, preprocessing=Preprocessing.from_dict(loaded.preprocessing)
-                       if loaded.preprocessing else None)
+                       if loaded.preprocessing else None, input_shape=loaded.input_shape)
     out.mkdir(exist_ok=True)
 
     stage(f"convert {src}")

@@ -213,7 +213,7 @@ def report(
 
     progress("loading the data")
     pre = Preprocessing.from_dict(loaded.preprocessing) if loaded.preprocessing else None
-    splits = load_data(data, preprocessing=pre)
+    splits = load_data(data, preprocessing=pre, input_shape=plan.input_shape)
     x, y = splits.val.tensors
     if samples is not None:
         x, y = x[:samples], y[:samples]

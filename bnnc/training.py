@@ -355,7 +355,7 @@ def prepare(
     if not loaded.is_binarized:
         raise BnncError(f"{src} is an FP32 model, not a binarized one", f"run `bnnc convert {src}` first")
     splits = load_data(data, preprocessing=Preprocessing.from_dict(loaded.preprocessing)
-                       if loaded.preprocessing else None)
+                       if loaded.preprocessing else None, input_shape=loaded.input_shape)
     return Prepared(loaded, splits, out, hist, state_file)
 
 

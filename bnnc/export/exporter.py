@@ -192,7 +192,7 @@ def check_inputs(input_shape: tuple[int, ...], data: DataSpec | None,
     """
     if data is not None:
         pre = Preprocessing.from_dict(preprocessing) if preprocessing else None
-        splits = load_data(data, preprocessing=pre)
+        splits = load_data(data, preprocessing=pre, input_shape=input_shape)
         x = splits.val.tensors[0][:samples]
         if uint8:
             from bnnc.measure import pixels

@@ -332,8 +332,13 @@ def _reaches_binarizer(gm: fx.GraphModule, node: fx.Node, depth: int = 0) -> boo
 
 
 def _foldable_batchnorm(gm: fx.GraphModule, node: fx.Node) -> fx.Node | None:
-    """A plain BatchNorm right after ``node``, whose exact rounding no binarizer depends on."""
-    if len(node.users) != 1:
+    """A plain BatchNorm right after ``node`` on its channel axis, whose exact rounding no binarizer
+    depends on. (A Linear on a (batch, tokens, features) input feeds BatchNorm1d its tokens axis:
+    not foldable into per-feature scales.)"""
+    meta = node.meta.get("tensor_meta")
+    layer = _target(gm, node)
+    expected_rank = layer.weight.dim() if isinstance(layer, _BinaryConvNd) else 2
+    if len(node.users) != 1 or meta is None or len(meta.shape) != expected_rank:
         return None
     (user,) = node.users
     target = _target(gm, user)

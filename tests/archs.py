@@ -1,0 +1,61 @@
+"""Architectures beyond plain stacks, importable as ``archs:NAME`` for checkpoints' ``arch`` reference."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def conv1d_net(classes: int = 4) -> nn.Module:
+    """An audio/sequence net: Conv1d, BatchNorm1d, max and adaptive average pooling."""
+    return nn.Sequential(
+        nn.Conv1d(1, 16, 5, padding=2), nn.BatchNorm1d(16), nn.ReLU(),
+        nn.Conv1d(16, 32, 5, stride=2, padding=2), nn.BatchNorm1d(32), nn.MaxPool1d(2),
+        nn.Conv1d(32, 32, 3, padding=1), nn.BatchNorm1d(32), nn.AdaptiveAvgPool1d(1),
+        nn.Flatten(), nn.Linear(32, classes),
+    )
+
+
+def grouped_net(classes: int = 4, groups: int = 4) -> nn.Module:
+    """Grouped convolution (``groups`` < channels) and a depthwise one (groups == channels)."""
+    return nn.Sequential(
+        nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.Hardtanh(),
+        nn.Conv2d(16, 32, 3, padding=1, groups=groups), nn.BatchNorm2d(32), nn.MaxPool2d(2),
+        nn.Conv2d(32, 32, 3, padding=1, groups=32), nn.BatchNorm2d(32),
+        nn.Conv2d(32, 32, 1), nn.BatchNorm2d(32), nn.AvgPool2d(2),
+        nn.Flatten(), nn.Dropout(0.1), nn.Linear(32 * 4 * 4, classes),
+    )
+
+
+class TokenMLP(nn.Module):
+    """Linear layers applied to a (batch, tokens, features) input, then flattened."""
+
+    def __init__(self, tokens: int = 8, features: int = 16, classes: int = 4) -> None:
+        super().__init__()
+        self.embed = nn.Linear(features, 32)
+        self.mix = nn.Linear(32, 32)
+        self.norm = nn.BatchNorm1d(tokens)
+        self.head = nn.Linear(tokens * 32, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.norm(self.mix(torch.tanh(self.embed(x))))
+        return self.head(h.flatten(1))
+
+
+class Branches(nn.Module):
+    """Two branches concatenated on channels, and a residual addition around a block."""
+
+    def __init__(self, classes: int = 4) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU())
+        self.left = nn.Sequential(nn.Conv2d(16, 16, 3, padding=1), nn.BatchNorm2d(16))
+        self.right = nn.Sequential(nn.Conv2d(16, 16, 1), nn.BatchNorm2d(16))
+        self.block = nn.Sequential(nn.Conv2d(32, 32, 3, padding=1), nn.BatchNorm2d(32))
+        self.pool = nn.MaxPool2d(2)
+        self.head = nn.Linear(32 * 8 * 8, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.stem(x)
+        h = torch.cat([self.left(h), self.right(h)], dim=1)
+        h = torch.relu(self.block(h) + h)
+        return self.head(torch.flatten(self.pool(h), 1))
