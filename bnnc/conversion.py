@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import copy
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -27,6 +27,9 @@ from bnnc.planning import Plan, PlanRules, Precision
 from bnnc.planning import plan as make_plan
 from bnnc.shift import use_shift_batchnorm
 from bnnc.summary import ConversionSummary, summarize
+
+if TYPE_CHECKING:
+    from bnnc.sensitivity import AutoPlan, Budget, Sensitivity
 
 BINARY_COUNTERPART: dict[type[nn.Module], type[BinaryLayer]] = {
     nn.Linear: BinaryLinear,
@@ -102,6 +105,8 @@ class ConversionResult:
     output: Path
     summary: ConversionSummary
     calibration: dict[str, Any] | None   # {"samples": n, "data": description} when thresholds were calibrated
+    sensitivity: Sensitivity | None = None  # per-layer accuracy drop, when asked for
+    auto: AutoPlan | None = None             # the plan chosen under a budget, when one was given
 
 
 def convert_file(
@@ -116,13 +121,19 @@ def convert_file(
     input_shape: Sequence[int] | None = None,
     data: DataSpec | None = None,
     calibration_batches: int = 8,
+    measure_sensitivity: bool = False,
+    budget: Budget | None = None,
     overwrite: bool = False,
+    on_layer: Callable[[str], None] | None = None,
 ) -> ConversionResult:
     """Load an FP32 model file, plan, convert, calibrate thresholds on ``data``, save a bnnc checkpoint.
 
     ``output`` defaults to the model path with suffix ``.bnnc``. The input file is never
     modified and an existing output is only replaced with ``overwrite``. Without ``data`` the
     thresholds stay 0 (plain sign), and ``bnnc finetune`` calibrates them before training.
+    With ``measure_sensitivity`` each layer's accuracy drop, binarized alone, is measured on
+    ``data``; with a ``budget`` the plan binarizes the least-sensitive layers until it is met
+    (see :mod:`bnnc.sensitivity`). ``on_layer`` is called with each layer measured.
     """
     from bnnc.io import check_output, load_checkpoint, save_checkpoint
 
@@ -139,12 +150,23 @@ def convert_file(
         input_shape = tuple(preprocessing["input_shape"])
     options = options or ConvertOptions()
     the_plan = make_plan(loaded.model, rules, input_shape=input_shape)
+    splits = None if data is None else load_data(
+        data, preprocessing=Preprocessing.from_dict(preprocessing) if preprocessing else None,
+        input_shape=None if the_plan.input_shape_inferred else the_plan.input_shape)
+    measured = auto = None
+    if measure_sensitivity or budget is not None:
+        from bnnc.sensitivity import auto_plan, sensitivity  # it converts with this module: imported late
+
+        if splits is None:
+            raise BnncError("measuring sensitivity needs data", "pass --data")
+        measured = sensitivity(loaded.model, splits, the_plan, options, on_layer=on_layer)
+        if budget is not None:
+            auto = auto_plan(loaded.model, splits, the_plan, budget, options, measured=measured, on_layer=on_layer)
+            the_plan = auto.plan
     model = convert(loaded.model, the_plan, options)
 
     calibration = None
-    if data is not None:
-        splits = load_data(data, preprocessing=Preprocessing.from_dict(preprocessing) if preprocessing else None,
-                           input_shape=None if the_plan.input_shape_inferred else the_plan.input_shape)
+    if splits is not None:
         preprocessing = splits.preprocessing.to_dict()
         loader = torch.utils.data.DataLoader(
             splits.train, batch_size=256, shuffle=True, generator=torch.Generator().manual_seed(0)
@@ -165,8 +187,11 @@ def convert_file(
             "options": options.to_dict(),
             "source": {"path": str(src.resolve()), "sha256": loaded.sha256, "form": loaded.form},
             "calibration": calibration,
+            "sensitivity": measured.to_dict() if measured else None,
+            "auto_plan": {**auto.to_dict(), "target_bytes": budget.target_bytes,
+                          "max_accuracy_drop": budget.max_accuracy_drop} if auto and budget else None,
             "bnnc_version": __version__,
         },
         overwrite=overwrite,
     )
-    return ConversionResult(output=out, summary=summary, calibration=calibration)
+    return ConversionResult(output=out, summary=summary, calibration=calibration, sensitivity=measured, auto=auto)

@@ -71,16 +71,29 @@ def convert_command(
     data: Annotated[Optional[str], typer.Option(help="Data to calibrate thresholds on (IDX folder, .npz, .pt, "
                                                 "image folder, or pkg.module:function).")] = None,
     calibration_batches: Annotated[int, typer.Option(help="Batches of 256 used for calibration.", min=1)] = 8,
+    sensitivity: Annotated[bool, typer.Option("--sensitivity", help="Measure each layer's accuracy drop when it "
+                                              "alone is binarized (needs --data).")] = False,
+    target_size: Annotated[Optional[str], typer.Option(help="Automatic plan: binarize the least sensitive layers "
+                                                       "until the model is this small, e.g. 500KB, 2MiB "
+                                                       "(needs --data).")] = None,
+    max_accuracy_drop: Annotated[Optional[float], typer.Option(help="Automatic plan: keep layers FP32 so the "
+                                                               "accuracy drop stays within this many points "
+                                                               "(needs --data).", min=0, max=100)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the plan and totals as JSON on stdout.")] = False,
     force: Annotated[bool, typer.Option(help="Overwrite an existing output file.")] = False,
 ) -> None:
     """Replace hidden layers with binarized ones and save a bnnc checkpoint."""
     shape = parse_shape(input_shape)
     kwargs = parse_kwargs(arch_kwargs)
+    target = parse_size(target_size)
     err = Console(stderr=True)
     with reported_errors(ctx):
         from bnnc.conversion import ConvertOptions, convert_file
         from bnnc.planning import PlanRules, Precision
+        from bnnc.sensitivity import Budget
+
+        budget = None if target is None and max_accuracy_drop is None else Budget(
+            target, None if max_accuracy_drop is None else max_accuracy_drop / 100)
 
         rules = PlanRules(
             first=Precision(first.value) if first else None,
@@ -89,11 +102,12 @@ def convert_command(
             min_params=min_params,
         )
         options = ConvertOptions(scale=scale, threshold=threshold, stochastic=binarize is BinarizeChoice.stochastic)
-        with err.status(f"converting {model}"):
+        with err.status(f"converting {model}") as status:
             result = convert_file(
                 model, output, arch=arch, arch_kwargs=kwargs, trust_model=trust_model, rules=rules,
                 options=options, input_shape=shape, data=data, calibration_batches=calibration_batches,
-                overwrite=force,
+                measure_sensitivity=sensitivity, budget=budget, overwrite=force,
+                on_layer=lambda name: status.update(f"measuring with {name} binarized"),
             )
     if as_json:
         typer.echo(json.dumps(result_dict(result), indent=2))
@@ -102,8 +116,27 @@ def convert_command(
         err.print(f"wrote {result.output}")
 
 
+def parse_size(text: str | None) -> int | None:
+    """``"500KB"`` -> 500000, ``"2MiB"`` -> 2097152, ``"123456"`` -> 123456 bytes."""
+    if text is None:
+        return None
+    units = {"": 1, "b": 1, "kb": 1000, "kib": 1024, "k": 1000, "mb": 1000**2, "mib": 1024**2, "m": 1000**2,
+             "gb": 1000**3, "gib": 1024**3, "g": 1000**3}
+    number = text.strip().lower().rstrip("bikmg ")
+    unit = text.strip().lower()[len(number):].strip()
+    try:
+        value = float(number) * units[unit]
+    except (ValueError, KeyError):
+        raise typer.BadParameter(f"{text!r} is not a size; give bytes or e.g. 500KB, 1.5MiB") from None
+    if value < 1:
+        raise typer.BadParameter(f"{text!r}: the size must be at least 1 byte")
+    return int(value)
+
+
 def result_dict(result: ConversionResult) -> dict[str, Any]:
-    return {"output": str(result.output), "calibration": result.calibration, **result.summary.to_dict()}
+    return {"output": str(result.output), "calibration": result.calibration, **result.summary.to_dict(),
+            "sensitivity": result.sensitivity.to_dict() if result.sensitivity else None,
+            "auto_plan": result.auto.to_dict() if result.auto else None}
 
 
 def _size(n: int) -> str:
@@ -145,3 +178,24 @@ def render(result: ConversionResult, console: Console) -> None:
     totals.add_row("Thresholds", f"calibrated on {cal['samples']:,} samples of {cal['data']}" if cal
                    else "not calibrated (0 = plain sign); pass --data, or bnnc finetune calibrates them")
     console.print(totals)
+    if result.sensitivity is not None:
+        console.print(_sensitivity_table(result))
+
+
+def _sensitivity_table(result: ConversionResult) -> Table:
+    sens = result.sensitivity
+    assert sens is not None
+    kept = set(result.auto.kept) if result.auto else set()
+    table = Table(title=f"Sensitivity: each layer binarized alone (FP32 {sens.fp32_accuracy:.2%} on "
+                        f"{sens.samples:,} validation samples)", title_justify="left")
+    for col in ("Layer", "As planned", "Params", "Saves", "Accuracy", "Drop"):
+        table.add_column(col, justify="left" if col in ("Layer", "As planned") else "right")
+    for s in sorted(sens.layers, key=lambda s: -s.accuracy_drop):
+        planned = "fp32 (kept)" if s.name in kept else s.precision.value
+        table.add_row(s.name, planned, f"{s.params:,}", _size(s.bytes_saved), f"{s.accuracy:.2%}",
+                      f"{s.accuracy_drop * 100:+.2f} pt")
+    if result.auto:
+        a = result.auto
+        table.caption = (f"automatic plan: {_size(a.bytes)}, accuracy {a.accuracy:.2%} "
+                         f"({a.accuracy_drop * 100:.2f} pt below FP32, thresholds calibrated, before fine-tuning)")
+    return table
