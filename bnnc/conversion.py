@@ -146,8 +146,8 @@ def convert_file(
     if calibration_batches < 1:
         raise BnncError(f"calibration batches must be >= 1, got {calibration_batches}")
     preprocessing = loaded.preprocessing
-    if input_shape is None and preprocessing and preprocessing.get("input_shape"):
-        input_shape = tuple(preprocessing["input_shape"])
+    if input_shape is None:
+        input_shape = loaded.input_shape  # recorded preprocessing, or a torch.export program's example
     options = options or ConvertOptions()
     the_plan = make_plan(loaded.model, rules, input_shape=input_shape)
     splits = None if data is None else load_data(

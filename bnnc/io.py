@@ -37,8 +37,10 @@ from typing import IO, Any
 import torch
 from torch import nn
 
+from bnnc import program
 from bnnc.errors import ModelLoadError, OutputError, UntrustedModelError
 
+PROGRAM_FORM = "torch.export program"
 FORMAT = "bnnc-model"
 FORMAT_VERSION = 1
 _STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model")
@@ -58,6 +60,7 @@ class ModelFile:
     preprocessing: dict[str, Any] | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
     binarized: dict[str, Any] | None = None     # the "binarized" entry of a converted checkpoint
+    example_shape: tuple[int, ...] | None = None  # per-sample input shape a torch.export program was made with
 
     @property
     def is_binarized(self) -> bool:
@@ -69,6 +72,8 @@ class ModelFile:
         (not guessed); data without recorded preprocessing is shaped so."""
         if self.preprocessing and self.preprocessing.get("input_shape"):
             return tuple(int(n) for n in self.preprocessing["input_shape"])
+        if self.example_shape is not None:
+            return self.example_shape
         plan = (self.binarized or {}).get("plan") or {}
         if plan.get("input_shape") and not plan.get("input_shape_inferred", True):
             return tuple(int(n) for n in plan["input_shape"])
@@ -132,11 +137,6 @@ def _refuse_other_formats(path: Path) -> None:
         raise ModelLoadError(
             f"{path} is a TorchScript archive; bnnc needs the eager PyTorch model",
             "save model.state_dict() (before torch.jit.script/trace) and pass --arch pkg.module:factory",
-        )
-    if any(n.endswith("archive_format") or "/models/" in n for n in names):
-        raise ModelLoadError(
-            f"{path} is a torch.export program (.pt2), which bnnc doesn't read yet",
-            "save model.state_dict() and pass --arch pkg.module:factory",
         )
     if not names and _looks_like_onnx(path):
         raise ModelLoadError(
@@ -315,6 +315,14 @@ def load_checkpoint(
     _check_readable(path)
     _refuse_other_formats(path)
     sha = file_sha256(path)
+    names = _zip_names(path)
+    if program.is_program(names):
+        if arch is not None:
+            raise ModelLoadError(f"{path} is a torch.export program: it carries its own graph", "drop --arch")
+        program.check_archive(path, names, trust_model)
+        model, shape = program.load_program(path, trust_model)
+        check_finite(model.state_dict(), path)
+        return ModelFile(model=model, path=path, sha256=sha, form=PROGRAM_FORM, example_shape=shape)
     obj = _torch_load(path, trust_model)
 
     if isinstance(obj, nn.Module):
@@ -379,17 +387,19 @@ def _load_described(
     if ref is not None:
         base = build_model(ref, kwargs)
     else:
-        base = _load_pickled_source(path, binarized, trust_model)
+        base = _load_source(path, binarized, trust_model)
     model = convert(base, Plan.from_dict(binarized["plan"]), ConvertOptions.from_dict(binarized["options"]))
     load_weights(model, state_dict, path, ref)
     return ModelFile(model=model, path=path, sha256=sha, form="bnnc checkpoint (binarized)", arch=ref,
                      arch_kwargs=kwargs, preprocessing=preprocessing, metrics=metrics, binarized=dict(binarized))
 
 
-def _load_pickled_source(path: Path, binarized: Mapping[str, Any], trust_model: bool) -> nn.Module:
-    """A model converted from a pickled module is rebuilt from that (trusted) source file."""
+def _load_source(path: Path, binarized: Mapping[str, Any], trust_model: bool) -> nn.Module:
+    """A model converted from a file with no ``arch`` reference is rebuilt from that source file:
+    a torch.export program (checked as always), or a pickled module (trusted only)."""
     recorded = Path(str((binarized.get("source") or {}).get("path", "")))
-    if not trust_model:
+    from_program = (binarized.get("source") or {}).get("form") == PROGRAM_FORM
+    if not trust_model and not from_program:
         raise UntrustedModelError(
             f"{path} was converted from a pickled nn.Module ({recorded}); rebuilding it loads that file, "
             "which runs code from it", "pass --trust-model only if you trust its author")
@@ -400,7 +410,7 @@ def _load_pickled_source(path: Path, binarized: Mapping[str, Any], trust_model: 
     if not same:
         raise ModelLoadError(f"{src} changed since {path} was converted from it",
                              "re-run bnnc convert on the current source model")
-    return load_checkpoint(src, trust_model=True).model
+    return load_checkpoint(src, trust_model=trust_model).model
 
 
 def locate_source(path: Path, binarized: Mapping[str, Any]) -> tuple[Path | None, bool]:

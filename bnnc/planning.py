@@ -1,7 +1,10 @@
 """The precision plan: for every Linear/Conv layer, ``fp32``, ``weights`` or ``binary``, and why.
 
-"First" and "last" are found by running a sample input through the model and recording the
-order in which layers execute, not the order they were registered in. Defaults follow the
+"First" and "last" are read off the model's graph (``torch.fx``): the first layers are those
+the model's input reaches without passing another Linear/Conv (every branch of a split stem),
+the last those whose output reaches the model's output so (every head). A model ``torch.fx``
+can't trace falls back to running a sample input and taking the first and last layers to
+execute; the plan says so. Execution order and MACs always come from that sample run. Defaults follow the
 paper: the first layer keeps a real-valued input with binary weights, hidden layers are fully
 binary, the last layer stays FP32. Depthwise convolutions and layers too small to matter stay
 FP32. Overrides are globs on qualified module names; a glob that matches nothing is an error
@@ -18,7 +21,7 @@ from enum import Enum
 from typing import Any
 
 import torch
-from torch import nn
+from torch import fx, nn
 
 from bnnc.errors import PlanError
 
@@ -77,6 +80,7 @@ class Plan:
     layers: tuple[LayerPlan, ...]
     input_shape: tuple[int, ...]    # per-sample input shape the plan was traced with
     input_shape_inferred: bool = False
+    fallback: str | None = None     # why first/last came from execution order, not the graph
 
     def __getitem__(self, name: str) -> LayerPlan:
         for layer in self.layers:
@@ -91,6 +95,7 @@ class Plan:
         return {
             "input_shape": list(self.input_shape),
             "input_shape_inferred": self.input_shape_inferred,
+            "fallback": self.fallback,
             "layers": [layer.to_dict() for layer in self.layers],
         }
 
@@ -101,6 +106,7 @@ class Plan:
                 layers=tuple(LayerPlan.from_dict(x) for x in d["layers"]),
                 input_shape=tuple(int(s) for s in d["input_shape"]),
                 input_shape_inferred=bool(d.get("input_shape_inferred", False)),
+                fallback=None if d.get("fallback") is None else str(d["fallback"]),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise PlanError(f"the stored precision plan is malformed ({e!r})",
@@ -174,6 +180,30 @@ def _trace(model: nn.Module, example: torch.Tensor, layers: list[tuple[str, nn.M
         for h in handles:
             h.remove()
     return trace
+
+
+def _graph_ends(model: nn.Module, names: set[str]) -> tuple[set[str], set[str]]:
+    """(first, last): the layers in ``names`` the input reaches, and that reach the output, without
+    passing another of them, in the ``torch.fx`` graph. Raises whatever tracing raises."""
+    graph = fx.symbolic_trace(model).graph
+    is_layer = {n: n.op == "call_module" and str(n.target) in names for n in graph.nodes}
+
+    def reach(starts: list[fx.Node], step: Any) -> set[str]:
+        found, seen, todo = set(), set(starts), list(starts)
+        while todo:
+            for nxt in step(todo.pop()):
+                if nxt in seen:
+                    continue
+                seen.add(nxt)
+                if is_layer[nxt]:
+                    found.add(str(nxt.target))
+                else:
+                    todo.append(nxt)
+        return found
+
+    inputs = [n for n in graph.nodes if n.op == "placeholder"]
+    outputs = [n for n in graph.nodes if n.op == "output"]
+    return reach(inputs, lambda n: n.users), reach(outputs, lambda n: n.all_input_nodes)
 
 
 def _probe_shapes(model: nn.Module, layers: list[tuple[str, nn.Module]]) -> list[tuple[int, ...]]:
@@ -296,9 +326,14 @@ def plan(
     _check_globs(names, rules)
 
     executed = trace.order
-    supported_executed = [n for n in executed if type(dict(candidates)[n]) in SUPPORTED_TYPES]
-    first = supported_executed[0] if supported_executed else None
-    last = executed[-1] if executed else None  # the logits layer, even when it can't be binarized
+    try:
+        firsts, lasts = _graph_ends(model, set(trace.macs))
+        fallback = None
+    except Exception as e:  # noqa: BLE001 - data-dependent control flow, untraceable calls, ...
+        fallback = f"torch.fx can't trace the model ({type(e).__name__}: {str(e).splitlines()[0][:120]})"
+        supported_executed = [n for n in executed if type(dict(candidates)[n]) in SUPPORTED_TYPES]
+        firsts = set(supported_executed[:1])
+        lasts = set(executed[-1:])  # the logits layer, even when it can't be binarized
 
     modules = dict(candidates)
     ordered = executed + [n for n in names if n not in trace.macs]
@@ -309,8 +344,8 @@ def plan(
         supported = type(module) in SUPPORTED_TYPES
         position = (
             "unreached" if name not in trace.macs
-            else "last" if name == last
-            else "first" if name == first
+            else "last" if name in lasts
+            else "first" if name in firsts
             else "hidden"
         )
         if supported:
@@ -326,5 +361,5 @@ def plan(
             order=executed.index(name) if name in trace.macs else None,
             precision=precision, reason=reason,
         ))
-    return Plan(layers=tuple(out), input_shape=shape, input_shape_inferred=inferred)
+    return Plan(layers=tuple(out), input_shape=shape, input_shape_inferred=inferred, fallback=fallback)
 

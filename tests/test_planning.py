@@ -135,3 +135,43 @@ def test_bad_rules():
         PlanRules(first="half")  # type: ignore[arg-type]
     with pytest.raises(PlanError, match="malformed"):
         Plan.from_dict({"layers": [{"name": "x"}]})
+
+
+class _TwoStems(nn.Module):
+    """Two convolutions read the input; two heads make the outputs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(1, 8, 3, padding=1)
+        self.b = nn.Conv2d(1, 8, 5, padding=2)
+        self.mid = nn.Conv2d(16, 16, 3, padding=1)
+        self.head1 = nn.Linear(16 * 8 * 8, 10)
+        self.head2 = nn.Linear(16 * 8 * 8, 3)
+
+    def forward(self, x):
+        h = self.mid(torch.cat([self.a(x), self.b(x)], 1)).flatten(1)
+        return self.head1(h), self.head2(h)
+
+
+class _Untraceable(_TwoStems):
+    def forward(self, x):
+        if x.sum() > 0:  # data-dependent control flow: torch.fx can't trace it
+            x = -x
+        return super().forward(x)
+
+
+def test_first_and_last_come_from_the_graph():
+    p = plan(_TwoStems(), PlanRules(min_params=0), input_shape=(1, 8, 8))
+    precision = p.precisions()
+    assert p.fallback is None
+    assert precision["a"] is precision["b"] is Precision.WEIGHTS  # both read the real-valued input
+    assert precision["mid"] is Precision.BINARY
+    assert precision["head1"] is precision["head2"] is Precision.FP32  # both make outputs
+
+
+def test_an_untraceable_model_falls_back_to_execution_order_and_says_so():
+    p = plan(_Untraceable(), PlanRules(min_params=0), input_shape=(1, 8, 8))
+    assert p.fallback is not None and "torch.fx can't trace" in p.fallback
+    precision = p.precisions()
+    assert precision["a"] is Precision.WEIGHTS and precision["head2"] is Precision.FP32
+    assert Plan.from_dict(p.to_dict()) == p

@@ -174,6 +174,8 @@ def render(result: ConversionResult, console: Console) -> None:
     totals.add_row("MACs binary", f"{s.binary_mac_share:.1%} XNOR-popcount, "
                                   f"{s.binary_weight_mac_share:.1%} with binary weights")
     totals.add_row("Input shape", shape)
+    totals.add_row("First/last layers", "from the model's graph (torch.fx)" if s.plan.fallback is None
+                   else f"[yellow]by execution order[/]: {s.plan.fallback}; check the plan, or set --first/--last")
     cal = result.calibration
     totals.add_row("Thresholds", f"calibrated on {cal['samples']:,} samples of {cal['data']}" if cal
                    else "not calibrated (0 = plain sign); pass --data, or bnnc finetune calibrates them")

@@ -1,0 +1,98 @@
+"""``torch.export`` programs (.pt2) as input: loaded safely, graph known, through convert and export."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from bnnc.conversion import convert_file
+from bnnc.errors import ModelLoadError, UntrustedModelError
+from bnnc.export import export_onnx
+from bnnc.io import load_checkpoint
+from bnnc.planning import PlanRules, Precision
+
+from conftest import build, learnable_npz
+
+
+def _export(kind: str, path: Path, dynamic: bool = True) -> Path:
+    model = build(kind)
+    x = torch.randn(4, 1, 28, 28)
+    shapes = {"x": {0: torch.export.Dim("batch")}} if dynamic else None
+    torch.export.save(torch.export.export(model, (x,), dynamic_shapes=shapes), path)
+    return path
+
+
+@pytest.mark.parametrize("kind", ["cnn", "resnet"])
+def test_a_program_loads_as_modules_and_computes_the_same(kind: str, tmp_path: Path):
+    loaded = load_checkpoint(_export(kind, tmp_path / "m.pt2"))
+    assert loaded.form == "torch.export program" and loaded.input_shape == (1, 28, 28)
+    convs = [n for n, m in loaded.model.named_modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs == [n for n, m in build(kind).named_modules() if isinstance(m, torch.nn.Conv2d)]
+    x = torch.randn(9, 1, 28, 28)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model.eval()(x), build(kind)(x))
+
+
+def test_a_program_converts_reloads_without_trust_and_exports_with_parity(tmp_path: Path):
+    src = _export("resnet", tmp_path / "r.pt2")
+    data = learnable_npz(tmp_path, 256, 128)
+    result = convert_file(src, tmp_path / "r.bnnc", data=data, rules=PlanRules(min_params=0))
+    layers = {layer.name: layer.precision for layer in result.summary.plan.layers}
+    assert layers["stem.0"] is Precision.WEIGHTS and Precision.BINARY in layers.values()
+    reloaded = load_checkpoint(result.output)  # rebuilt from the program: no --trust-model needed
+    assert reloaded.is_binarized
+    parity = export_onnx(result.output, tmp_path / "r.onnx", data=data).parity[0]
+    assert parity.ok and parity.argmax_agreement == 1.0, parity
+
+
+def test_a_program_for_one_batch_size_is_refused(tmp_path: Path):
+    with pytest.raises(ModelLoadError, match="exported for batches of exactly 4.*Dim"):
+        load_checkpoint(_export("mlp", tmp_path / "static.pt2", dynamic=False))
+
+
+class _Payload:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _rewrite(src: Path, dst: Path, change) -> None:
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for item in zin.infolist():
+            zout.writestr(item, change(item.filename, zin.read(item.filename)))
+
+
+def test_a_program_with_pickled_payloads_is_refused_and_never_runs(tmp_path: Path):
+    src = _export("mlp", tmp_path / "m.pt2")
+    marker = tmp_path / "pwned"
+    evil = io.BytesIO()
+    torch.save(_Payload(marker), evil)
+
+    def pickled_weight(name: str, data: bytes) -> bytes:
+        if name.endswith("_weights_config.json"):
+            config = json.loads(data)
+            first = next(iter(config["config"]))
+            config["config"][first]["use_pickle"] = True
+            return json.dumps(config).encode()
+        return evil.getvalue() if name.endswith("/weight_0") else data
+
+    def pickled_inputs(name: str, data: bytes) -> bytes:
+        return evil.getvalue() if "/data/sample_inputs/" in name else data
+
+    for change, message in ((pickled_weight, "pickled payload"), (pickled_inputs, "example inputs")):
+        bad = tmp_path / f"{change.__name__}.pt2"
+        _rewrite(src, bad, change)
+        with pytest.raises(UntrustedModelError, match=message):
+            load_checkpoint(bad)
+        assert not marker.exists()
+    shutil.copy(src, tmp_path / "copy.pt2")
+    assert load_checkpoint(tmp_path / "copy.pt2").form == "torch.export program"
