@@ -125,6 +125,13 @@ class BinaryLayer(nn.Module):
 _Layer = TypeVar("_Layer", bound="BinaryLayer")
 
 
+def outside_autocast(x: torch.Tensor) -> torch.autocast:
+    """Binary layers compute in their own (float32) precision even under mixed-precision autocast:
+    sums of +-1 products are exact in float32 but not in bfloat16 past 256, and a threshold
+    compared with a rounded value flips bits. The FP32 parts of the model still run autocast."""
+    return torch.autocast(x.device.type, enabled=False)
+
+
 def _binary_options(binary_input: bool, scale: bool, threshold: bool, stochastic: bool) -> dict[str, Any]:
     return {"binary_input": binary_input, "scale": scale, "threshold": threshold, "stochastic": stochastic}
 
@@ -155,8 +162,9 @@ class BinaryLinear(BinaryLayer, nn.Linear):
         return new
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.linear(self._binarize_input(x), self.binary_weight())  # (..., out_features)
-        return self._scale_and_bias(y, -1)
+        with outside_autocast(x):
+            y = F.linear(self._binarize_input(x.to(self.weight.dtype)), self.binary_weight())  # (..., out_features)
+            return self._scale_and_bias(y, -1)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, {self.binary_extra_repr()}"
@@ -180,8 +188,9 @@ class _BinaryConvNd(BinaryLayer):
         self._init_binary(in_channels, out_channels, 1, **_binary_options(binary_input, scale, threshold, stochastic))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self._conv_forward(self._binarize_input(x), self.binary_weight(), None)  # (N, C_out, ...)
-        return self._scale_and_bias(y, 1)
+        with outside_autocast(x):
+            y = self._conv_forward(self._binarize_input(x.to(self.weight.dtype)), self.binary_weight(), None)
+            return self._scale_and_bias(y, 1)  # (N, C_out, ...)
 
     @classmethod
     def from_float(

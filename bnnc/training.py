@@ -66,6 +66,7 @@ class FinetuneConfig:
     seed: int = 0
     device: str = "auto"
     workers: int = 0
+    amp: bool = True                          # bfloat16 autocast of the FP32 parts, on GPUs that have it
 
     def __post_init__(self) -> None:
         checks = [
@@ -458,9 +459,11 @@ def _train_epoch(
     trainer.train()
     t0 = time.perf_counter()
     loss_sum, correct, seen = 0.0, 0, 0
+    amp = config.amp and device.type == "cuda" and torch.cuda.is_bf16_supported()
     for i, (x, y, idx) in enumerate(loader, 1):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        logits = trainer(x)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):  # binary layers opt out
+            logits = trainer(x).float()
         loss = F.cross_entropy(logits, y)
         if targets is not None:
             w = config.distill_weight
@@ -527,7 +530,7 @@ def _load_state(path: Path, source_sha: str, config: FinetuneConfig, model: nn.M
         raise BnncError(f"{path} is not a bnnc resume state", "run again without --resume")
     if raw["source_sha256"] != source_sha:
         raise BnncError(f"{path} belongs to a run on another model", "run without --resume, or pass that model")
-    saved = dict(raw["config"])
+    saved = {**FinetuneConfig().to_dict(), **raw["config"]}  # a key added since: its default
     now = config.to_dict()
     saved.pop("epochs", None), now.pop("epochs")
     if saved != now:

@@ -134,3 +134,21 @@ def test_binarize_used_by_layers_is_the_quantizer():
     with torch.no_grad():
         layer.weight.copy_(torch.tensor([[0.0, -0.0], [-1e-9, 1e-9]]))
     assert layer.binary_weight().tolist() == binarize(layer.weight).tolist() == [[1, 1], [-1, 1]]
+
+
+def test_binary_layers_compute_in_float32_under_autocast():
+    """Mixed precision must not round the +-1 sums or the thresholds of binary layers."""
+    from bnnc.layers import BinaryConv2d, BinaryLinear
+
+    torch.manual_seed(0)
+    for layer, x in ((BinaryLinear(600, 8), torch.randn(4, 600)),
+                     (BinaryConv2d(64, 8, 3), torch.randn(2, 64, 6, 6))):
+        exact = layer(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            mixed = layer(x.to(torch.bfloat16))
+            plain = torch.nn.functional.linear(x, layer.weight) if isinstance(layer, BinaryLinear) else None
+        assert mixed.dtype == torch.float32
+        assert torch.equal(mixed, layer(x.to(torch.bfloat16).float()))
+        if plain is not None:
+            assert plain.dtype == torch.bfloat16  # autocast is on for everything else
+        assert exact.shape == mixed.shape

@@ -51,6 +51,8 @@ def finetune_command(
     batch_size: Annotated[int, typer.Option(help="Batch size.", min=1)] = 128,
     workers: Annotated[int, typer.Option(help="DataLoader worker processes.", min=0)] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    amp: Annotated[bool, typer.Option(help="bfloat16 autocast for the FP32 layers on a GPU (binary layers "
+                                           "always compute in float32).")] = True,
     nproc: Annotated[int, typer.Option(help="Processes to train with (data parallel, one per GPU on CUDA): "
                                             "relaunches this command under torchrun.", min=1)] = 1,
     seed: Annotated[int, typer.Option(help="Seed: a CPU run is bit-for-bit repeatable.")] = 0,
@@ -79,7 +81,7 @@ def finetune_command(
             weight_decay=weight_decay, distill=distill, temperature=temperature, distill_weight=distill_weight,
             glorot_lr=glorot_lr, shift_bn=bn is BatchNormChoice.shift,
             stochastic=binarize is BinarizeChoice.stochastic, recalibrate=recalibrate, seed=seed,
-            device=device, workers=workers,
+            device=device, workers=workers, amp=amp,
         )
         with _Renderer(err) as render:
             result = finetune(model, data, config, output, resume=resume, overwrite=force, teacher=teacher,
