@@ -33,6 +33,15 @@ SPLIT = (3 - 5**0.5) / 2
 8-bit pixels) the midpoint of a gap two steps wide is itself a lattice value."""
 
 
+SMEAR = 1e-5
+"""Values this close (relative) are one value smeared by float rounding (e.g. an average pool of
+the same lattice values summed in another order); a threshold never goes between them."""
+
+CONSTANT_MARGIN = 1e-3
+"""A channel with one value only (dead, or saturated) gets its threshold this far (relative) below
+it: the bit is a robust +1 rather than a coin toss on the last ulp."""
+
+
 def balanced_threshold(values: torch.Tensor) -> torch.Tensor:
     """Per-channel threshold for ``values`` shaped (C, K) that balances ``x >= beta``, robustly.
 
@@ -49,18 +58,22 @@ def balanced_threshold(values: torch.Tensor) -> torch.Tensor:
     lo = max(0, min(k - 2, int((0.5 - WINDOW) * k)))
     hi = max(lo + 1, min(k - 1, int(np.ceil((0.5 + WINDOW) * k))))
     gaps = s[:, lo + 1:hi + 1] - s[:, lo:hi]                       # (C, hi - lo)
+    gaps = torch.where(gaps > SMEAR * (s[:, lo:hi].abs() + 1), gaps, 0.0)  # copies of one value: no gap
     widest, at = gaps.max(dim=1)
     i = lo + at
     in_gap = (s.gather(1, i[:, None]) + SPLIT * widest[:, None])[:, 0]
 
-    m = values.median(dim=1).values[:, None]  # (C, 1): ties at the median
-    ge = (values >= m).float().mean(1)
-    gt = (values > m).float().mean(1)
-    below = torch.where(values < m, values, -torch.inf).max(1).values
-    above = torch.where(values > m, values, torch.inf).min(1).values
-    m = m[:, 0]
-    low = torch.where(torch.isfinite(below), m - SPLIT * (m - below), m)    # m -> +1
-    high = torch.where(torch.isfinite(above), m + SPLIT * (above - m), m)   # m -> -1
+    m = values.median(dim=1).values[:, None]  # (C, 1): ties at the median, smeared copies included
+    same = (values - m).abs() <= SMEAR * (m.abs() + 1)
+    ge = ((values >= m) | same).float().mean(1)
+    gt = ((values > m) & ~same).float().mean(1)
+    m_lo = torch.where(same, values, torch.inf).min(1).values
+    m_hi = torch.where(same, values, -torch.inf).max(1).values
+    below = torch.where((values < m) & ~same, values, -torch.inf).max(1).values
+    above = torch.where((values > m) & ~same, values, torch.inf).min(1).values
+    margin = CONSTANT_MARGIN * m[:, 0].abs().clamp_min(1.0)  # a constant channel: off its one value too
+    low = torch.where(torch.isfinite(below), m_lo - SPLIT * (m_lo - below), m_lo - margin)    # m -> +1
+    high = torch.where(torch.isfinite(above), m_hi + SPLIT * (above - m_hi), m_hi + margin)   # m -> -1
     tied = torch.where((gt - 0.5).abs() < (ge - 0.5).abs(), high, low)
     return torch.where(widest > 0, in_gap, tied) if k > 1 else values[:, 0]
 

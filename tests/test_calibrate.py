@@ -1,11 +1,13 @@
+import pytest
 import torch
-from conftest import build, images
 from torch import nn
 
 from bnnc.calibrate import balanced_threshold, calibrate_thresholds
 from bnnc.conversion import convert
 from bnnc.layers import InputBinarizer
 from bnnc.planning import PlanRules, plan
+
+from conftest import build, images
 
 
 def test_balanced_threshold_splits_near_the_median_in_a_wide_gap():
@@ -34,8 +36,19 @@ def test_balanced_threshold_sends_relu_zeros_to_minus_one():
     assert ((v >= beta[:, None]).float().mean()) == 0.3  # instead of 1.0 with beta = 0
 
 
-def test_balanced_threshold_constant_channel():
-    assert balanced_threshold(torch.zeros(2, 5)).tolist() == [0.0, 0.0]
+def test_balanced_threshold_constant_channel_is_a_robust_plus_one():
+    beta = balanced_threshold(torch.tensor([[0.0] * 5, [3.0] * 5]))
+    assert beta[0] == pytest.approx(-1e-3) and beta[1] == pytest.approx(3 - 3e-3)  # off the value, below it
+
+
+def test_balanced_threshold_never_splits_copies_of_one_value():
+    """0.0115 computed in two summation orders is two floats an ulp apart: one value, not a gap."""
+    v = torch.tensor(0.011505591, dtype=torch.float32)
+    smeared = [v.item(), torch.nextafter(v, torch.tensor(1.0)).item()]
+    row = torch.tensor([[-0.05] * 10 + smeared * 5 + [0.07] * 10])
+    beta = balanced_threshold(row)[0]
+    assert not (smeared[0] < beta <= smeared[1])
+    assert min(abs(beta - x) for x in row[0].tolist()) > 1e-5 * (abs(beta) + 1)
 
 
 def test_calibrate_sets_thresholds_in_execution_order_and_restores_mode():

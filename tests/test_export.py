@@ -201,34 +201,73 @@ class _Residual(nn.Module):
         return torch.relu(self.bn(self.conv(x)) + x)
 
 
+class _Concat(nn.Module):
+    """Two convolutions of the same input, concatenated on channels."""
+
+    def __init__(self, c: int, out: int, conv: type[nn.Module]) -> None:
+        super().__init__()
+        self.a, self.b = conv(c, out, 3, padding=1), conv(c, out, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.a(x), self.b(x)], 1)
+
+
+class _Tokens(nn.Module):
+    """A Linear on (batch, tokens, features), optionally BatchNorm over the tokens, then flattened."""
+
+    def __init__(self, tokens: int, features: int, out: int, bn: bool) -> None:
+        super().__init__()
+        self.linear = nn.Linear(features, out)
+        self.norm = nn.BatchNorm1d(tokens) if bn else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.norm(self.linear(x)))
+
+
 @st.composite
 def architectures(draw: st.DrawFn) -> tuple[nn.Module, tuple[int, ...], PlanRules]:
-    """Small conv/linear nets: kernel sizes, strides, padding, BN or not (negative scales too),
-    activations, residual blocks, max pooling, and first/last layer precisions all vary."""
+    """Small conv/linear nets: Conv2d or Conv1d stacks, or Linear layers on tokens; kernel sizes,
+    strides, padding, groups, BN or not (negative scales too), activations, residual blocks,
+    concatenations, max/average pooling, dropout, and first/last layer precisions all vary."""
     torch.manual_seed(draw(st.integers(0, 10_000)))
-    size = draw(st.sampled_from([8, 11, 12]))
+    kind = draw(st.sampled_from(["conv2d", "conv2d", "conv1d", "tokens"]))
+    one_d = kind == "conv1d"
+    conv, norm = (nn.Conv1d, nn.BatchNorm1d) if one_d else (nn.Conv2d, nn.BatchNorm2d)
+    pools = (nn.MaxPool1d, nn.AvgPool1d) if one_d else (nn.MaxPool2d, nn.AvgPool2d)
+    size = draw(st.sampled_from([16, 21, 24])) if one_d else draw(st.sampled_from([8, 11, 12]))
     c = draw(st.integers(1, 3))
-    shape = (c, size, size)
     layers: list[nn.Module] = []
-    for _ in range(draw(st.integers(0, 3))):
+    if kind == "tokens":
+        tokens, features = draw(st.integers(2, 6)), draw(st.integers(3, 12))
+        shape: tuple[int, ...] = (tokens, features)
+        out = draw(st.integers(4, 16))
+        layers.append(_Tokens(tokens, features, out, draw(st.booleans())))
+        c, size = tokens, out  # flattened below: tokens x out
+    else:
+        shape = (c, size) if one_d else (c, size, size)
+    for _ in range(draw(st.integers(0, 3)) if kind != "tokens" else 0):
         out = draw(st.integers(2, 12))
         k = draw(st.sampled_from([1, 3, 5]))
         if k > size:
             break
         stride = draw(st.sampled_from([1, 1, 2]))
         pad = draw(st.integers(0, k // 2))
-        layers.append(nn.Conv2d(c, out, k, stride=stride, padding=pad, bias=draw(st.booleans())))
+        groups = draw(st.sampled_from([1, 1, 2])) if c % 2 == 0 and out % 2 == 0 else 1
+        layers.append(conv(c, out, k, stride=stride, padding=pad, groups=groups, bias=draw(st.booleans())))
         if draw(st.booleans()):
-            layers.append(nn.BatchNorm2d(out))
+            layers.append(norm(out))
         layers.append(draw(st.sampled_from([nn.ReLU(), nn.Hardtanh(), nn.Identity()])))
         c, size = out, (size + 2 * pad - k) // stride + 1
-        if draw(st.booleans()):
+        if not one_d and draw(st.booleans()):
             layers.append(_Residual(c, 3, draw(st.booleans())))
+        if draw(st.integers(0, 3)) == 0:
+            layers.append(_Concat(c, c, conv))
+            c *= 2
         if size >= 4 and draw(st.booleans()):
-            layers.append(nn.MaxPool2d(2))
+            layers.append(draw(st.sampled_from(pools))(2))
             size //= 2
     layers.append(nn.Flatten())
-    width = c * size * size
+    width = c * size if one_d or kind == "tokens" else c * size * size
     head: list[nn.Module] = []
     for _ in range(draw(st.integers(0, 2))):
         out = draw(st.integers(4, 24))
@@ -237,6 +276,8 @@ def architectures(draw: st.DrawFn) -> tuple[nn.Module, tuple[int, ...], PlanRule
             head.append(nn.BatchNorm1d(out))
         if draw(st.booleans()):
             head.append(nn.ReLU())
+        if draw(st.integers(0, 3)) == 0:
+            head.append(nn.Dropout(0.3))  # eval mode: the identity, and the export must agree
         width = out
     head.append(nn.Linear(width, draw(st.integers(2, 6))))
     model = _Net(nn.Sequential(*layers), nn.Sequential(*head))

@@ -307,7 +307,9 @@ def _thresholds(gm: fx.GraphModule, layer: BinaryLayer, chain: list[fx.Node], ra
 
 
 _MIXING_MODULES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d,
-                   nn.AvgPool1d, nn.AvgPool2d, nn.Softmax, nn.LogSoftmax)
+                   nn.Softmax, nn.LogSoftmax)
+# (a fixed-window AvgPool is not among them: ORT sums its few inputs in torch's order, so the
+# exact value survives it, and a binarizer after it sees every last-ulp difference before it)
 
 
 def _reaches_binarizer(gm: fx.GraphModule, node: fx.Node, depth: int = 0) -> bool:
