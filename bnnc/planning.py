@@ -55,12 +55,13 @@ class LayerPlan:
     order: int | None               # execution order; None when the sample input didn't reach it
     precision: Precision
     reason: str
+    inputs: tuple[str, ...] = ()    # the layers (or "input") whose outputs reach it, per the graph
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name, "kind": self.kind, "weight_shape": list(self.weight_shape),
             "params": self.params, "macs": self.macs, "order": self.order,
-            "precision": self.precision.value, "reason": self.reason,
+            "precision": self.precision.value, "reason": self.reason, "inputs": list(self.inputs),
         }
 
     @classmethod
@@ -70,6 +71,7 @@ class LayerPlan:
             params=int(d["params"]), macs=int(d["macs"]),
             order=None if d["order"] is None else int(d["order"]),
             precision=Precision(d["precision"]), reason=str(d["reason"]),
+            inputs=tuple(str(n) for n in d.get("inputs", ())),
         )
 
 
@@ -182,9 +184,11 @@ def _trace(model: nn.Module, example: torch.Tensor, layers: list[tuple[str, nn.M
     return trace
 
 
-def _graph_ends(model: nn.Module, names: set[str]) -> tuple[set[str], set[str]]:
-    """(first, last): the layers in ``names`` the input reaches, and that reach the output, without
-    passing another of them, in the ``torch.fx`` graph. Raises whatever tracing raises."""
+def _graph_ends(model: nn.Module, names: set[str]) -> tuple[set[str], set[str], dict[str, tuple[str, ...]]]:
+    """(first, last, inputs): the layers in ``names`` the input reaches, and that reach the output,
+    without passing another of them, in the ``torch.fx`` graph; and for each layer the layers (or
+    ``"input"``) that reach it so — two for a residual addition or a concatenation. Raises
+    whatever tracing raises."""
     graph = fx.symbolic_trace(model).graph
     is_layer = {n: n.op == "call_module" and str(n.target) in names for n in graph.nodes}
 
@@ -203,7 +207,15 @@ def _graph_ends(model: nn.Module, names: set[str]) -> tuple[set[str], set[str]]:
 
     inputs = [n for n in graph.nodes if n.op == "placeholder"]
     outputs = [n for n in graph.nodes if n.op == "output"]
-    return reach(inputs, lambda n: n.users), reach(outputs, lambda n: n.all_input_nodes)
+    is_layer.update({n: True for n in inputs})  # the backward walk stops at the model input too
+    feeds: dict[str, tuple[str, ...]] = {}
+    for node in graph.nodes:
+        if node.op == "call_module" and str(node.target) in names:
+            found = reach([node], lambda n: n.all_input_nodes)
+            feeds[str(node.target)] = tuple(sorted(f for f in found if f in names)) + (
+                ("input",) if any(not (isinstance(f, str) and f in names) for f in found) else ())
+    is_layer.update({n: False for n in inputs})
+    return reach(inputs, lambda n: n.users), reach(outputs, lambda n: n.all_input_nodes), feeds
 
 
 def _probe_shapes(model: nn.Module, layers: list[tuple[str, nn.Module]]) -> list[tuple[int, ...]]:
@@ -327,13 +339,14 @@ def plan(
 
     executed = trace.order
     try:
-        firsts, lasts = _graph_ends(model, set(trace.macs))
+        firsts, lasts, feeds = _graph_ends(model, set(trace.macs))
         fallback = None
     except Exception as e:  # noqa: BLE001 - data-dependent control flow, untraceable calls, ...
         fallback = f"torch.fx can't trace the model ({type(e).__name__}: {str(e).splitlines()[0][:120]})"
         supported_executed = [n for n in executed if type(dict(candidates)[n]) in SUPPORTED_TYPES]
         firsts = set(supported_executed[:1])
         lasts = set(executed[-1:])  # the logits layer, even when it can't be binarized
+        feeds = {}
 
     modules = dict(candidates)
     ordered = executed + [n for n in names if n not in trace.macs]
@@ -359,7 +372,7 @@ def plan(
             name=name, kind=type(module).__name__, weight_shape=tuple(module.weight.shape),
             params=params, macs=trace.macs.get(name, 0),
             order=executed.index(name) if name in trace.macs else None,
-            precision=precision, reason=reason,
+            precision=precision, reason=reason, inputs=feeds.get(name, ()),
         ))
     return Plan(layers=tuple(out), input_shape=shape, input_shape_inferred=inferred, fallback=fallback)
 

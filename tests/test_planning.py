@@ -167,6 +167,9 @@ def test_first_and_last_come_from_the_graph():
     assert precision["a"] is precision["b"] is Precision.WEIGHTS  # both read the real-valued input
     assert precision["mid"] is Precision.BINARY
     assert precision["head1"] is precision["head2"] is Precision.FP32  # both make outputs
+    inputs = {layer.name: layer.inputs for layer in p.layers}
+    assert inputs["a"] == inputs["b"] == ("input",)
+    assert inputs["mid"] == ("a", "b") and inputs["head1"] == inputs["head2"] == ("mid",)
 
 
 def test_an_untraceable_model_falls_back_to_execution_order_and_says_so():
