@@ -69,6 +69,18 @@ def learnable_npz(folder: Path, n_train: int = 512, n_test: int = 128) -> Path:
     return path
 
 
+class Payload:
+    """Unpickling this runs ``touch MARKER``: hostile-file tests check the marker never appears."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
 def images(n: int = 64, seed: int = 0) -> torch.Tensor:
     """Normalised-looking image batch shaped like Fashion-MNIST: (n, 1, 28, 28)."""
     return torch.randn(n, 1, 28, 28, generator=torch.Generator().manual_seed(seed))

@@ -1,7 +1,5 @@
-import os
 import random
 import textwrap
-from pathlib import Path
 
 import pytest
 import torch
@@ -11,7 +9,7 @@ from bnnc import zoo
 from bnnc.errors import ModelLoadError, OutputError, UntrustedModelError
 from bnnc.io import atomic_write, load_checkpoint, load_model, save_checkpoint
 
-from conftest import build
+from conftest import Payload, build
 
 
 def _same_weights(a: nn.Module, b: nn.Module) -> bool:
@@ -80,18 +78,10 @@ def test_pickled_module_only_with_trust(tmp_path):
 # ------------------------------------------------------------------ refused forms
 
 
-class _Payload:
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
-
-
 def test_code_in_pickle_never_runs_without_trust(tmp_path):
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.pt"
-    torch.save({"state_dict": {"w": torch.zeros(1)}, "x": _Payload(marker)}, path)
+    torch.save({"state_dict": {"w": torch.zeros(1)}, "x": Payload(marker)}, path)
     with pytest.raises(UntrustedModelError):
         load_model(path, arch="bnnc.zoo:MLP")
     assert not marker.exists()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import shutil
 import zipfile
 from pathlib import Path
@@ -18,7 +17,7 @@ from bnnc.export import export_onnx
 from bnnc.io import load_checkpoint
 from bnnc.planning import PlanRules, Precision
 
-from conftest import build, learnable_npz
+from conftest import Payload, build, learnable_npz
 
 
 def _export(kind: str, path: Path, dynamic: bool = True) -> Path:
@@ -57,14 +56,6 @@ def test_a_program_for_one_batch_size_is_refused(tmp_path: Path):
         load_checkpoint(_export("mlp", tmp_path / "static.pt2", dynamic=False))
 
 
-class _Payload:
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
-
-
 def _rewrite(src: Path, dst: Path, change) -> None:
     with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
         for item in zin.infolist():
@@ -75,7 +66,7 @@ def test_a_program_with_pickled_payloads_is_refused_and_never_runs(tmp_path: Pat
     src = _export("mlp", tmp_path / "m.pt2")
     marker = tmp_path / "pwned"
     evil = io.BytesIO()
-    torch.save(_Payload(marker), evil)
+    torch.save(Payload(marker), evil)
 
     def pickled_weight(name: str, data: bytes) -> bytes:
         if name.endswith("_weights_config.json"):

@@ -6,29 +6,18 @@ test proves the marker file was never created.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import PRE, build, learnable_npz
+from conftest import PRE, Payload, build, learnable_npz
 from typer.testing import CliRunner
 
 from bnnc.cli import app
 from bnnc.conversion import convert_file
 
 runner = CliRunner()
-
-
-class Payload:
-    """Unpickling this runs a shell command."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
 
 
 @pytest.fixture
