@@ -29,10 +29,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from bnnc import distributed
 from bnnc.calibrate import calibrate_thresholds
 from bnnc.conversion import ConvertOptions
 from bnnc.data import DataSpec, DataSplits, Preprocessing, load_data
-from bnnc import distributed
 from bnnc.device import resolve_device
 from bnnc.distributed import World
 from bnnc.errors import BnncError, OutputError

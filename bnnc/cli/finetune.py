@@ -67,14 +67,8 @@ def finetune_command(
     err = Console(stderr=True)
     with reported_errors(ctx):
         from bnnc.device import resolve_device
-        from bnnc.distributed import launched_by_torchrun, main_process
+        from bnnc.distributed import World, launched_by_torchrun, local_batch_size, main_process
         from bnnc.training import FinetuneConfig, finetune, prepare
-
-        if nproc > 1 and not launched_by_torchrun():  # bad input gets its one line here, not once per process
-            resolve_device(device)
-            prepare(model, data, output, resume=resume, overwrite=force, trust_model=trust_model,
-                    history_path=history)
-            raise typer.Exit(_torchrun(nproc))
 
         config = FinetuneConfig(
             epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer.value, schedule=schedule.value,
@@ -83,6 +77,12 @@ def finetune_command(
             stochastic=binarize is BinarizeChoice.stochastic, recalibrate=recalibrate, seed=seed,
             device=device, workers=workers, amp=amp,
         )
+        if nproc > 1 and not launched_by_torchrun():  # bad input gets its one line here, not once per process
+            resolve_device(device)
+            local_batch_size(batch_size, World(0, nproc))
+            prepare(model, data, output, resume=resume, overwrite=force, trust_model=trust_model,
+                    history_path=history)
+            raise typer.Exit(_torchrun(nproc))
         with _Renderer(err) as render:
             result = finetune(model, data, config, output, resume=resume, overwrite=force, teacher=teacher,
                               trust_model=trust_model, history_path=history, on_event=render)
