@@ -320,7 +320,7 @@ def load_checkpoint(
         if arch is not None:
             raise ModelLoadError(f"{path} is a torch.export program: it carries its own graph", "drop --arch")
         program.check_archive(path, names, trust_model)
-        model, shape = program.load_program(path, trust_model)
+        model, shape = program.load_program(path)
         check_finite(model.state_dict(), path)
         return ModelFile(model=model, path=path, sha256=sha, form=PROGRAM_FORM, example_shape=shape)
     obj = _torch_load(path, trust_model)

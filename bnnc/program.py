@@ -64,9 +64,9 @@ def check_archive(path: Path, names: list[str], trust_model: bool) -> None:
             "pass --trust-model only if you trust its author, or re-export with plain tensor weights")
 
 
-def load_program(path: Path, trust_model: bool) -> tuple[nn.Module, tuple[int, ...] | None]:
-    """The program in ``path`` as a module with real layers, and the per-sample input shape it was
-    exported with (None if it takes several inputs)."""
+def load_program(path: Path) -> tuple[nn.Module, tuple[int, ...] | None]:
+    """The program in ``path`` (passed by :func:`check_archive`) as a module with real layers, and
+    the per-sample input shape it was exported with (None if it takes several inputs)."""
     try:
         program = torch.export.load(path)
     except Exception as e:  # noqa: BLE001 - torch raises many kinds for a bad archive
