@@ -37,11 +37,16 @@ def check_archive(path: Path, names: list[str], trust_model: bool) -> None:
     if trust_model:
         return
     problems: list[str] = []
+    if not any(n.endswith("_weights_config.json") for n in names):
+        problems.append("no weights config (an archive layout bnnc doesn't know)")  # fail closed
     with zipfile.ZipFile(path) as z:
         for name in names:
             base = name.rsplit("/", 1)[-1]
-            if base in _LEGACY or (("/data/weights/" in name or "/data/constants/" in name) and base.endswith(".pt")):
+            payload = "/data/weights/" in name or "/data/constants/" in name
+            if base in _LEGACY or (payload and base.endswith(".pt")):
                 problems.append(f"legacy pickled payload {base}")
+            elif payload and not base.endswith(".json") and not base.startswith(_SAFE_PAYLOAD_PREFIXES):
+                problems.append(f"payload {base} of an unknown kind")
             elif name.endswith(("_weights_config.json", "_constants_config.json")):
                 try:
                     config = json.loads(z.read(name)).get("config", {})

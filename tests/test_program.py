@@ -87,3 +87,15 @@ def test_a_program_with_pickled_payloads_is_refused_and_never_runs(tmp_path: Pat
         assert not marker.exists()
     shutil.copy(src, tmp_path / "copy.pt2")
     assert load_checkpoint(tmp_path / "copy.pt2").form == "torch.export program"
+
+
+def test_an_archive_layout_bnnc_does_not_know_is_refused(tmp_path: Path):
+    """Fail closed: without the configs bnnc checks, the archive is not handed to torch.export.load."""
+    src = _export("mlp", tmp_path / "m.pt2")
+    odd = tmp_path / "odd.pt2"
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(odd, "w") as zout:
+        for item in zin.infolist():
+            if not item.filename.endswith("_weights_config.json"):
+                zout.writestr(item, zin.read(item.filename))
+    with pytest.raises(UntrustedModelError, match="layout bnnc doesn't know"):
+        load_checkpoint(odd)
