@@ -22,6 +22,7 @@ import torch
 from torch import fx, nn
 
 from bnnc.errors import ModelLoadError, UntrustedModelError
+from bnnc.layers import set_submodule
 
 _SAFE_PAYLOAD_PREFIXES = ("weight_", "tensor_")
 _LEGACY = ("serialized_state_dict.pt", "serialized_constants.pt", "serialized_example_inputs.pt")
@@ -164,9 +165,7 @@ def _build(kind: str, type_name: str, tensors: list[Any], args: list[Any], gm: f
 
 def _replace_submodule(gm: fx.GraphModule, name: str, module: nn.Module) -> None:
     """Put ``module`` at ``name``: the program keeps a plain holder of the weights there."""
-    owner, _, attr = name.rpartition(".")
-    parent = gm.get_submodule(owner) if owner else gm
-    old = getattr(parent, attr, None)
-    if isinstance(old, nn.Module) and type(old) is not nn.Module and not isinstance(old, type(module)):
+    old = gm.get_submodule(name)
+    if type(old) is not nn.Module and not isinstance(old, type(module)):
         raise ModelLoadError(f"the program's module {name!r} is a {type(old).__name__}", "report this model")
-    setattr(parent, attr, module)
+    set_submodule(gm, name, module)

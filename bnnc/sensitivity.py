@@ -25,6 +25,7 @@ from bnnc.data import DataSplits
 from bnnc.errors import PlanError
 from bnnc.planning import Plan, Precision
 from bnnc.summary import model_bytes
+from bnnc.training import evaluate
 
 
 @dataclass(frozen=True)
@@ -94,12 +95,7 @@ class _Probe:
         self.calibration_batches = calibration_batches
 
     def accuracy(self, net: nn.Module) -> float:
-        net.eval()
-        correct = 0
-        with torch.no_grad():
-            for x, y in DataLoader(self.val, batch_size=512):
-                correct += int((net(x).argmax(1) == y).sum())
-        return correct / len(self.val)
+        return evaluate(net, self.val, torch.device("cpu"))[0]
 
     def binarized(self, plan: Plan) -> nn.Module:
         net = convert(self.model, plan, self.options)
