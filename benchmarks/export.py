@@ -25,11 +25,11 @@ import onnxruntime
 import torch
 
 from bnnc.conversion import convert_file
-from bnnc.data import load_data, sample_data_path
+from bnnc.data import Preprocessing, load_data, sample_data_path
 from bnnc.export import export_onnx, to_fp32_onnx
 from bnnc.export.runtime import ort_session, run_ort
 from bnnc.io import load_checkpoint
-from bnnc.measure import int8_dynamic, latencies, pixels
+from bnnc.measure import int8_dynamic, latencies
 from bnnc.training import FinetuneConfig, finetune
 
 REPO = Path(__file__).resolve().parent.parent
@@ -68,8 +68,7 @@ def measure(checkpoint: Path, src: Path, threads: list[int], batches: list[int],
     test = load_data(data, preprocessing=None).val.tensors
     n = 512 if smoke else len(test[0])
     x, y = test[0][:n].numpy(), test[1][:n].numpy()
-    pre = loaded.preprocessing
-    raw = pixels(test[0][:n], pre["mean"], pre["std"], pre["pixel_scale"])
+    raw = Preprocessing.from_dict(loaded.preprocessing).pixels(test[0][:n]).numpy()
     inputs = {k: (raw if k == "bnnc-uint8" else x) for k in blobs}
     out: dict[str, Any] = {
         "test_samples": n,

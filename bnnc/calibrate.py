@@ -10,7 +10,7 @@ BatchNorm statistics after it are stale: re-estimating them (measured on the sam
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sized
 from typing import Any
 
 import numpy as np
@@ -24,6 +24,9 @@ from bnnc.layers import InputBinarizer
 VALUES_PER_BATCH = 4096
 """Values kept per channel from each batch: enough for a stable median, small for big convs."""
 
+MAX_VALUES = 8 * VALUES_PER_BATCH
+"""Values kept per channel over a whole pass: more calibration batches take fewer from each, so
+the work stays linear in the batches (a median within 5% needs a few thousand values)."""
 
 WINDOW = 0.05
 """The threshold may move this share of the values off the median to sit in a wider gap."""
@@ -51,10 +54,12 @@ def balanced_threshold(values: torch.Tensor) -> torch.Tensor:
     quantized (8-bit pixels) give activations on a lattice, each lattice value smeared by float
     rounding, and a threshold between two smeared copies of one value would flip with the
     rounding. Where the window holds one value only (e.g. the zeros out of a ReLU), the tied
-    values go together to the side that balances better.
+    values go together to the side that balances better. One sort of each row does all of it.
     """
     k = values.shape[1]
     s = values.sort(dim=1).values
+    if k == 1:
+        return s[:, 0]
     lo = max(0, min(k - 2, int((0.5 - WINDOW) * k)))
     hi = max(lo + 1, min(k - 1, int(np.ceil((0.5 + WINDOW) * k))))
     gaps = s[:, lo + 1:hi + 1] - s[:, lo:hi]                       # (C, hi - lo)
@@ -63,43 +68,48 @@ def balanced_threshold(values: torch.Tensor) -> torch.Tensor:
     i = lo + at
     in_gap = (s.gather(1, i[:, None]) + SPLIT * widest[:, None])[:, 0]
 
-    m = values.median(dim=1).values[:, None]  # (C, 1): ties at the median, smeared copies included
-    same = (values - m).abs() <= SMEAR * (m.abs() + 1)
-    ge = ((values >= m) | same).float().mean(1)
-    gt = ((values > m) & ~same).float().mean(1)
-    m_lo = torch.where(same, values, torch.inf).min(1).values
-    m_hi = torch.where(same, values, -torch.inf).max(1).values
-    below = torch.where((values < m) & ~same, values, -torch.inf).max(1).values
-    above = torch.where((values > m) & ~same, values, torch.inf).min(1).values
+    m = s[:, (k - 1) // 2][:, None]       # (C, 1): torch's median (the lower one)
+    tol = SMEAR * (m.abs() + 1)           # the values within tol of m are m, smeared
+    first = torch.searchsorted(s, m - tol, side="left")       # first index of the tied values
+    after = torch.searchsorted(s, m + tol, side="right")      # one past the last
+    ge = (k - first)[:, 0].float() / k     # share that goes +1 when the ties go +1
+    gt = (k - after)[:, 0].float() / k     # share that goes +1 when they go -1
+    m_lo = s.gather(1, first)[:, 0]
+    m_hi = s.gather(1, (after - 1).clamp_min(0))[:, 0]
+    below = torch.where(first > 0, s.gather(1, (first - 1).clamp_min(0)), -torch.inf)[:, 0]
+    above = torch.where(after < k, s.gather(1, after.clamp_max(k - 1)), torch.inf)[:, 0]
     margin = CONSTANT_MARGIN * m[:, 0].abs().clamp_min(1.0)  # a constant channel: off its one value too
     low = torch.where(torch.isfinite(below), m_lo - SPLIT * (m_lo - below), m_lo - margin)    # m -> +1
     high = torch.where(torch.isfinite(above), m_hi + SPLIT * (above - m_hi), m_hi + margin)   # m -> -1
     tied = torch.where((gt - 0.5).abs() < (ge - 0.5).abs(), high, low)
-    return torch.where(widest > 0, in_gap, tied) if k > 1 else values[:, 0]
+    return torch.where(widest > 0, in_gap, tied)
 
 
-def _channel_rows(x: torch.Tensor, channel_dim: int, generator: torch.Generator) -> torch.Tensor:
-    """(C, K) sample of ``x``'s values per channel, K <= VALUES_PER_BATCH."""
+def _channel_rows(x: torch.Tensor, channel_dim: int, generator: torch.Generator, keep: int) -> torch.Tensor:
+    """(C, K) sample of ``x``'s values per channel, K <= ``keep``."""
     rows = x.detach().movedim(channel_dim, 0).reshape(x.shape[channel_dim], -1).float().cpu()
-    if rows.shape[1] > VALUES_PER_BATCH:
-        idx = torch.randperm(rows.shape[1], generator=generator)[:VALUES_PER_BATCH]
+    if rows.shape[1] > keep:
+        idx = torch.randperm(rows.shape[1], generator=generator)[:keep]
         rows = rows[:, idx]
     return rows
 
 
 @torch.no_grad()
 def calibrate_thresholds(
-    model: nn.Module, batches: Iterable[Any], max_batches: int = 8, *, batchnorm: bool = False
+    model: nn.Module, batches: Iterable[Any], max_batches: int = 8, *, batchnorm: bool = False,
+    on_batch: Callable[[int, int], None] | None = None,
 ) -> int:
     """Set every input binarizer's ``beta`` from real inputs; returns the number of samples used.
 
     ``batches`` yields input tensors or ``(inputs, labels, ...)`` tuples, already preprocessed.
     Layers are calibrated in one pass in execution order: each threshold is updated before its
-    layer runs, so later layers see inputs binarized with the thresholds chosen for earlier ones.
+    layer runs (after the 1st, 2nd, 4th, 8th... batch, so the work stays linear in the batches),
+    so later layers see inputs binarized with the thresholds chosen for earlier ones; after the
+    pass each threshold is set from all the values it saw (at most ``MAX_VALUES`` per channel).
     With ``batchnorm`` the same pass re-estimates every BatchNorm's running statistics (a
     cumulative average over the batches, normalising with batch statistics meanwhile), and a
     second pass, where ``batches`` can be iterated again, sets the thresholds on the values the
-    model computes with the final statistics.
+    model computes with the final statistics. ``on_batch(done, total)`` reports progress.
     """
     binarizers = [m for m in model.modules() if isinstance(m, InputBinarizer) and m.beta is not None]
     norms = [m for m in model.modules() if isinstance(m, _BatchNorm)] if batchnorm else []
@@ -107,16 +117,21 @@ def calibrate_thresholds(
         return 0
     seen: dict[int, list[torch.Tensor]] = {id(b): [] for b in binarizers}
     generator = torch.Generator().manual_seed(0)
+    keep = max(1, min(VALUES_PER_BATCH, MAX_VALUES // max(max_batches, 1)))
 
     def pre_hook(module: InputBinarizer, args: tuple[torch.Tensor, ...]) -> None:
-        seen[id(module)].append(_channel_rows(args[0], module.channel_dim, generator))
-        beta = balanced_threshold(torch.cat(seen[id(module)], 1))
-        module.beta.copy_(beta.to(module.beta))  # type: ignore[union-attr]
+        rows = seen[id(module)]
+        rows.append(_channel_rows(args[0], module.channel_dim, generator, keep))
+        if len(rows) & (len(rows) - 1) == 0:  # a power of two
+            _set_threshold(module, rows)
 
     handles = [b.register_forward_pre_hook(pre_hook) for b in binarizers]
     device = next(model.parameters()).device
     was_training = model.training
     momenta = [bn.momentum for bn in norms]
+    again = bool(norms) and iter(batches) is not batches  # re-iterable: thresholds again, on the final statistics
+    count = min(max_batches, len(batches)) if isinstance(batches, Sized) else max_batches
+    progress = _Progress(on_batch, count * (1 + again))
     model.eval()
     for bn in norms:
         bn.reset_running_stats()
@@ -124,13 +139,15 @@ def calibrate_thresholds(
         bn.train()
     samples = 0
     try:
-        samples = _run(model, batches, max_batches, device)
-        if norms and iter(batches) is not batches:  # re-iterable: thresholds again, on the final statistics
+        samples = _run(model, batches, max_batches, device, progress)
+        _finish_pass(binarizers, seen)
+        if again:
             for bn in norms:
                 bn.eval()
             for v in seen.values():
                 v.clear()
-            _run(model, batches, max_batches, device)
+            _run(model, batches, max_batches, device, progress)
+            _finish_pass(binarizers, seen)
     finally:
         model.train(was_training)
         for bn, momentum in zip(norms, momenta, strict=True):
@@ -140,7 +157,33 @@ def calibrate_thresholds(
     return samples
 
 
-def _run(model: nn.Module, batches: Iterable[Any], max_batches: int, device: torch.device) -> int:
+def _set_threshold(module: InputBinarizer, rows: list[torch.Tensor]) -> None:
+    beta = balanced_threshold(torch.cat(rows, 1))
+    module.beta.copy_(beta.to(module.beta))  # type: ignore[union-attr]
+
+
+def _finish_pass(binarizers: list[InputBinarizer], seen: dict[int, list[torch.Tensor]]) -> None:
+    """Each threshold from every value its binarizer saw in the pass (unless just set from them all)."""
+    for b in binarizers:
+        rows = seen[id(b)]
+        if rows and len(rows) & (len(rows) - 1):
+            _set_threshold(b, rows)
+
+
+class _Progress:
+    """Counts batches over the passes for an ``on_batch(done, total)`` callback."""
+
+    def __init__(self, on_batch: Callable[[int, int], None] | None, total: int) -> None:
+        self.on_batch, self.total, self.done = on_batch, total, 0
+
+    def step(self) -> None:
+        self.done += 1
+        if self.on_batch is not None:
+            self.on_batch(self.done, max(self.total, self.done))
+
+
+def _run(model: nn.Module, batches: Iterable[Any], max_batches: int, device: torch.device,
+         progress: _Progress) -> int:
     samples = 0
     for i, batch in enumerate(batches):
         if i >= max_batches:
@@ -148,4 +191,5 @@ def _run(model: nn.Module, batches: Iterable[Any], max_batches: int, device: tor
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
         model(x.to(device))
         samples += x.shape[0]
+        progress.step()
     return samples

@@ -20,11 +20,13 @@ from torch import nn
 
 from bnnc import __version__
 from bnnc.calibrate import calibrate_thresholds
-from bnnc.data import DataSpec, Preprocessing, load_data
+from bnnc.data import DataSpec
 from bnnc.errors import BnncError, PlanError
+from bnnc.io import check_output, load_checkpoint, save_checkpoint
 from bnnc.layers import BinaryConv1d, BinaryConv2d, BinaryLayer, BinaryLinear, set_submodule
 from bnnc.planning import Plan, PlanRules, Precision
 from bnnc.planning import plan as make_plan
+from bnnc.resolve import calibration_loader, data_for_model, require_fp32, stated_input_shape
 from bnnc.shift import use_shift_batchnorm
 from bnnc.summary import ConversionSummary, summarize
 
@@ -107,6 +109,7 @@ class ConversionResult:
     calibration: dict[str, Any] | None   # {"samples": n, "data": description} when thresholds were calibrated
     sensitivity: Sensitivity | None = None  # per-layer accuracy drop, when asked for
     auto: AutoPlan | None = None             # the plan chosen under a budget, when one was given
+    warnings: tuple[str, ...] = ()           # what in the plan may keep the model from recovering
 
 
 def convert_file(
@@ -125,6 +128,7 @@ def convert_file(
     budget: Budget | None = None,
     overwrite: bool = False,
     on_layer: Callable[[str], None] | None = None,
+    on_calibration: Callable[[int, int], None] | None = None,
 ) -> ConversionResult:
     """Load an FP32 model file, plan, convert, calibrate thresholds on ``data``, save a bnnc checkpoint.
 
@@ -133,26 +137,21 @@ def convert_file(
     thresholds stay 0 (plain sign), and ``bnnc finetune`` calibrates them before training.
     With ``measure_sensitivity`` each layer's accuracy drop, binarized alone, is measured on
     ``data``; with a ``budget`` the plan binarizes the least-sensitive layers until it is met
-    (see :mod:`bnnc.sensitivity`). ``on_layer`` is called with each layer measured.
+    (see :mod:`bnnc.sensitivity`). ``on_layer`` is called with each layer measured,
+    ``on_calibration`` with (batches done, batches in all) while thresholds are calibrated.
     """
-    from bnnc.io import check_output, load_checkpoint, save_checkpoint
-
     src = Path(model_path)
     out = Path(output) if output is not None else src.with_suffix(".bnnc")
     check_output(out, inputs=(src,), overwrite=overwrite)
-    loaded = load_checkpoint(src, arch=arch, arch_kwargs=arch_kwargs, trust_model=trust_model)
-    if loaded.is_binarized:
-        raise BnncError(f"{src} is already binarized", "convert the FP32 model it was made from")
+    loaded = require_fp32(load_checkpoint(src, arch=arch, arch_kwargs=arch_kwargs, trust_model=trust_model))
     if calibration_batches < 1:
         raise BnncError(f"calibration batches must be >= 1, got {calibration_batches}")
-    preprocessing = loaded.preprocessing
-    if input_shape is None:
-        input_shape = loaded.input_shape  # recorded preprocessing, or a torch.export program's example
+    shape = stated_input_shape(loaded, input_shape)
+    splits = None if data is None else data_for_model(data, loaded, input_shape=shape)
+    if splits is not None:
+        shape = splits.preprocessing.input_shape  # the shape the data meets the model in
     options = options or ConvertOptions()
-    the_plan = make_plan(loaded.model, rules, input_shape=input_shape)
-    splits = None if data is None else load_data(
-        data, preprocessing=Preprocessing.from_dict(preprocessing) if preprocessing else None,
-        input_shape=None if the_plan.input_shape_inferred else the_plan.input_shape)
+    the_plan = make_plan(loaded.model, rules, input_shape=shape)
     measured = auto = None
     if measure_sensitivity or budget is not None:
         from bnnc.sensitivity import auto_plan, sensitivity  # it converts with this module: imported late
@@ -166,12 +165,11 @@ def convert_file(
     model = convert(loaded.model, the_plan, options)
 
     calibration = None
+    preprocessing = loaded.preprocessing
     if splits is not None:
         preprocessing = splits.preprocessing.to_dict()
-        loader = torch.utils.data.DataLoader(
-            splits.train, batch_size=256, shuffle=True, generator=torch.Generator().manual_seed(0)
-        )
-        samples = calibrate_thresholds(model, loader, max_batches=calibration_batches)
+        samples = calibrate_thresholds(model, calibration_loader(splits.train), max_batches=calibration_batches,
+                                       on_batch=on_calibration)
         calibration = {"samples": samples, "data": splits.source}
 
     summary = summarize(loaded.model, model, the_plan)

@@ -153,6 +153,14 @@ class Preprocessing:
         std = torch.tensor(self.std, dtype=torch.float32).reshape(stat_shape)
         return (out - mean) / std
 
+    def pixels(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised inputs back to the raw uint8 pixels they were made from: ``apply``'s inverse,
+        for models exported to take pixels."""
+        stat = (-1,) + (1,) * (x.dim() - 2)
+        mean = torch.tensor(self.mean, dtype=torch.float32).reshape(stat)
+        std = torch.tensor(self.std, dtype=torch.float32).reshape(stat)
+        return ((x * std + mean) / self.pixel_scale).round().clamp(0, 255).to(torch.uint8)
+
 
 @dataclass(frozen=True)
 class DataSplits:
@@ -545,7 +553,7 @@ def _finish(raw: _Raw, pre: Preprocessing | None, input_shape: Sequence[int] | N
             f"{where}: train samples {x_train.shape[1:]} and test samples {x_val.shape[1:]} differ in shape"
         )
     if pre is None:
-        pre = _derive(x_train, raw.class_names, input_shape)
+        pre = _derive(x_train, raw.class_names, input_shape, where)
     elif raw.class_names and pre.class_names and raw.class_names != pre.class_names:
         raise DataError(
             f"{where}: class_names {list(raw.class_names)} differ from the model's {list(pre.class_names)}",
@@ -559,6 +567,32 @@ def _finish(raw: _Raw, pre: Preprocessing | None, input_shape: Sequence[int] | N
     val = TensorDataset(pre.apply(torch.from_numpy(x_val)), torch.from_numpy(raw.y_val.astype(np.int64)))
     source = f"{where} ({raw.form}; train {len(train)}, val {len(val)}, samples {pre.input_shape})"
     return DataSplits(train=train, val=val, preprocessing=pre, source=source)
+
+
+def reshaped(splits: DataSplits, input_shape: Sequence[int]) -> DataSplits:
+    """``splits`` with every sample reshaped to ``input_shape`` (as many values), the preprocessing
+    recorded so. Per-channel statistics can't follow a reshape across channels: one shared mean/std only."""
+    shape = tuple(int(n) for n in input_shape)
+    pre = splits.preprocessing
+    if shape == pre.input_shape:
+        return splits
+    if len(set(pre.mean)) > 1 or len(set(pre.std)) > 1:
+        raise DataError(f"{splits.source}: samples normalised per channel can't be reshaped to the model's input "
+                        f"{shape}", f"pass --input-shape {','.join(map(str, shape))} so the data is normalised "
+                        "for that shape")
+    pre = Preprocessing(shape, pre.mean[:1], pre.std[:1], pre.class_names, pre.pixel_scale)
+    train, val = (TensorDataset(d.tensors[0].reshape(len(d), *shape), d.tensors[1]) for d in (splits.train, splits.val))
+    return DataSplits(train=train, val=val, preprocessing=pre,
+                      source=splits.source.replace(f"samples {splits.preprocessing.input_shape}", f"samples {shape}"))
+
+
+def check_labels(splits: DataSplits, outputs: int) -> None:
+    """Labels must index the model's ``outputs`` classes: anything else is a data error, not a crash in the loss."""
+    for key, part in (("y_train", splits.train), ("y_test", splits.val)):
+        y = part.tensors[1]
+        if len(y) and (int(y.min()) < 0 or int(y.max()) >= outputs):
+            raise DataError(f"{splits.source}: '{key}' has labels from {int(y.min())} to {int(y.max())}, "
+                            f"but the model has {outputs} outputs", f"give class indices in [0, {outputs})")
 
 
 def _check_pair(x: np.ndarray, y: np.ndarray, where: str | Path, x_key: str, y_key: str) -> None:
@@ -602,12 +636,19 @@ def _check_labels(y: np.ndarray, n_classes: int, where: str, key: str) -> None:
         )
 
 
-def _derive(x_train: np.ndarray, class_names: tuple[str, ...], model_shape: Sequence[int] | None) -> Preprocessing:
+def _derive(x_train: np.ndarray, class_names: tuple[str, ...], model_shape: Sequence[int] | None,
+            where: str = "the data") -> Preprocessing:
     """Preprocessing from the train split; see ``load_data``."""
-    if model_shape is not None and math.prod(model_shape) == math.prod(x_train.shape[1:]):
+    natural = (1, *x_train.shape[1:]) if x_train.ndim == 3 else tuple(int(n) for n in x_train.shape[1:])
+    if model_shape is None:
+        input_shape = natural
+    elif math.prod(model_shape) == math.prod(natural):
         input_shape = tuple(int(n) for n in model_shape)
     else:
-        input_shape = (1, *x_train.shape[1:]) if x_train.ndim == 3 else tuple(x_train.shape[1:])
+        raise DataError(
+            f"{where}: samples of shape {natural} ({math.prod(natural)} values) don't fit the model's input "
+            f"{tuple(model_shape)} ({math.prod(model_shape)} values)",
+            "give data of the model's input size, or the right --input-shape")
     channels = input_shape[0] if len(input_shape) > 1 else 1
     if x_train.dtype != np.uint8:
         return Preprocessing(input_shape, (0.0,) * channels, (1.0,) * channels, class_names, 1.0)

@@ -304,12 +304,15 @@ def load_checkpoint(
     arch: str | None = None,
     arch_kwargs: Mapping[str, Any] | None = None,
     trust_model: bool = False,
+    recorded_arch: tuple[str, Mapping[str, Any]] | None = None,
 ) -> ModelFile:
     """Load a model file in any accepted form (see the README's "Model files").
 
     (a) a bnnc checkpoint or any dict naming its ``arch``; (b) a plain state dict with ``arch``;
     (c) a whole pickled ``nn.Module``, only with ``trust_model=True``. A converted (binarized)
     bnnc checkpoint comes back as the binarized model. ``arch`` overrides the file's reference.
+    ``recorded_arch`` (reference, kwargs) builds a plain state dict when ``arch`` isn't given: the
+    architecture a converted checkpoint recorded for its FP32 source.
     """
     path = Path(path)
     _check_readable(path)
@@ -342,6 +345,8 @@ def load_checkpoint(
     if state_dict is None:
         raise ModelLoadError(f"{path} is a dict with keys {sorted(map(str, obj))[:6]} but no state dict in it",
                              "save model.state_dict(), or a dict with 'arch' and 'state_dict'")
+    if arch is None and recorded_arch is not None:
+        arch, arch_kwargs = recorded_arch
     if arch is None:
         raise ModelLoadError(f"{path} is a plain state dict: it holds weights but not the architecture",
                              "pass --arch pkg.module:factory (the class or function that builds the model)")

@@ -96,8 +96,21 @@ class BinaryLayer(nn.Module):
         return self.input_binarizer is not None
 
     def binary_weight(self) -> torch.Tensor:
-        """``binarize(W)``: the +-1 weights the layer computes with."""
-        return binarize(self.weight)
+        """``binarize(W)``: the +-1 weights the layer computes with.
+
+        Without gradients (evaluation, calibration) the result is kept until ``W`` changes (its
+        version counter moves with every in-place update: optimizer steps, clipping, loading), so
+        repeated inference doesn't binarize millions of weights on every call.
+        """
+        w = self.weight
+        if torch.is_grad_enabled() and w.requires_grad:
+            return binarize(w)
+        key = (w._version, w.data_ptr(), w.dtype, w.device)
+        cached = self.__dict__.get("_binary_weight_cache")
+        if cached is None or cached[0] != key:
+            cached = (key, binarize(w.detach()))
+            self.__dict__["_binary_weight_cache"] = cached
+        return cached[1]
 
     def _binarize_input(self, x: torch.Tensor) -> torch.Tensor:
         return x if self.input_binarizer is None else self.input_binarizer(x)

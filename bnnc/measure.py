@@ -76,10 +76,3 @@ def latencies(models: dict[str, bytes], inputs: dict[str, np.ndarray], *, thread
         q = statistics.quantiles(t, n=4) if len(t) > 1 else [t[0]] * 3
         out[k] = Latency(statistics.median(t), q[0], q[2], len(t))
     return out
-
-
-def pixels(x: torch.Tensor, mean: list[float], std: list[float], pixel_scale: float) -> np.ndarray:
-    """Normalised inputs back to the raw uint8 pixels they were made from (for ``--uint8-input`` models)."""
-    stat = (-1,) + (1,) * (x.dim() - 2)
-    raw = (x * torch.tensor(std).reshape(stat) + torch.tensor(mean).reshape(stat)) / pixel_scale
-    return raw.round().clamp(0, 255).to(torch.uint8).numpy()

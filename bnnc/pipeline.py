@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bnnc.conversion import convert_file
-from bnnc.data import DataSpec, Preprocessing, load_data
-from bnnc.errors import BnncError, OutputError
+from bnnc.conversion import ConvertOptions, convert_file
+from bnnc.data import DataSpec
+from bnnc.errors import OutputError
 from bnnc.export import ExportResult, export_onnx
 from bnnc.io import atomic_write, check_output, load_checkpoint
+from bnnc.planning import PlanRules
 from bnnc.reporting import Report, Thresholds, report
+from bnnc.resolve import data_for_model, require_fp32, stated_input_shape
 from bnnc.training import (
+    Calibrating,
     FinetuneConfig,
     FinetuneResult,
     finetune,
@@ -36,6 +39,7 @@ class CompressResult:
     finetune: FinetuneResult
     export: ExportResult
     report: Report
+    warnings: tuple[str, ...] = ()   # the plan's, from convert
 
 
 def outputs(model_path: Path, folder: Path) -> dict[str, Path]:
@@ -55,9 +59,17 @@ def compress(
     config: FinetuneConfig | None = None,
     limits: Thresholds | None = None,
     uint8_input: bool = False,
+    float_ops: bool = False,
     arch: str | None = None,
     arch_kwargs: dict[str, Any] | None = None,
     trust_model: bool = False,
+    rules: PlanRules | None = None,
+    options: ConvertOptions | None = None,
+    input_shape: Sequence[int] | None = None,
+    calibration_batches: int = 8,
+    teacher: str | os.PathLike[str] | None = None,
+    check_samples: int = 256,
+    reference_check: bool = False,
     overwrite: bool = False,
     report_options: dict[str, Any] | None = None,
     on_stage: Callable[[str], None] | None = None,
@@ -65,11 +77,17 @@ def compress(
 ) -> CompressResult:
     """Convert ``model_path``, fine-tune it on ``data``, export it and report on it, all into ``folder``.
 
-    ``folder`` is created if its parent exists. Every output is checked, and the model and data
-    are loaded, before anything is written: bad input stops the run at once with nothing written,
-    not after training. The data is read once and shared by all four steps.
+    Every option of the four steps is taken and passed on: the plan (``rules``, ``options``,
+    ``input_shape``, ``calibration_batches``), fine-tuning (``config``, ``teacher``), export
+    (``uint8_input``, ``float_ops``, ``check_samples``, ``reference_check``) and the report
+    (``limits``, ``report_options``). ``folder`` is created if its parent exists. Every output is
+    checked, and the model and data are loaded, before anything is written: bad input stops the
+    run at once with nothing written, not after training. The data is read once and shared by all
+    four steps. If a step fails, the files this run created (and the folder, if it made it) are
+    removed; outputs it replaced with ``overwrite`` stay replaced.
     """
     stage = on_stage or (lambda s: None)
+    event = on_event or (lambda e: None)
     src, out = Path(model_path), Path(folder)
     if out.exists() and not out.is_dir():
         raise OutputError(f"{out} exists and is not a folder", "give a folder for -o")
@@ -79,27 +97,46 @@ def compress(
     if out.is_dir():
         for path in files.values():
             check_output(path, inputs=(src,), overwrite=overwrite)
-    loaded = load_checkpoint(src, arch=arch, arch_kwargs=arch_kwargs, trust_model=trust_model)
-    if loaded.is_binarized:
-        raise BnncError(f"{src} is already binarized", "compress the FP32 model it was made from")
-    splits = load_data(data, preprocessing=Preprocessing.from_dict(loaded.preprocessing)
-                       if loaded.preprocessing else None, input_shape=loaded.input_shape)
+    loaded = require_fp32(load_checkpoint(src, arch=arch, arch_kwargs=arch_kwargs, trust_model=trust_model))
+    splits = data_for_model(data, loaded, input_shape=stated_input_shape(loaded, input_shape))
+    config = config or FinetuneConfig(epochs=3)
+    if config.distill and teacher is not None:
+        load_checkpoint(teacher, arch=arch, arch_kwargs=arch_kwargs, trust_model=trust_model,
+                        recorded_arch=(loaded.arch, loaded.arch_kwargs) if loaded.arch else None)
+    created = [p for p in (out, *files.values()) if not p.exists()]
     out.mkdir(exist_ok=True)
+    try:
+        stage(f"convert {src}")
+        converted = convert_file(src, files["converted"], arch=arch, arch_kwargs=arch_kwargs, trust_model=trust_model,
+                                 rules=rules, options=options, input_shape=input_shape, data=splits,
+                                 calibration_batches=calibration_batches, overwrite=overwrite,
+                                 on_calibration=lambda done, total: event(Calibrating(done, total, batchnorm=False)))
+        stage("fine-tune")
+        ft = finetune(converted.output, splits, config, files["finetuned"], overwrite=overwrite, teacher=teacher,
+                      arch=arch, arch_kwargs=arch_kwargs, trust_model=trust_model, history_path=files["history"],
+                      on_event=event)
+        stage("export")
+        ex = export_onnx(ft.output, files["onnx"], data=splits, uint8_input=uint8_input, float_ops=float_ops,
+                         check_samples=check_samples, reference_check=reference_check, overwrite=overwrite,
+                         trust_model=trust_model)
+        stage("report")
+        rep = report(ft.output, splits, onnx_path=files["onnx"], arch=arch,
+                     arch_kwargs=arch_kwargs, limits=limits, trust_model=trust_model, on_progress=stage,
+                     **(report_options or {}))
+        for kind, render in (("json", rep.to_json), ("markdown", rep.to_markdown), ("html", rep.to_html)):
+            text = render()
+            atomic_write(files[kind], lambda f, text=text: f.write(text.encode()), overwrite=overwrite)
+    except BaseException:
+        _remove(created)
+        raise
+    return CompressResult(out, converted.output, ft.output, ft.history_path, files["onnx"],
+                          {k: files[k] for k in ("json", "markdown", "html")}, ft, ex, rep, converted.warnings)
 
-    stage(f"convert {src}")
-    converted = convert_file(src, files["converted"], arch=arch, arch_kwargs=arch_kwargs, trust_model=trust_model,
-                             data=splits, overwrite=overwrite).output
-    stage("fine-tune")
-    ft = finetune(converted, splits, config or FinetuneConfig(), files["finetuned"], overwrite=overwrite,
-                  trust_model=trust_model, history_path=files["history"], on_event=on_event)
-    stage("export")
-    ex = export_onnx(ft.output, files["onnx"], data=splits, uint8_input=uint8_input, overwrite=overwrite,
-                     trust_model=trust_model)
-    stage("report")
-    rep = report(ft.output, splits, onnx_path=files["onnx"], limits=limits, trust_model=trust_model,
-                 on_progress=stage, **(report_options or {}))
-    for kind, render in (("json", rep.to_json), ("markdown", rep.to_markdown), ("html", rep.to_html)):
-        text = render()
-        atomic_write(files[kind], lambda f, text=text: f.write(text.encode()), overwrite=overwrite)
-    return CompressResult(out, converted, ft.output, ft.history_path, files["onnx"],
-                          {k: files[k] for k in ("json", "markdown", "html")}, ft, ex, rep)
+
+def _remove(created: list[Path]) -> None:
+    """Undo a failed run: the files it created, then its folder if it made it and nothing else is there."""
+    for path in created[1:]:
+        path.unlink(missing_ok=True)
+    folder = created[0] if created else None
+    if folder is not None and folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()

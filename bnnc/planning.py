@@ -262,6 +262,31 @@ def _run_sample(
     )
 
 
+def _runs_on(model: nn.Module, shape: Sequence[int]) -> bool:
+    """Whether ``model`` (eval mode, no gradients) accepts a batch of per-sample ``shape``."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(_example_for(model, shape))
+        return True
+    except Exception:  # noqa: BLE001 - the user's forward raises anything on a shape it doesn't take
+        return False
+    finally:
+        model.train(was_training)
+
+
+def input_shape_for(model: nn.Module, sample_shape: Sequence[int]) -> tuple[int, ...] | None:
+    """The per-sample shape to feed ``model`` samples of ``sample_shape`` in: that shape if the model
+    takes it; else the same values flattened (an MLP on images); else a probed shape with as many
+    values (flat vectors for a CNN). None when none fits."""
+    shape = tuple(int(n) for n in sample_shape)
+    flat = (math.prod(shape),)
+    probes = _probe_shapes(model, _candidate_layers(model))
+    candidates = dict.fromkeys([shape, flat, *(p for p in probes if math.prod(p) == flat[0])])
+    return next((c for c in candidates if _runs_on(model, c)), None)
+
+
 def _matches(name: str, pattern: str) -> bool:
     """A glob matches a layer by its name, or any layer inside the module it names."""
     return fnmatch.fnmatchcase(name, pattern) or fnmatch.fnmatchcase(name, pattern + ".*")

@@ -45,12 +45,13 @@ import onnxruntime
 import torch
 
 from bnnc import __version__
-from bnnc.data import DataSpec, Preprocessing, load_data
+from bnnc.data import DataSpec
 from bnnc.errors import BnncError
 from bnnc.export import to_fp32_onnx, to_onnx
-from bnnc.io import file_sha256, load_checkpoint, locate_source
-from bnnc.measure import int8_dynamic, latencies, onnx_accuracy, pixels, torch_accuracy
+from bnnc.io import load_checkpoint
+from bnnc.measure import int8_dynamic, latencies, onnx_accuracy, torch_accuracy
 from bnnc.planning import Plan, Precision
+from bnnc.resolve import data_for_model, load_fp32_source, require_binarized
 from bnnc.summary import model_bytes
 from bnnc.training import history_path_for
 
@@ -181,6 +182,8 @@ def report(
     samples: int | None = None,
     rounds: int = 5,
     repeats: int = 20,
+    arch: str | None = None,
+    arch_kwargs: dict[str, Any] | None = None,
     trust_model: bool = False,
     on_progress: Callable[[str], None] | None = None,
 ) -> Report:
@@ -188,36 +191,24 @@ def report(
 
     ``onnx_path``: the bnnc ONNX to measure (refused unless exported from this checkpoint);
     without it the model is exported to memory. ``fp32_path``: the FP32 source, if it isn't at
-    its recorded path or beside the checkpoint. Accuracy uses the data's evaluation split (the
+    its recorded path or beside the checkpoint (a state dict there takes ``arch``/``arch_kwargs``,
+    else the architecture the checkpoint recorded). Accuracy uses the data's evaluation split (the
     first ``samples`` of it); latency the first ``b`` of those inputs for each ``b`` in ``batches``.
     """
     progress = on_progress or (lambda stage: None)
     path = Path(model_path)
     progress(f"loading {path}")
-    loaded = load_checkpoint(path, trust_model=trust_model)
-    if not loaded.is_binarized:
-        raise ReportError(f"{path} is an FP32 model, not a binarized one", f"run `bnnc convert {path}` first")
-    binarized = loaded.binarized or {}
-    plan = Plan.from_dict(binarized["plan"])
-    if fp32_path is not None:
-        src: Path | None = Path(fp32_path)
-    else:
-        src, same = locate_source(path, binarized)
-        if src is not None and not same:
-            raise ReportError(f"{src} changed since {path} was converted from it",
-                              "pass the FP32 model it was converted from with --fp32")
-    if src is None:
-        raise ReportError(f"the FP32 model {path} was converted from is not found",
-                          "pass it with --fp32 (the report compares against it)")
-    fp32 = load_checkpoint(src, trust_model=trust_model).model.eval()
+    loaded = require_binarized(load_checkpoint(path, trust_model=trust_model))
+    plan = Plan.from_dict((loaded.binarized or {})["plan"])
+    source = load_fp32_source(loaded, fp32_path, arch=arch, arch_kwargs=arch_kwargs, trust_model=trust_model)
+    fp32 = source.model.eval()
 
     progress("loading the data")
-    pre = Preprocessing.from_dict(loaded.preprocessing) if loaded.preprocessing else None
-    splits = load_data(data, preprocessing=pre, input_shape=plan.input_shape)
+    splits = data_for_model(data, loaded)
     x, y = splits.val.tensors
     if samples is not None:
         x, y = x[:samples], y[:samples]
-    shape = plan.input_shape
+    shape = splits.preprocessing.input_shape
 
     progress("exporting the ONNX models (FP32, ORT int8, bnnc)")
     if onnx_path is not None:
@@ -232,8 +223,7 @@ def report(
     xs = x.numpy()
     bnnc_x = xs
     if _bnnc_onnx_input(bnnc_proto) == "uint8":
-        p = splits.preprocessing
-        bnnc_x = pixels(x, list(p.mean), list(p.std), p.pixel_scale)
+        bnnc_x = splits.preprocessing.pixels(x).numpy()
     inputs = {"fp32": xs, "int8": xs, "bnnc": bnnc_x}
 
     progress(f"accuracy on {len(x):,} samples")
@@ -258,8 +248,8 @@ def report(
     macs = sum(layer.macs for layer in plan.layers) or 1
     doc: dict[str, Any] = {
         "schema": "bnnc-report", "schema_version": SCHEMA_VERSION, "bnnc_version": __version__,
-        "model": {"path": str(path), "sha256": loaded.sha256, "source_path": str(src),
-                  "source_sha256": file_sha256(src), "onnx_path": str(onnx_path) if onnx_path else None},
+        "model": {"path": str(path), "sha256": loaded.sha256, "source_path": str(source.path),
+                  "source_sha256": source.sha256, "onnx_path": str(onnx_path) if onnx_path else None},
         "data": {"source": splits.source, "samples": len(x)},
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "threads": threads,
                     "torch": torch.__version__, "onnxruntime": onnxruntime.__version__},

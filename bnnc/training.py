@@ -32,12 +32,13 @@ from torch.utils.data import DataLoader, TensorDataset
 from bnnc import distributed
 from bnnc.calibrate import calibrate_thresholds
 from bnnc.conversion import ConvertOptions
-from bnnc.data import DataSpec, DataSplits, Preprocessing, load_data
+from bnnc.data import DataSpec, DataSplits
 from bnnc.device import resolve_device
 from bnnc.distributed import World
-from bnnc.errors import BnncError, OutputError
-from bnnc.io import ModelFile, atomic_write, check_output, load_checkpoint, locate_source, save_checkpoint
+from bnnc.errors import BnncError, DataError, OutputError
+from bnnc.io import ModelFile, atomic_write, check_output, load_checkpoint, save_checkpoint
 from bnnc.layers import InputBinarizer, binary_layers, clip_latent_weights
+from bnnc.resolve import calibration_loader, data_for_model, load_fp32_source, require_binarized
 from bnnc.shift import ShiftAdaMax, use_shift_batchnorm
 
 Optimizer = Literal["adam", "adamax", "shift-adamax"]
@@ -107,6 +108,7 @@ class EpochRecord:
     flip_share: float          # share of binary weights whose sign changed this epoch
     seconds: float
     samples_per_s: float
+    dropped_samples: int = 0   # a last batch of one sample per process, left out (BatchNorm can't train on it)
 
 
 @dataclass(frozen=True)
@@ -120,6 +122,17 @@ class Started:
     train_samples: int
     val_samples: int
     start_epoch: int           # > 1 when resumed
+    dropped_samples: int = 0   # left out of every epoch: a last batch of one sample per process
+
+
+@dataclass(frozen=True)
+class Calibrating:
+    """Progress of a calibration: ``done`` of ``total`` batches; ``batchnorm`` when BatchNorm
+    statistics are re-estimated too (the recalibration before training)."""
+
+    done: int
+    total: int
+    batchnorm: bool = True
 
 
 @dataclass(frozen=True)
@@ -138,7 +151,7 @@ class EpochEnd:
     best: bool
 
 
-Event = Started | BatchEnd | EpochEnd
+Event = Calibrating | Started | BatchEnd | EpochEnd
 
 
 @dataclass(frozen=True)
@@ -181,19 +194,11 @@ def history_path_for(output: Path) -> Path:
 # ----------------------------------------------------------------------------- pieces
 
 
-def load_teacher(loaded: ModelFile, teacher: str | os.PathLike[str] | None, trust_model: bool) -> nn.Module:
-    """The FP32 model the checkpoint was converted from (or ``teacher``), checked by hash."""
-    if teacher is not None:
-        return load_checkpoint(teacher, trust_model=trust_model).model
-    found, same = locate_source(loaded.path, loaded.binarized or {})
-    if found is None:
-        recorded = ((loaded.binarized or {}).get("source") or {}).get("path")
-        raise BnncError(f"the FP32 source model {recorded} (the distillation teacher) is not there",
-                        "pass --teacher PATH, or --no-distill")
-    if not same:
-        raise BnncError(f"{found} changed since {loaded.path} was converted from it",
-                        "pass --teacher PATH to use it anyway, or --no-distill")
-    return load_checkpoint(found, trust_model=trust_model).model
+def load_teacher(loaded: ModelFile, teacher: str | os.PathLike[str] | None, trust_model: bool, *,
+                 arch: str | None = None, arch_kwargs: dict[str, Any] | None = None) -> nn.Module:
+    """The FP32 model the checkpoint was converted from (or ``teacher``), rebuilt as convert did."""
+    return load_fp32_source(loaded, teacher, arch=arch, arch_kwargs=arch_kwargs, trust_model=trust_model,
+                            role="the distillation teacher", flag="--teacher", alternative=", or --no-distill").model
 
 
 @torch.no_grad()
@@ -297,6 +302,8 @@ def finetune(
     resume: bool = False,
     overwrite: bool = False,
     teacher: str | os.PathLike[str] | None = None,
+    arch: str | None = None,
+    arch_kwargs: dict[str, Any] | None = None,
     trust_model: bool = False,
     history_path: str | os.PathLike[str] | None = None,
     on_event: Callable[[Event], None] | None = None,
@@ -305,14 +312,17 @@ def finetune(
 
     ``output`` defaults to ``NAME.finetuned.bnnc`` beside the input; the history (JSON, one
     record per epoch) to ``NAME.finetuned.history.json``; the resume state to ``OUTPUT.state``.
-    With ``resume`` the run continues after the last epoch in that state.
+    With ``resume`` the run continues after the last epoch in that state. The teacher is the FP32
+    source the checkpoint was converted from, rebuilt with its recorded architecture, or
+    ``teacher`` (a state dict there takes ``arch``/``arch_kwargs``, else the recorded architecture).
     """
     config = config or FinetuneConfig()
     run = prepare(model_path, data, output, resume=resume, overwrite=overwrite, trust_model=trust_model,
-                  history_path=history_path)
+                  history_path=history_path, distill=config.distill, teacher=teacher, arch=arch,
+                  arch_kwargs=arch_kwargs)
     world, device = distributed.join(resolve_device(config.device))
     try:
-        return _finetune(run, config, resume, teacher, trust_model, device, world,
+        return _finetune(run, config, resume, device, world,
                          on_event if world.is_main and on_event else (lambda event: None))
     finally:
         distributed.leave(world)
@@ -327,6 +337,7 @@ class Prepared:
     output: Path
     history: Path
     state: Path
+    teacher: nn.Module | None        # the distillation teacher, when distilling
 
 
 def prepare(
@@ -338,9 +349,14 @@ def prepare(
     overwrite: bool = False,
     trust_model: bool = False,
     history_path: str | os.PathLike[str] | None = None,
+    distill: bool = True,
+    teacher: str | os.PathLike[str] | None = None,
+    arch: str | None = None,
+    arch_kwargs: dict[str, Any] | None = None,
 ) -> Prepared:
-    """Check the outputs and load the model and data: every bad-input error :func:`finetune` can
-    raise before training, raised here (``bnnc finetune --nproc`` calls it before launching)."""
+    """Check the outputs and load the model, the data and (``distill``) the teacher: every bad-input
+    error :func:`finetune` can raise before training, raised here (``bnnc finetune --nproc`` calls it
+    before launching)."""
     src = Path(model_path)
     out = Path(output) if output is not None else default_output(src)
     hist = Path(history_path) if history_path is not None else history_path_for(out)
@@ -352,17 +368,17 @@ def prepare(
         raise BnncError(f"nothing to resume: {state_file} does not exist", "run without --resume first")
     else:
         check_output(out, inputs=(src,), overwrite=True)
-    loaded = load_checkpoint(src, trust_model=trust_model)
-    if not loaded.is_binarized:
-        raise BnncError(f"{src} is an FP32 model, not a binarized one", f"run `bnnc convert {src}` first")
-    splits = load_data(data, preprocessing=Preprocessing.from_dict(loaded.preprocessing)
-                       if loaded.preprocessing else None, input_shape=loaded.input_shape)
-    return Prepared(loaded, splits, out, hist, state_file)
+    loaded = require_binarized(load_checkpoint(src, trust_model=trust_model))
+    splits = data_for_model(data, loaded)
+    if len(splits.train) < 2:
+        raise DataError(f"{splits.source}: fine-tuning needs at least 2 training samples",
+                        "give more training data")
+    teacher_model = load_teacher(loaded, teacher, trust_model, arch=arch, arch_kwargs=arch_kwargs) if distill else None
+    return Prepared(loaded, splits, out, hist, state_file, teacher_model)
 
 
-def _finetune(run: Prepared, config: FinetuneConfig, resume: bool, teacher: str | os.PathLike[str] | None,
-              trust_model: bool, device: torch.device, world: World, emit: Callable[[Event], None]
-              ) -> FinetuneResult:
+def _finetune(run: Prepared, config: FinetuneConfig, resume: bool, device: torch.device, world: World,
+              emit: Callable[[Event], None]) -> FinetuneResult:
     """The run itself, on every rank; only rank 0 (``world.is_main``) writes files."""
     torch.manual_seed(config.seed)
     loaded, splits = run.loaded, run.splits
@@ -379,7 +395,7 @@ def _finetune(run: Prepared, config: FinetuneConfig, resume: bool, teacher: str 
                       stochastic=options.stochastic or config.stochastic)
     model.to(device)
 
-    teacher_model = load_teacher(loaded, teacher, trust_model).to(device) if config.distill else None
+    teacher_model = run.teacher.to(device) if run.teacher is not None else None
     state, saved = _State(), None
     if resume:
         state, saved = _load_state(run.state, loaded.sha256, config, model)
@@ -389,21 +405,22 @@ def _finetune(run: Prepared, config: FinetuneConfig, resume: bool, teacher: str 
         converted_acc = evaluate(model, splits.val, device)[0]
         recalibrated_acc = None
         if config.recalibrate:
-            loader = DataLoader(splits.train, batch_size=256, shuffle=True,
-                                generator=torch.Generator().manual_seed(config.seed))
-            calibrate_thresholds(model, loader, config.calibration_batches, batchnorm=True)
+            calibrate_thresholds(model, calibration_loader(splits.train, config.seed), config.calibration_batches,
+                                 batchnorm=True, on_batch=lambda done, total: emit(Calibrating(done, total)))
             recalibrated_acc = evaluate(model, splits.val, device)[0]
         state.baselines = {"fp32_accuracy": fp32_acc, "converted_accuracy": converted_acc,
                            "recalibrated_accuracy": recalibrated_acc}
+    batch_size = distributed.local_batch_size(config.batch_size, world)
+    local = math.ceil(len(splits.train) / world.size)  # samples per process and epoch
+    drop = local > 1 and local % batch_size == 1       # a BatchNorm can't train on a batch of one sample
     where = f"{device} × {world.size} processes" if world.distributed else str(device)
     emit(Started(device=where, train_samples=len(splits.train), val_samples=len(splits.val),
-                 start_epoch=state.epoch + 1, **state.baselines))
+                 start_epoch=state.epoch + 1, dropped_samples=int(drop) * world.size, **state.baselines))
 
     targets = teacher_logits(teacher_model, splits.train, device) if teacher_model is not None else None
     trainer = distributed.wrap(model, world, device)  # DDP syncs rank 0's weights and buffers to every rank
     optimizer = make_optimizer(model, config)
-    batch_size = distributed.local_batch_size(config.batch_size, world)
-    steps_per_epoch = math.ceil(math.ceil(len(splits.train) / world.size) / batch_size)
+    steps_per_epoch = local // batch_size if drop else math.ceil(local / batch_size)
     total_steps = steps_per_epoch * config.epochs
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(config.schedule, step, total_steps))
@@ -414,7 +431,7 @@ def _finetune(run: Prepared, config: FinetuneConfig, resume: bool, teacher: str 
     started = time.perf_counter()
     for epoch in range(state.epoch + 1, config.epochs + 1):
         record = _train_epoch(trainer, model, splits, targets, optimizer, scheduler, config, epoch, batch_size,
-                              device, world, emit)
+                              drop, device, world, emit)
         state.history.append(asdict(record))
         is_best = record.val_accuracy > state.best_accuracy
         if is_best:
@@ -422,7 +439,7 @@ def _finetune(run: Prepared, config: FinetuneConfig, resume: bool, teacher: str 
         state.epoch = epoch
         if world.is_main:
             if is_best:
-                _save_model(run.output, loaded, model, options, config, state)
+                _save_model(run.output, loaded, model, options, config, state, splits.preprocessing.to_dict())
             _save_state(run.state, loaded.sha256, config, model, optimizer, scheduler, state)
             atomic_write(run.history, lambda f: f.write(json.dumps(_history_doc(state, config), indent=2).encode()),
                          overwrite=True)
@@ -442,15 +459,16 @@ def _finetune(run: Prepared, config: FinetuneConfig, resume: bool, teacher: str 
 def _train_epoch(
     trainer: nn.Module, model: nn.Module, splits: DataSplits, targets: torch.Tensor | None,
     optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler, config: FinetuneConfig,
-    epoch: int, batch_size: int, device: torch.device, world: World, emit: Callable[[Event], None],
+    epoch: int, batch_size: int, drop_last: bool, device: torch.device, world: World, emit: Callable[[Event], None],
 ) -> EpochRecord:
-    """One epoch of ``trainer`` (``model``, or DDP around it) on this rank's share of the data."""
+    """One epoch of ``trainer`` (``model``, or DDP around it) on this rank's share of the data; with
+    ``drop_last`` the last batch, of one sample, is left out."""
     torch.manual_seed(config.seed + epoch + 100_003 * world.rank)  # stochastic binarization differs per rank
     shard = distributed.sampler(splits.train, world, seed=config.seed)
     if shard is not None:
         shard.set_epoch(epoch)
     loader = DataLoader(
-        _Indexed(splits.train), batch_size=batch_size, shuffle=shard is None, sampler=shard,
+        _Indexed(splits.train), batch_size=batch_size, shuffle=shard is None, sampler=shard, drop_last=drop_last,
         num_workers=config.workers, pin_memory=device.type == "cuda",
         generator=torch.Generator().manual_seed(config.seed * 1000 + epoch) if shard is None else None,
     )
@@ -484,7 +502,7 @@ def _train_epoch(
     return EpochRecord(
         epoch=epoch, train_loss=loss_sum / seen, train_accuracy=correct / seen, val_loss=val_loss,
         val_accuracy=val_acc, lr=lr, flip_share=flip_share(signs, _weight_signs(model)), seconds=seconds,
-        samples_per_s=seen / seconds,
+        samples_per_s=seen / seconds, dropped_samples=int(drop_last) * world.size,
     )
 
 
@@ -494,7 +512,8 @@ def _history_doc(state: _State, config: FinetuneConfig) -> dict[str, Any]:
 
 
 def _save_model(out: Path, loaded: ModelFile, model: nn.Module, options: ConvertOptions,
-                config: FinetuneConfig, state: _State) -> None:
+                config: FinetuneConfig, state: _State, preprocessing: dict[str, Any]) -> None:
+    """The best epoch's checkpoint; the data's preprocessing is recorded if the input had none."""
     binarized = dict(loaded.binarized or {})
     binarized["options"] = options.to_dict()
     binarized["finetune"] = {"config": config.to_dict(), "best_epoch": state.best_epoch,
@@ -503,7 +522,8 @@ def _save_model(out: Path, loaded: ModelFile, model: nn.Module, options: Convert
     metrics = {**loaded.metrics, **{k: v for k, v in state.baselines.items() if v is not None},
                "val_accuracy": state.best_accuracy}
     save_checkpoint(out, state_dict=model.state_dict(), arch=loaded.arch, arch_kwargs=loaded.arch_kwargs,
-                    preprocessing=loaded.preprocessing, metrics=metrics, binarized=binarized, overwrite=True)
+                    preprocessing=loaded.preprocessing or preprocessing, metrics=metrics, binarized=binarized,
+                    overwrite=True)
 
 
 def _save_state(path: Path, source_sha: str, config: FinetuneConfig, model: nn.Module,

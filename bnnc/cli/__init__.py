@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Annotated, Any
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 from bnnc import __version__
 from bnnc.cli.compress import compress_command
@@ -48,6 +48,13 @@ class _OneLineErrors(TyperGroup):
         sys.exit(code or 0)
 
 
+class _Command(TyperCommand):
+    """Usage lines as people write them: ``MODEL``, not typer's ``{MODEL}`` for a required argument."""
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        return [p[1:-1] if p.startswith("{") and p.endswith("}") else p for p in super().collect_usage_pieces(ctx)]
+
+
 app = typer.Typer(
     name="bnnc",
     cls=_OneLineErrors,
@@ -76,11 +83,11 @@ def _main(
     ctx.obj = {"debug": debug}
 
 
-app.command("convert", no_args_is_help=True)(convert_command)
-app.command("finetune", no_args_is_help=True)(finetune_command)
-app.command("export", no_args_is_help=True)(export_command)
-app.command("report", no_args_is_help=True)(report_command)
-app.command("compress", no_args_is_help=True)(compress_command)
+app.command("convert", no_args_is_help=True, cls=_Command)(convert_command)
+app.command("finetune", no_args_is_help=True, cls=_Command)(finetune_command)
+app.command("export", no_args_is_help=True, cls=_Command)(export_command)
+app.command("report", no_args_is_help=True, cls=_Command)(report_command)
+app.command("compress", no_args_is_help=True, cls=_Command)(compress_command)
 
 
 def main() -> None:

@@ -1,4 +1,8 @@
-"""``bnnc compress``: convert -> finetune -> export -> report in one command, into one folder."""
+"""``bnnc compress``: convert -> finetune -> export -> report in one command, into one folder.
+
+It takes every option of the four steps (same names, same help: :mod:`bnnc.cli.options`), except
+``finetune --nproc``/``--resume`` and the steps' output paths: everything goes into one folder.
+"""
 
 from __future__ import annotations
 
@@ -8,57 +12,102 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
+from bnnc.cli import options as opt
+from bnnc.cli.choices import BatchNormChoice, BinarizeChoice, OptimizerChoice, ScheduleChoice
+from bnnc.cli.convert import parse_kwargs, parse_shape, plan_rules
 from bnnc.cli.errors import reported_errors
-from bnnc.cli.report import (
-    ConfigFile, MaxAccuracyDrop, MaxParityMismatch, MinCompression, MinSpeedup, TrustModel, finish, limits_from, render,
-)
+from bnnc.cli.finetune import _Renderer, finetune_config
+from bnnc.cli.report import finish, limits_from, render
 
 
 def compress_command(
     ctx: typer.Context,
-    model: Annotated[Path, typer.Argument(help="FP32 model (as for bnnc convert).")],
+    model: Annotated[Path, typer.Argument(metavar="MODEL", help="FP32 model (as for bnnc convert).")],
     data: Annotated[Optional[str], typer.Option(help="Training/evaluation data; or `data` in the config file.")]
         = None,
-    epochs: Annotated[Optional[int], typer.Option(help="Fine-tuning epochs (default 3).", min=1)] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Fine-tuning epochs \\[default: 3].", min=1)] = None,
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Folder for everything "
                                                    "(default: MODEL stem + '-bnnc').")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="Fine-tuning batch size (default 128).", min=1)] = None,
-    uint8_input: Annotated[Optional[bool], typer.Option("--uint8-input/--float-input",
-                                                        help="Export taking raw uint8 pixels.")] = None,
-    arch: Annotated[Optional[str], typer.Option(help="Architecture of a plain state dict: pkg.module:factory.")]
+    arch: opt.Arch = None,
+    arch_kwargs: opt.ArchKwargs = None,
+    trust_model: opt.TrustModel = False,
+    input_shape: opt.InputShape = None,
+    first: opt.First = None,
+    last: opt.Last = None,
+    keep: opt.Keep = None,
+    binary: opt.Binary = None,
+    weights: opt.Weights = None,
+    min_params: opt.MinParams = 1024,
+    scale: opt.Scale = True,
+    threshold: opt.Threshold = True,
+    binarize: opt.Binarize = BinarizeChoice.deterministic,
+    calibration_batches: opt.CalibrationBatches = 8,
+    batch_size: Annotated[Optional[int], typer.Option(help="Fine-tuning batch size \\[default: 128].", min=1)]
         = None,
-    max_accuracy_drop: MaxAccuracyDrop = None,
-    min_compression: MinCompression = None,
-    min_speedup: MinSpeedup = None,
-    max_parity_mismatch: MaxParityMismatch = None,
-    config: ConfigFile = None,
-    trust_model: TrustModel = False,
-    force: Annotated[bool, typer.Option(help="Overwrite existing outputs in the folder.")] = False,
+    lr: opt.LearningRate = None,
+    optimizer: opt.Optimizer = OptimizerChoice.adam,
+    schedule: opt.Schedule = ScheduleChoice.cosine,
+    weight_decay: opt.WeightDecay = 0.0,
+    distill: opt.Distill = True,
+    temperature: opt.Temperature = 4.0,
+    distill_weight: opt.DistillWeight = 0.5,
+    teacher: opt.Teacher = None,
+    glorot_lr: opt.GlorotLr = False,
+    bn: opt.BatchNorm = BatchNormChoice.standard,
+    recalibrate: opt.Recalibrate = True,
+    workers: opt.Workers = 0,
+    device: opt.Device = "auto",
+    amp: opt.Amp = True,
+    seed: opt.Seed = 0,
+    uint8_input: Annotated[Optional[bool], opt.flag("--uint8-input/--float-input",
+                                                    help="Export taking raw uint8 pixels.")] = None,
+    float_ops: opt.FloatOps = False,
+    check_samples: opt.CheckSamples = 512,
+    reference: opt.Reference = False,
+    batch: opt.Batch = None,
+    threads: opt.Threads = None,
+    samples: opt.Samples = None,
+    max_accuracy_drop: opt.MaxAccuracyDrop = None,
+    min_compression: opt.MinCompression = None,
+    min_speedup: opt.MinSpeedup = None,
+    max_parity_mismatch: opt.MaxParityMismatch = None,
+    config: opt.ConfigFile = None,
+    force: Annotated[bool, opt.flag("--force", help="Overwrite existing outputs in the folder.")] = False,
 ) -> None:
     """The whole job: binarize, fine-tune, export to ONNX and report, with CI thresholds."""
     err = Console(stderr=True)
+    shape = parse_shape(input_shape)
+    kwargs = parse_kwargs(arch_kwargs)
     with reported_errors(ctx):
-        from bnnc.cli.finetune import _Renderer
         from bnnc.config import load_config, merge
+        from bnnc.conversion import ConvertOptions
         from bnnc.errors import BnncError
         from bnnc.pipeline import compress
-        from bnnc.training import FinetuneConfig
 
         file_options, _ = load_config(config)
         o = merge(file_options, data=data, epochs=epochs, batch_size=batch_size, uint8_input=uint8_input,
-                  max_accuracy_drop=max_accuracy_drop, min_compression=min_compression, min_speedup=min_speedup,
-                  max_parity_mismatch=max_parity_mismatch)
+                  batch=batch, threads=threads, samples=samples, max_accuracy_drop=max_accuracy_drop,
+                  min_compression=min_compression, min_speedup=min_speedup, max_parity_mismatch=max_parity_mismatch)
         if "data" not in o:
             raise BnncError("no data", "pass --data, or set data in bnnc.toml")
         folder = output or model.with_name(f"{model.stem}-bnnc")
-        ft_config = FinetuneConfig(epochs=o.get("epochs", 3), batch_size=o.get("batch_size", 128))
+        ft_config = finetune_config(o.get("epochs", 3), o.get("batch_size", 128), lr, optimizer, schedule,
+                                    weight_decay, distill, temperature, distill_weight, glorot_lr, bn, binarize,
+                                    recalibrate, seed, device, workers, amp)
         report_options = {k: v for k, v in (("threads", o.get("threads")), ("samples", o.get("samples")),
                                              ("batches", (1, o["batch"]) if "batch" in o else None)) if v is not None}
         with _Renderer(err) as progress:
-            result = compress(model, o["data"], folder, config=ft_config, limits=limits_from(o),
-                              uint8_input=bool(o.get("uint8_input", False)), arch=arch, trust_model=trust_model,
-                              overwrite=force, report_options=report_options,
-                              on_stage=lambda s: err.print(f"[bold]{s}[/]"), on_event=progress)
+            result = compress(
+                model, o["data"], folder, config=ft_config, limits=limits_from(o),
+                uint8_input=bool(o.get("uint8_input", False)), float_ops=float_ops, arch=arch, arch_kwargs=kwargs,
+                trust_model=trust_model, rules=plan_rules(first, last, keep, binary, weights, min_params),
+                options=ConvertOptions(scale=scale, threshold=threshold,
+                                       stochastic=binarize is BinarizeChoice.stochastic),
+                input_shape=shape, calibration_batches=calibration_batches, teacher=teacher,
+                check_samples=check_samples, reference_check=reference, overwrite=force,
+                report_options=report_options, on_stage=lambda s: err.print(f"[bold]{s}[/]"), on_event=progress)
+    for warning in result.warnings:
+        err.print(f"[yellow]warning:[/] {warning}")
     render(result.report, Console())
     files = ", ".join(str(p.name) for p in (result.converted, result.finetuned, result.history, result.onnx,
                                             *result.report_files.values()))

@@ -10,11 +10,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from bnnc.cli import options as opt
 from bnnc.cli.choices import BinarizeChoice, PrecisionChoice
 from bnnc.cli.errors import reported_errors
 
 if TYPE_CHECKING:
     from bnnc.conversion import ConversionResult
+    from bnnc.planning import PlanRules
 
 
 def parse_shape(text: str | None) -> tuple[int, ...] | None:
@@ -44,43 +46,37 @@ def parse_kwargs(text: str | None) -> dict[str, Any] | None:
 
 def convert_command(
     ctx: typer.Context,
-    model: Annotated[Path, typer.Argument(help="FP32 model: a bnnc/arch checkpoint, a state dict (with --arch), "
-                                               "or a pickled nn.Module (with --trust-model).")],
+    model: Annotated[Path, typer.Argument(metavar="MODEL", help="FP32 model: a bnnc/arch checkpoint, a state dict "
+                                          "(with --arch), a torch.export program (.pt2), or a pickled nn.Module "
+                                          "(with --trust-model).")],
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Where to write the binarized "
                                                    "checkpoint (default: MODEL with suffix .bnnc).")] = None,
-    arch: Annotated[Optional[str], typer.Option(help="Architecture of a plain state dict: pkg.module:factory.")] = None,
-    arch_kwargs: Annotated[Optional[str], typer.Option(help="JSON keyword arguments for --arch.")] = None,
-    trust_model: Annotated[bool, typer.Option(help="Allow loading a pickled nn.Module. This RUNS CODE from the "
-                                              "file: only for files you trust.")] = False,
-    first: Annotated[Optional[PrecisionChoice], typer.Option(help="Precision of the first layer executed "
-                                                             "(default: weights, unless tiny).")] = None,
-    last: Annotated[Optional[PrecisionChoice], typer.Option(help="Precision of the last layer executed "
-                                                            "(default: fp32).")] = None,
-    keep: Annotated[Optional[list[str]], typer.Option(help="Keep layers matching this glob FP32 (repeatable).")] = None,
-    binary: Annotated[Optional[list[str]], typer.Option(help="Make layers matching this glob fully binary "
-                                                        "(repeatable).")] = None,
-    weights: Annotated[Optional[list[str]], typer.Option(help="Binary weights, real-valued input, for layers "
-                                                         "matching this glob (repeatable).")] = None,
-    min_params: Annotated[int, typer.Option(help="Hidden layers with fewer weights stay FP32.", min=0)] = 1024,
-    scale: Annotated[bool, typer.Option(help="Per-output-channel scale alpha (init mean |W|).")] = True,
-    threshold: Annotated[bool, typer.Option(help="Per-channel input threshold beta: binarize(x - beta).")] = True,
-    binarize: Annotated[BinarizeChoice, typer.Option(help="Activation binarization at train time.")]
-        = BinarizeChoice.deterministic,
-    input_shape: Annotated[Optional[str], typer.Option(help="Per-sample input shape, e.g. 1,28,28 "
-                                                       "(default: from the checkpoint, else probed).")] = None,
+    arch: opt.Arch = None,
+    arch_kwargs: opt.ArchKwargs = None,
+    trust_model: opt.TrustModel = False,
+    first: opt.First = None,
+    last: opt.Last = None,
+    keep: opt.Keep = None,
+    binary: opt.Binary = None,
+    weights: opt.Weights = None,
+    min_params: opt.MinParams = 1024,
+    scale: opt.Scale = True,
+    threshold: opt.Threshold = True,
+    binarize: opt.Binarize = BinarizeChoice.deterministic,
+    input_shape: opt.InputShape = None,
     data: Annotated[Optional[str], typer.Option(help="Data to calibrate thresholds on (IDX folder, .npz, .pt, "
                                                 "image folder, or pkg.module:function).")] = None,
-    calibration_batches: Annotated[int, typer.Option(help="Batches of 256 used for calibration.", min=1)] = 8,
-    sensitivity: Annotated[bool, typer.Option("--sensitivity", help="Measure each layer's accuracy drop when it "
-                                              "alone is binarized (needs --data).")] = False,
+    calibration_batches: opt.CalibrationBatches = 8,
+    sensitivity: Annotated[bool, opt.flag("--sensitivity", help="Measure each layer's accuracy drop when it alone "
+                                          "is binarized (needs --data).")] = False,
     target_size: Annotated[Optional[str], typer.Option(help="Automatic plan: binarize the least sensitive layers "
                                                        "until the model is this small, e.g. 500KB, 2MiB "
                                                        "(needs --data).")] = None,
     max_accuracy_drop: Annotated[Optional[float], typer.Option(help="Automatic plan: keep layers FP32 so the "
                                                                "accuracy drop stays within this many points "
                                                                "(needs --data).", min=0, max=100)] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the plan and totals as JSON on stdout.")] = False,
-    force: Annotated[bool, typer.Option(help="Overwrite an existing output file.")] = False,
+    as_json: Annotated[bool, opt.flag("--json", help="Print the plan and totals as JSON on stdout.")] = False,
+    force: opt.Force = False,
 ) -> None:
     """Replace hidden layers with binarized ones and save a bnnc checkpoint."""
     shape = parse_shape(input_shape)
@@ -89,31 +85,38 @@ def convert_command(
     err = Console(stderr=True)
     with reported_errors(ctx):
         from bnnc.conversion import ConvertOptions, convert_file
-        from bnnc.planning import PlanRules, Precision
         from bnnc.sensitivity import Budget
 
         budget = None if target is None and max_accuracy_drop is None else Budget(
             target, None if max_accuracy_drop is None else max_accuracy_drop / 100)
-
-        rules = PlanRules(
-            first=Precision(first.value) if first else None,
-            last=Precision(last.value) if last else None,
-            keep=tuple(keep or ()), binary=tuple(binary or ()), weights=tuple(weights or ()),
-            min_params=min_params,
-        )
-        options = ConvertOptions(scale=scale, threshold=threshold, stochastic=binarize is BinarizeChoice.stochastic)
         with err.status(f"converting {model}") as status:
             result = convert_file(
-                model, output, arch=arch, arch_kwargs=kwargs, trust_model=trust_model, rules=rules,
-                options=options, input_shape=shape, data=data, calibration_batches=calibration_batches,
+                model, output, arch=arch, arch_kwargs=kwargs, trust_model=trust_model,
+                rules=plan_rules(first, last, keep, binary, weights, min_params),
+                options=ConvertOptions(scale=scale, threshold=threshold,
+                                       stochastic=binarize is BinarizeChoice.stochastic),
+                input_shape=shape, data=data, calibration_batches=calibration_batches,
                 measure_sensitivity=sensitivity, budget=budget, overwrite=force,
                 on_layer=lambda name: status.update(f"measuring with {name} binarized"),
+                on_calibration=lambda done, total: status.update(f"calibrating thresholds: batch {done}/{total}"),
             )
     if as_json:
         typer.echo(json.dumps(result_dict(result), indent=2))
     else:
         render(result, Console())
+        for warning in result.warnings:
+            err.print(f"[yellow]warning:[/] {warning}")
         err.print(f"wrote {result.output}")
+
+
+def plan_rules(first: PrecisionChoice | None, last: PrecisionChoice | None, keep: list[str] | None,
+               binary: list[str] | None, weights: list[str] | None, min_params: int) -> PlanRules:
+    """The plan options as the library's rules (shared with ``bnnc compress``)."""
+    from bnnc.planning import PlanRules, Precision
+
+    return PlanRules(first=Precision(first.value) if first else None, last=Precision(last.value) if last else None,
+                     keep=tuple(keep or ()), binary=tuple(binary or ()), weights=tuple(weights or ()),
+                     min_params=min_params)
 
 
 def parse_size(text: str | None) -> int | None:

@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from bnnc.cli import options as opt
 from bnnc.cli.errors import reported_errors
 
 if TYPE_CHECKING:
@@ -18,23 +19,22 @@ if TYPE_CHECKING:
 
 def export_command(
     ctx: typer.Context,
-    model: Annotated[Path, typer.Argument(help="Binarized checkpoint (from `bnnc convert` or `bnnc finetune`).")],
+    model: Annotated[Path, typer.Argument(metavar="MODEL", help="Binarized checkpoint (from `bnnc convert` or "
+                                          "`bnnc finetune`).")],
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="ONNX file to write "
                                                    "(default: MODEL with suffix .onnx).")] = None,
-    float_ops: Annotated[bool, typer.Option("--float", help="Compute +-1 as float tensors, for runtimes "
-                                            "without integer kernels (weights still stored at 1 bit).")] = False,
-    uint8_input: Annotated[bool, typer.Option(help="Take raw 8-bit pixels: the recorded preprocessing runs "
-                                              "inside the model and the first layer on the integer path.")] = False,
-    check: Annotated[bool, typer.Option(help="Check the ONNX model against the PyTorch model in ONNX "
-                                        "Runtime before writing it.")] = True,
+    float_ops: opt.FloatOps = False,
+    uint8_input: Annotated[bool, opt.flag("--uint8-input", help="Take raw 8-bit pixels: the recorded preprocessing "
+                                          "runs inside the model and the first layer on the integer path.")] = False,
+    check: Annotated[bool, opt.flag("--check/--no-check", help="Check the ONNX model against the PyTorch model in "
+                                    "ONNX Runtime before writing it.")] = True,
     data: Annotated[Optional[str], typer.Option(help="Data for the check (its evaluation split); "
                                                 "default: seeded random inputs.")] = None,
-    check_samples: Annotated[int, typer.Option(help="Samples the check runs on.", min=1)] = 512,
-    reference: Annotated[bool, typer.Option(help="Also check with onnx.reference (a second, slow runtime).")]
-        = False,
-    trust_model: Annotated[bool, typer.Option(help="Allow pickled models (runs code from the file).")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
-    force: Annotated[bool, typer.Option(help="Overwrite an existing output file.")] = False,
+    check_samples: opt.CheckSamples = 512,
+    reference: opt.Reference = False,
+    trust_model: opt.TrustModel = False,
+    as_json: Annotated[bool, opt.flag("--json", help="Print the result as JSON on stdout.")] = False,
+    force: opt.Force = False,
 ) -> None:
     """Export a binarized model to ONNX: 1 bit per binarized weight, integer kernels, same predictions."""
     err = Console(stderr=True)

@@ -15,83 +15,92 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from bnnc.cli import options as opt
 from bnnc.cli.choices import BatchNormChoice, BinarizeChoice, OptimizerChoice, ScheduleChoice
+from bnnc.cli.convert import parse_kwargs
 from bnnc.cli.errors import reported_errors
 
 if TYPE_CHECKING:
-    from bnnc.training import Event, FinetuneResult
+    from bnnc.training import Event, FinetuneConfig, FinetuneResult
 
 
 def finetune_command(
     ctx: typer.Context,
-    model: Annotated[Path, typer.Argument(help="Binarized checkpoint written by `bnnc convert`.")],
+    model: Annotated[Path, typer.Argument(metavar="MODEL", help="Binarized checkpoint written by `bnnc convert`.")],
     data: Annotated[str, typer.Option(help="Training data: IDX folder, .npz, .pt, image folder, or "
                                            "pkg.module:function.")],
     epochs: Annotated[int, typer.Option(help="Epochs to train.", min=1)] = 5,
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Best checkpoint "
                                                    "(default: MODEL.finetuned.bnnc).")] = None,
-    lr: Annotated[Optional[float], typer.Option(help="Learning rate (default: per optimizer).", min=0)] = None,
-    optimizer: Annotated[OptimizerChoice, typer.Option(help="adam, adamax, or the paper's shift-based "
-                                                       "AdaMax.")] = OptimizerChoice.adam,
-    schedule: Annotated[ScheduleChoice, typer.Option(help="Learning-rate schedule.")] = ScheduleChoice.cosine,
-    weight_decay: Annotated[float, typer.Option(help="Weight decay.", min=0)] = 0.0,
-    distill: Annotated[bool, typer.Option(help="Distil from the FP32 source model.")] = True,
-    temperature: Annotated[float, typer.Option(help="Distillation temperature.", min=0)] = 4.0,
-    distill_weight: Annotated[float, typer.Option(help="Weight of the distillation loss (0..1).",
-                                                  min=0, max=1)] = 0.5,
-    teacher: Annotated[Optional[Path], typer.Option(help="Teacher model (default: the checkpoint's "
-                                                    "FP32 source).")] = None,
-    glorot_lr: Annotated[bool, typer.Option(help="The paper's per-layer Glorot learning-rate scaling.")] = False,
-    bn: Annotated[BatchNormChoice, typer.Option(help="BatchNorm kind: standard or the paper's shift-based "
-                                                "(AP2).")] = BatchNormChoice.standard,
-    binarize: Annotated[BinarizeChoice, typer.Option(help="Activation binarization at train time.")]
-        = BinarizeChoice.deterministic,
-    recalibrate: Annotated[bool, typer.Option(help="Re-estimate BatchNorm statistics and thresholds "
-                                              "before training.")] = True,
-    batch_size: Annotated[int, typer.Option(help="Batch size.", min=1)] = 128,
-    workers: Annotated[int, typer.Option(help="DataLoader worker processes.", min=0)] = 0,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
-    amp: Annotated[bool, typer.Option(help="bfloat16 autocast for the FP32 layers on a GPU (binary layers "
-                                           "always compute in float32).")] = True,
+    lr: opt.LearningRate = None,
+    optimizer: opt.Optimizer = OptimizerChoice.adam,
+    schedule: opt.Schedule = ScheduleChoice.cosine,
+    weight_decay: opt.WeightDecay = 0.0,
+    distill: opt.Distill = True,
+    temperature: opt.Temperature = 4.0,
+    distill_weight: opt.DistillWeight = 0.5,
+    teacher: opt.Teacher = None,
+    arch: opt.Arch = None,
+    arch_kwargs: opt.ArchKwargs = None,
+    glorot_lr: opt.GlorotLr = False,
+    bn: opt.BatchNorm = BatchNormChoice.standard,
+    binarize: opt.Binarize = BinarizeChoice.deterministic,
+    recalibrate: opt.Recalibrate = True,
+    batch_size: opt.BatchSize = 128,
+    workers: opt.Workers = 0,
+    device: opt.Device = "auto",
+    amp: opt.Amp = True,
     nproc: Annotated[int, typer.Option(help="Processes to train with (data parallel, one per GPU on CUDA): "
                                             "relaunches this command under torchrun.", min=1)] = 1,
-    seed: Annotated[int, typer.Option(help="Seed: a CPU run is bit-for-bit repeatable.")] = 0,
-    resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its last epoch.")] = False,
+    seed: opt.Seed = 0,
+    resume: Annotated[bool, opt.flag("--resume", help="Continue an interrupted run from its last epoch.")] = False,
     history: Annotated[Optional[Path], typer.Option(help="History JSON (default: OUTPUT stem + "
                                                     ".history.json).")] = None,
-    trust_model: Annotated[bool, typer.Option(help="Allow pickled models (runs code from the file).")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
-    force: Annotated[bool, typer.Option(help="Overwrite existing outputs.")] = False,
+    trust_model: opt.TrustModel = False,
+    as_json: Annotated[bool, opt.flag("--json", help="Print the result as JSON on stdout.")] = False,
+    force: opt.Force = False,
 ) -> None:
     """Fine-tune a binarized model with the straight-through estimator to win back accuracy."""
     err = Console(stderr=True)
+    kwargs = parse_kwargs(arch_kwargs)
     with reported_errors(ctx):
         from bnnc.device import resolve_device
         from bnnc.distributed import World, launched_by_torchrun, local_batch_size, main_process
-        from bnnc.training import FinetuneConfig, finetune, prepare
+        from bnnc.training import finetune, prepare
 
-        config = FinetuneConfig(
-            epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer.value, schedule=schedule.value,
-            weight_decay=weight_decay, distill=distill, temperature=temperature, distill_weight=distill_weight,
-            glorot_lr=glorot_lr, shift_bn=bn is BatchNormChoice.shift,
-            stochastic=binarize is BinarizeChoice.stochastic, recalibrate=recalibrate, seed=seed,
-            device=device, workers=workers, amp=amp,
-        )
+        config = finetune_config(epochs, batch_size, lr, optimizer, schedule, weight_decay, distill, temperature,
+                                 distill_weight, glorot_lr, bn, binarize, recalibrate, seed, device, workers, amp)
         if nproc > 1 and not launched_by_torchrun():  # bad input gets its one line here, not once per process
             resolve_device(device)
             local_batch_size(batch_size, World(0, nproc))
             prepare(model, data, output, resume=resume, overwrite=force, trust_model=trust_model,
-                    history_path=history)
+                    history_path=history, distill=distill, teacher=teacher, arch=arch, arch_kwargs=kwargs)
             raise typer.Exit(_torchrun(nproc))
         with _Renderer(err) as render:
             result = finetune(model, data, config, output, resume=resume, overwrite=force, teacher=teacher,
-                              trust_model=trust_model, history_path=history, on_event=render)
+                              arch=arch, arch_kwargs=kwargs, trust_model=trust_model, history_path=history,
+                              on_event=render)
     if not main_process():
         return
     if as_json:
         typer.echo(json.dumps(result_dict(result), indent=2))
     else:
         summary(result, Console())
+
+
+def finetune_config(epochs: int, batch_size: int, lr: float | None, optimizer: OptimizerChoice,
+                    schedule: ScheduleChoice, weight_decay: float, distill: bool, temperature: float,
+                    distill_weight: float, glorot_lr: bool, bn: BatchNormChoice, binarize: BinarizeChoice,
+                    recalibrate: bool, seed: int, device: str, workers: int, amp: bool) -> FinetuneConfig:
+    """The fine-tuning options as the library's config (shared with ``bnnc compress``)."""
+    from bnnc.training import FinetuneConfig
+
+    return FinetuneConfig(
+        epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer.value, schedule=schedule.value,
+        weight_decay=weight_decay, distill=distill, temperature=temperature, distill_weight=distill_weight,
+        glorot_lr=glorot_lr, shift_bn=bn is BatchNormChoice.shift, stochastic=binarize is BinarizeChoice.stochastic,
+        recalibrate=recalibrate, seed=seed, device=device, workers=workers, amp=amp,
+    )
 
 
 def _torchrun(nproc: int) -> int:
@@ -126,11 +135,11 @@ class _Renderer:
     def __init__(self, console: Console) -> None:
         self.console = console
         self.progress = Progress(
-            TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-            TextColumn("loss {task.fields[loss]:.4f}  acc {task.fields[acc]:.2%}  {task.fields[speed]:,.0f} samples/s"),
-            TimeRemainingColumn(), console=console, transient=True,
+            TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+            TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=console, transient=True,
         )
         self.task: Any = None
+        self.label = ""
 
     def __enter__(self) -> _Renderer:
         self.progress.__enter__()
@@ -139,10 +148,21 @@ class _Renderer:
     def __exit__(self, *exc: object) -> None:
         self.progress.__exit__(*exc)  # type: ignore[arg-type]
 
-    def __call__(self, event: Event) -> None:
-        from bnnc.training import BatchEnd, EpochEnd, Started
+    def _bar(self, label: str, done: int, total: int, info: str = "") -> None:
+        """One bar at a time: a new label replaces the previous bar."""
+        if self.task is None or label != self.label:
+            if self.task is not None:
+                self.progress.remove_task(self.task)
+            self.task, self.label = self.progress.add_task(label, total=total, info=info), label
+        self.progress.update(self.task, completed=done, total=total, info=info)
 
-        if isinstance(event, Started):
+    def __call__(self, event: Event) -> None:
+        from bnnc.training import BatchEnd, Calibrating, EpochEnd, Started
+
+        if isinstance(event, Calibrating):
+            what = "recalibrating BatchNorm and thresholds" if event.batchnorm else "calibrating thresholds"
+            self._bar(what, event.done, event.total)
+        elif isinstance(event, Started):
             fp32 = f"{event.fp32_accuracy:.2%}" if event.fp32_accuracy is not None else "unknown"
             recal = (f", after recalibration {event.recalibrated_accuracy:.2%}"
                      if event.recalibrated_accuracy is not None else "")
@@ -151,14 +171,12 @@ class _Renderer:
                                f"on {event.device})")
             if event.start_epoch > 1:
                 self.console.print(f"resuming at epoch {event.start_epoch}")
+            if event.dropped_samples:
+                self.console.print(f"the last batch of each epoch, {event.dropped_samples} sample(s), is left out: "
+                                   "BatchNorm can't train on a batch of one (recorded in the history)")
         elif isinstance(event, BatchEnd):
-            if self.task is None or event.batch == 1:
-                if self.task is not None:
-                    self.progress.remove_task(self.task)
-                self.task = self.progress.add_task("", total=event.batches, epoch=event.epoch, loss=0.0, acc=0.0,
-                                                   speed=0.0)
-            self.progress.update(self.task, completed=event.batch, loss=event.loss, acc=event.accuracy,
-                                 speed=event.samples_per_s)
+            self._bar(f"epoch {event.epoch}", event.batch, event.batches,
+                      f"loss {event.loss:.4f}  acc {event.accuracy:.2%}  {event.samples_per_s:,.0f} samples/s")
         elif isinstance(event, EpochEnd):
             r = event.record
             star = "  [green]★ best[/]" if event.best else ""

@@ -9,52 +9,45 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from bnnc.cli import options as opt
+from bnnc.cli.convert import parse_kwargs
 from bnnc.cli.errors import reported_errors
 
 if TYPE_CHECKING:
     from bnnc.reporting import Report, Thresholds
 
-# The CI-gate options, shared by `bnnc report` and `bnnc compress`.
-MaxAccuracyDrop = Annotated[Optional[float], typer.Option(
-    help="Fail (exit 3) if FP32 accuracy minus bnnc ONNX accuracy exceeds this, in points.")]
-MinCompression = Annotated[Optional[float], typer.Option(
-    help="Fail (exit 3) if FP32 ONNX bytes / bnnc ONNX bytes is below this.")]
-MinSpeedup = Annotated[Optional[float], typer.Option(
-    help="Fail (exit 3) if FP32 / bnnc ORT latency is below this at any batch size.")]
-MaxParityMismatch = Annotated[Optional[float], typer.Option(
-    help="Fail (exit 3) if the share of samples predicted differently by the bnnc ONNX model and the "
-         "PyTorch model exceeds this (0..1).")]
-ConfigFile = Annotated[Optional[Path], typer.Option(
-    "--config", help="Options file (default: ./bnnc.toml, or [tool.bnnc] in ./pyproject.toml); the command line wins.")]
-TrustModel = Annotated[bool, typer.Option(help="Allow pickled models (runs code from the file).")]
-
 
 def report_command(
     ctx: typer.Context,
-    model: Annotated[Path, typer.Argument(help="Binarized checkpoint (from bnnc convert / finetune).")],
+    model: Annotated[Path, typer.Argument(metavar="MODEL", help="Binarized checkpoint (from bnnc convert / "
+                                          "finetune).")],
     data: Annotated[Optional[str], typer.Option(help="Evaluation data (its test split); or `data` in the "
                                                 "config file.")] = None,
     onnx_model: Annotated[Optional[Path], typer.Option("--onnx", help="The bnnc ONNX to measure "
                                                        "(default: export to memory).")] = None,
-    fp32: Annotated[Optional[Path], typer.Option(help="The FP32 source model, if not at its recorded path.")] = None,
+    fp32: Annotated[Optional[Path], typer.Option(help="The FP32 source model, if not at its recorded path; a "
+                                                      "state dict takes --arch or the recorded architecture.")] = None,
+    arch: opt.Arch = None,
+    arch_kwargs: opt.ArchKwargs = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the report as JSON here.")] = None,
     markdown: Annotated[Optional[Path], typer.Option(help="Write the report as Markdown here "
                                                      "(e.g. >> $GITHUB_STEP_SUMMARY).")] = None,
     html_out: Annotated[Optional[Path], typer.Option("--html", help="Write a self-contained HTML page with "
                                                      "plots here.")] = None,
-    batch: Annotated[Optional[int], typer.Option(help="The larger batch size timed (batch 1 always).", min=1)] = None,
-    threads: Annotated[Optional[int], typer.Option(help="ONNX Runtime threads (default: all cores).", min=1)] = None,
-    samples: Annotated[Optional[int], typer.Option(help="Evaluate on the first N test samples.", min=1)] = None,
-    max_accuracy_drop: MaxAccuracyDrop = None,
-    min_compression: MinCompression = None,
-    min_speedup: MinSpeedup = None,
-    max_parity_mismatch: MaxParityMismatch = None,
-    config: ConfigFile = None,
-    trust_model: TrustModel = False,
-    force: Annotated[bool, typer.Option(help="Overwrite existing report files.")] = False,
+    batch: opt.Batch = None,
+    threads: opt.Threads = None,
+    samples: opt.Samples = None,
+    max_accuracy_drop: opt.MaxAccuracyDrop = None,
+    min_compression: opt.MinCompression = None,
+    min_speedup: opt.MinSpeedup = None,
+    max_parity_mismatch: opt.MaxParityMismatch = None,
+    config: opt.ConfigFile = None,
+    trust_model: opt.TrustModel = False,
+    force: opt.Force = False,
 ) -> None:
     """Measure a binarized model against its FP32 source and ORT int8: size, accuracy, speed; gate CI on it."""
     err = Console(stderr=True)
+    kwargs = parse_kwargs(arch_kwargs)
     with reported_errors(ctx):
         from bnnc.config import load_config, merge
         from bnnc.errors import BnncError
@@ -71,7 +64,8 @@ def report_command(
             if path is not None:
                 check_output(path, inputs=(model,), overwrite=force)
         with err.status("measuring") as status:
-            rep = report(model, o["data"], onnx_path=onnx_model, fp32_path=fp32, limits=limits_from(o),
+            rep = report(model, o["data"], onnx_path=onnx_model, fp32_path=fp32, arch=arch,
+                         arch_kwargs=kwargs, limits=limits_from(o),
                          batches=(1, o.get("batch", 64)), threads=o.get("threads"), samples=o.get("samples"),
                          trust_model=trust_model, on_progress=lambda s: status.update(f"report: {s}"))
         write_reports(rep, json_out, markdown, html_out, force)

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from bnnc import __version__
-from bnnc.data import DataSpec, Preprocessing, load_data
+from bnnc.data import DataSpec, DataSplits, Preprocessing, load_data
 from bnnc.errors import BnncError
 from bnnc.export.batchnorm import match_torch_batchnorm
 from bnnc.export.graph import build
@@ -30,6 +30,7 @@ from bnnc.export.lowering import Lowered, NodeSpec, Normalize, PixelModel, lower
 from bnnc.export.parity import Parity, check_parity
 from bnnc.io import ModelFile, atomic_write, check_output, load_checkpoint
 from bnnc.layers import binary_layers
+from bnnc.resolve import data_for_model, require_binarized
 from bnnc.summary import model_bytes
 
 OPSET = 18  # BitwiseAnd needs 18; every op used has been in ONNX since 18 or earlier
@@ -184,21 +185,16 @@ def default_output(model_path: Path) -> Path:
     return model_path.with_suffix(".onnx")
 
 
-def check_inputs(input_shape: tuple[int, ...], data: DataSpec | None,
-                 preprocessing: dict[str, Any] | None, samples: int, uint8: bool = False) -> tuple[torch.Tensor, str]:
+def check_inputs(input_shape: tuple[int, ...], splits: DataSplits | None, samples: int,
+                 uint8: bool = False) -> tuple[torch.Tensor, str]:
     """Inputs for the parity check: the data's evaluation split if given, else seeded random inputs.
 
     With ``uint8`` the inputs are raw pixels (the data's, recovered from its normalised form).
     """
-    if data is not None:
-        pre = Preprocessing.from_dict(preprocessing) if preprocessing else None
-        splits = load_data(data, preprocessing=pre, input_shape=input_shape)
+    if splits is not None:
         x = splits.val.tensors[0][:samples]
         if uint8:
-            from bnnc.measure import pixels
-
-            p = splits.preprocessing
-            x = torch.from_numpy(pixels(x, list(p.mean), list(p.std), p.pixel_scale))
+            x = splits.preprocessing.pixels(x)
         return x, f"{len(x)} samples of {splits.source}"
     kind = "random uint8 pixels" if uint8 else "random normal inputs"
     return example_input(input_shape, samples, uint8), f"{samples} {kind} (seed 0)"
@@ -233,22 +229,27 @@ def export_onnx(
     layer runs on the integer path; parity is then checked on pixels, against ``model(preprocess(pixels))``.
     """
     loaded: ModelFile | None = None
+    splits: DataSplits | None = None
     if isinstance(model, nn.Module):
         net = model
         out = Path(output) if output is not None else None
+        if out is not None:
+            check_output(out, overwrite=overwrite)
+        if data is not None and check:
+            splits = load_data(data, preprocessing=Preprocessing.from_dict(preprocessing) if preprocessing else None,
+                               input_shape=input_shape)
     else:
         src = Path(model)
         out = Path(output) if output is not None else default_output(src)
         check_output(out, inputs=(src,), overwrite=overwrite)
-        loaded = load_checkpoint(src, trust_model=trust_model)
-        if not loaded.is_binarized:
-            raise ExportError(f"{src} is an FP32 model, not a binarized one", f"run `bnnc convert {src}` first")
+        loaded = require_binarized(load_checkpoint(src, trust_model=trust_model))
         net = loaded.model
-        preprocessing = preprocessing or loaded.preprocessing
+        if data is not None and check:
+            splits = data_for_model(data, loaded, input_shape=input_shape)
+        preprocessing = preprocessing or loaded.preprocessing or (splits.preprocessing.to_dict() if splits else None)
         if input_shape is None:
-            input_shape = tuple(loaded.binarized["plan"]["input_shape"])  # type: ignore[index]
-    if out is not None and isinstance(model, nn.Module):
-        check_output(out, overwrite=overwrite)
+            input_shape = splits.preprocessing.input_shape if splits else (
+                loaded.input_shape or tuple(loaded.binarized["plan"]["input_shape"]))  # type: ignore[index]
     if input_shape is None:
         raise ExportError("the input shape is unknown", "pass input_shape=(C, H, W) (without the batch)")
     if not binary_layers(net):
@@ -272,7 +273,7 @@ def export_onnx(
         notes=list(lowered.notes),
     )
     if check:
-        x, described = check_inputs(tuple(input_shape), data, preprocessing, check_samples, uint8_input)
+        x, described = check_inputs(tuple(input_shape), splits, check_samples, uint8_input)
         runtimes = ["onnxruntime", "reference"] if reference_check else ["onnxruntime"]
         for runtime in runtimes:
             parity = check_parity(blob, net, x, inputs=described, runtime=runtime)

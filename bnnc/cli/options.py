@@ -1,0 +1,96 @@
+"""Options that several commands take, declared once: the same name, help text and metavar everywhere.
+
+``bnnc compress`` takes the options of every step it runs; declaring them here keeps its help and
+the steps' in step. Flags get no ``<bool>`` metavar, and help text escapes rich markup (``\\[``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from bnnc.cli.choices import BatchNormChoice, BinarizeChoice, OptimizerChoice, PrecisionChoice, ScheduleChoice
+
+
+def flag(*names: str, help: str) -> Any:  # noqa: A002 - typer's own keyword
+    """A boolean option shown without a ``<bool>`` metavar."""
+    return typer.Option(*names, help=help, metavar="")
+
+
+# ----------------------------------------------------------------------------- model files
+Arch = Annotated[Optional[str], typer.Option(
+    help="Architecture of a plain state dict: pkg.module:factory (a class or a function returning the model).")]
+ArchKwargs = Annotated[Optional[str], typer.Option(help="JSON keyword arguments for --arch, e.g. '{\"num_classes\": 10}'.")]
+TrustModel = Annotated[bool, flag("--trust-model", help="Allow loading pickled models. This RUNS CODE from the "
+                                                        "file: only for files you trust.")]
+InputShape = Annotated[Optional[str], typer.Option(help="Per-sample input shape, e.g. 1,28,28 (default: recorded in "
+                                                        "the checkpoint, else the data's, else probed).")]
+Force = Annotated[bool, flag("--force", help="Overwrite existing outputs (never an input).")]
+
+# ----------------------------------------------------------------------------- the plan (convert)
+First = Annotated[Optional[PrecisionChoice], typer.Option(help="Precision of the first layers (default: weights, "
+                                                              "unless tiny).")]
+Last = Annotated[Optional[PrecisionChoice], typer.Option(help="Precision of the last layers (default: fp32).")]
+Keep = Annotated[Optional[list[str]], typer.Option(help="Keep layers matching this glob FP32 (repeatable).",
+                                                   metavar="GLOB")]
+Binary = Annotated[Optional[list[str]], typer.Option(help="Make layers matching this glob fully binary (repeatable).",
+                                                     metavar="GLOB")]
+Weights = Annotated[Optional[list[str]], typer.Option(help="Binary weights, real-valued input, for layers matching "
+                                                           "this glob (repeatable).", metavar="GLOB")]
+MinParams = Annotated[int, typer.Option(help="Hidden layers with fewer weights stay FP32.", min=0)]
+Scale = Annotated[bool, flag("--scale/--no-scale", help="Per-output-channel scale alpha (init mean |W|).")]
+Threshold = Annotated[bool, flag("--threshold/--no-threshold", help="Per-channel input threshold beta: "
+                                                                    "binarize(x - beta).")]
+Binarize = Annotated[BinarizeChoice, typer.Option(help="Activation binarization at train time.")]
+CalibrationBatches = Annotated[int, typer.Option(help="Batches of 256 training samples the thresholds are "
+                                                      "calibrated on.", min=1)]
+
+# ----------------------------------------------------------------------------- fine-tuning
+LearningRate = Annotated[Optional[float], typer.Option("--lr", help="Learning rate (default: 1e-3 for adam, 2e-3 "
+                                                                    "for adamax and shift-adamax).", min=0)]
+Optimizer = Annotated[OptimizerChoice, typer.Option(help="adam, adamax, or the paper's shift-based AdaMax.")]
+Schedule = Annotated[ScheduleChoice, typer.Option(help="Learning-rate schedule.")]
+WeightDecay = Annotated[float, typer.Option(help="Weight decay.", min=0)]
+Distill = Annotated[bool, flag("--distill/--no-distill", help="Distil from the FP32 source model.")]
+Temperature = Annotated[float, typer.Option(help="Distillation temperature.", min=0)]
+DistillWeight = Annotated[float, typer.Option(help="Weight of the distillation loss (0..1).", min=0, max=1)]
+Teacher = Annotated[Optional[Path], typer.Option(help="Teacher model (default: the FP32 model the checkpoint was "
+                                                      "converted from); a state dict takes --arch or the recorded "
+                                                      "architecture.")]
+GlorotLr = Annotated[bool, flag("--glorot-lr", help="The paper's per-layer Glorot learning-rate scaling.")]
+BatchNorm = Annotated[BatchNormChoice, typer.Option("--bn", help="BatchNorm kind: standard or the paper's "
+                                                                 "shift-based (AP2).")]
+Recalibrate = Annotated[bool, flag("--recalibrate/--no-recalibrate", help="Re-estimate BatchNorm statistics and "
+                                                                          "thresholds before training.")]
+BatchSize = Annotated[int, typer.Option(help="Fine-tuning batch size.", min=1)]
+Workers = Annotated[int, typer.Option(help="DataLoader worker processes.", min=0)]
+Device = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
+Amp = Annotated[bool, flag("--amp/--no-amp", help="bfloat16 autocast for the FP32 layers on a GPU (binary layers "
+                                                  "always compute in float32).")]
+Seed = Annotated[int, typer.Option(help="Seed: a CPU run is bit-for-bit repeatable.")]
+
+# ----------------------------------------------------------------------------- export
+FloatOps = Annotated[bool, flag("--float", help="Compute +-1 as float tensors, for runtimes without integer "
+                                                "kernels (weights still stored at 1 bit).")]
+CheckSamples = Annotated[int, typer.Option(help="Samples the export check runs on.", min=1)]
+Reference = Annotated[bool, flag("--reference", help="Also check with onnx.reference (a second, slow runtime).")]
+
+# ----------------------------------------------------------------------------- report and the CI gate
+MaxAccuracyDrop = Annotated[Optional[float], typer.Option(
+    help="Fail (exit 3) if FP32 accuracy minus bnnc ONNX accuracy exceeds this, in points.")]
+MinCompression = Annotated[Optional[float], typer.Option(
+    help="Fail (exit 3) if FP32 ONNX bytes / bnnc ONNX bytes is below this.")]
+MinSpeedup = Annotated[Optional[float], typer.Option(
+    help="Fail (exit 3) if FP32 / bnnc ORT latency is below this at any batch size.")]
+MaxParityMismatch = Annotated[Optional[float], typer.Option(
+    help="Fail (exit 3) if the share of samples predicted differently by the bnnc ONNX model and the "
+         "PyTorch model exceeds this (0..1).")]
+ConfigFile = Annotated[Optional[Path], typer.Option(
+    "--config", help="Options file (default: ./bnnc.toml, or \\[tool.bnnc] in ./pyproject.toml); the command "
+                     "line wins.")]
+Batch = Annotated[Optional[int], typer.Option(help="The larger batch size timed; batch 1 is always timed "
+                                                   "\\[default: 64].", min=1)]
+Threads = Annotated[Optional[int], typer.Option(help="ONNX Runtime threads \\[default: all cores].", min=1)]
+Samples = Annotated[Optional[int], typer.Option(help="Evaluate on the first N test samples \\[default: all].", min=1)]

@@ -1,0 +1,152 @@
+"""What every step resolves from its inputs, done one way: the kind of model a command needs, the
+FP32 source of a converted checkpoint, data shaped and checked for the model, calibration batches.
+
+The FP32 source is rebuilt the way ``bnnc convert`` built it — the recorded ``arch``/``arch_kwargs``
+for a plain state dict, the recorded ``.pt2`` program, or a trusted pickled module — found at its
+recorded path or beside the checkpoint and checked by SHA-256, with the same safety rules as any
+model file. Data meet the model here: the model's stated input shape, else the data's own sample
+shape if the model takes it, else the same values flattened (an MLP on images); labels must be
+classes the model can output.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from bnnc.data import DataSpec, DataSplits, Preprocessing, check_labels, load_data, reshaped
+from bnnc.errors import BnncError, DataError, ModelLoadError
+from bnnc.io import ModelFile, load_checkpoint, locate_source
+from bnnc.planning import input_shape_for
+
+CALIBRATION_BATCH = 256
+
+
+def require_binarized(loaded: ModelFile) -> ModelFile:
+    """``loaded`` if it is a converted checkpoint; the steps after ``convert`` need one."""
+    if not loaded.is_binarized:
+        raise BnncError(f"{loaded.path} is an FP32 model, not a binarized one", f"run `bnnc convert {loaded.path}` first")
+    return loaded
+
+
+def require_fp32(loaded: ModelFile) -> ModelFile:
+    """``loaded`` if it is an FP32 model; converting a converted checkpoint again is a mistake."""
+    if loaded.is_binarized:
+        raise BnncError(f"{loaded.path} is already binarized", "pass the FP32 model it was converted from")
+    return loaded
+
+
+def stated_input_shape(loaded: ModelFile, input_shape: Sequence[int] | None) -> tuple[int, ...] | None:
+    """The per-sample input shape: ``input_shape`` (``--input-shape``) or the one the file states;
+    the two must agree, since the recorded one is what the model was trained on."""
+    recorded = loaded.input_shape
+    if input_shape is None:
+        return recorded
+    shape = tuple(int(n) for n in input_shape)
+    if recorded is not None and shape != recorded:
+        raise BnncError(f"--input-shape {','.join(map(str, shape))} conflicts with the input shape "
+                        f"{','.join(map(str, recorded))} recorded in {loaded.path}",
+                        "drop --input-shape: the recorded shape is the one the model was trained with")
+    return shape
+
+
+def load_fp32_source(
+    loaded: ModelFile,
+    path: str | os.PathLike[str] | None = None,
+    *,
+    arch: str | None = None,
+    arch_kwargs: Mapping[str, Any] | None = None,
+    trust_model: bool = False,
+    role: str = "the FP32 baseline",
+    flag: str = "--fp32",
+    alternative: str = "",
+) -> ModelFile:
+    """The FP32 model the converted checkpoint ``loaded`` was made from (or ``path``), rebuilt as convert did.
+
+    ``path`` is loaded as any model file; a plain state dict there takes ``arch`` or else the
+    architecture the checkpoint recorded. Without ``path`` the recorded source is looked for at its
+    path and beside the checkpoint, and must still have its recorded SHA-256. ``role``, ``flag`` and
+    ``alternative`` word the errors for the command that needs it (e.g. the teacher, ``--teacher``).
+    """
+    recorded_arch = (loaded.arch, loaded.arch_kwargs) if loaded.arch else None
+    if path is None:
+        binarized = loaded.binarized or {}
+        recorded = (binarized.get("source") or {}).get("path")
+        found, same = locate_source(loaded.path, binarized)
+        if found is None:
+            raise ModelLoadError(f"{loaded.path} was converted from {recorded}, which is not there ({role})",
+                                 f"put it back, or pass {flag} PATH{alternative}")
+        if not same:
+            raise ModelLoadError(f"{found} changed since {loaded.path} was converted from it ({role})",
+                                 f"pass {flag} PATH to use it anyway{alternative}")
+        path = found
+    source = load_checkpoint(path, arch=arch, arch_kwargs=arch_kwargs if arch else None, trust_model=trust_model,
+                             recorded_arch=recorded_arch)
+    if source.is_binarized:
+        raise ModelLoadError(f"{source.path} is a binarized checkpoint, not an FP32 model ({role})",
+                             f"pass the FP32 model with {flag}")
+    return source
+
+
+def data_for_model(spec: DataSpec, loaded: ModelFile, *, input_shape: Sequence[int] | None = None) -> DataSplits:
+    """``spec`` loaded for ``loaded``'s model: normalised by its recorded preprocessing, shaped for its
+    input, labels within its outputs. ``input_shape`` overrides the file's stated shape (see
+    :func:`stated_input_shape`). Without either, the data's own sample shape is tried on the model,
+    then the same values flattened; a shape the model doesn't take is one error naming both."""
+    recorded = loaded.preprocessing
+    if recorded:
+        splits = load_data(spec, preprocessing=Preprocessing.from_dict(recorded))
+    else:
+        stated = tuple(input_shape) if input_shape is not None else loaded.input_shape
+        splits = load_data(spec, input_shape=stated)
+        if stated is None:
+            splits = _fit_shape(spec, splits, loaded.model)
+    outputs = output_size(loaded.model, splits.preprocessing.input_shape)
+    if outputs is not None:
+        check_labels(splits, outputs)
+    return splits
+
+
+def _fit_shape(spec: DataSpec, splits: DataSplits, model: nn.Module) -> DataSplits:
+    """Data of the data's own shape, reshaped to the shape the model takes (see :func:`input_shape_for`)."""
+    natural = splits.preprocessing.input_shape
+    shape = input_shape_for(model, natural)
+    if shape is None:
+        raise DataError(f"{splits.source}: the model doesn't run on samples of shape {natural}, "
+                        f"nor on them flattened to ({math.prod(natural)},)",
+                        "check that the data belongs to this model, or pass --input-shape")
+    if shape == natural:
+        return splits
+    if isinstance(spec, DataSplits) or len(set(splits.preprocessing.mean)) == 1:
+        return reshaped(splits, shape)
+    return load_data(spec, input_shape=shape)  # normalised again, for the model's shape
+
+
+@torch.no_grad()
+def output_size(model: nn.Module, input_shape: Sequence[int]) -> int | None:
+    """The number of logits ``model`` gives per sample (None if its output isn't ``(N, classes)``)."""
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    was_training = model.training
+    model.eval()
+    try:
+        out = model(torch.zeros(2, *input_shape, device=device))
+    except Exception:  # noqa: BLE001 - a shape problem is reported where the data is used
+        return None
+    finally:
+        model.train(was_training)
+    return int(out.shape[1]) if isinstance(out, torch.Tensor) and out.dim() == 2 else None
+
+
+def calibration_loader(train: Dataset[Any], seed: int = 0, batch_size: int = CALIBRATION_BATCH) -> DataLoader[Any]:
+    """Shuffled training batches for re-estimating thresholds and BatchNorm statistics; a last batch
+    of one sample is dropped, since BatchNorm can't take statistics of one value."""
+    n = len(train)  # type: ignore[arg-type]
+    return DataLoader(train, batch_size=batch_size, shuffle=True, drop_last=n > 1 and n % batch_size == 1,
+                      generator=torch.Generator().manual_seed(seed))

@@ -1,0 +1,189 @@
+"""The most common user artefact: ``torch.save(model.state_dict())`` plus ``--arch pkg.module:factory``,
+with data that records no preprocessing — through every command, from the CLI, with default options."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import learnable_npz
+from typer.testing import CliRunner
+
+from bnnc.cli import app
+from bnnc.io import load_checkpoint
+
+runner = CliRunner()
+
+USER_MODULE = '''
+import torch
+from torch import nn
+
+
+def build(num_classes=10, hidden=64):
+    """An MLP that takes images: Flatten first, BatchNorm, ReLU."""
+    return nn.Sequential(nn.Flatten(), nn.Linear(784, hidden), nn.BatchNorm1d(hidden), nn.ReLU(),
+                         nn.Linear(hidden, hidden), nn.BatchNorm1d(hidden), nn.ReLU(), nn.Linear(hidden, num_classes))
+
+
+class Flat(nn.Module):
+    """An MLP without a Flatten: it takes vectors of 784 values only."""
+
+    def __init__(self, num_classes=10):
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(784, 64), nn.BatchNorm1d(64), nn.ReLU(), nn.Linear(64, 64),
+                                  nn.BatchNorm1d(64), nn.ReLU(), nn.Linear(64, num_classes))
+
+    def forward(self, x):
+        return self.body(x)
+'''
+
+
+@pytest.fixture(scope="module")
+def user(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A user's folder: their model module, a trained state dict of it, and image data (.npz, no preprocessing)."""
+    d = tmp_path_factory.mktemp("user")
+    (d / "usermodels.py").write_text(USER_MODULE)
+    data = learnable_npz(d, 512, 128)
+    torch.manual_seed(0)
+    ns: dict = {}
+    exec(USER_MODULE, ns)  # the same definitions the CLI imports by name
+    for name, model in (("mlp_sd.pt", ns["build"]()), ("flat_sd.pt", ns["Flat"]())):
+        with np.load(data) as z:
+            x = torch.from_numpy(z["x_train"]).float().div(255).reshape(-1, 784)
+            y = torch.from_numpy(z["y_train"]).long()
+        opt = torch.optim.Adam(model.parameters(), 1e-2)
+        for _ in range(30):  # a few hundred steps: well above chance, as a real user's model would be
+            for i in range(0, len(x), 64):
+                loss = torch.nn.functional.cross_entropy(model(x[i:i + 64]), y[i:i + 64])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+        torch.save(model.eval().state_dict(), d / name)
+    return d
+
+
+def run(folder: Path, *args: str, code: int = 0) -> str:
+    """stdout of a successful command; or, for ``code`` 2, its one error line."""
+    r = runner.invoke(app, [a.replace("{d}", str(folder)) for a in args], env={"COLUMNS": "200"})
+    assert r.exit_code == code, r.output
+    if code == 0:
+        return r.stdout
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in r.output, r.stderr
+    return lines[0]
+
+
+def test_compress_a_state_dict_with_distillation(user: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.chdir(user)
+    run(user, "compress", "{d}/mlp_sd.pt", "--arch", "usermodels:build", "--data", "{d}/d.npz",
+        "--epochs", "1", "-o", str(tmp_path / "out"))
+    history = json.loads((tmp_path / "out" / "mlp_sd.finetuned.history.json").read_text())
+    assert history["config"]["distill"] is True
+    assert history["fp32_accuracy"] > 0.5  # measured on the teacher: the state dict rebuilt with the recorded arch
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["accuracy"]["onnx_torch_agreement"] == 1.0
+    assert report["model"]["source_sha256"] == load_checkpoint(tmp_path / "out" / "mlp_sd.bnnc").binarized[
+        "source"]["sha256"]
+
+
+def test_each_step_on_a_state_dict_of_an_mlp_on_images(user: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.chdir(user)
+    m, ft, onnx = tmp_path / "m.bnnc", tmp_path / "m.finetuned.bnnc", tmp_path / "m.onnx"
+    run(user, "convert", "{d}/mlp_sd.pt", "--arch", "usermodels:build", "--data", "{d}/d.npz", "-o", str(m))
+    assert load_checkpoint(m).preprocessing["input_shape"] == [1, 28, 28]  # the shape the data met the model in
+    out = run(user, "finetune", str(m), "--data", "{d}/d.npz", "--epochs", "1", "--json")
+    assert json.loads(out)["fp32_accuracy"] > 0.5  # distilled from the rebuilt teacher
+    exported = json.loads(run(user, "export", str(ft), "--data", "{d}/d.npz", "--json", "-o", str(onnx)))
+    assert exported["parity"][0]["argmax_agreement"] == 1.0 and exported["parity"][0]["samples"] == 128
+    run(user, "report", str(ft), "--data", "{d}/d.npz", "--onnx", str(onnx), "--json", str(tmp_path / "r.json"))
+    assert json.loads((tmp_path / "r.json").read_text())["accuracy"]["onnx_torch_agreement"] == 1.0
+
+
+def test_a_model_without_flatten_takes_images_flattened(user: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.chdir(user)
+    m = tmp_path / "f.bnnc"
+    run(user, "convert", "{d}/flat_sd.pt", "--arch", "usermodels:Flat", "--data", "{d}/d.npz", "-o", str(m))
+    assert load_checkpoint(m).preprocessing["input_shape"] == [784]
+    exported = json.loads(run(user, "export", str(m), "--data", "{d}/d.npz", "--json"))
+    assert exported["parity"][0]["argmax_agreement"] == 1.0
+
+
+def test_a_converted_checkpoint_without_preprocessing_meets_image_data(user: Path, tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch):
+    """Converted without --data (the plan probed (784,)), then fine-tuned, exported and reported on images."""
+    monkeypatch.chdir(user)
+    m = tmp_path / "n.bnnc"
+    run(user, "convert", "{d}/mlp_sd.pt", "--arch", "usermodels:build", "-o", str(m))
+    run(user, "finetune", str(m), "--data", "{d}/d.npz", "--epochs", "1")
+    ft = tmp_path / "n.finetuned.bnnc"
+    assert load_checkpoint(ft).preprocessing["input_shape"] in ([784], [1, 28, 28])  # recorded once fine-tuned
+    exported = json.loads(run(user, "export", str(m), "--data", "{d}/d.npz", "--json", "-o", str(tmp_path / "n.onnx")))
+    assert exported["parity"][0]["argmax_agreement"] == 1.0
+    run(user, "report", str(ft), "--data", "{d}/d.npz", "--samples", "64")
+
+
+def test_teacher_given_as_a_state_dict(user: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.chdir(user)
+    m = tmp_path / "t.bnnc"
+    run(user, "convert", "{d}/mlp_sd.pt", "--arch", "usermodels:build", "-o", str(m))
+    moved = tmp_path / "teacher_sd.pt"
+    shutil.copy(user / "mlp_sd.pt", moved)
+    for extra in ([], ["--arch", "usermodels:build", "--arch-kwargs", '{"hidden": 64}']):
+        out = run(user, "finetune", str(m), "--data", "{d}/d.npz", "--epochs", "1", "--teacher", str(moved), "--json",
+                  "--force", *extra)
+        assert json.loads(out)["fp32_accuracy"] > 0.5
+
+
+def test_a_moved_or_changed_source_is_one_clear_error(user: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(user / "usermodels.py", tmp_path)
+    src = tmp_path / "src_sd.pt"
+    shutil.copy(user / "mlp_sd.pt", src)
+    m = tmp_path / "s.bnnc"
+    run(tmp_path, "convert", str(src), "--arch", "usermodels:build", "-o", str(m))
+    src.rename(tmp_path / "elsewhere.pt")
+    for command in (["finetune", str(m), "--data", str(user / "d.npz")], ["report", str(m), "--data", str(user / "d.npz")]):
+        err = run(tmp_path, *command, code=2)
+        assert "src_sd.pt, which is not there" in err
+    torch.save({k: v + 1 for k, v in torch.load(tmp_path / "elsewhere.pt").items()}, src)  # same path, other weights
+    err = run(tmp_path, "finetune", str(m), "--data", str(user / "d.npz"), code=2)
+    assert "changed since" in err and "--teacher" in err
+    err = run(tmp_path, "report", str(m), "--data", str(user / "d.npz"), code=2)
+    assert "changed since" in err and "--fp32" in err
+    out = run(tmp_path, "finetune", str(m), "--data", str(user / "d.npz"), "--epochs", "1", "--no-distill", "--json")
+    assert json.loads(out)["best_accuracy"] > 0
+
+
+def test_a_last_batch_of_one_sample_is_left_out(user: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.chdir(user)
+    with np.load(user / "d.npz") as z:
+        np.savez(tmp_path / "odd.npz", x_train=z["x_train"][:129], y_train=z["y_train"][:129], x_test=z["x_test"],
+                 y_test=z["y_test"])
+    m = tmp_path / "o.bnnc"
+    run(user, "convert", "{d}/mlp_sd.pt", "--arch", "usermodels:build", "--data", str(tmp_path / "odd.npz"),
+        "-o", str(m))
+    out = run(user, "finetune", str(m), "--data", str(tmp_path / "odd.npz"), "--epochs", "2", "--batch-size", "128",
+              "--json")
+    assert [e["dropped_samples"] for e in json.loads(out)["epochs"]] == [1, 1]
+    history = json.loads((tmp_path / "o.finetuned.history.json").read_text())
+    assert history["epochs"][0]["dropped_samples"] == 1
+
+
+def test_labels_the_model_cannot_output(user: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.chdir(user)
+    with np.load(user / "d.npz") as z:
+        y = z["y_train"].copy()
+        y[5] = 18
+        np.savez(tmp_path / "bad.npz", x_train=z["x_train"], y_train=y, x_test=z["x_test"], y_test=z["y_test"])
+    m = tmp_path / "l.bnnc"
+    run(user, "convert", "{d}/mlp_sd.pt", "--arch", "usermodels:build", "-o", str(m))
+    for args in (["convert", "{d}/mlp_sd.pt", "--arch", "usermodels:build", "-o", str(tmp_path / "x.bnnc")],
+                 ["finetune", str(m)], ["export", str(m), "-o", str(tmp_path / "x.onnx")], ["report", str(m)],
+                 ["compress", "{d}/mlp_sd.pt", "--arch", "usermodels:build", "-o", str(tmp_path / "c")]):
+        err = run(user, *args, "--data", str(tmp_path / "bad.npz"), code=2)
+        assert "labels from 0 to 18, but the model has 10 outputs" in err
+    assert not (tmp_path / "c").exists() and not (tmp_path / "x.bnnc").exists()
