@@ -22,6 +22,7 @@ from bnnc import __version__
 from bnnc.calibrate import calibrate_thresholds
 from bnnc.data import DataSpec
 from bnnc.errors import BnncError, PlanError
+from bnnc.export import predicted_payload
 from bnnc.io import check_output, load_checkpoint, save_checkpoint
 from bnnc.layers import BinaryConv1d, BinaryConv2d, BinaryLayer, BinaryLinear, set_submodule
 from bnnc.planning import Plan, PlanRules, Precision
@@ -172,7 +173,7 @@ def convert_file(
                                        on_batch=on_calibration)
         calibration = {"samples": samples, "data": splits.source}
 
-    summary = summarize(loaded.model, model, the_plan)
+    summary = summarize(loaded.model, model, the_plan, predicted_payload(model, the_plan.input_shape))
     save_checkpoint(
         out,
         state_dict=model.state_dict(),

@@ -14,6 +14,7 @@ FP32. Overrides are globs on qualified module names; a glob that matches nothing
 from __future__ import annotations
 
 import fnmatch
+import inspect
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -184,12 +185,33 @@ def _trace(model: nn.Module, example: torch.Tensor, layers: list[tuple[str, nn.M
     return trace
 
 
+def trace(model: nn.Module, tracer: fx.Tracer | None = None) -> fx.Graph:
+    """The model's ``torch.fx`` graph with one input: every forward parameter after the first is bound to
+    its default (a model's ``attn_mask=None``, ``is_causal=False`` are constants at inference, not inputs),
+    and the guards and placeholders fx leaves for them are removed."""
+    params = list(inspect.signature(model.forward).parameters.values())[1:]
+    bound = {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
+    graph = (tracer or fx.Tracer()).trace(model, concrete_args=bound or None)
+    extra = [n for n in graph.nodes if n.op == "placeholder"][1:]
+    for node in reversed(list(graph.nodes)):  # fx's guards on the bound values: node == value, _assert(...)
+        if not node.users and (node in extra or node.op == "call_function" and _depends_only_on(node, extra)):
+            graph.erase_node(node)
+    return graph
+
+
+def _depends_only_on(node: fx.Node, sources: list[fx.Node]) -> bool:
+    """Whether every graph input of ``node``'s computation is one of ``sources`` (and there is one)."""
+    inputs = node.all_input_nodes
+    return bool(inputs) and all(n in sources or (n.op == "call_function" and _depends_only_on(n, sources))
+                                for n in inputs)
+
+
 def _graph_ends(model: nn.Module, names: set[str]) -> tuple[set[str], set[str], dict[str, tuple[str, ...]]]:
     """(first, last, inputs): the layers in ``names`` the input reaches, and that reach the output,
     without passing another of them, in the ``torch.fx`` graph; and for each layer the layers (or
     ``"input"``) that reach it so — two for a residual addition or a concatenation. Raises
     whatever tracing raises."""
-    graph = fx.symbolic_trace(model).graph
+    graph = trace(model)
     is_layer = {n: n.op == "call_module" and str(n.target) in names for n in graph.nodes}
 
     def reach(starts: list[fx.Node], step: Any) -> set[str]:

@@ -15,10 +15,12 @@ from __future__ import annotations
 import io
 import json
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import fx, nn
 
 from bnnc.errors import ModelLoadError, UntrustedModelError
@@ -101,9 +103,75 @@ _LAYERS = {
 }
 
 
+def _max_pool(module_type: type[nn.Module]) -> Callable[[tuple[Any, ...]], nn.Module]:
+    """The max-pool module of an ``aten.max_pool1d/2d(x, kernel, stride=[], padding=0, dilation=1, ceil_mode=False)``."""
+    def rebuild(args: tuple[Any, ...]) -> nn.Module:
+        kernel, stride, padding, dilation, ceil_mode = [*args, *([], 0, 1, False)[len(args) - 1:]]
+        return module_type(kernel, stride or kernel, padding, dilation, ceil_mode=ceil_mode)
+    return rebuild
+
+
+# aten call -> (the module type it came from, how to rebuild that module from the call's arguments)
+_ELEMENTWISE: dict[Any, tuple[type[nn.Module], Any]] = {
+    torch.ops.aten.relu.default: (nn.ReLU, lambda args: nn.ReLU()),
+    torch.ops.aten.hardtanh.default: (nn.Hardtanh, lambda args: nn.Hardtanh(*args[:2])),
+    torch.ops.aten.leaky_relu.default: (nn.LeakyReLU, lambda args: nn.LeakyReLU(*args[:1])),
+    torch.ops.aten.flatten.using_ints: (nn.Flatten, lambda args: nn.Flatten(*args[:2])),
+    torch.ops.aten.adaptive_avg_pool1d.default: (nn.AdaptiveAvgPool1d, lambda args: nn.AdaptiveAvgPool1d(*args[:1])),
+    torch.ops.aten.adaptive_avg_pool2d.default: (nn.AdaptiveAvgPool2d, lambda args: nn.AdaptiveAvgPool2d(*args[:1])),
+    torch.ops.aten.max_pool1d.default: (nn.MaxPool1d, _max_pool(nn.MaxPool1d)),
+    torch.ops.aten.max_pool2d.default: (nn.MaxPool2d, _max_pool(nn.MaxPool2d)),
+}
+# aten call of a functional (torch.relu(x) in a forward) -> the torch function bnnc's lowering knows
+_FUNCTIONS: dict[Any, Any] = {
+    torch.ops.aten.relu.default: torch.relu,
+    torch.ops.aten.hardtanh.default: F.hardtanh,
+    torch.ops.aten.flatten.using_ints: torch.flatten,
+}
+
+
 def as_module(gm: fx.GraphModule) -> fx.GraphModule:
-    """Each ``aten.linear``/``conv1d``/``conv2d``/``batch_norm`` call on the program's own weights
-    becomes a call of an ``nn.Linear``/``Conv``/``BatchNorm`` module named as in the source model."""
+    """The program made a module graph again, as the eager model traces: each ``aten.linear``/``conv``/
+    ``batch_norm`` call on the program's own weights becomes a call of an ``nn.Linear``/``Conv``/
+    ``BatchNorm`` module named as in the source model; activations, pooling and flattening become the
+    modules they came from (or, called as functions, the torch functions), so export fuses the same chains."""
+    _layers(gm)
+    _elementwise(gm)
+    gm.graph.eliminate_dead_code()
+    # a plain GraphModule: the program's own module refuses train()/eval(), which fine-tuning needs
+    plain = fx.GraphModule(gm, gm.graph, class_name="Program")
+    plain.delete_all_unused_submodules()
+    return plain
+
+
+def _elementwise(gm: fx.GraphModule) -> None:
+    """aten activations, pools and flattens -> the module of the source model they came from, or a torch function."""
+    built: dict[str, nn.Module] = {}
+    for node in list(gm.graph.nodes):
+        if node.op != "call_function" or not node.args or not isinstance(node.args[0], fx.Node):
+            continue
+        stack = node.meta.get("nn_module_stack") or {}
+        name, type_name = list(stack.values())[-1] if stack else ("", "")
+        module_type, rebuild = _ELEMENTWISE.get(node.target, (None, None))
+        args = tuple(node.args[1:])
+        if module_type is not None and type_name.rsplit(".", 1)[-1] == module_type.__name__ and name:
+            if name not in built:
+                built[name] = rebuild(args)
+                gm.add_submodule(name, built[name])
+            with gm.graph.inserting_before(node):
+                new = gm.graph.call_module(name, (node.args[0],))
+        elif node.target in _FUNCTIONS:
+            with gm.graph.inserting_before(node):
+                new = gm.graph.call_function(_FUNCTIONS[node.target], node.args, dict(node.kwargs))
+        else:
+            continue
+        new.meta = dict(node.meta)
+        node.replace_all_uses_with(new)
+        gm.graph.erase_node(node)
+
+
+def _layers(gm: fx.GraphModule) -> None:
+    """aten linear/conv/batch_norm calls on the program's weights -> the modules they came from."""
     for node in list(gm.graph.nodes):
         kind = _LAYERS.get(node.target) if node.op == "call_function" else None
         stack = node.meta.get("nn_module_stack") or {}
@@ -123,11 +191,6 @@ def as_module(gm: fx.GraphModule) -> fx.GraphModule:
         call.meta = dict(node.meta)
         node.replace_all_uses_with(call)
         gm.graph.erase_node(node)
-    gm.graph.eliminate_dead_code()
-    # a plain GraphModule: the program's own module refuses train()/eval(), which fine-tuning needs
-    plain = fx.GraphModule(gm, gm.graph, class_name="Program")
-    plain.delete_all_unused_submodules()
-    return plain
 
 
 def _fetch(gm: fx.GraphModule, target: str) -> torch.Tensor:

@@ -1,7 +1,8 @@
 """``report``: size, accuracy and speed of a binarized model against FP32 and ORT int8, measured.
 
 Everything is measured on the same data and machine, in one call: bytes on disk of the FP32
-ONNX, ORT's dynamic int8 quantization of it and the bnnc ONNX (and the theoretical packed size);
+ONNX, ORT's dynamic int8 quantization of it and the bnnc ONNX (and ``theoretical_bytes``, the data that
+file stores without its graph: :func:`bnnc.export.payload_bytes`, a lower bound of its size);
 top-1 accuracy of the FP32 model, the binarized model in PyTorch and both ONNX models in ONNX
 Runtime; ONNX Runtime latency; the per-layer plan and the fine-tuning history. Thresholds turn
 the figures into pass/fail checks for a CI pipeline. :class:`Report` renders to a dict (the
@@ -47,12 +48,11 @@ import torch
 from bnnc import __version__
 from bnnc.data import DataSpec
 from bnnc.errors import BnncError
-from bnnc.export import to_fp32_onnx, to_onnx
+from bnnc.export import payload_bytes, to_fp32_onnx, to_onnx
 from bnnc.io import load_checkpoint
 from bnnc.measure import int8_dynamic, latencies, onnx_accuracy, torch_accuracy
 from bnnc.planning import Plan, Precision
 from bnnc.resolve import data_for_model, load_fp32_source, require_binarized
-from bnnc.summary import model_bytes
 from bnnc.training import history_path_for
 
 SCHEMA_VERSION = 1
@@ -255,7 +255,7 @@ def report(
                     "torch": torch.__version__, "onnxruntime": onnxruntime.__version__},
         "size": {
             "fp32_onnx_bytes": len(fp32_blob), "int8_onnx_bytes": len(int8_blob), "bnnc_onnx_bytes": len(bnnc_blob),
-            "theoretical_bytes": model_bytes(loaded.model),
+            "theoretical_bytes": payload_bytes(bnnc_proto),
             "compression_vs_fp32": len(fp32_blob) / len(bnnc_blob), "compression_vs_int8": len(int8_blob) / len(bnnc_blob),
         },
         "accuracy": {
@@ -309,7 +309,7 @@ def summary_rows(d: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     rows = [
         ("ONNX size", _kib(s["fp32_onnx_bytes"]), _kib(s["int8_onnx_bytes"]),
          f"{_kib(s['bnnc_onnx_bytes'])} ({s['compression_vs_fp32']:.1f}x smaller than FP32, "
-         f"{s['compression_vs_int8']:.1f}x than int8; theoretical {_kib(s['theoretical_bytes'])})"),
+         f"{s['compression_vs_int8']:.1f}x than int8; {_kib(s['theoretical_bytes'])} of it weights and thresholds)"),
         ("Accuracy (ONNX Runtime)", _pct(a["fp32"]), f"{_pct(a['int8_onnx'])} ({-a['int8_drop_pt']:+.2f} pt)",
          f"{_pct(a['bnnc_onnx'])} ({-a['drop_pt']:+.2f} pt; PyTorch {_pct(a['binarized_torch'])}, "
          f"same prediction on {_pct(a['onnx_torch_agreement'])})"),

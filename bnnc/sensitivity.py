@@ -17,13 +17,14 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import TensorDataset
 
 from bnnc.calibrate import calibrate_thresholds
 from bnnc.conversion import ConvertOptions, convert
 from bnnc.data import DataSplits
 from bnnc.errors import PlanError
 from bnnc.planning import Plan, Precision
+from bnnc.resolve import calibration_loader
 from bnnc.summary import model_bytes
 from bnnc.training import evaluate
 
@@ -99,8 +100,7 @@ class _Probe:
 
     def binarized(self, plan: Plan) -> nn.Module:
         net = convert(self.model, plan, self.options)
-        loader = DataLoader(self.train, batch_size=256, shuffle=True, generator=torch.Generator().manual_seed(0))
-        calibrate_thresholds(net, loader, self.calibration_batches, batchnorm=True)
+        calibrate_thresholds(net, calibration_loader(self.train), self.calibration_batches, batchnorm=True)
         return net
 
 

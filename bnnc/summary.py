@@ -1,8 +1,12 @@
 """What a conversion costs and saves: per-layer precision and totals, computed, never printed here.
 
-Sizes count what inference needs: floating-point parameters and buffers (BatchNorm statistics
-included) at their own width, and each binarized weight at 1 bit (packed, rounded up to whole
-bytes per tensor). Integer bookkeeping buffers (``num_batches_tracked``) are not counted.
+The binarized size is what the export stores (:func:`bnnc.export.payload_bytes`: 1-bit weights,
+thresholds where BatchNorm, scale and activation fold into them, FP32 parameters of real-valued
+layers), predicted by exporting in memory — so ``convert``, ``report`` and ``export`` give one figure.
+:func:`model_bytes` is the quick estimate used where a model can't be exported, and to rank plans:
+floating-point parameters and buffers (BatchNorm statistics included) at their own width, each
+binarized weight at 1 bit, nothing folded (so it is above the export's figure). Integer
+bookkeeping buffers (``num_batches_tracked``) are not counted.
 """
 
 from __future__ import annotations
@@ -37,11 +41,12 @@ class ConversionSummary:
 
     plan: Plan
     fp32_bytes: int
-    binarized_bytes: int
+    binarized_bytes: int         # what the export stores (or, if it couldn't export, model_bytes)
     binary_weights: int          # weights stored at 1 bit
     kept_weights: int            # Linear/Conv weights left FP32
     binary_mac_share: float      # MACs with binary weights and binary inputs (XNOR-popcount)
     binary_weight_mac_share: float  # MACs with binary weights (binary or real inputs)
+    size_from_export: bool = True   # False: the export failed, binarized_bytes is model_bytes's estimate
 
     @property
     def compression(self) -> float:
@@ -63,21 +68,25 @@ class ConversionSummary:
                 "kept_weights": self.kept_weights,
                 "binary_mac_share": round(self.binary_mac_share, 4),
                 "binary_weight_mac_share": round(self.binary_weight_mac_share, 4),
+                "size_from_export": self.size_from_export,
             },
         }
 
 
-def summarize(source: nn.Module, converted: nn.Module, plan: Plan) -> ConversionSummary:
-    """Compare the FP32 ``source`` with its ``converted`` copy under ``plan``."""
+def summarize(source: nn.Module, converted: nn.Module, plan: Plan, binarized_bytes: int | None = None
+              ) -> ConversionSummary:
+    """Compare the FP32 ``source`` with its ``converted`` copy under ``plan``; ``binarized_bytes`` is
+    what its export stores (:func:`bnnc.export.predicted_payload`), else :func:`model_bytes` estimates it."""
     total_macs = sum(layer.macs for layer in plan.layers) or 1
     binary_macs = sum(layer.macs for layer in plan.layers if layer.precision is Precision.BINARY)
     weight_macs = sum(layer.macs for layer in plan.layers if layer.precision is not Precision.FP32)
     return ConversionSummary(
         plan=plan,
         fp32_bytes=model_bytes(source),
-        binarized_bytes=model_bytes(converted),
+        binarized_bytes=model_bytes(converted) if binarized_bytes is None else binarized_bytes,
         binary_weights=sum(layer.params for layer in plan.layers if layer.precision is not Precision.FP32),
         kept_weights=sum(layer.params for layer in plan.layers if layer.precision is Precision.FP32),
         binary_mac_share=binary_macs / total_macs,
         binary_weight_mac_share=weight_macs / total_macs,
+        size_from_export=binarized_bytes is not None,
     )

@@ -117,8 +117,8 @@ def test_graph_is_integer_with_packed_weights_and_checker_clean():
     inits = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
     for spec in low.specs:  # every binary weight: one uint8 tensor of ceil(n/8) bytes, no float copy
         n = spec.layer.weight.numel()
-        assert inits[f"{spec.name}.weight_bits"].dtype == np.uint8
-        assert inits[f"{spec.name}.weight_bits"].size == (n + 7) // 8
+        assert inits[f"b{spec.index}.weight_bits"].dtype == np.uint8
+        assert inits[f"b{spec.index}.weight_bits"].size == (n + 7) // 8
         assert not any(v.size == n and v.dtype != np.uint8 and set(np.unique(v)) <= {-1, 1} for v in inits.values())
     dim = proto.graph.input[0].type.tensor_type.shape.dim[0]
     assert dim.dim_param == "batch"  # dynamic batch

@@ -51,6 +51,23 @@ def test_a_program_converts_reloads_without_trust_and_exports_with_parity(tmp_pa
     assert parity.ok and parity.argmax_agreement == 1.0, parity
 
 
+@pytest.mark.parametrize("kind", ["cnn", "resnet", "mlp"])
+def test_a_program_exports_the_graph_its_eager_model_exports(kind: str, tmp_path: Path):
+    """Activations, pools and flattens come back as the modules they were, so the same chains fold into
+    integer thresholds, and the file is byte for byte as large."""
+    from bnnc.conversion import convert
+    from bnnc.export import to_onnx
+    from bnnc.planning import plan
+
+    results = []
+    for model in (build(kind), load_checkpoint(_export(kind, tmp_path / "m.pt2")).model):
+        binary = convert(model, plan(model, PlanRules(min_params=0), input_shape=(1, 28, 28)))
+        proto, lowered = to_onnx(binary, (1, 28, 28))
+        results.append((sum(s.fused is not None for s in lowered.specs), len(lowered.specs),
+                        sorted(n.op_type for n in proto.graph.node)))
+    assert results[0][0] > 0 and results[0] == results[1]
+
+
 def test_a_program_for_one_batch_size_is_refused(tmp_path: Path):
     with pytest.raises(ModelLoadError, match="exported for batches of exactly 4.*Dim"):
         load_checkpoint(_export("mlp", tmp_path / "static.pt2", dynamic=False))

@@ -31,6 +31,25 @@ def test_sizes_and_shares_by_hand():
     assert s.binary_weight_mac_share == (16 * 32 + 32 * 40) / macs
 
 
+def test_the_binarized_size_is_what_the_export_stores(tmp_path):
+    """convert predicts, export and report call theoretical, one figure: the ONNX file's data, a lower bound
+    of its size, below the unfolded estimate once BatchNorm folds into thresholds."""
+    from bnnc.export import export_onnx, payload_bytes, predicted_payload
+
+    model = _net().eval()
+    p = plan(model, PlanRules(min_params=0), input_shape=(16,))
+    binary = convert(model, p)
+    predicted = predicted_payload(binary, (16,))
+    s = summarize(model, binary, p, predicted)
+    assert s.binarized_bytes == predicted and s.size_from_export
+    result = export_onnx(binary, tmp_path / "m.onnx", input_shape=(16,))
+    import onnx
+
+    assert result.theoretical_bytes == predicted == payload_bytes(onnx.load(tmp_path / "m.onnx"))
+    assert predicted < result.onnx_bytes and predicted < model_bytes(binary)
+    assert not summarize(model, binary, p).size_from_export
+
+
 def test_to_dict_is_json_ready():
     import json
 

@@ -171,7 +171,9 @@ def render(result: ConversionResult, console: Console) -> None:
     totals.add_column(style="bold")
     totals.add_column()
     totals.add_row("FP32 size", _size(s.fp32_bytes))
-    totals.add_row("Binarized size", f"{_size(s.binarized_bytes)}  (1 bit per binarized weight, rest FP32)")
+    totals.add_row("Binarized size", f"{_size(s.binarized_bytes)}  " + (
+        "(what the ONNX export stores: 1-bit weights, folded thresholds, FP32 layers; the file adds its graph)"
+        if s.size_from_export else "(estimated: 1 bit per binarized weight, rest FP32; the model didn't export)"))
     totals.add_row("Compression", f"{s.compression:.1f}x")
     totals.add_row("Binary weights", f"{s.binary_weights:,} of {s.binary_weights + s.kept_weights:,}")
     totals.add_row("MACs binary", f"{s.binary_mac_share:.1%} XNOR-popcount, "

@@ -66,8 +66,9 @@ def render(result: ExportResult, console: Console) -> None:
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
     grid.add_column()
-    grid.add_row("ONNX file", f"{_size(result.onnx_bytes)}  ({result.size_ratio:.2f}x the theoretical "
-                              f"{_size(result.theoretical_bytes)}: 1 bit per binary weight, rest FP32)")
+    grid.add_row("ONNX file", f"{_size(result.onnx_bytes)}  ({result.size_ratio:.2f}x the "
+                              f"{_size(result.theoretical_bytes)} of data it stores — 1-bit weights, folded "
+                              "thresholds, FP32 layers; the rest is the graph)")
     grid.add_row("Compute", f"{result.mode}: {result.binary_nodes} binary layers, {result.fused_chains} with "
                             "BatchNorm/scale/ReLU folded into integer thresholds")
     grid.add_row("Input", "raw uint8 pixels (preprocessing inside)" if result.uint8_input

@@ -5,7 +5,16 @@ lower (:mod:`~bnnc.export.lowering`, thresholds: :mod:`~bnnc.export.thresholds`)
 (:mod:`~bnnc.export.parity`, runtimes: :mod:`~bnnc.export.runtime`).
 """
 
-from bnnc.export.exporter import ExportError, ExportResult, export_onnx, to_fp32_onnx, to_onnx
+from bnnc.export.exporter import (
+    ExportError,
+    ExportResult,
+    export_onnx,
+    payload_bytes,
+    predicted_payload,
+    to_fp32_onnx,
+    to_onnx,
+)
 from bnnc.export.parity import Parity, check_parity
 
-__all__ = ["ExportError", "ExportResult", "Parity", "check_parity", "export_onnx", "to_fp32_onnx", "to_onnx"]
+__all__ = ["ExportError", "ExportResult", "Parity", "check_parity", "export_onnx", "payload_bytes", "predicted_payload",
+           "to_fp32_onnx", "to_onnx"]

@@ -9,6 +9,7 @@ Runtime before it is written.
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import os
@@ -19,6 +20,8 @@ from typing import Any
 
 import onnx
 import torch
+import torch.nn.functional as F
+from onnx import numpy_helper
 from torch import nn
 
 from bnnc import __version__
@@ -29,9 +32,8 @@ from bnnc.export.graph import build
 from bnnc.export.lowering import Lowered, NodeSpec, Normalize, PixelModel, lower
 from bnnc.export.parity import Parity, check_parity
 from bnnc.io import ModelFile, atomic_write, check_output, load_checkpoint
-from bnnc.layers import binary_layers
+from bnnc.layers import binary_layers, set_submodule
 from bnnc.resolve import data_for_model, require_binarized
-from bnnc.summary import model_bytes
 
 OPSET = 18  # BitwiseAnd needs 18; every op used has been in ONNX since 18 or earlier
 INPUT_NAME = "input"
@@ -69,13 +71,45 @@ class ExportResult:
         }
 
 
+class _UpsamplingAdaptivePool(nn.Module):
+    """An adaptive average pool whose output is a whole multiple of its input (a VGG's 7x7 pool after a
+    1x1 map, at small input sizes): each output cell averages exactly one input cell, so it is a
+    nearest-neighbour upsampling, which ONNX has (the TorchScript exporter refuses the pool itself)."""
+
+    def __init__(self, pool: nn.Module) -> None:
+        super().__init__()
+        self.pool = pool
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dims = 1 if isinstance(self.pool, nn.AdaptiveAvgPool1d) else 2
+        size = self.pool.output_size
+        size = (size,) * dims if isinstance(size, int) else tuple(size)
+        src = tuple(x.shape[-dims:])
+        out = tuple(s if o is None else int(o) for o, s in zip(size, src, strict=True))
+        if out != src and all(o % s == 0 for o, s in zip(out, src, strict=True)):
+            return F.interpolate(x, scale_factor=tuple(float(o // s) for o, s in zip(out, src, strict=True)),
+                                 mode="nearest")
+        return self.pool(x)
+
+
+def exportable(model: nn.Module) -> nn.Module:
+    """``model`` with the modules the TorchScript exporter can't express swapped for exact equivalents."""
+    for name, m in list(model.named_modules()):
+        if type(m) in (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d) and name:
+            set_submodule(model, name, _UpsamplingAdaptivePool(m))
+    return model
+
+
 def _torch_export(model: nn.Module, example: torch.Tensor, opset: int, custom: bool) -> onnx.ModelProto:
     """torch.onnx.export to memory: TorchScript exporter, fixed opset, dynamic batch dimension."""
+    model = exportable(model)
     with torch.no_grad():
         out = model(example)
     n_out = len(out) if isinstance(out, (tuple, list)) else 1
     names = ["logits"] if n_out == 1 else [f"output_{i}" for i in range(n_out)]
     buf = io.BytesIO()
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)  # nn.MultiheadAttention's fused inference op has no ONNX form
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
         try:
@@ -88,19 +122,23 @@ def _torch_export(model: nn.Module, example: torch.Tensor, opset: int, custom: b
         except Exception as e:  # noqa: BLE001 - the exporter's errors are long; one line and a hint
             raise ExportError(f"torch.onnx.export failed: {type(e).__name__}: {str(e).splitlines()[0][:200]}",
                               "the model uses an operation ONNX can't express; re-run with --debug") from e
+        finally:
+            torch.backends.mha.set_fastpath_enabled(fastpath)
     return onnx.load_from_string(buf.getvalue())
 
 
 def _replace_placeholders(proto: onnx.ModelProto, specs: list[NodeSpec]) -> None:
     graph = proto.graph
     nodes: list[onnx.NodeProto] = []
+    shared: dict[str, Any] = {}
     for node in graph.node:
         if node.domain != "bnnc":
             nodes.append(node)
             continue
         index = next(a.i for a in node.attribute if a.name == "index")
         spec = specs[index]
-        new_nodes, inits = build(spec, node.input[0], node.output[0], spec.layer.weight.dim() if spec.is_conv else 2)
+        new_nodes, inits = build(spec, node.input[0], node.output[0], spec.layer.weight.dim() if spec.is_conv else 2,
+                                 shared)
         nodes.extend(new_nodes)
         graph.initializer.extend(inits)
     del graph.node[:]
@@ -154,9 +192,25 @@ def to_onnx(model: nn.Module, input_shape: tuple[int, ...], *, integer: bool = T
     return proto, lowered
 
 
+def payload_bytes(proto: onnx.ModelProto) -> int:
+    """The data an exported model stores — every initializer and constant (1-bit packed weights, folded
+    thresholds, FP32 parameters of the layers kept real-valued) — without the graph that connects them.
+    A lower bound of the file's size: what bnnc calls the theoretical size, and what ``convert`` predicts."""
+    tensors = [*proto.graph.initializer, *(a.t for n in proto.graph.node for a in n.attribute if a.HasField("t"))]
+    return sum(numpy_helper.to_array(t).nbytes for t in tensors)
+
+
+def predicted_payload(model: nn.Module, input_shape: tuple[int, ...]) -> int | None:
+    """:func:`payload_bytes` of ``model``'s default export, built in memory; None if it can't be exported."""
+    try:
+        return payload_bytes(to_onnx(copy.deepcopy(model), input_shape)[0])
+    except ExportError:
+        return None
+
+
 def to_fp32_onnx(model: nn.Module, input_shape: tuple[int, ...], opset: int = OPSET) -> onnx.ModelProto:
     """The plain FP32 export of ``model``, with the same exporter settings (the baseline)."""
-    model = model.cpu().float().eval()
+    model = copy.deepcopy(model).cpu().float().eval()
     return _torch_export(model, torch.randn(2, *input_shape, generator=torch.Generator().manual_seed(0)),
                          opset, custom=False)
 
@@ -256,7 +310,6 @@ def export_onnx(
         raise ExportError("the model has no binary layer", "convert it first (bnnc convert)")
     if check_samples < 1:
         raise ExportError(f"check_samples must be at least 1, got {check_samples}")
-    binarized_net = net
     if uint8_input:
         if not preprocessing:
             raise ExportError("--uint8-input needs the model's preprocessing (mean, std, pixel scale), and "
@@ -268,7 +321,7 @@ def export_onnx(
     _metadata(proto, loaded, mode, tuple(input_shape), preprocessing, uint8_input)
     blob = proto.SerializeToString()
     result = ExportResult(
-        path=None, onnx_bytes=len(blob), theoretical_bytes=model_bytes(binarized_net), mode=mode, uint8_input=uint8_input,
+        path=None, onnx_bytes=len(blob), theoretical_bytes=payload_bytes(proto), mode=mode, uint8_input=uint8_input,
         binary_nodes=len(lowered.specs), fused_chains=sum(s.fused is not None for s in lowered.specs),
         notes=list(lowered.notes),
     )

@@ -32,34 +32,46 @@ from bnnc.export.lowering import NodeSpec
 from bnnc.export.packing import pack_signs
 
 
-class _Builder:
-    """Collects the nodes and initializers of one subgraph, named under one prefix."""
+SHARED = frozenset({"axes1", "shifts", "one_u8", "flat", "start", "one", "plus", "minus", "two_u8", "zero_u8",
+                    "one_f", "x_zero_point", "w_zero_point", "y_scale", "y_zero_point", "zero"})
+"""Constants every binary layer uses alike: stored once per model, not once per layer."""
 
-    def __init__(self, prefix: str) -> None:
-        self.prefix = prefix
+COMPUTE = frozenset({"MatMulInteger", "QLinearConv", "Conv", "MatMul", "MaxPool"})
+"""Nodes named after their layer (what a profile shows); the glue between them gets no name."""
+
+
+class _Builder:
+    """Collects the nodes and initializers of one subgraph. Tensor names are short (``b{index}:{n}``:
+    every edge stores its name twice) and shared constants are named once per model."""
+
+    def __init__(self, prefix: str, layer: str, shared: dict[str, np.ndarray]) -> None:
+        self.prefix, self.layer = prefix, layer
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[onnx.TensorProto] = []
         self._n = 0
+        self._shared = shared
         self._consts: dict[str, np.ndarray] = {}
 
     def const(self, name: str, value: np.ndarray) -> str:
         """An initializer; the same name and value give the same tensor, a new value a new name."""
         value = np.asarray(value)
-        full, i = f"{self.prefix}.{name}", 1
-        while full in self._consts:
-            old = self._consts[full]
+        known = self._shared if name in SHARED else self._consts
+        full, i = f"{'bnnc' if name in SHARED else self.prefix}.{name}", 1
+        while full in known:
+            old = known[full]
             if old.dtype == value.dtype and old.shape == value.shape and np.array_equal(old, value):
                 return full
             i += 1
-            full = f"{self.prefix}.{name}_{i}"
-        self._consts[full] = value
+            full = f"{'bnnc' if name in SHARED else self.prefix}.{name}_{i}"
+        known[full] = value
         self.initializers.append(numpy_helper.from_array(value, full))
         return full
 
     def node(self, op: str, inputs: list[str], output: str | None = None, **attrs: Any) -> str:
         self._n += 1
-        out = output or f"{self.prefix}:{self._n}"  # short: tensor names are stored twice per edge
-        self.nodes.append(helper.make_node(op, inputs, [out], name=f"{self.prefix}/{op}_{self._n}", **attrs))
+        out = output or f"{self.prefix}:{self._n}"
+        name = f"{self.layer}/{op}" if op in COMPUTE else ""
+        self.nodes.append(helper.make_node(op, inputs, [out], name=name, **attrs))
         return out
 
     def unpacked(self, weight: torch.Tensor, as_type: str, transpose: bool = False) -> str:
@@ -116,9 +128,11 @@ def _pool_attrs(pool: Any, dims: int) -> dict[str, Any]:
             "dilations": tup(pool.dilation), "ceil_mode": int(pool.ceil_mode)}
 
 
-def build(spec: NodeSpec, x: str, y: str, rank: int) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
-    """Nodes and initializers computing ``y = spec(x)``; ``rank`` is the layer output's rank."""
-    b = _Builder(spec.name)
+def build(spec: NodeSpec, x: str, y: str, rank: int, shared: dict[str, np.ndarray]
+          ) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
+    """Nodes and initializers computing ``y = spec(x)``; ``rank`` is the layer output's rank; ``shared``
+    holds the model's shared constants (pass the same dict for every layer of a model)."""
+    b = _Builder(f"b{spec.index}", spec.name, shared)
     if spec.integer:
         _integer(b, spec, x, y, rank)
     else:

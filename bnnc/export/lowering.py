@@ -26,6 +26,7 @@ from torch import fx, nn
 from bnnc.export.batchnorm import torch_affine as batchnorm_affine
 from bnnc.export.thresholds import NotMonotone, Thresholds, float_thresholds, integer_thresholds
 from bnnc.layers import BinaryLayer, _BinaryConvNd, binary_layers, channel_view, set_submodule
+from bnnc.planning import trace
 from bnnc.shift import ShiftBatchNorm
 
 # Per-channel, monotone, elementwise in eval mode: can sit inside a fused chain.
@@ -69,6 +70,7 @@ class NodeSpec:
     integer: bool = True
     batchnorm: tuple[torch.Tensor, torch.Tensor] | None = None  # a following BatchNorm as (a, b), folded
     flatten_input: bool = False  # "pixels": the raw input is flattened inside the node
+    out_rank: int = 0            # the output's rank, recorded when the node first runs
 
     def output_affine(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Per-channel ``(scale, shift)`` of a real-valued output ``s * scale + shift`` (None: absent)."""
@@ -139,13 +141,18 @@ class _BinaryFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, spec: NodeSpec) -> torch.Tensor:  # type: ignore[override]
-        return spec.reference(x)
+        out = spec.reference(x)
+        spec.out_rank = out.dim()  # the exporter traces forward before it asks for the symbolic
+        return out
 
     @staticmethod
     def symbolic(g: Any, x: Any, spec: NodeSpec) -> Any:
+        """The placeholder's output: its dtype and rank, every size unknown. (Unknown rank would let the
+        exporter take the example's sizes as constants: a ``view(x.size(0), ...)`` later, as in a
+        channel shuffle, would then hold the example's batch size.)"""
         out = g.op("bnnc::Binary", x, index_i=spec.index)
         dtype = torch.uint8 if spec.fused is not None else torch.float32
-        out.setType(x.type().with_dtype(dtype).with_sizes(None) if hasattr(x.type(), "with_dtype") else x.type())
+        out.setType(x.type().with_dtype(dtype).with_sizes([None] * spec.out_rank))
         return out
 
 
@@ -208,7 +215,7 @@ def lower(model: nn.Module, example: torch.Tensor, *, integer: bool = True) -> L
     notes: list[str] = []
     if integer:
         try:
-            graph = _Tracer().trace(model)
+            graph = trace(model, _Tracer())
             traced: nn.Module | None = fx.GraphModule(model, graph)
         except Exception as e:  # noqa: BLE001 - any tracing failure means "export without fusion"
             notes.append(f"torch.fx could not trace the model ({type(e).__name__}: {str(e)[:120]}); "
