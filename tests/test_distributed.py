@@ -13,6 +13,7 @@ import torch
 
 from bnnc import distributed
 from bnnc.conversion import convert_file
+from bnnc.data import load_data
 from bnnc.errors import BnncError
 from bnnc.io import load_checkpoint, save_checkpoint
 from bnnc.training import FinetuneConfig, finetune
@@ -22,12 +23,26 @@ from conftest import SMALL_ARCHS, build
 SAMPLE = Path(__file__).resolve().parent.parent / "sample_models" / "data" / "fashion-mnist-sample.npz"
 
 
+THREADS = 1
+"""Threads per process on both sides of the comparison: float sums (and so thresholds) depend on it."""
+
+
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The small MLP converted with the bundled Fashion-MNIST sample (its preprocessing recorded)."""
+    """The small MLP, trained for an epoch (accuracies well above chance, so a comparison means something),
+    converted with the bundled Fashion-MNIST sample (its preprocessing recorded)."""
     d = tmp_path_factory.mktemp("ddp")
     ref, kwargs = SMALL_ARCHS["mlp"]
-    save_checkpoint(d / "fp32.pt", state_dict=build("mlp").state_dict(), arch=ref, arch_kwargs=kwargs)
+    model = build("mlp").train()
+    x, y = load_data(SAMPLE).train.tensors
+    torch.manual_seed(0)
+    optimizer = torch.optim.Adam(model.parameters(), 1e-3)
+    for i in range(0, len(x), 128):
+        loss = torch.nn.functional.cross_entropy(model(x[i:i + 128]), y[i:i + 128])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    save_checkpoint(d / "fp32.pt", state_dict=model.eval().state_dict(), arch=ref, arch_kwargs=kwargs)
     return convert_file(d / "fp32.pt", d / "m.bnnc", data=SAMPLE).output
 
 
@@ -38,7 +53,8 @@ def two_processes(converted: Path) -> tuple[dict, str, Path]:
     r = subprocess.run([sys.executable, "-m", "bnnc", "finetune", str(converted), "--data", str(SAMPLE),
                         "--epochs", "1", "--batch-size", "64", "--no-distill", "--nproc", "2", "-o", str(out),
                         "--json"], capture_output=True, text=True, timeout=600,
-                       env={**os.environ, "COLUMNS": "300"})  # progress lines unwrapped
+                       env={**os.environ, "COLUMNS": "300",  # progress lines unwrapped
+                            "OMP_NUM_THREADS": str(THREADS)})
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.count('"best_accuracy"') == 1  # rank 0 alone prints
     return json.loads(r.stdout[r.stdout.index("{"):]), r.stderr, out
@@ -49,16 +65,21 @@ def test_two_processes_write_a_valid_improved_checkpoint(two_processes):
     assert "× 2 processes" in stderr
     loaded = load_checkpoint(out)
     assert loaded.is_binarized and loaded.metrics["val_accuracy"] == result["best_accuracy"]
-    assert result["best_accuracy"] > result["recalibrated_accuracy"] + 0.3, result
+    assert result["best_accuracy"] > result["recalibrated_accuracy"] + 0.05, result  # measured: 71.8% -> 82.2%
     history = json.loads(out.with_name("ddp.history.json").read_text())
     assert history["epochs"][0]["samples_per_s"] > 0
 
 
 def test_two_processes_and_one_agree_within_noise(two_processes, converted: Path, tmp_path: Path):
     result, _, _ = two_processes
-    single = finetune(converted, SAMPLE, FinetuneConfig(epochs=1, batch_size=64, distill=False),
-                      tmp_path / "one.bnnc")
-    assert single.recalibrated_accuracy == pytest.approx(result["recalibrated_accuracy"])  # same start
+    threads = torch.get_num_threads()
+    torch.set_num_threads(THREADS)  # as each torchrun process: the same float sums, the same thresholds
+    try:
+        single = finetune(converted, SAMPLE, FinetuneConfig(epochs=1, batch_size=64, distill=False),
+                          tmp_path / "one.bnnc")
+    finally:
+        torch.set_num_threads(threads)
+    assert single.recalibrated_accuracy == result["recalibrated_accuracy"] > 0.5  # the same start, not chance
     assert abs(single.best_accuracy - result["best_accuracy"]) < 0.02, (single.best_accuracy, result)
 
 

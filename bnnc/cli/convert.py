@@ -28,7 +28,8 @@ def parse_shape(text: str | None) -> tuple[int, ...] | None:
     except ValueError:
         shape = ()
     if not shape or any(s <= 0 for s in shape):
-        raise typer.BadParameter(f"{text!r} is not a shape; give positive integers like 1,28,28")
+        raise typer.BadParameter(f"{text!r} is not a shape; give positive integers like 1,28,28",
+                                 param_hint="'--input-shape'")
     return shape
 
 
@@ -38,9 +39,10 @@ def parse_kwargs(text: str | None) -> dict[str, Any] | None:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as e:
-        raise typer.BadParameter(f"not valid JSON ({e.msg}); e.g. '{{\"num_classes\": 10}}'") from None
+        raise typer.BadParameter(f"not valid JSON ({e.msg}); e.g. '{{\"num_classes\": 10}}'",
+                                 param_hint="'--arch-kwargs'") from None
     if not isinstance(value, dict):
-        raise typer.BadParameter("must be a JSON object, e.g. '{\"num_classes\": 10}'")
+        raise typer.BadParameter("must be a JSON object, e.g. '{\"num_classes\": 10}'", param_hint="'--arch-kwargs'")
     return value
 
 
@@ -130,9 +132,10 @@ def parse_size(text: str | None) -> int | None:
     try:
         value = float(number) * units[unit]
     except (ValueError, KeyError):
-        raise typer.BadParameter(f"{text!r} is not a size; give bytes or e.g. 500KB, 1.5MiB") from None
+        raise typer.BadParameter(f"{text!r} is not a size; give bytes or e.g. 500KB, 1.5MiB",
+                                 param_hint="'--target-size'") from None
     if value < 1:
-        raise typer.BadParameter(f"{text!r}: the size must be at least 1 byte")
+        raise typer.BadParameter(f"{text!r}: the size must be at least 1 byte", param_hint="'--target-size'")
     return int(value)
 
 

@@ -100,6 +100,11 @@ def ws(tmp_path_factory: pytest.TempPathFactory) -> Path:
     _npz(d / "labels.npz", pixels, labels + 10)
     _npz(d / "negative.npz", pixels, labels - 5)
     _npz(d / "nosamples.npz", pixels[:0], labels[:0])
+    _npz(d / "labels-15.npz", pixels, labels + 6)  # no class names: only the model's 10 outputs bound them
+    save_checkpoint(d / "gone.pt", state_dict=build("mlp").state_dict(), arch=MLP_REF, arch_kwargs=MLP_KWARGS,
+                    preprocessing=PRE)
+    convert_file(d / "gone.pt", d / "orphan.bnnc")
+    (d / "gone.pt").unlink()  # the FP32 source moved away after conversion
     (d / "unknown-key.toml").write_text("max_acuracy_drop = 1.0\n")
     (d / "wrong-type.toml").write_text('epochs = "three"\n')
     (d / "existing.bnnc").write_bytes(b"keep me")
@@ -154,6 +159,14 @@ CONVERT = [
     case("output-folder-missing", "does not exist", "convert", "{ws}/fp32.pt", "-o", "{ws}/no/x.bnnc"),
     case("output-exists", "--force", "convert", "{ws}/fp32.pt", "-o", "{ws}/existing.bnnc"),
     case("output-is-directory", "is a directory", "convert", "{ws}/fp32.pt", "-o", "{ws}"),
+    case("input-shape-conflict", "conflicts with the input shape 1,28,28", "convert", "{ws}/fp32.pt",
+         "--input-shape", "784", "-o", "{ws}/x.bnnc"),
+    case("data-does-not-fit-the-arch", "doesn't run on samples of shape (1, 27, 27)", "convert", "{ws}/sd.pt",
+         "--arch", MLP_REF, "--arch-kwargs", '{"hidden": [64, 48], "in_features": 784}', "--data",
+         "{ws}/shape.npz", "-o", "{ws}/x.bnnc"),
+    case("labels-beyond-the-outputs", "but the model has 10 outputs", "convert", "{ws}/sd.pt", "--arch", MLP_REF,
+         "--arch-kwargs", '{"hidden": [64, 48], "in_features": 784}', "--data", "{ws}/labels-15.npz",
+         "-o", "{ws}/x.bnnc"),
 ]
 FINETUNE = [
     case("finetune-fp32-model", "bnnc convert", "finetune", "{ws}/fp32.pt", "--data", "{ws}/data.npz"),
@@ -177,6 +190,14 @@ FINETUNE = [
          "{ws}/data.npz", "-o", "{ws}/new.bnnc", "--resume"),
     case("finetune-unwritable-output", "can't write in the folder", "finetune", "{ws}/m.bnnc", "--data", "{ws}/data.npz",
          "-o", "{unwritable}/x.bnnc"),
+    case("finetune-source-moved", "gone.pt, which is not there (the distillation teacher)", "finetune",
+         "{ws}/orphan.bnnc", "--data", "{ws}/data.npz", "-o", "{ws}/x.bnnc"),
+    case("finetune-teacher-binarized", "is a binarized checkpoint, not an FP32 model", "finetune", "{ws}/m.bnnc",
+         "--data", "{ws}/data.npz", "--teacher", "{ws}/m.bnnc", "-o", "{ws}/x.bnnc"),
+    case("finetune-teacher-missing", "no such file", "finetune", "{ws}/m.bnnc", "--data", "{ws}/data.npz",
+         "--teacher", "{ws}/missing.pt", "-o", "{ws}/x.bnnc"),
+    case("finetune-teacher-sd-bad-arch", "can't import 'no_such_pkg'", "finetune", "{ws}/m.bnnc", "--data",
+         "{ws}/data.npz", "--teacher", "{ws}/sd.pt", "--arch", "no_such_pkg:Net", "-o", "{ws}/x.bnnc"),
 ]
 EXPORT = [
     case("export-fp32-model", "bnnc convert", "export", "{ws}/fp32.pt"),
@@ -187,6 +208,8 @@ EXPORT = [
     case("export-check-samples-0", "--check-samples", "export", "{ws}/m.bnnc", "--check-samples", "0"),
     case("export-check-data-shape", "can't be reshaped", "export", "{ws}/m.bnnc", "-o", "{ws}/x.onnx",
          "--data", "{ws}/shape.npz"),
+    case("export-labels-beyond-the-outputs", "labels from 6 to 15", "export", "{ws}/m.bnnc", "-o", "{ws}/x.onnx",
+         "--data", "{ws}/labels-15.npz"),
 ]
 REPORT = [
     case("report-foreign-onnx", "bnnc", "report", "{ws}/m.bnnc", "--onnx", "{ws}/foreign.onnx",
@@ -202,6 +225,10 @@ REPORT = [
     case("report-markdown-exists", "--force", "report", "{ws}/m.bnnc", "--data", "{ws}/data.npz",
          "--markdown", "{ws}/existing.bnnc"),
     case("report-fp32-model", "bnnc convert", "report", "{ws}/fp32.pt", "--data", "{ws}/data.npz"),
+    case("report-source-moved", "gone.pt, which is not there", "report", "{ws}/orphan.bnnc", "--data",
+         "{ws}/data.npz"),
+    case("report-fp32-is-binarized", "is a binarized checkpoint", "report", "{ws}/m.bnnc", "--data", "{ws}/data.npz",
+         "--fp32", "{ws}/m.bnnc"),
 ]
 COMPRESS = [
     case("compress-missing-model", "no such file", "compress", "{ws}/missing.pt", "--data", "{ws}/data.npz"),
@@ -213,6 +240,12 @@ COMPRESS = [
          "-o", "{ws}/a-file"),
     case("compress-binarized-model", "FP32", "compress", "{ws}/m.bnnc", "--data", "{ws}/data.npz",
          "-o", "{ws}/out"),
+    case("compress-teacher-missing", "no such file", "compress", "{ws}/fp32.pt", "--data", "{ws}/data.npz",
+         "--teacher", "{ws}/missing.pt", "-o", "{ws}/out"),
+    case("compress-input-shape-conflict", "conflicts with the input shape", "compress", "{ws}/fp32.pt", "--data",
+         "{ws}/data.npz", "--input-shape", "784", "-o", "{ws}/out"),
+    case("compress-arch-kwargs-not-json", "--arch-kwargs", "compress", "{ws}/sd.pt", "--arch", MLP_REF,
+         "--arch-kwargs", "{hidden", "--data", "{ws}/data.npz", "-o", "{ws}/out"),
 ]
 CASES = CONVERT + FINETUNE + EXPORT + REPORT + COMPRESS
 
