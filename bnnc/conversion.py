@@ -193,4 +193,5 @@ def convert_file(
         },
         overwrite=overwrite,
     )
-    return ConversionResult(output=out, summary=summary, calibration=calibration, sensitivity=measured, auto=auto)
+    return ConversionResult(output=out, summary=summary, calibration=calibration, sensitivity=measured, auto=auto,
+                            warnings=the_plan.warnings)

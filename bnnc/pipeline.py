@@ -103,7 +103,8 @@ def compress(
     if config.distill and teacher is not None:
         load_checkpoint(teacher, arch=arch, arch_kwargs=arch_kwargs, trust_model=trust_model,
                         recorded_arch=(loaded.arch, loaded.arch_kwargs) if loaded.arch else None)
-    created = [p for p in (out, *files.values()) if not p.exists()]
+    made_folder = not out.exists()
+    created = [p for p in files.values() if not p.exists()]
     out.mkdir(exist_ok=True)
     try:
         stage(f"convert {src}")
@@ -127,16 +128,15 @@ def compress(
             text = render()
             atomic_write(files[kind], lambda f, text=text: f.write(text.encode()), overwrite=overwrite)
     except BaseException:
-        _remove(created)
+        _remove(created, out if made_folder else None)
         raise
     return CompressResult(out, converted.output, ft.output, ft.history_path, files["onnx"],
                           {k: files[k] for k in ("json", "markdown", "html")}, ft, ex, rep, converted.warnings)
 
 
-def _remove(created: list[Path]) -> None:
-    """Undo a failed run: the files it created, then its folder if it made it and nothing else is there."""
-    for path in created[1:]:
+def _remove(created: list[Path], folder: Path | None) -> None:
+    """Undo a failed run: the files it created, then the folder if it made it and nothing else is there."""
+    for path in created:
         path.unlink(missing_ok=True)
-    folder = created[0] if created else None
     if folder is not None and folder.is_dir() and not any(folder.iterdir()):
         folder.rmdir()

@@ -54,17 +54,17 @@ PRE: dict[str, Any] = {"input_shape": [1, 28, 28], "mean": [0.3], "std": [0.35],
 """Preprocessing for checkpoints trained on :func:`learnable_npz` data."""
 
 
-def learnable_npz(folder: Path, n_train: int = 512, n_test: int = 128) -> Path:
+def learnable_npz(folder: Path, n_train: int = 512, n_test: int = 128, side: int = 28, name: str = "d.npz") -> Path:
     """A small .npz data set a model can learn: the class sets the brightness of one row of pixels."""
     import numpy as np
 
     rng = np.random.default_rng(0)
     y_train, y_test = rng.integers(0, 10, n_train), rng.integers(0, 10, n_test)
-    x_train = rng.integers(0, 60, (n_train, 28, 28), dtype=np.uint8)
-    x_test = rng.integers(0, 60, (n_test, 28, 28), dtype=np.uint8)
+    x_train = rng.integers(0, 60, (n_train, side, side), dtype=np.uint8)
+    x_test = rng.integers(0, 60, (n_test, side, side), dtype=np.uint8)
     x_train[np.arange(n_train), y_train * 2] = 255
     x_test[np.arange(n_test), y_test * 2] = 255
-    path = folder / "d.npz"
+    path = folder / name
     np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
     return path
 

@@ -21,12 +21,12 @@ import archs
 from archs import Branches, TokenMLP
 
 CASES = {
-    "conv1d": ("archs:conv1d_net", archs.conv1d_net(), (1, 64), PlanRules(min_params=0)),
-    "grouped-depthwise-fp32": ("archs:grouped_net", archs.grouped_net(), (1, 16, 16), PlanRules(min_params=0)),
+    "conv1d": ("archs:conv1d_net", archs.conv1d_net(), (1, 64), PlanRules(min_params=0, min_fan_in=0)),
+    "grouped-depthwise-fp32": ("archs:grouped_net", archs.grouped_net(), (1, 16, 16), PlanRules(min_params=0, min_fan_in=0)),
     "grouped-depthwise-binary": ("archs:grouped_net", archs.grouped_net(), (1, 16, 16),
-                                 PlanRules(min_params=0, binary=("6",))),
-    "linear-on-3d": ("archs:TokenMLP", TokenMLP(), (8, 16), PlanRules(min_params=0)),
-    "concat-residual": ("archs:Branches", Branches(), (1, 16, 16), PlanRules(min_params=0)),
+                                 PlanRules(min_params=0, min_fan_in=0, binary=("6",))),
+    "linear-on-3d": ("archs:TokenMLP", TokenMLP(), (8, 16), PlanRules(min_params=0, min_fan_in=0)),
+    "concat-residual": ("archs:Branches", Branches(), (1, 16, 16), PlanRules(min_params=0, min_fan_in=0)),
 }
 
 

@@ -53,7 +53,7 @@ def test_balanced_threshold_never_splits_copies_of_one_value():
 
 def test_calibrate_sets_thresholds_in_execution_order_and_restores_mode():
     model = build("cnn")
-    binary = convert(model, plan(model, PlanRules(min_params=0)))
+    binary = convert(model, plan(model, PlanRules(min_params=0, min_fan_in=0)))
     binary.train()
     samples = calibrate_thresholds(binary, [images(32, seed=1), (images(32, seed=2), torch.zeros(32))])
     assert samples == 64 and binary.training

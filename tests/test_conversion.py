@@ -60,7 +60,7 @@ def _check_every_layer(model: nn.Module, x: torch.Tensor, expect: dict[str, Prec
 def test_convert_file_then_load_model_computes_binary_exactly_where_planned(tmp_path, fp32_checkpoint, kind):
     src = fp32_checkpoint(kind)
     before = src.read_bytes()
-    result = convert_file(src, tmp_path / "out.bnnc", input_shape=(1, 28, 28), rules=PlanRules(min_params=0))
+    result = convert_file(src, tmp_path / "out.bnnc", input_shape=(1, 28, 28), rules=PlanRules(min_params=0, min_fan_in=0))
     assert src.read_bytes() == before  # the input is never modified
     raw = torch.load(result.output, weights_only=True)  # reloads without running code
     assert raw["binarized"]["source"]["sha256"] == load_checkpoint(src).sha256
@@ -91,7 +91,7 @@ def test_reloaded_model_equals_converted_model(tmp_path, fp32_checkpoint):
 def test_convert_does_not_modify_the_input_model():
     model = build("cnn")
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    new = convert(model, plan(model, PlanRules(min_params=0)))
+    new = convert(model, plan(model, PlanRules(min_params=0, min_fan_in=0)))
     assert not any(isinstance(m, BinaryLayer) for m in model.modules())
     assert isinstance(new.features[3], BinaryConv2d) and new.features[3].binary_input
     for k, v in model.state_dict().items():

@@ -28,7 +28,7 @@ from conftest import build, images
 def binarized(model: nn.Module, shape: tuple[int, ...] = (1, 28, 28), rules: PlanRules | None = None,
               seed: int = 0) -> nn.Module:
     """Convert with every layer eligible, calibrate thresholds and BatchNorm on random inputs."""
-    net = convert(model, plan(model, rules or PlanRules(min_params=0), input_shape=shape))
+    net = convert(model, plan(model, rules or PlanRules(min_params=0, min_fan_in=0), input_shape=shape))
     x = torch.randn(64, *shape, generator=torch.Generator().manual_seed(seed))
     calibrate_thresholds(net, [x], batchnorm=True)
     return net.eval()
@@ -140,7 +140,7 @@ def test_parity_in_onnxruntime_and_the_reference_runtime(kind, float_ops):
 
 def test_uint8_input_takes_pixels_and_runs_the_first_layer_on_integers():
     pre = {"input_shape": [1, 28, 28], "mean": [0.286], "std": [0.353], "class_names": [], "pixel_scale": 1 / 255}
-    net = binarized(build("mlp"), rules=PlanRules(min_params=0))
+    net = binarized(build("mlp"), rules=PlanRules(min_params=0, min_fan_in=0))
     result = export_onnx(net, input_shape=(1, 28, 28), uint8_input=True, preprocessing=pre, check_samples=256)
     assert result.uint8_input and all(p.ok for p in result.parity)
     proto, low = to_onnx(pixel_model(net, pre), (1, 28, 28), uint8_input=True)

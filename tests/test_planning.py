@@ -161,7 +161,7 @@ class _Untraceable(_TwoStems):
 
 
 def test_first_and_last_come_from_the_graph():
-    p = plan(_TwoStems(), PlanRules(min_params=0), input_shape=(1, 8, 8))
+    p = plan(_TwoStems(), PlanRules(min_params=0, min_fan_in=0), input_shape=(1, 8, 8))
     precision = p.precisions()
     assert p.fallback is None
     assert precision["a"] is precision["b"] is Precision.WEIGHTS  # both read the real-valued input
@@ -173,8 +173,68 @@ def test_first_and_last_come_from_the_graph():
 
 
 def test_an_untraceable_model_falls_back_to_execution_order_and_says_so():
-    p = plan(_Untraceable(), PlanRules(min_params=0), input_shape=(1, 8, 8))
+    p = plan(_Untraceable(), PlanRules(min_params=0, min_fan_in=0), input_shape=(1, 8, 8))
     assert p.fallback is not None and "torch.fx can't trace" in p.fallback
     precision = p.precisions()
     assert precision["a"] is Precision.WEIGHTS and precision["head2"] is Precision.FP32
     assert Plan.from_dict(p.to_dict()) == p
+
+
+# ----------------------------------------------------------------------------- roles read off the graph
+
+
+def _reasons(p) -> dict[str, str]:
+    return {layer.name: layer.reason for layer in p.layers if layer.precision is Precision.FP32}
+
+
+def test_squeeze_excitation_gates_stay_fp32():
+    import families
+
+    p = plan(families.efficientnet_b0(), input_shape=(1, 28, 28))
+    gates = [n for n, r in _reasons(p).items() if r.startswith("squeeze-excitation")]
+    assert gates and all(n.endswith((".fc1", ".fc2")) for n in gates)
+    assert len(gates) == 2 * sum(isinstance(m, families.SqueezeExcitation) for m in families.efficientnet_b0().modules())
+    # the classifiers of MobileNet-V3 run once per sample too, but gate nothing
+    v3 = plan(families.mobilenet_v3(), input_shape=(1, 28, 28))
+    assert v3["classifier.0"].precision is Precision.BINARY and v3["classifier.3"].reason.startswith("last layer")
+
+
+def test_self_gating_is_not_squeeze_excitation():
+    class SiLUByHand(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b, self.c = nn.Linear(128, 128), nn.Linear(128, 128), nn.Linear(128, 4)
+
+        def forward(self, x):
+            h = self.b(torch.relu(self.a(x)))
+            return self.c(h * torch.sigmoid(h))  # x * sigmoid(x) of its own output: an activation, not a gate
+
+    assert plan(SiLUByHand(), input_shape=(128,))["b"].precision is Precision.BINARY
+
+
+def test_attention_projections_stay_fp32_and_the_mlp_binarizes():
+    import families
+
+    reasons = _reasons(plan(families.timm_vit(), input_shape=(1, 28, 28)))
+    attention = sorted(n for n, r in reasons.items() if r.startswith("attention"))
+    assert attention == ["blocks.0.attn.proj", "blocks.0.attn.qkv", "blocks.1.attn.proj", "blocks.1.attn.qkv"]
+    p = plan(families.TimmViT(dim=64), input_shape=(1, 28, 28))  # wide enough for its MLP (fan-in 64, 256)
+    assert p["blocks.0.mlp.fc1"].precision is Precision.BINARY and p["blocks.1.mlp.fc2"].precision is Precision.BINARY
+
+
+def test_narrow_hidden_layers_stay_fp32_and_overrides_are_warned_about():
+    import families
+
+    model = families.mobilenet_v2()
+    p = plan(model, input_shape=(1, 28, 28))
+    narrow = {n for n, r in _reasons(p).items() if r.startswith("narrow")}
+    fan_ins = {n: m.weight[0].numel() for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+    assert narrow and all(fan_ins[n] < 64 for n in narrow)
+    assert all(fan_ins[layer.name] >= 64 for layer in p.layers if layer.precision is Precision.BINARY)
+    assert not p.warnings
+    forced = plan(model, PlanRules(binary=sorted(narrow)[:2]), input_shape=(1, 28, 28))
+    assert len(forced.warnings) == 1 and "2 layers binarized by an override" in forced.warnings[0]
+    assert "(narrow)" in forced.warnings[0]
+    assert Plan.from_dict(forced.to_dict()).warnings == forced.warnings
+    nothing = plan(model, PlanRules(keep=("*",)), input_shape=(1, 28, 28))
+    assert nothing.warnings == ("no layer is binarized: the converted model is the FP32 one (see each layer's reason)",)

@@ -42,7 +42,7 @@ def test_a_program_loads_as_modules_and_computes_the_same(kind: str, tmp_path: P
 def test_a_program_converts_reloads_without_trust_and_exports_with_parity(tmp_path: Path):
     src = _export("resnet", tmp_path / "r.pt2")
     data = learnable_npz(tmp_path, 256, 128)
-    result = convert_file(src, tmp_path / "r.bnnc", data=data, rules=PlanRules(min_params=0))
+    result = convert_file(src, tmp_path / "r.bnnc", data=data, rules=PlanRules(min_params=0, min_fan_in=0))
     layers = {layer.name: layer.precision for layer in result.summary.plan.layers}
     assert layers["stem.0"] is Precision.WEIGHTS and Precision.BINARY in layers.values()
     reloaded = load_checkpoint(result.output)  # rebuilt from the program: no --trust-model needed
@@ -61,7 +61,7 @@ def test_a_program_exports_the_graph_its_eager_model_exports(kind: str, tmp_path
 
     results = []
     for model in (build(kind), load_checkpoint(_export(kind, tmp_path / "m.pt2")).model):
-        binary = convert(model, plan(model, PlanRules(min_params=0), input_shape=(1, 28, 28)))
+        binary = convert(model, plan(model, PlanRules(min_params=0, min_fan_in=0), input_shape=(1, 28, 28)))
         proto, lowered = to_onnx(binary, (1, 28, 28))
         results.append((sum(s.fused is not None for s in lowered.specs), len(lowered.specs),
                         sorted(n.op_type for n in proto.graph.node)))

@@ -99,6 +99,30 @@ def test_compress_writes_everything_into_one_folder(tmp_path, fp32_checkpoint):
         compress(src, data, out, config=FinetuneConfig(epochs=1))
 
 
+@pytest.mark.parametrize("folder_exists", [False, True])
+def test_a_failed_compress_removes_what_it_created(tmp_path, fp32_checkpoint, monkeypatch, folder_exists):
+    from bnnc import pipeline
+    from bnnc.export import ExportError
+
+    data = learnable_npz(tmp_path, 256, 64)
+    src = fp32_checkpoint("mlp", preprocessing=PRE)
+    out = tmp_path / "out"
+    if folder_exists:
+        out.mkdir()
+        (out / "notes.txt").write_text("the user's")
+
+    def failing_export(*args, **kwargs):
+        raise ExportError("export broke")
+
+    monkeypatch.setattr(pipeline, "export_onnx", failing_export)
+    with pytest.raises(ExportError):
+        compress(src, data, out, config=FinetuneConfig(epochs=1, batch_size=64), report_options=FAST)
+    if folder_exists:
+        assert [p.name for p in out.iterdir()] == ["notes.txt"]  # converted and fine-tuned files gone, theirs kept
+    else:
+        assert not out.exists()
+
+
 # ----------------------------------------------------------------------------- configuration
 
 

@@ -68,7 +68,7 @@ def _setup(trained):
     path, data = trained
     loaded = load_checkpoint(path)
     splits = load_data(data, preprocessing=None, input_shape=(1, 28, 28))
-    the_plan = plan(loaded.model, PlanRules(min_params=0), input_shape=(1, 28, 28))
+    the_plan = plan(loaded.model, PlanRules(min_params=0, min_fan_in=0), input_shape=(1, 28, 28))
     return loaded.model.eval(), splits, the_plan
 
 
@@ -137,7 +137,7 @@ def test_convert_cli_sensitivity_and_auto_plan(trained, tmp_path):
 
 def test_convert_file_api_records_the_sensitivity(trained, tmp_path):
     path, data = trained
-    result = convert_file(path, tmp_path / "m.bnnc", data=data, rules=PlanRules(min_params=0),
+    result = convert_file(path, tmp_path / "m.bnnc", data=data, rules=PlanRules(min_params=0, min_fan_in=0),
                           options=ConvertOptions(), measure_sensitivity=True)
     assert result.sensitivity is not None and result.auto is None
     saved = torch.load(tmp_path / "m.bnnc", weights_only=True)["binarized"]

@@ -15,7 +15,7 @@ def _net() -> nn.Module:
 
 def test_sizes_and_shares_by_hand():
     model = _net().eval()
-    p = plan(model, PlanRules(min_params=0), input_shape=(16,))
+    p = plan(model, PlanRules(min_params=0, min_fan_in=0), input_shape=(16,))
     binary = convert(model, p)
     s = summarize(model, binary, p)
     bn = 4 * 32 * 4 + 4 * 40 * 4  # weight, bias, running mean, running var
@@ -37,7 +37,7 @@ def test_the_binarized_size_is_what_the_export_stores(tmp_path):
     from bnnc.export import export_onnx, payload_bytes, predicted_payload
 
     model = _net().eval()
-    p = plan(model, PlanRules(min_params=0), input_shape=(16,))
+    p = plan(model, PlanRules(min_params=0, min_fan_in=0), input_shape=(16,))
     binary = convert(model, p)
     predicted = predicted_payload(binary, (16,))
     s = summarize(model, binary, p, predicted)
@@ -54,9 +54,11 @@ def test_to_dict_is_json_ready():
     import json
 
     model = _net().eval()
-    p = plan(model, input_shape=(16,))
+    p = plan(model, PlanRules(min_fan_in=0), input_shape=(16,))
     d = summarize(model, convert(model, p), p).to_dict()
     json.dumps(d)
     # first layer small (512 weights), hidden 1280 weights binary, last layer FP32
     assert [layer["bits_per_weight"] for layer in d["layers"]] == [32, 1, 32]
     assert d["totals"]["compression"] > 1
+    narrow = plan(model, input_shape=(16,))  # by default a hidden layer summing 32 inputs stays FP32
+    assert narrow["3"].precision.value == "fp32" and narrow["3"].reason.startswith("narrow: each output sums 32")

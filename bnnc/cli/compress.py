@@ -38,6 +38,7 @@ def compress_command(
     binary: opt.Binary = None,
     weights: opt.Weights = None,
     min_params: opt.MinParams = 1024,
+    min_fan_in: opt.MinFanIn = 64,
     scale: opt.Scale = True,
     threshold: opt.Threshold = True,
     binarize: opt.Binarize = BinarizeChoice.deterministic,
@@ -100,7 +101,7 @@ def compress_command(
             result = compress(
                 model, o["data"], folder, config=ft_config, limits=limits_from(o),
                 uint8_input=bool(o.get("uint8_input", False)), float_ops=float_ops, arch=arch, arch_kwargs=kwargs,
-                trust_model=trust_model, rules=plan_rules(first, last, keep, binary, weights, min_params),
+                trust_model=trust_model, rules=plan_rules(first, last, keep, binary, weights, min_params, min_fan_in),
                 options=ConvertOptions(scale=scale, threshold=threshold,
                                        stochastic=binarize is BinarizeChoice.stochastic),
                 input_shape=shape, calibration_batches=calibration_batches, teacher=teacher,

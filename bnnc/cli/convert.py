@@ -62,6 +62,7 @@ def convert_command(
     binary: opt.Binary = None,
     weights: opt.Weights = None,
     min_params: opt.MinParams = 1024,
+    min_fan_in: opt.MinFanIn = 64,
     scale: opt.Scale = True,
     threshold: opt.Threshold = True,
     binarize: opt.Binarize = BinarizeChoice.deterministic,
@@ -94,7 +95,7 @@ def convert_command(
         with err.status(f"converting {model}") as status:
             result = convert_file(
                 model, output, arch=arch, arch_kwargs=kwargs, trust_model=trust_model,
-                rules=plan_rules(first, last, keep, binary, weights, min_params),
+                rules=plan_rules(first, last, keep, binary, weights, min_params, min_fan_in),
                 options=ConvertOptions(scale=scale, threshold=threshold,
                                        stochastic=binarize is BinarizeChoice.stochastic),
                 input_shape=shape, data=data, calibration_batches=calibration_batches,
@@ -112,13 +113,13 @@ def convert_command(
 
 
 def plan_rules(first: PrecisionChoice | None, last: PrecisionChoice | None, keep: list[str] | None,
-               binary: list[str] | None, weights: list[str] | None, min_params: int) -> PlanRules:
+               binary: list[str] | None, weights: list[str] | None, min_params: int, min_fan_in: int) -> PlanRules:
     """The plan options as the library's rules (shared with ``bnnc compress``)."""
     from bnnc.planning import PlanRules, Precision
 
     return PlanRules(first=Precision(first.value) if first else None, last=Precision(last.value) if last else None,
                      keep=tuple(keep or ()), binary=tuple(binary or ()), weights=tuple(weights or ()),
-                     min_params=min_params)
+                     min_params=min_params, min_fan_in=min_fan_in)
 
 
 def parse_size(text: str | None) -> int | None:

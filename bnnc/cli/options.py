@@ -40,6 +40,8 @@ Binary = Annotated[Optional[list[str]], typer.Option(help="Make layers matching 
 Weights = Annotated[Optional[list[str]], typer.Option(help="Binary weights, real-valued input, for layers matching "
                                                            "this glob (repeatable).", metavar="GLOB")]
 MinParams = Annotated[int, typer.Option(help="Hidden layers with fewer weights stay FP32.", min=0)]
+MinFanIn = Annotated[int, typer.Option(help="Layers whose outputs each sum fewer inputs stay FP32 (narrow "
+                                            "pointwise convs of mobile nets).", min=0)]
 Scale = Annotated[bool, flag("--scale/--no-scale", help="Per-output-channel scale alpha (init mean |W|).")]
 Threshold = Annotated[bool, flag("--threshold/--no-threshold", help="Per-channel input threshold beta: "
                                                                     "binarize(x - beta).")]

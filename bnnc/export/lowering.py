@@ -26,7 +26,7 @@ from torch import fx, nn
 from bnnc.export.batchnorm import torch_affine as batchnorm_affine
 from bnnc.export.thresholds import NotMonotone, Thresholds, float_thresholds, integer_thresholds
 from bnnc.layers import BinaryLayer, _BinaryConvNd, binary_layers, channel_view, set_submodule
-from bnnc.planning import trace
+from bnnc.planning import fx_graph
 from bnnc.shift import ShiftBatchNorm
 
 # Per-channel, monotone, elementwise in eval mode: can sit inside a fused chain.
@@ -215,7 +215,7 @@ def lower(model: nn.Module, example: torch.Tensor, *, integer: bool = True) -> L
     notes: list[str] = []
     if integer:
         try:
-            graph = trace(model, _Tracer())
+            graph = fx_graph(model, _Tracer())
             traced: nn.Module | None = fx.GraphModule(model, graph)
         except Exception as e:  # noqa: BLE001 - any tracing failure means "export without fusion"
             notes.append(f"torch.fx could not trace the model ({type(e).__name__}: {str(e)[:120]}); "
