@@ -105,7 +105,7 @@ class VGG(nn.Module):
     """torchvision.models.VGG(make_layers(cfg, batch_norm=True)): its 7x7 adaptive pool runs on a 1x1 map
     at 32x32 inputs, and its classifier is Linear-ReLU-Dropout twice, then the logits."""
 
-    def __init__(self, cfg: tuple[int | str, ...], num_classes: int = 10, hidden: int = 64) -> None:
+    def __init__(self, cfg: tuple[int | str, ...], num_classes: int = 10, hidden: int = 128) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         cin = 1
@@ -125,12 +125,12 @@ class VGG(nn.Module):
         return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
 
 
-def vgg11_bn(num_classes: int = 10, width: int = 8) -> nn.Module:
+def vgg11_bn(num_classes: int = 10, width: int = 16) -> nn.Module:
     w = width
     return VGG((w, "M", 2 * w, "M", 4 * w, 4 * w, "M", 8 * w, 8 * w, "M", 8 * w, 8 * w, "M"), num_classes)
 
 
-def vgg16_bn(num_classes: int = 10, width: int = 4) -> nn.Module:
+def vgg16_bn(num_classes: int = 10, width: int = 16) -> nn.Module:
     w = width
     return VGG((w, w, "M", 2 * w, 2 * w, "M", 4 * w, 4 * w, 4 * w, "M", 8 * w, 8 * w, 8 * w, "M",
                 8 * w, 8 * w, 8 * w, "M"), num_classes)
