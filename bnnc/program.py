@@ -122,6 +122,10 @@ _ELEMENTWISE: dict[Any, tuple[type[nn.Module], Any]] = {
     torch.ops.aten.max_pool1d.default: (nn.MaxPool1d, _max_pool(nn.MaxPool1d)),
     torch.ops.aten.max_pool2d.default: (nn.MaxPool2d, _max_pool(nn.MaxPool2d)),
 }
+# ReLU(inplace=True) and friends stay in-place in an exported program (torchvision's nets use them)
+_INPLACE = {torch.ops.aten.relu_.default: torch.ops.aten.relu.default,
+            torch.ops.aten.hardtanh_.default: torch.ops.aten.hardtanh.default,
+            torch.ops.aten.leaky_relu_.default: torch.ops.aten.leaky_relu.default}
 # aten call of a functional (torch.relu(x) in a forward) -> the torch function bnnc's lowering knows
 _FUNCTIONS: dict[Any, Any] = {
     torch.ops.aten.relu.default: torch.relu,
@@ -152,7 +156,10 @@ def _elementwise(gm: fx.GraphModule) -> None:
             continue
         stack = node.meta.get("nn_module_stack") or {}
         name, type_name = list(stack.values())[-1] if stack else ("", "")
-        module_type, rebuild = _ELEMENTWISE.get(node.target, (None, None))
+        target = node.target
+        if target in _INPLACE and len(node.args[0].users) == 1:  # nothing else sees the mutated input
+            target = _INPLACE[target]
+        module_type, rebuild = _ELEMENTWISE.get(target, (None, None))
         args = tuple(node.args[1:])
         if module_type is not None and type_name.rsplit(".", 1)[-1] == module_type.__name__ and name:
             if name not in built:
@@ -160,9 +167,9 @@ def _elementwise(gm: fx.GraphModule) -> None:
                 gm.add_submodule(name, built[name])
             with gm.graph.inserting_before(node):
                 new = gm.graph.call_module(name, (node.args[0],))
-        elif node.target in _FUNCTIONS:
+        elif target in _FUNCTIONS:
             with gm.graph.inserting_before(node):
-                new = gm.graph.call_function(_FUNCTIONS[node.target], node.args, dict(node.kwargs))
+                new = gm.graph.call_function(_FUNCTIONS[target], node.args, dict(node.kwargs))
         else:
             continue
         new.meta = dict(node.meta)

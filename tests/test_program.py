@@ -51,16 +51,22 @@ def test_a_program_converts_reloads_without_trust_and_exports_with_parity(tmp_pa
     assert parity.ok and parity.argmax_agreement == 1.0, parity
 
 
-@pytest.mark.parametrize("kind", ["cnn", "resnet", "mlp"])
+@pytest.mark.parametrize("kind", ["cnn", "resnet", "mlp", "torchvision-resnet18"])
 def test_a_program_exports_the_graph_its_eager_model_exports(kind: str, tmp_path: Path):
-    """Activations, pools and flattens come back as the modules they were, so the same chains fold into
-    integer thresholds, and the file is byte for byte as large."""
+    """Activations, pools and flattens come back as the modules they were (in-place ReLUs too, which
+    torchvision's nets use and an exported program keeps), so the same chains fold into integer
+    thresholds, and the file is byte for byte as large."""
+    import families
     from bnnc.conversion import convert
     from bnnc.export import to_onnx
     from bnnc.planning import plan
 
+    eager = families.resnet18().eval() if kind.startswith("torchvision") else build(kind)
+    path = tmp_path / "m.pt2"
+    torch.export.save(torch.export.export(eager, (torch.randn(4, 1, 28, 28),),
+                                          dynamic_shapes={"x": {0: torch.export.Dim("batch")}}), path)
     results = []
-    for model in (build(kind), load_checkpoint(_export(kind, tmp_path / "m.pt2")).model):
+    for model in (eager, load_checkpoint(path).model):
         binary = convert(model, plan(model, PlanRules(min_params=0, min_fan_in=0), input_shape=(1, 28, 28)))
         proto, lowered = to_onnx(binary, (1, 28, 28))
         results.append((sum(s.fused is not None for s in lowered.specs), len(lowered.specs),
