@@ -216,14 +216,15 @@ def cpu_flags() -> str:
 
 def markdown(rows: list[dict[str, Any]]) -> str:
     lines = ["| family | params | kept real-valued (of layers) | convert (s) | recalibration (s) | FP32 | "
-             "bnnc, 2 epochs | ONNX FP32 ÷ bnnc | file ÷ data | speed vs FP32 b1 / b64 |",
-             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "bnnc, 2 epochs | same prediction as torch | ONNX FP32 ÷ bnnc | file ÷ data | speed vs FP32 b1 / b64 |",
+             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         s, a, sp = r["size"], r["accuracy"], r["speedup_vs_fp32"]
         kept = "; ".join(sorted({reason.split(":")[0] for _, reason in r["kept"]}))
         lines.append(
             f"| {r['family']} | {r['params'] / 1e6:.1f}M | {len(r['kept'])} of {r['layers']}: {kept} | "
             f"{r['convert_seconds']:.0f} | {r['recalibration_seconds']:.0f} | {a['fp32']:.2%} | {a['bnnc_onnx']:.2%} | "
+            f"{a['onnx_torch_agreement']:.2%} | "
             f"{s['compression_vs_fp32']:.1f}x | {s['bnnc_onnx_bytes'] / s['theoretical_bytes']:.2f} | "
             f"{sp['1']:.2f}x / {sp['64']:.2f}x |")
     return "\n".join(lines) + "\n"

@@ -498,6 +498,7 @@ def plan(
     ordered = executed + [n for n in names if n not in trace.macs]
     out: list[LayerPlan] = []
     risky: list[str] = []
+    depthwise = {n for n, m in candidates if 1 < getattr(m, "groups", 1) == getattr(m, "in_channels", 0)}
     for name in ordered:
         module = modules[name]
         params = module.weight.numel()
@@ -526,20 +527,31 @@ def plan(
             precision=precision, reason=reason, inputs=facts.feeds.get(name, ()),
         ))
     return Plan(layers=tuple(out), input_shape=shape, input_shape_inferred=inferred, fallback=fallback,
-                warnings=_warnings(out, risky))
+                warnings=_warnings(out, risky, depthwise))
+
+
+def _some(names: list[str]) -> str:
+    return ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
 
 
 _RISKY = ("depthwise", "squeeze-excitation", "attention", "narrow")
 """Default reasons for keeping a layer FP32 that were measured to decide whether a model recovers."""
 
 
-def _warnings(layers: list[LayerPlan], risky: list[str]) -> tuple[str, ...]:
+def _warnings(layers: list[LayerPlan], risky: list[str], depthwise: set[str]) -> tuple[str, ...]:
     """One line each for what in the plan may keep the model from recovering once binarized."""
     warnings = []
     if risky:
-        shown = ", ".join(risky[:4]) + (f" and {len(risky) - 4} more" if len(risky) > 4 else "")
         warnings.append(f"{len(risky)} layer{'s' if len(risky) > 1 else ''} binarized by an override that the "
-                        f"default plan keeps FP32 because binarized they rarely recover: {shown}")
+                        f"default plan keeps FP32 because binarized they rarely recover: {_some(risky)}")
+    after_depthwise = [layer.name for layer in layers
+                       if layer.precision is Precision.BINARY and depthwise & set(layer.inputs)]
+    if after_depthwise:  # measured: benchmarks/architectures.py, README "Architectures"
+        warnings.append(f"{len(after_depthwise)} binarized conv{'s' if len(after_depthwise) > 1 else ''} "
+                        f"read{'' if len(after_depthwise) > 1 else 's'} a depthwise conv's output "
+                        f"({_some(after_depthwise)}): inverted-residual nets binarized so recover slowly "
+                        "(torchvision MobileNet-V2: 81% FP32, 31% after 2 epochs; 78% with these kept FP32) "
+                        "- fine-tune longer, or --keep them")
     if not any(layer.precision is not Precision.FP32 for layer in layers):
         warnings.append("no layer is binarized: the converted model is the FP32 one (see each layer's reason)")
     return tuple(warnings)

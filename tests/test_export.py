@@ -124,6 +124,18 @@ def test_graph_is_integer_with_packed_weights_and_checker_clean():
     assert dim.dim_param == "batch"  # dynamic batch
 
 
+def test_the_graph_holds_nothing_unread():
+    """Fresh BatchNorms share equal parameters; the exporter aliases them through Identity nodes, which the
+    BatchNorms folded into thresholds leave unread: none of that may reach the file."""
+    import families
+
+    net = binarized(families.shufflenet_v2())
+    proto, _ = to_onnx(net, (1, 28, 28))
+    read = {i for n in proto.graph.node for i in n.input} | {o.name for o in proto.graph.output}
+    assert all(any(o in read for o in n.output) for n in proto.graph.node)
+    assert all(i.name in read for i in proto.graph.initializer)
+
+
 @pytest.mark.parametrize("kind", ["mlp", "cnn", "resnet"])
 @pytest.mark.parametrize("float_ops", [False, True])
 def test_parity_in_onnxruntime_and_the_reference_runtime(kind, float_ops):

@@ -231,8 +231,13 @@ def test_narrow_hidden_layers_stay_fp32_and_overrides_are_warned_about():
     fan_ins = {n: m.weight[0].numel() for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
     assert narrow and all(fan_ins[n] < 64 for n in narrow)
     assert all(fan_ins[layer.name] >= 64 for layer in p.layers if layer.precision is Precision.BINARY)
-    assert not p.warnings
-    forced = plan(model, PlanRules(binary=sorted(narrow)[:2]), input_shape=(1, 28, 28))
+    projections = sorted(layer.name for layer in p.layers if layer.precision is Precision.BINARY
+                         and layer.name.endswith(".block.2.0"))  # the 1x1 after the depthwise block.1.0
+    assert projections
+    assert p.warnings == (next(w for w in p.warnings if w.startswith(f"{len(projections)} binarized convs read a "
+                                                                      "depthwise conv's output")),)
+    assert not plan(model, PlanRules(keep=tuple(projections)), input_shape=(1, 28, 28)).warnings
+    forced = plan(model, PlanRules(binary=sorted(narrow)[:2], keep=tuple(projections)), input_shape=(1, 28, 28))
     assert len(forced.warnings) == 1 and "2 layers binarized by an override" in forced.warnings[0]
     assert "(narrow)" in forced.warnings[0]
     assert Plan.from_dict(forced.to_dict()).warnings == forced.warnings

@@ -149,9 +149,19 @@ def _replace_placeholders(proto: onnx.ModelProto, specs: list[NodeSpec]) -> None
     del graph.value_info[:]
 
 
-def _drop_unused_initializers(proto: onnx.ModelProto) -> None:
-    used = {i for n in proto.graph.node for i in n.input} | {o.name for o in proto.graph.output}
-    keep = [i for i in proto.graph.initializer if i.name in used]
+def _prune(proto: onnx.ModelProto) -> None:
+    """Drop what nothing reads: nodes none of whose outputs reach the graph's outputs (the TorchScript
+    exporter leaves an Identity per deduplicated parameter of every folded BatchNorm), then unused
+    initializers. Kept in the file, they would cost bytes for nothing."""
+    needed = {o.name for o in proto.graph.output}
+    live = []
+    for node in reversed(proto.graph.node):
+        if any(o in needed for o in node.output):
+            live.append(node)
+            needed.update(node.input)
+    del proto.graph.node[:]
+    proto.graph.node.extend(reversed(live))
+    keep = [i for i in proto.graph.initializer if i.name in needed]
     del proto.graph.initializer[:]
     proto.graph.initializer.extend(keep)
 
@@ -182,7 +192,7 @@ def to_onnx(model: nn.Module, input_shape: tuple[int, ...], *, integer: bool = T
     proto = _torch_export(lowered.model, example, opset, custom=bool(lowered.specs))
     _replace_placeholders(proto, lowered.specs)
     match_torch_batchnorm(proto)
-    _drop_unused_initializers(proto)
+    _prune(proto)
     try:
         onnx.checker.check_model(proto, full_check=True)
     except Exception as e:  # noqa: BLE001
