@@ -143,7 +143,7 @@ def convert_file(
     """
     src = Path(model_path)
     out = Path(output) if output is not None else src.with_suffix(".bnnc")
-    check_output(out, inputs=(src,), overwrite=overwrite)
+    check_output(output if output is not None else out, inputs=(src, data), overwrite=overwrite)
     loaded = require_fp32(load_checkpoint(src, arch=arch, arch_kwargs=arch_kwargs, trust_model=trust_model))
     if calibration_batches < 1:
         raise BnncError(f"calibration batches must be >= 1, got {calibration_batches}")

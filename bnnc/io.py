@@ -5,6 +5,7 @@ A bnnc checkpoint is a plain dict saved with ``torch.save`` that reloads with
 
     {"format": "bnnc-model", "format_version": 1,
      "arch": "pkg.module:factory", "arch_kwargs": {...},   # how to rebuild the FP32 module
+     "arch_seal": "..." | None,                             # bnnc.seal: this user's bnnc wrote "arch"
      "state_dict": {...},                                   # weights (converted ones if binarized)
      "preprocessing": {...} | None,                         # see bnnc.data.Preprocessing
      "metrics": {...},                                      # e.g. test accuracy
@@ -13,9 +14,10 @@ A bnnc checkpoint is a plain dict saved with ``torch.save`` that reloads with
 
 Loading never runs code from the file: everything is read with ``weights_only=True``; a whole
 pickled ``nn.Module`` is refused unless the caller passes ``trust_model=True``. The ``arch``
-reference imports code that is already installed on the machine, never code from the file, and
-only a ``nn.Module`` subclass or a plain Python function outside the standard library and torch
-is accepted, so a tampered reference can't call e.g. ``os:system``.
+reference imports code that is already installed on the machine, never code from the file: an
+``nn.Module`` subclass, or a function only if the user named it (``--arch``) or sealed it
+(:mod:`bnnc.seal`), and never anything in the standard library, torch or bnnc's own modules — so a
+tampered reference can't call ``os:system``, ``sympy:sympify`` or ``bnnc.io:load_model``.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import pickle
 import sys
 import tempfile
 import zipfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -37,7 +39,7 @@ from typing import IO, Any
 import torch
 from torch import nn
 
-from bnnc import program
+from bnnc import program, seal
 from bnnc.errors import ModelLoadError, OutputError, UntrustedModelError
 
 PROGRAM_FORM = "torch.export program"
@@ -61,6 +63,7 @@ class ModelFile:
     metrics: dict[str, Any] = field(default_factory=dict)
     binarized: dict[str, Any] | None = None     # the "binarized" entry of a converted checkpoint
     example_shape: tuple[int, ...] | None = None  # per-sample input shape a torch.export program was made with
+    arch_named_by_user: bool = True             # arch from --arch, or sealed by this user's bnnc (bnnc.seal)
 
     @property
     def is_binarized(self) -> bool:
@@ -191,17 +194,19 @@ def _cwd_on_path() -> Iterator[None]:
             sys.path.remove(cwd)
 
 
-def resolve_arch(ref: str) -> Callable[..., Any]:
+def resolve_arch(ref: str, *, named_by_user: bool = True, source: Path | None = None) -> Callable[..., Any]:
     """Import ``pkg.module:factory`` (factory may be ``Class`` or ``obj.attr``) and check it is safe.
 
-    Only a ``nn.Module`` subclass, or a plain Python function defined outside the standard
-    library and torch, is accepted: the reference may come from a file someone else wrote.
+    An ``nn.Module`` subclass is accepted wherever the reference comes from; a function only when the
+    user named it (``--arch``, the ``arch=`` argument) or ``source``, the file that names it, carries
+    this user's seal (:mod:`bnnc.seal`). Nothing from the standard library, torch, or bnnc itself
+    (but its sample architectures, :mod:`bnnc.zoo`) is accepted at all.
     """
     module_name, sep, attr = ref.partition(":")
     if not sep or not module_name or not attr:
         raise ModelLoadError(f"architecture reference {ref!r} is not of the form pkg.module:factory",
                              "e.g. --arch torchvision.models:resnet18 or --arch mymodels:Net")
-    if module_name.split(".")[0] in _REFUSED_TOP_LEVEL:
+    if _refused_module(module_name):
         raise ModelLoadError(f"architecture reference {ref!r} points into {module_name.split('.')[0]!r}, "
                              "which can't define a model architecture", "name the module that defines your model")
     try:
@@ -221,15 +226,26 @@ def resolve_arch(ref: str) -> Callable[..., Any]:
         raise ModelLoadError(f"architecture {ref!r} is a {type(obj).__name__}, not an nn.Module class or a function",
                              "point --arch at the class or the function that builds the model")
     defined_in = getattr(obj, "__module__", "") or ""
-    if defined_in.split(".")[0] in _REFUSED_TOP_LEVEL:
+    if _refused_module(defined_in):
         raise ModelLoadError(f"architecture {ref!r} is defined in {defined_in!r}, not in a model package",
                              "name the module that defines your model")
+    if is_function and not named_by_user:
+        raise UntrustedModelError(
+            f"{source} names the function {ref!r} as its architecture; bnnc calls a function named by a file "
+            "only if this user's bnnc recorded it there (a file from elsewhere could name any function)",
+            f"if you trust it to build the model, pass --arch {ref} or set BNNC_ALLOW_ARCH={ref}")
     return obj
 
 
-def build_model(ref: str, kwargs: Mapping[str, Any] | None = None) -> nn.Module:
-    """Instantiate the architecture ``ref`` with ``kwargs`` (JSON-like values only)."""
-    factory = resolve_arch(ref)
+def _refused_module(name: str) -> bool:
+    top = name.split(".")[0]
+    return top in _REFUSED_TOP_LEVEL or (top == "bnnc" and name != "bnnc.zoo")
+
+
+def build_model(ref: str, kwargs: Mapping[str, Any] | None = None, *, named_by_user: bool = True,
+                source: Path | None = None) -> nn.Module:
+    """Instantiate the architecture ``ref`` with ``kwargs`` (JSON-like values only); see :func:`resolve_arch`."""
+    factory = resolve_arch(ref, named_by_user=named_by_user, source=source)
     kwargs = dict(kwargs or {})
     for key, value in kwargs.items():
         if not _is_plain(value):
@@ -304,15 +320,18 @@ def load_checkpoint(
     arch: str | None = None,
     arch_kwargs: Mapping[str, Any] | None = None,
     trust_model: bool = False,
-    recorded_arch: tuple[str, Mapping[str, Any]] | None = None,
+    recorded_arch: tuple[str, Mapping[str, Any], bool] | None = None,
+    allow_arch: str | None = None,
 ) -> ModelFile:
     """Load a model file in any accepted form (see the README's "Model files").
 
     (a) a bnnc checkpoint or any dict naming its ``arch``; (b) a plain state dict with ``arch``;
     (c) a whole pickled ``nn.Module``, only with ``trust_model=True``. A converted (binarized)
     bnnc checkpoint comes back as the binarized model. ``arch`` overrides the file's reference.
-    ``recorded_arch`` (reference, kwargs) builds a plain state dict when ``arch`` isn't given: the
-    architecture a converted checkpoint recorded for its FP32 source.
+    ``recorded_arch`` (reference, kwargs, named by the user) builds a plain state dict when ``arch``
+    isn't given: the architecture a converted checkpoint recorded for its FP32 source (see
+    :func:`resolve_arch` for when a recorded function may be called). ``allow_arch``: a factory the
+    user named for this command (``--arch``), which the file's own reference may then call.
     """
     path = Path(path)
     _check_readable(path)
@@ -339,26 +358,28 @@ def load_checkpoint(
                              "save a state dict, a bnnc checkpoint, or (trusted) a whole nn.Module")
 
     if "arch" in obj or obj.get("format") == FORMAT:
-        return _load_described(path, sha, obj, arch, arch_kwargs, trust_model)
+        return _load_described(path, sha, obj, arch, arch_kwargs, trust_model, allow_arch)
 
     state_dict = _nested_state_dict(obj)
     if state_dict is None:
         raise ModelLoadError(f"{path} is a dict with keys {sorted(map(str, obj))[:6]} but no state dict in it",
                              "save model.state_dict(), or a dict with 'arch' and 'state_dict'")
+    named_by_user = True
     if arch is None and recorded_arch is not None:
-        arch, arch_kwargs = recorded_arch
+        arch, arch_kwargs, named_by_user = recorded_arch
+        named_by_user = named_by_user or arch == allow_arch or seal.allowed(arch)
     if arch is None:
         raise ModelLoadError(f"{path} is a plain state dict: it holds weights but not the architecture",
                              "pass --arch pkg.module:factory (the class or function that builds the model)")
-    model = build_model(arch, arch_kwargs)
+    model = build_model(arch, arch_kwargs, named_by_user=named_by_user, source=path)
     load_weights(model, state_dict, path, arch)
     return ModelFile(model=model, path=path, sha256=sha, form="state dict + --arch",
-                     arch=arch, arch_kwargs=dict(arch_kwargs or {}))
+                     arch=arch, arch_kwargs=dict(arch_kwargs or {}), arch_named_by_user=named_by_user)
 
 
 def _load_described(
     path: Path, sha: str, obj: Mapping[str, Any], arch: str | None,
-    arch_kwargs: Mapping[str, Any] | None, trust_model: bool,
+    arch_kwargs: Mapping[str, Any] | None, trust_model: bool, allow_arch: str | None,
 ) -> ModelFile:
     version = obj.get("format_version", FORMAT_VERSION)
     if obj.get("format") == FORMAT and version != FORMAT_VERSION:
@@ -369,20 +390,28 @@ def _load_described(
         raise ModelLoadError(f"{path} names an architecture but has no 'state_dict'",
                              "save {'arch': ..., 'arch_kwargs': ..., 'state_dict': model.state_dict()}")
     ref = arch or obj.get("arch")
-    kwargs = dict(arch_kwargs if arch_kwargs is not None else obj.get("arch_kwargs") or {})
+    recorded_kwargs = obj.get("arch_kwargs") or {}
+    if arch_kwargs is None and not isinstance(recorded_kwargs, Mapping):
+        raise ModelLoadError(f"{path}: 'arch_kwargs' must be a dict", "fix the checkpoint")
+    kwargs = dict(arch_kwargs if arch_kwargs is not None else recorded_kwargs)
     binarized = obj.get("binarized")
     if ref is None and binarized is None:
         raise ModelLoadError(f"{path} has an empty architecture reference", "pass --arch pkg.module:factory")
     if ref is not None and not isinstance(ref, str):
         raise ModelLoadError(f"{path}: 'arch' must be a string like 'pkg.module:factory'", "fix the checkpoint")
+    if not _is_plain(kwargs):
+        raise ModelLoadError(f"{path}: 'arch_kwargs' holds values other than plain data", "fix the checkpoint")
+    named_by_user = arch is not None or (ref is not None and (
+        ref == allow_arch or seal.allowed(ref) or seal.verify(ref, kwargs, obj.get("arch_seal"))))
     preprocessing = obj.get("preprocessing")
     metrics = dict(obj.get("metrics") or {})
 
     if binarized is None:
-        model = build_model(ref, kwargs)  # type: ignore[arg-type]
+        model = build_model(ref, kwargs, named_by_user=named_by_user, source=path)  # type: ignore[arg-type]
         load_weights(model, state_dict, path, ref)
         return ModelFile(model=model, path=path, sha256=sha, form="bnnc checkpoint", arch=ref,
-                         arch_kwargs=kwargs, preprocessing=preprocessing, metrics=metrics)
+                         arch_kwargs=kwargs, preprocessing=preprocessing, metrics=metrics,
+                         arch_named_by_user=named_by_user)
 
     from bnnc.conversion import ConvertOptions, convert
     from bnnc.planning import Plan
@@ -390,13 +419,14 @@ def _load_described(
     if not isinstance(binarized, Mapping):
         raise ModelLoadError(f"{path}: the 'binarized' entry is malformed", "re-run bnnc convert")
     if ref is not None:
-        base = build_model(ref, kwargs)
+        base = build_model(ref, kwargs, named_by_user=named_by_user, source=path)
     else:
         base = _load_source(path, binarized, trust_model)
     model = convert(base, Plan.from_dict(binarized["plan"]), ConvertOptions.from_dict(binarized["options"]))
     load_weights(model, state_dict, path, ref)
     return ModelFile(model=model, path=path, sha256=sha, form="bnnc checkpoint (binarized)", arch=ref,
-                     arch_kwargs=kwargs, preprocessing=preprocessing, metrics=metrics, binarized=dict(binarized))
+                     arch_kwargs=kwargs, preprocessing=preprocessing, metrics=metrics, binarized=dict(binarized),
+                     arch_named_by_user=named_by_user)
 
 
 def _load_source(path: Path, binarized: Mapping[str, Any], trust_model: bool) -> nn.Module:
@@ -445,24 +475,58 @@ def load_model(
 # ----------------------------------------------------------------------------- writing
 
 
-def check_output(path: Path, *, inputs: tuple[Path, ...] = (), overwrite: bool = False) -> None:
-    """Refuse an output that would overwrite an input, an existing file without ``overwrite``,
-    or a missing folder — before any work is done."""
-    for src in inputs:
-        if path.resolve() == src.resolve():
-            raise OutputError(f"the output {path} is the input file", "choose another output path with -o")
-    if path.is_dir():
-        raise OutputError(f"the output {path} is a directory", "give a file name, e.g. -o model.bnnc")
-    if path.exists() and not overwrite:
-        raise OutputError(f"{path} already exists", "pass --force to overwrite it, or choose another -o")
-    if not path.parent.is_dir():
-        raise OutputError(f"the folder {path.parent} does not exist", "create it first, or choose another -o")
-    try:  # creating a file is the only reliable test: permissions don't bind root, read-only mounts do
-        fd, probe = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".probe")
-    except OSError as e:
-        raise OutputError(f"can't write in the folder {path.parent} ({e.strerror})", "choose another -o") from None
-    os.close(fd)
-    os.unlink(probe)
+def check_output(path: str | os.PathLike[str], *, inputs: tuple[Any, ...] = (), overwrite: bool = False) -> None:
+    """:func:`check_outputs` for one output."""
+    check_outputs((path,), inputs, overwrite=overwrite)
+
+
+def check_outputs(outputs: Iterable[str | os.PathLike[str]], inputs: Iterable[Any] = (), *,
+                  overwrite: bool = False) -> None:
+    """One rule for every command's outputs (side files included), checked before any work.
+
+    An output is refused when it is one of the ``inputs`` (model, data, teacher, FP32 model, ONNX,
+    config, resume state: anything path-like; the same file by resolved path or by inode, so a hard
+    link or a symlink counts) or a file inside an input folder; when two outputs are one file; when it
+    exists and isn't a regular file (a device, a FIFO, a folder), even with ``overwrite``; when it exists
+    without ``overwrite``; when its folder is missing or not writable.
+    """
+    sources = [Path(os.fspath(i)).expanduser() for i in inputs if isinstance(i, (str, os.PathLike))]
+    sources = [i for i in sources if i.exists()]
+    seen: dict[Path, Path] = {}
+    for raw in outputs:
+        text = os.fspath(raw)
+        if text.endswith(("/", os.sep)):
+            raise OutputError(f"the output {text} names a folder", "give a file name, e.g. -o model.bnnc")
+        path = Path(text)
+        key = path.resolve()
+        if key in seen:
+            raise OutputError(f"{seen[key]} and {path} are one file, given for two outputs", "give each its own path")
+        seen[key] = path
+        for src in sources:
+            if _same_file(path, src) or (src.is_dir() and path.exists() and key.is_relative_to(src.resolve())):
+                raise OutputError(f"the output {path} is the input {src}", "choose another output path")
+        if path.exists() and not path.is_file():
+            what = "a directory" if path.is_dir() else "not a regular file"
+            raise OutputError(f"the output {path} is {what}", "give the path of a new or regular file")
+        if path.exists() and not overwrite:
+            raise OutputError(f"{path} already exists", "pass --force to overwrite it, or choose another -o")
+        if not path.parent.is_dir():
+            raise OutputError(f"the folder {path.parent} does not exist", "create it first, or choose another -o")
+        try:  # creating a file is the only reliable test: permissions don't bind root, read-only mounts do
+            fd, probe = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".probe")
+        except OSError as e:
+            raise OutputError(f"can't write in the folder {path.parent} ({e.strerror})", "choose another -o") from None
+        os.close(fd)
+        os.unlink(probe)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return a.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None], *, overwrite: bool = False) -> Path:
@@ -518,6 +582,7 @@ def save_checkpoint(
         "format_version": FORMAT_VERSION,
         "arch": arch,
         "arch_kwargs": dict(arch_kwargs or {}),
+        "arch_seal": seal.seal(arch, dict(arch_kwargs or {})) if arch else None,  # bnnc.seal: later steps may call it
         "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()},
         "preprocessing": dict(preprocessing) if preprocessing is not None else None,
         "metrics": dict(metrics or {}),

@@ -12,7 +12,7 @@ from bnnc.conversion import ConvertOptions, convert_file
 from bnnc.data import DataSpec
 from bnnc.errors import OutputError
 from bnnc.export import ExportResult, export_onnx
-from bnnc.io import atomic_write, check_output, load_checkpoint
+from bnnc.io import atomic_write, check_outputs, load_checkpoint
 from bnnc.planning import PlanRules
 from bnnc.reporting import Report, Thresholds, report
 from bnnc.resolve import data_for_model, require_fp32, stated_input_shape
@@ -95,14 +95,13 @@ def compress(
         raise OutputError(f"the folder {out.parent} does not exist", "create it first, or choose another -o")
     files = outputs(src, out)
     if out.is_dir():
-        for path in files.values():
-            check_output(path, inputs=(src,), overwrite=overwrite)
+        check_outputs(files.values(), (src, data, teacher), overwrite=overwrite)
     loaded = require_fp32(load_checkpoint(src, arch=arch, arch_kwargs=arch_kwargs, trust_model=trust_model))
     splits = data_for_model(data, loaded, input_shape=stated_input_shape(loaded, input_shape))
     config = config or FinetuneConfig(epochs=3)
     if config.distill and teacher is not None:
         load_checkpoint(teacher, arch=arch, arch_kwargs=arch_kwargs, trust_model=trust_model,
-                        recorded_arch=(loaded.arch, loaded.arch_kwargs) if loaded.arch else None)
+                        recorded_arch=(loaded.arch, loaded.arch_kwargs, loaded.arch_named_by_user) if loaded.arch else None)
     made_folder = not out.exists()
     created = [p for p in files.values() if not p.exists()]
     out.mkdir(exist_ok=True)

@@ -198,7 +198,7 @@ def report(
     progress = on_progress or (lambda stage: None)
     path = Path(model_path)
     progress(f"loading {path}")
-    loaded = require_binarized(load_checkpoint(path, trust_model=trust_model))
+    loaded = require_binarized(load_checkpoint(path, trust_model=trust_model, allow_arch=arch))
     plan = Plan.from_dict((loaded.binarized or {})["plan"])
     source = load_fp32_source(loaded, fp32_path, arch=arch, arch_kwargs=arch_kwargs, trust_model=trust_model)
     fp32 = source.model.eval()

@@ -74,7 +74,7 @@ def load_fp32_source(
     path and beside the checkpoint, and must still have its recorded SHA-256. ``role``, ``flag`` and
     ``alternative`` word the errors for the command that needs it (e.g. the teacher, ``--teacher``).
     """
-    recorded_arch = (loaded.arch, loaded.arch_kwargs) if loaded.arch else None
+    recorded_arch = (loaded.arch, loaded.arch_kwargs, loaded.arch_named_by_user) if loaded.arch else None
     if path is None:
         binarized = loaded.binarized or {}
         recorded = (binarized.get("source") or {}).get("path")

@@ -36,7 +36,7 @@ from bnnc.data import DataSpec, DataSplits
 from bnnc.device import resolve_device
 from bnnc.distributed import World
 from bnnc.errors import BnncError, DataError, OutputError
-from bnnc.io import ModelFile, atomic_write, check_output, load_checkpoint, save_checkpoint
+from bnnc.io import ModelFile, atomic_write, check_outputs, load_checkpoint, save_checkpoint
 from bnnc.layers import InputBinarizer, binary_layers, clip_latent_weights
 from bnnc.resolve import calibration_loader, data_for_model, load_fp32_source, require_binarized
 from bnnc.shift import ShiftAdaMax, use_shift_batchnorm
@@ -361,14 +361,14 @@ def prepare(
     out = Path(output) if output is not None else default_output(src)
     hist = Path(history_path) if history_path is not None else history_path_for(out)
     state_file = state_path(out)
+    inputs = (src, data, teacher)
     if not resume:
-        check_output(out, inputs=(src,), overwrite=overwrite)
-        check_output(hist, inputs=(src,), overwrite=overwrite)
+        check_outputs((output if output is not None else out, hist, state_file), inputs, overwrite=overwrite)
     elif not state_file.is_file():
         raise BnncError(f"nothing to resume: {state_file} does not exist", "run without --resume first")
     else:
-        check_output(out, inputs=(src,), overwrite=True)
-    loaded = require_binarized(load_checkpoint(src, trust_model=trust_model))
+        check_outputs((out, hist, state_file), inputs, overwrite=True)
+    loaded = require_binarized(load_checkpoint(src, trust_model=trust_model, allow_arch=arch))
     splits = data_for_model(data, loaded)
     if len(splits.train) < 2:
         raise DataError(f"{splits.source}: fine-tuning needs at least 2 training samples",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,6 +14,10 @@ from torch import nn
 
 from bnnc import zoo
 from bnnc.io import save_checkpoint
+
+# bnnc.seal's key for the whole session (subprocesses inherit it): tests never touch the user's ~/.config
+os.environ["BNNC_CONFIG_DIR"] = tempfile.mkdtemp(prefix="bnnc-test-config-")
+os.environ.pop("BNNC_ALLOW_ARCH", None)
 
 SMALL_ARCHS: dict[str, tuple[str, dict[str, Any]]] = {
     "mlp": ("bnnc.zoo:MLP", {"hidden": [64, 48], "in_features": 784}),

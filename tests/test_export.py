@@ -124,6 +124,30 @@ def test_graph_is_integer_with_packed_weights_and_checker_clean():
     assert dim.dim_param == "batch"  # dynamic batch
 
 
+def test_a_tie_is_a_value_float_rounding_can_move_across_its_threshold():
+    """A ReLU's zeros are exact: a threshold just above them is no tie (it excused every sample before).
+    A value the real-input first layer computes, with the threshold set to it, is one."""
+    from bnnc.export.parity import rounding_ties
+    from bnnc.layers import InputBinarizer
+
+    net = binarized(build("mlp"))
+    binarizer = next(m for m in net.modules() if isinstance(m, InputBinarizer))
+    x = images(64, seed=3)
+    seen = []
+    handle = binarizer.register_forward_pre_hook(lambda m, args: seen.append(args[0]))
+    with torch.no_grad():
+        net(x)
+    handle.remove()
+    assert (seen[0] == 0).float().mean() > 0.2  # plenty of ReLU zeros
+    with torch.no_grad():
+        binarizer.beta.fill_(1e-7)
+    assert not rounding_ties(net, x).any()
+    with torch.no_grad():
+        binarizer.beta.copy_(seen[0][5].double().clamp_min(1e-3).float())  # sample 5's own values
+    ties = rounding_ties(net, x)
+    assert ties[5] and ties.mean() < 0.5
+
+
 def test_the_graph_holds_nothing_unread():
     """Fresh BatchNorms share equal parameters; the exporter aliases them through Identity nodes, which the
     BatchNorms folded into thresholds leave unread: none of that may reach the file."""

@@ -233,3 +233,20 @@ def test_atomic_write_never_clobbers_and_leaves_no_temp_files(tmp_path):
 def test_atomic_write_missing_folder(tmp_path):
     with pytest.raises(OutputError, match="does not exist"):
         atomic_write(tmp_path / "nope" / "out.bin", lambda f: f.write(b"x"))
+
+
+@pytest.mark.parametrize("ref", ["bnnc.io:load_model", "bnnc.io:_torch_load", "bnnc.zoo:load_model",
+                                 "bnnc.layers:BinaryLinear", "os:system", "torch.nn:Linear"])
+def test_bnnc_stdlib_and_torch_are_never_an_architecture_even_when_named(ref):
+    from bnnc.io import resolve_arch
+
+    with pytest.raises(ModelLoadError):
+        resolve_arch(ref, named_by_user=True)
+
+
+def test_a_module_class_a_file_names_is_accepted_and_a_function_is_not():
+    from bnnc.io import resolve_arch
+
+    assert resolve_arch("bnnc.zoo:MLP", named_by_user=False) is zoo.MLP
+    with pytest.raises(UntrustedModelError, match="names the function"):
+        resolve_arch("sympy:sympify", named_by_user=False)

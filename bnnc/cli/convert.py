@@ -51,7 +51,7 @@ def convert_command(
     model: Annotated[Path, typer.Argument(metavar="MODEL", help="FP32 model: a bnnc/arch checkpoint, a state dict "
                                           "(with --arch), a torch.export program (.pt2), or a pickled nn.Module "
                                           "(with --trust-model).")],
-    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Where to write the binarized "
+    output: Annotated[Optional[str], typer.Option("-o", "--output", help="Where to write the binarized "
                                                    "checkpoint (default: MODEL with suffix .bnnc).")] = None,
     arch: opt.Arch = None,
     arch_kwargs: opt.ArchKwargs = None,

@@ -21,7 +21,7 @@ def export_command(
     ctx: typer.Context,
     model: Annotated[Path, typer.Argument(metavar="MODEL", help="Binarized checkpoint (from `bnnc convert` or "
                                           "`bnnc finetune`).")],
-    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="ONNX file to write "
+    output: Annotated[Optional[str], typer.Option("-o", "--output", help="ONNX file to write "
                                                    "(default: MODEL with suffix .onnx).")] = None,
     float_ops: opt.FloatOps = False,
     uint8_input: Annotated[bool, opt.flag("--uint8-input", help="Take raw 8-bit pixels: the recorded preprocessing "

@@ -30,7 +30,7 @@ def finetune_command(
     data: Annotated[str, typer.Option(help="Training data: IDX folder, .npz, .pt, image folder, or "
                                            "pkg.module:function.")],
     epochs: Annotated[int, typer.Option(help="Epochs to train.", min=1)] = 5,
-    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Best checkpoint "
+    output: Annotated[Optional[str], typer.Option("-o", "--output", help="Best checkpoint "
                                                    "(default: MODEL.finetuned.bnnc).")] = None,
     lr: opt.LearningRate = None,
     optimizer: opt.Optimizer = OptimizerChoice.adam,

@@ -51,7 +51,7 @@ def report_command(
     with reported_errors(ctx):
         from bnnc.config import load_config, merge
         from bnnc.errors import BnncError
-        from bnnc.io import check_output
+        from bnnc.io import check_outputs
         from bnnc.reporting import report
 
         file_options, _ = load_config(config)
@@ -60,9 +60,8 @@ def report_command(
                   max_parity_mismatch=max_parity_mismatch)
         if "data" not in o:
             raise BnncError("no evaluation data", "pass --data, or set data in bnnc.toml")
-        for path in (json_out, markdown, html_out):
-            if path is not None:
-                check_output(path, inputs=(model,), overwrite=force)
+        check_outputs([p for p in (json_out, markdown, html_out) if p is not None],
+                      (model, o["data"], onnx_model, fp32, config), overwrite=force)
         with err.status("measuring") as status:
             rep = report(model, o["data"], onnx_path=onnx_model, fp32_path=fp32, arch=arch,
                          arch_kwargs=kwargs, limits=limits_from(o),

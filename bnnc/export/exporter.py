@@ -30,7 +30,7 @@ from bnnc.errors import BnncError
 from bnnc.export.batchnorm import match_torch_batchnorm
 from bnnc.export.graph import build
 from bnnc.export.lowering import Lowered, NodeSpec, Normalize, PixelModel, lower
-from bnnc.export.parity import Parity, check_parity
+from bnnc.export.parity import MAX_TIE_SHARE, Parity, check_parity
 from bnnc.io import ModelFile, atomic_write, check_output, load_checkpoint
 from bnnc.layers import binary_layers, set_submodule
 from bnnc.resolve import data_for_model, require_binarized
@@ -298,14 +298,14 @@ def export_onnx(
         net = model
         out = Path(output) if output is not None else None
         if out is not None:
-            check_output(out, overwrite=overwrite)
+            check_output(output, inputs=(data,), overwrite=overwrite)
         if data is not None and check:
             splits = load_data(data, preprocessing=Preprocessing.from_dict(preprocessing) if preprocessing else None,
                                input_shape=input_shape)
     else:
         src = Path(model)
         out = Path(output) if output is not None else default_output(src)
-        check_output(out, inputs=(src,), overwrite=overwrite)
+        check_output(output if output is not None else out, inputs=(src, data), overwrite=overwrite)
         loaded = require_binarized(load_checkpoint(src, trust_model=trust_model))
         net = loaded.model
         if data is not None and check:
@@ -342,10 +342,12 @@ def export_onnx(
             parity = check_parity(blob, net, x, inputs=described, runtime=runtime)
             result.parity.append(parity)
             if not parity.ok:
+                why = (f"{parity.unexplained} of {parity.samples} samples differ by more than {parity.rtol:.0e} "
+                       "(relative) with no float-rounding tie to explain it" if parity.unexplained else
+                       f"{parity.at_ties} of {parity.samples} samples differ at float-rounding ties, more than "
+                       f"{MAX_TIE_SHARE:.0%}")
                 raise ExportError(
-                    f"the ONNX model doesn't match the PyTorch model in {runtime}: {parity.unexplained} of "
-                    f"{parity.samples} samples differ by more than {parity.rtol:.0e} (relative) with no "
-                    f"float-rounding tie to explain it; nothing written",
+                    f"the ONNX model doesn't match the PyTorch model in {runtime}: {why}; nothing written",
                     "this is a bnnc bug: re-run with --debug and report it (--no-check writes it anyway)")
     if out is not None:
         result.path = atomic_write(out, lambda f: f.write(blob), overwrite=overwrite)

@@ -281,13 +281,37 @@ def _chain(gm: fx.GraphModule, start: fx.Node) -> tuple[list[fx.Node], fx.Node] 
 def _apply_chain(gm: fx.GraphModule, layer: BinaryLayer, chain: list[fx.Node], y: torch.Tensor) -> torch.Tensor:
     """The chain's per-channel functions (scale, bias, then the elementwise modules) applied to ``y``."""
     with torch.no_grad():
-        x = layer._scale_and_bias(y, 1 if isinstance(layer, _BinaryConvNd) else -1)
-        for node in chain:
+        return _apply_nodes(gm, chain, layer._scale_and_bias(y, 1 if isinstance(layer, _BinaryConvNd) else -1))
+
+
+def _apply_nodes(gm: fx.GraphModule, nodes: list[fx.Node], x: torch.Tensor) -> torch.Tensor:
+    """The elementwise steps among ``nodes`` applied to ``x`` (pools and flattens skipped)."""
+    with torch.no_grad():
+        for node in nodes:
             target = _target(gm, node)
             if isinstance(target, _POOLS) or _is_flatten(gm, node):
                 continue
             x = target(x) if node.op == "call_module" else target(x, *node.args[1:], **node.kwargs)
     return x
+
+
+def _decreasing_after_pool(gm: fx.GraphModule, layer: BinaryLayer, chain: list[fx.Node], rank: int) -> bool:
+    """Whether, in some channel, the steps after the chain's max pool decrease (a BatchNorm with a negative
+    scale). The pool is applied to the bits, which equals pooling first only where those steps don't
+    decrease: max then a decreasing step is a min of the bits."""
+    at = next((i for i, n in enumerate(chain) if isinstance(_target(gm, n), _POOLS)), None)
+    if at is None or not chain[at + 1:]:
+        return False
+    channels = layer.weight.shape[0]
+    if layer.binary_input:  # the pool's inputs are exactly f_before(s) for the integer sums s in [-K, K]
+        u = _chain_values(gm, layer, chain[:at], rank)
+    else:
+        grid = torch.cat([-torch.logspace(-6, 30, 2000).flip(0), torch.zeros(1), torch.logspace(-6, 30, 2000)])
+        x = grid.view(-1, 1).expand(-1, channels).reshape((len(grid), channels) + (1,) * (rank - 2)).contiguous()
+        u = _apply_chain(gm, layer, chain[:at], x).reshape(len(grid), channels)
+    u = u.sort(dim=0).values
+    v = _apply_nodes(gm, chain[at + 1:], u.reshape(u.shape + (1,) * (rank - 2))).reshape(u.shape)
+    return bool((v[1:] < v[:-1]).any())
 
 
 def _chain_values(gm: fx.GraphModule, layer: BinaryLayer, chain: list[fx.Node], rank: int) -> torch.Tensor:
@@ -397,6 +421,10 @@ def _lower_traced(gm: fx.GraphModule, example: torch.Tensor, notes: list[str]) -
         beta = beta.reshape(channels, -1)
         has_flatten = any(_is_flatten(gm, n) for n in chain)
         if beta.shape[1] > 1 and not (is_conv and has_flatten):
+            continue
+        if pool is not None and _decreasing_after_pool(gm, layer, chain, rank):
+            notes.append(f"{node.target} -> {successor.target}: a max pool before a decreasing step (a negative "
+                         "BatchNorm scale) would need a min pool on the bits; not fused")
             continue
         try:
             thresholds = _thresholds(gm, layer, chain, rank, beta)

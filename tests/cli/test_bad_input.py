@@ -109,6 +109,9 @@ def ws(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (d / "wrong-type.toml").write_text('epochs = "three"\n')
     (d / "existing.bnnc").write_bytes(b"keep me")
     (d / "a-file").write_bytes(b"not a folder")
+    os.link(fp32, d / "hardlink.pt")  # the input under another name
+    os.mkfifo(d / "fifo")
+    (d / "o.bnnc.state").write_bytes((d / "m.bnnc").read_bytes())  # the side file of -o o.bnnc, given as the input
     return d
 
 
@@ -247,7 +250,35 @@ COMPRESS = [
     case("compress-arch-kwargs-not-json", "--arch-kwargs", "compress", "{ws}/sd.pt", "--arch", MLP_REF,
          "--arch-kwargs", "{hidden", "--data", "{ws}/data.npz", "-o", "{ws}/out"),
 ]
-CASES = CONVERT + FINETUNE + EXPORT + REPORT + COMPRESS
+# --force replaces an earlier output, never an input and never something that isn't a regular file
+OVERWRITES = [
+    case("convert-output-is-the-data", "is the input", "convert", "{ws}/fp32.pt", "--data", "{ws}/data.npz",
+         "-o", "{ws}/data.npz", "--force"),
+    case("convert-output-is-a-hard-link-of-the-input", "is the input", "convert", "{ws}/fp32.pt",
+         "-o", "{ws}/hardlink.pt", "--force"),
+    case("convert-output-is-a-device", "not a regular file", "convert", "{ws}/fp32.pt", "-o", "/dev/null", "--force"),
+    case("convert-output-is-a-fifo", "not a regular file", "convert", "{ws}/fp32.pt", "-o", "{ws}/fifo", "--force"),
+    case("convert-output-names-a-folder", "names a folder", "convert", "{ws}/fp32.pt", "-o", "{ws}/newdir/"),
+    case("finetune-output-is-the-data", "is the input", "finetune", "{ws}/m.bnnc", "--data", "{ws}/data.npz",
+         "-o", "{ws}/data.npz", "--force"),
+    case("finetune-history-is-the-data", "is the input", "finetune", "{ws}/m.bnnc", "--data", "{ws}/data.npz",
+         "-o", "{ws}/x.bnnc", "--history", "{ws}/data.npz", "--force"),
+    case("finetune-output-is-the-teacher", "is the input", "finetune", "{ws}/m.bnnc", "--data", "{ws}/data.npz",
+         "--teacher", "{ws}/fp32.pt", "-o", "{ws}/fp32.pt", "--force"),
+    case("finetune-side-file-is-the-input", "is the input", "finetune", "{ws}/o.bnnc.state", "--data",
+         "{ws}/data.npz", "-o", "{ws}/o.bnnc", "--force"),
+    case("export-output-is-the-data", "is the input", "export", "{ws}/m.bnnc", "--data", "{ws}/data.npz",
+         "-o", "{ws}/data.npz", "--force"),
+    case("report-json-is-the-data", "is the input", "report", "{ws}/m.bnnc", "--data", "{ws}/data.npz",
+         "--json", "{ws}/data.npz", "--force"),
+    case("report-markdown-is-the-fp32-model", "is the input", "report", "{ws}/m.bnnc", "--data", "{ws}/data.npz",
+         "--fp32", "{ws}/fp32.pt", "--markdown", "{ws}/fp32.pt", "--force"),
+    case("report-html-is-the-onnx", "is the input", "report", "{ws}/m.bnnc", "--data", "{ws}/data.npz",
+         "--onnx", "{ws}/foreign.onnx", "--html", "{ws}/foreign.onnx", "--force"),
+    case("report-two-outputs-one-file", "one file", "report", "{ws}/m.bnnc", "--data", "{ws}/data.npz",
+         "--json", "{ws}/r.out", "--markdown", "{ws}/r.out"),
+]
+CASES = CONVERT + FINETUNE + EXPORT + REPORT + COMPRESS + OVERWRITES
 
 
 def test_the_table_covers_every_command():

@@ -112,3 +112,55 @@ def test_onnx_pointing_at_other_files_is_refused(files, tmp_path):
     onnx.save(proto, onnx_path)
     _refused(["report", str(files["model"]), "--data", str(files["data"]), "--onnx", str(onnx_path)],
              files["marker"], "refers to tensors in other files")
+
+
+def _gadgets(tmp_path: Path, marker: Path) -> list[tuple[str, dict]]:
+    """Callables a tampered ``arch`` could name, with arguments that would create ``marker`` if called."""
+    touch = f"touch {marker}"
+    pickled = tmp_path / "pickled.pt"
+    torch.save(Payload(marker), pickled)
+    npy = tmp_path / "pickled.npy"
+    np.save(npy, np.array([Payload(marker)], dtype=object), allow_pickle=True)
+    script = tmp_path / "script.py"
+    script.write_text(f"import os\nos.system({touch!r})\n")
+    return [
+        ("sympy:sympify", {"a": f"__import__('os').system({touch!r})"}),   # sympy comes with torch
+        ("numpy:load", {"file": str(npy), "allow_pickle": True}),
+        ("bnnc.io:_torch_load", {"path": str(pickled), "trust_model": True}),
+        ("bnnc.io:load_model", {"path": str(pickled), "trust_model": True}),
+        ("bnnc.zoo:load_model", {"path": str(pickled), "trust_model": True}),  # bnnc's loaders, by any path
+        ("builtins:eval", {"source": f"__import__('os').system({touch!r})"}),
+        ("subprocess:run", {"args": ["touch", str(marker)]}),
+        ("runpy:run_path", {"path_name": str(script)}),
+        ("pickle:loads", {"data": "x"}),
+        ("importlib:import_module", {"name": "os"}),
+        ("os:system", {"command": touch}),
+        ("pip._internal.cli.main:main", {"args": ["--version"]}),
+        ("torch.hub:load", {"repo_or_dir": str(tmp_path), "model": "x", "source": "local"}),
+    ]
+
+
+def test_no_arch_a_file_names_can_run_code_through_any_command(files, tmp_path):
+    """A tampered ``arch`` resolves only to an nn.Module class or a factory this user allowed: every gadget,
+    from an FP32 checkpoint and from a converted one, through every command, is refused and never runs."""
+    import importlib.util
+
+    marker, data = files["marker"], str(files["data"])
+    fp32_raw = torch.load(files["fp32"], weights_only=True)
+    bnnc_raw = torch.load(files["model"], weights_only=True)
+    for i, (ref, kwargs) in enumerate(_gadgets(tmp_path, marker)):
+        if importlib.util.find_spec(ref.split(":")[0].split(".")[0]) is None:
+            continue  # not installed here: nothing to call
+        fp32, converted = tmp_path / f"g{i}.pt", tmp_path / f"g{i}.bnnc"
+        torch.save({**fp32_raw, "arch": ref, "arch_kwargs": kwargs}, fp32)
+        torch.save({**bnnc_raw, "arch": ref, "arch_kwargs": kwargs}, converted)
+        for args in (["convert", str(fp32), "-o", str(tmp_path / "out.bnnc")],
+                     ["compress", str(fp32), "--data", data, "-o", str(tmp_path / "out")],
+                     ["finetune", str(converted), "--data", data, "-o", str(tmp_path / "ft.bnnc")],
+                     ["export", str(converted), "-o", str(tmp_path / "out.onnx")],
+                     ["report", str(converted), "--data", data, "--json", str(tmp_path / "r.json")]):
+            r = runner.invoke(app, args)
+            assert r.exit_code == 2, (ref, args[0], r.output)
+            assert ref in r.stderr and "Traceback" not in r.output, (ref, args[0], r.stderr)
+            assert not marker.exists(), f"{ref} ran through bnnc {args[0]}"
+        assert not any((tmp_path / n).exists() for n in ("out.bnnc", "out", "ft.bnnc", "out.onnx", "r.json"))

@@ -187,3 +187,28 @@ def test_labels_the_model_cannot_output(user: Path, tmp_path: Path, monkeypatch:
         err = run(user, *args, "--data", str(tmp_path / "bad.npz"), code=2)
         assert "labels from 0 to 18, but the model has 10 outputs" in err
     assert not (tmp_path / "c").exists() and not (tmp_path / "x.bnnc").exists()
+
+
+def test_a_factory_a_file_names_runs_only_if_this_user_allowed_it(user: Path, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch):
+    """A function recorded as ``arch`` is called only with this user's seal, ``--arch`` or BNNC_ALLOW_ARCH:
+    a file from elsewhere could name any function."""
+    monkeypatch.chdir(user)
+    m = tmp_path / "m.bnnc"
+    run(user, "convert", "{d}/mlp_sd.pt", "--arch", "usermodels:build", "-o", str(m))
+    run(user, "export", str(m), "-o", str(tmp_path / "sealed.onnx"))  # sealed by this user: no --arch again
+    raw = torch.load(m, weights_only=True)
+    raw["arch_seal"] = None  # as a file made by someone else carries no seal of this user's
+    foreign = tmp_path / "foreign.bnnc"
+    torch.save(raw, foreign)
+    line = run(user, "export", str(foreign), "-o", str(tmp_path / "f.onnx"), code=2)
+    assert "names the function 'usermodels:build'" in line and "BNNC_ALLOW_ARCH=usermodels:build" in line
+    assert not (tmp_path / "f.onnx").exists()
+    monkeypatch.setenv("BNNC_CONFIG_DIR", str(tmp_path / "another-user"))  # another user's key: the seal fails
+    assert "names the function" in run(user, "export", str(m), "-o", str(tmp_path / "g.onnx"), code=2)
+    monkeypatch.setenv("BNNC_ALLOW_ARCH", "usermodels:build")
+    run(user, "export", str(foreign), "-o", str(tmp_path / "f.onnx"))
+    monkeypatch.delenv("BNNC_ALLOW_ARCH")
+    run(user, "report", str(foreign), "--arch", "usermodels:build", "--data", "{d}/d.npz", "--samples", "64",
+        "--json", str(tmp_path / "r.json"))
+    assert json.loads((tmp_path / "r.json").read_text())["accuracy"]["onnx_torch_agreement"] == 1.0
