@@ -7,11 +7,15 @@ types are errors that name the key, so a typo never silently does nothing.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
 
 from bnnc.errors import BnncError
+
+FUNCTION_SPEC = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
+"""A ``--data pkg.module:function`` loader (bnnc.data reads it; config files may not name one)."""
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -33,6 +37,13 @@ KEYS: dict[str, tuple[type, ...]] = {
 }
 """Every accepted key and its type(s)."""
 
+RANGES: dict[str, tuple[float, float]] = {
+    "epochs": (1, 100_000), "batch_size": (1, 1 << 20), "batch": (1, 1 << 16), "threads": (1, 4096),
+    "samples": (1, 1 << 31), "max_accuracy_drop": (0, 100), "min_compression": (0, 1e6), "min_speedup": (0, 1e6),
+    "max_parity_mismatch": (0, 1),
+}
+"""The values each numeric key accepts: the command line's limits, and finite."""
+
 
 class ConfigError(BnncError):
     """A configuration file that can't be used as it is."""
@@ -46,9 +57,15 @@ def find_config(start: Path | None = None) -> Path | None:
     pyproject = here / "pyproject.toml"
     if pyproject.is_file():
         try:
-            if "bnnc" in tomllib.loads(pyproject.read_text()).get("tool", {}):
+            text = pyproject.read_text()
+        except (OSError, UnicodeDecodeError):
+            return None
+        try:
+            if "bnnc" in tomllib.loads(text).get("tool", {}):
                 return pyproject
-        except (tomllib.TOMLDecodeError, OSError, UnicodeDecodeError):
+        except tomllib.TOMLDecodeError as e:
+            if "[tool.bnnc" in text:  # its thresholds would be lost: a CI gate silently open
+                raise ConfigError(f"{pyproject} is not valid TOML: {e}", "fix the file") from None
             return None
     return None
 
@@ -81,6 +98,13 @@ def check(table: dict[str, Any], where: Path | str) -> dict[str, Any]:
         if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
             expected = " or ".join(t.__name__ for t in types)
             raise ConfigError(f"{where}: {key} must be {expected}, got {type(value).__name__} {value!r}")
+        if key in RANGES and not isinstance(value, bool):
+            low, high = RANGES[key]
+            if not low <= value <= high:  # NaN fails both
+                raise ConfigError(f"{where}: {key} must be between {low:g} and {high:g}, got {value!r}")
+        if key == "data" and FUNCTION_SPEC.match(value) and not Path(value).exists():
+            raise ConfigError(f"{where}: data = {value!r} names code to run; a config file is data and can't",
+                              f"pass --data {value} on the command line, or give a file or folder")
     return dict(table)
 
 

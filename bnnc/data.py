@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import gzip
 import importlib
+import inspect
 import math
 import os
 import pickle
 import re
+import sys
 import zipfile
 import zlib
 from collections.abc import Mapping, Sequence
@@ -35,6 +37,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, TensorDataset
 
+from bnnc.config import FUNCTION_SPEC
 from bnnc.errors import DataError
 
 FORMS_HINT = (
@@ -60,7 +63,6 @@ IMAGE_SUFFIXES = frozenset(
 )
 GREY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "F"})
 SPLIT_KEYS = ("x_train", "y_train", "x_test", "y_test")
-FUNCTION_SPEC = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
 
 
 @dataclass(frozen=True)
@@ -451,7 +453,8 @@ def _open_image(image_module: Any, path: Path) -> Any:
         with image_module.open(path) as im:
             im.load()
             return im.convert("L") if im.mode in GREY_MODES else im.convert("RGB")
-    except (OSError, ValueError, image_module.DecompressionBombError) as exc:
+    except (OSError, ValueError, SyntaxError, EOFError, image_module.DecompressionBombError) as exc:
+        # Pillow raises SyntaxError ("broken PNG file") for some corrupt chunks
         raise DataError(f"{path}: can't read as an image ({_first_line(exc)})", "remove or replace the file") from exc
 
 
@@ -486,9 +489,16 @@ def _image_array(image_module: Any, image: Any, mode: str, size: tuple[int, int]
     return pixels.transpose(2, 0, 1) if pixels.ndim == 3 else pixels
 
 
+_NOT_DATA_MODULES = {"bnnc", "torch", "builtins", "__main__"}
+"""Where a ``--data`` function may not come from (nor the standard library): only the user's own loaders."""
+
+
 def _from_function(spec: str, pre: Preprocessing | None, val_fraction: float, seed: int,
                    input_shape: Sequence[int] | None) -> DataSplits:
     module_name, func_name = spec.split(":")
+    top = module_name.split(".")[0]
+    if top in _NOT_DATA_MODULES or top in sys.stdlib_module_names:
+        raise DataError(f"{spec}: {top!r} defines no data loader", "name a function of your own, pkg.module:function")
     try:
         module = importlib.import_module(module_name)
     except Exception as exc:  # noqa: BLE001 - the user's module can raise anything on import
@@ -496,12 +506,13 @@ def _from_function(spec: str, pre: Preprocessing | None, val_fraction: float, se
             f"{spec}: can't import module '{module_name}' ({_first_line(exc)})", "is it on PYTHONPATH?"
         ) from exc
     func = getattr(module, func_name, None)
-    if not callable(func):
-        raise DataError(f"{spec}: module '{module_name}' has no function '{func_name}'")
+    if not inspect.isfunction(func) or func.__module__ != module.__name__:
+        raise DataError(f"{spec}: module '{module_name}' defines no function '{func_name}'",
+                        "name a Python function defined in that module (not one it imports)")
     try:
         result = func()
-    except Exception as exc:  # noqa: BLE001 - the user's function can raise anything
-        raise DataError(f"{spec}: the data function raised {type(exc).__name__}: {_first_line(exc)}") from exc
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - the user's function can raise anything
+        raise DataError(f"{spec}: the data function raised {type(exc).__name__}: {_first_line(exc)}") from None
     if isinstance(result, DataSplits):
         if pre is not None and result.preprocessing != pre:
             raise DataError(
@@ -604,6 +615,9 @@ def _check_pair(x: np.ndarray, y: np.ndarray, where: str | Path, x_key: str, y_k
         raise DataError(f"{where}: '{x_key}' has dtype {x.dtype}", "expected uint8 pixels or floats")
     if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
         raise DataError(f"{where}: '{x_key}' contains NaN or infinite values")
+    if x.dtype == np.float64 and np.abs(x).max() > np.finfo(np.float32).max:  # 1e300 is inf as float32
+        raise DataError(f"{where}: '{x_key}' holds values too large for float32 (largest |x|: "
+                        f"{float(np.abs(x).max()):.3g})", "scale the data to a float32 range")
     if y.ndim != 1 or len(y) != len(x):
         raise DataError(
             f"{where}: '{y_key}' has shape {y.shape}", f"expected ({len(x)},): one label per sample of '{x_key}'"

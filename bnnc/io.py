@@ -403,8 +403,9 @@ def _load_described(
         raise ModelLoadError(f"{path}: 'arch_kwargs' holds values other than plain data", "fix the checkpoint")
     named_by_user = arch is not None or (ref is not None and (
         ref == allow_arch or seal.allowed(ref) or seal.verify(ref, kwargs, obj.get("arch_seal"))))
-    preprocessing = obj.get("preprocessing")
-    metrics = dict(obj.get("metrics") or {})
+    preprocessing, metrics = obj.get("preprocessing"), obj.get("metrics") or {}
+    _check_fields(path, preprocessing, metrics, binarized)
+    metrics = dict(metrics)
 
     if binarized is None:
         model = build_model(ref, kwargs, named_by_user=named_by_user, source=path)  # type: ignore[arg-type]
@@ -416,8 +417,6 @@ def _load_described(
     from bnnc.conversion import ConvertOptions, convert
     from bnnc.planning import Plan
 
-    if not isinstance(binarized, Mapping):
-        raise ModelLoadError(f"{path}: the 'binarized' entry is malformed", "re-run bnnc convert")
     if ref is not None:
         base = build_model(ref, kwargs, named_by_user=named_by_user, source=path)
     else:
@@ -427,6 +426,27 @@ def _load_described(
     return ModelFile(model=model, path=path, sha256=sha, form="bnnc checkpoint (binarized)", arch=ref,
                      arch_kwargs=kwargs, preprocessing=preprocessing, metrics=metrics, binarized=dict(binarized),
                      arch_named_by_user=named_by_user)
+
+
+def _check_fields(path: Path, preprocessing: Any, metrics: Any, binarized: Any) -> None:
+    """The checkpoint's entries have the types bnnc wrote: a tampered or foreign file is one clear error."""
+    from bnnc.data import Preprocessing
+
+    wrong = ("metrics" if not isinstance(metrics, Mapping)
+             else "preprocessing" if preprocessing is not None and not isinstance(preprocessing, Mapping)
+             else "binarized" if binarized is not None and not isinstance(binarized, Mapping)
+             else next((f"binarized.{k}" for k in ("plan", "options") if binarized is not None
+                        and not isinstance(binarized.get(k), Mapping)), None)
+             or ("binarized.source" if binarized is not None and binarized.get("source") is not None
+                 and not isinstance(binarized.get("source"), Mapping) else None))
+    if wrong:
+        raise ModelLoadError(f"{path}: the checkpoint's {wrong!r} entry is malformed", "re-run the bnnc step that wrote it")
+    if preprocessing is not None:
+        try:
+            Preprocessing.from_dict(dict(preprocessing))
+        except Exception as e:  # noqa: BLE001 - a DataError, or anything a tampered dict makes from_dict raise
+            raise ModelLoadError(f"{path}: the recorded preprocessing is malformed ({_first_line(e)})",
+                                 "re-run the bnnc step that wrote it") from None
 
 
 def _load_source(path: Path, binarized: Mapping[str, Any], trust_model: bool) -> nn.Module:

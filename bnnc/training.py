@@ -486,12 +486,17 @@ def _train_epoch(
         if targets is not None:
             w = config.distill_weight
             loss = (1 - w) * loss + w * distillation_loss(logits, targets[idx.to(device)], config.temperature)
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise BnncError(f"fine-tuning diverged in epoch {epoch}, batch {i}: the loss is {value}; the best "
+                            "epoch so far, if any, stays in the output",
+                            "lower --lr or --temperature, or check the data for huge values")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         clip_latent_weights(model)
         scheduler.step()
-        loss_sum += float(loss.detach()) * len(y)
+        loss_sum += value * len(y)
         correct += int((logits.argmax(1) == y).sum())
         seen += len(y)
         emit(BatchEnd(epoch=epoch, batch=i, batches=len(loader), loss=loss_sum / seen, accuracy=correct / seen,

@@ -259,10 +259,23 @@ def test_function_returning_data_splits_is_used_as_it_is(data_module: str) -> No
 
 def test_function_errors(data_module: str) -> None:
     expect_error(lambda: load_data("no_such_module_xyz:load"), "no_such_module_xyz", "import")
-    expect_error(lambda: load_data(f"{data_module}:missing"), "has no function 'missing'")
+    expect_error(lambda: load_data(f"{data_module}:missing"), "defines no function 'missing'")
     expect_error(lambda: load_data(f"{data_module}:wrong"), "expected (train_dataset, val_dataset)")
     expect_error(lambda: load_data(f"{data_module}:broken"), "val", "map-style torch Dataset")
     expect_error(lambda: load_data(f"{data_module}:failing"), "raised FileNotFoundError", "/data/train.bin")
+
+
+@pytest.mark.parametrize("spec", ["sys:exit", "os:getcwd", "bnnc.io:load_model", "torch:load", "builtins:exit",
+                                  "numpy:load"])
+def test_a_data_function_is_one_the_user_wrote(spec: str) -> None:
+    """Not the standard library, torch or bnnc, and defined in the module named (numpy:load is numpy.lib's)."""
+    expect_error(lambda: load_data(spec), spec)
+
+
+def test_a_data_function_that_exits_is_a_data_error(tmp_path, monkeypatch) -> None:
+    (tmp_path / "exiting_loader.py").write_text("import sys\n\ndef load():\n    sys.exit(0)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    expect_error(lambda: load_data("exiting_loader:load"), "raised SystemExit")
 
 
 # --- Preprocessing -----------------------------------------------------------------------------

@@ -25,7 +25,7 @@ def compress_command(
     model: Annotated[Path, typer.Argument(metavar="MODEL", help="FP32 model (as for bnnc convert).")],
     data: Annotated[Optional[str], typer.Option(help="Training/evaluation data; or `data` in the config file.")]
         = None,
-    epochs: Annotated[Optional[int], typer.Option(help="Fine-tuning epochs \\[default: 3].", min=1)] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Fine-tuning epochs \\[default: 3].", min=1, max=100_000)] = None,
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Folder for everything "
                                                    "(default: MODEL stem + '-bnnc').")] = None,
     arch: opt.Arch = None,
@@ -43,7 +43,8 @@ def compress_command(
     threshold: opt.Threshold = True,
     binarize: opt.Binarize = BinarizeChoice.deterministic,
     calibration_batches: opt.CalibrationBatches = 8,
-    batch_size: Annotated[Optional[int], typer.Option(help="Fine-tuning batch size \\[default: 128].", min=1)]
+    batch_size: Annotated[Optional[int], typer.Option(help="Fine-tuning batch size \\[default: 128].", min=1,
+                                                                      max=1 << 20)]
         = None,
     lr: opt.LearningRate = None,
     optimizer: opt.Optimizer = OptimizerChoice.adam,

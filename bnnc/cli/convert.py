@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
@@ -77,7 +78,8 @@ def convert_command(
                                                        "(needs --data).")] = None,
     max_accuracy_drop: Annotated[Optional[float], typer.Option(help="Automatic plan: keep layers FP32 so the "
                                                                "accuracy drop stays within this many points "
-                                                               "(needs --data).", min=0, max=100)] = None,
+                                                               "(needs --data).", min=0, max=100,
+                                                               callback=opt.finite)] = None,
     as_json: Annotated[bool, opt.flag("--json", help="Print the plan and totals as JSON on stdout.")] = False,
     force: opt.Force = False,
 ) -> None:
@@ -135,8 +137,9 @@ def parse_size(text: str | None) -> int | None:
     except (ValueError, KeyError):
         raise typer.BadParameter(f"{text!r} is not a size; give bytes or e.g. 500KB, 1.5MiB",
                                  param_hint="'--target-size'") from None
-    if value < 1:
-        raise typer.BadParameter(f"{text!r}: the size must be at least 1 byte", param_hint="'--target-size'")
+    if not math.isfinite(value) or value < 1:
+        raise typer.BadParameter(f"{text!r}: the size must be a finite number of bytes, at least 1",
+                                 param_hint="'--target-size'")
     return int(value)
 
 

@@ -29,7 +29,7 @@ def finetune_command(
     model: Annotated[Path, typer.Argument(metavar="MODEL", help="Binarized checkpoint written by `bnnc convert`.")],
     data: Annotated[str, typer.Option(help="Training data: IDX folder, .npz, .pt, image folder, or "
                                            "pkg.module:function.")],
-    epochs: Annotated[int, typer.Option(help="Epochs to train.", min=1)] = 5,
+    epochs: Annotated[int, typer.Option(help="Epochs to train.", min=1, max=100_000)] = 5,
     output: Annotated[Optional[str], typer.Option("-o", "--output", help="Best checkpoint "
                                                    "(default: MODEL.finetuned.bnnc).")] = None,
     lr: opt.LearningRate = None,

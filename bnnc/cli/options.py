@@ -6,12 +6,20 @@ the steps' in step. Flags get no ``<bool>`` metavar, and help text escapes rich 
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
 
 from bnnc.cli.choices import BatchNormChoice, BinarizeChoice, OptimizerChoice, PrecisionChoice, ScheduleChoice
+
+
+def finite(value: float | None) -> float | None:
+    """Option callback: NaN and infinities pass click's range checks, so refuse them here."""
+    if value is not None and not math.isfinite(value):
+        raise typer.BadParameter(f"{value} is not a finite number")
+    return value
 
 
 def flag(*names: str, help: str) -> Any:  # noqa: A002 - typer's own keyword
@@ -52,13 +60,15 @@ CalibrationBatches = Annotated[int, typer.Option(help="Batches of 256 training s
 
 # ----------------------------------------------------------------------------- fine-tuning
 LearningRate = Annotated[Optional[float], typer.Option("--lr", help="Learning rate (default: 1e-3 for adam, 2e-3 "
-                                                                    "for adamax and shift-adamax).", min=0)]
+                                                                    "for adamax and shift-adamax).", min=0, max=10,
+                                                       callback=finite)]
 Optimizer = Annotated[OptimizerChoice, typer.Option(help="adam, adamax, or the paper's shift-based AdaMax.")]
 Schedule = Annotated[ScheduleChoice, typer.Option(help="Learning-rate schedule.")]
-WeightDecay = Annotated[float, typer.Option(help="Weight decay.", min=0)]
+WeightDecay = Annotated[float, typer.Option(help="Weight decay.", min=0, max=1, callback=finite)]
 Distill = Annotated[bool, flag("--distill/--no-distill", help="Distil from the FP32 source model.")]
-Temperature = Annotated[float, typer.Option(help="Distillation temperature.", min=0)]
-DistillWeight = Annotated[float, typer.Option(help="Weight of the distillation loss (0..1).", min=0, max=1)]
+Temperature = Annotated[float, typer.Option(help="Distillation temperature.", min=0.01, max=100, callback=finite)]
+DistillWeight = Annotated[float, typer.Option(help="Weight of the distillation loss (0..1).", min=0, max=1,
+                                              callback=finite)]
 Teacher = Annotated[Optional[Path], typer.Option(help="Teacher model (default: the FP32 model the checkpoint was "
                                                       "converted from); a state dict takes --arch or the recorded "
                                                       "architecture.")]
@@ -67,33 +77,36 @@ BatchNorm = Annotated[BatchNormChoice, typer.Option("--bn", help="BatchNorm kind
                                                                  "shift-based (AP2).")]
 Recalibrate = Annotated[bool, flag("--recalibrate/--no-recalibrate", help="Re-estimate BatchNorm statistics and "
                                                                           "thresholds before training.")]
-BatchSize = Annotated[int, typer.Option(help="Fine-tuning batch size.", min=1)]
+BatchSize = Annotated[int, typer.Option(help="Fine-tuning batch size.", min=1, max=1 << 20)]
 Workers = Annotated[int, typer.Option(help="DataLoader worker processes.", min=0)]
 Device = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
 Amp = Annotated[bool, flag("--amp/--no-amp", help="bfloat16 autocast for the FP32 layers on a GPU (binary layers "
                                                   "always compute in float32).")]
-Seed = Annotated[int, typer.Option(help="Seed: a CPU run is bit-for-bit repeatable.")]
+Seed = Annotated[int, typer.Option(help="Seed: a CPU run is bit-for-bit repeatable.", min=0, max=2**63 - 1)]
 
 # ----------------------------------------------------------------------------- export
 FloatOps = Annotated[bool, flag("--float", help="Compute +-1 as float tensors, for runtimes without integer "
                                                 "kernels (weights still stored at 1 bit).")]
-CheckSamples = Annotated[int, typer.Option(help="Samples the export check runs on.", min=1)]
+CheckSamples = Annotated[int, typer.Option(help="Samples the export check runs on.", min=1, max=1_000_000)]
 Reference = Annotated[bool, flag("--reference", help="Also check with onnx.reference (a second, slow runtime).")]
 
 # ----------------------------------------------------------------------------- report and the CI gate
 MaxAccuracyDrop = Annotated[Optional[float], typer.Option(
-    help="Fail (exit 3) if FP32 accuracy minus bnnc ONNX accuracy exceeds this, in points.")]
+    help="Fail (exit 3) if FP32 accuracy minus bnnc ONNX accuracy exceeds this, in points.", min=0, max=100,
+    callback=finite)]
 MinCompression = Annotated[Optional[float], typer.Option(
-    help="Fail (exit 3) if FP32 ONNX bytes / bnnc ONNX bytes is below this.")]
+    help="Fail (exit 3) if FP32 ONNX bytes / bnnc ONNX bytes is below this.", min=0, callback=finite)]
 MinSpeedup = Annotated[Optional[float], typer.Option(
-    help="Fail (exit 3) if FP32 / bnnc ORT latency is below this at any batch size.")]
+    help="Fail (exit 3) if FP32 / bnnc ORT latency is below this at any batch size.", min=0, callback=finite)]
 MaxParityMismatch = Annotated[Optional[float], typer.Option(
     help="Fail (exit 3) if the share of samples predicted differently by the bnnc ONNX model and the "
-         "PyTorch model exceeds this (0..1).")]
+         "PyTorch model exceeds this (0..1).", min=0, max=1, callback=finite)]
 ConfigFile = Annotated[Optional[Path], typer.Option(
     "--config", help="Options file (default: ./bnnc.toml, or \\[tool.bnnc] in ./pyproject.toml); the command "
                      "line wins.")]
 Batch = Annotated[Optional[int], typer.Option(help="The larger batch size timed; batch 1 is always timed "
-                                                   "\\[default: 64].", min=1)]
-Threads = Annotated[Optional[int], typer.Option(help="ONNX Runtime threads \\[default: all cores].", min=1)]
-Samples = Annotated[Optional[int], typer.Option(help="Evaluate on the first N test samples \\[default: all].", min=1)]
+                                                   "\\[default: 64].", min=1, max=1 << 16)]
+Threads = Annotated[Optional[int], typer.Option(help="ONNX Runtime threads \\[default: all cores].", min=1,
+                                                max=4096)]
+Samples = Annotated[Optional[int], typer.Option(help="Evaluate on the first N test samples \\[default: all].", min=1,
+                                                max=2**31)]

@@ -7,6 +7,7 @@ folder of good and bad files; each case checks the folder is byte-for-byte as it
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import random
 import warnings
@@ -112,7 +113,38 @@ def ws(tmp_path_factory: pytest.TempPathFactory) -> Path:
     os.link(fp32, d / "hardlink.pt")  # the input under another name
     os.mkfifo(d / "fifo")
     (d / "o.bnnc.state").write_bytes((d / "m.bnnc").read_bytes())  # the side file of -o o.bnnc, given as the input
+    for name, text in (("code-data.toml", 'data = "sys:exit"\n'), ("samples-0.toml", "samples = 0\n"),
+                       ("batch-0.toml", "batch = 0\n"), ("threads-negative.toml", "threads = -1\n"),
+                       ("batch-huge.toml", "batch = 1000000000000000\n"), ("samples-negative.toml", "samples = -5\n")):
+        (d / name).write_text(text)
+    _npz(d / "huge.npz", np.full((32, 28, 28), 1e300), labels)
+    _broken_png_folder(d / "imgs")
+    for name, tamper in (("options-none", lambda r: r["binarized"].__setitem__("options", None)),
+                         ("preprocessing-list", lambda r: r.__setitem__("preprocessing", [1, 2])),
+                         ("negative-shape", lambda r: r["preprocessing"].__setitem__("input_shape", [-1, 28, 28])),
+                         ("metrics-list", lambda r: r.__setitem__("metrics", [1])),
+                         ("source-string", lambda r: r["binarized"].__setitem__("source", "x"))):
+        copy = torch.load(d / "m.bnnc", weights_only=True)
+        tamper(copy)
+        torch.save(copy, d / f"tampered-{name}.bnnc")
     return d
+
+
+def _broken_png_folder(root: Path) -> None:
+    """An image folder (train/test, classes a and b) with one PNG that makes Pillow raise SyntaxError."""
+    import io
+
+    from PIL import Image
+
+    for split in ("train", "test"):
+        for c in "ab":
+            (root / split / c).mkdir(parents=True)
+            for i in range(4):
+                Image.fromarray(np.full((28, 28), 40 * i, np.uint8)).save(root / split / c / f"{i}.png")
+    buf = io.BytesIO()
+    Image.fromarray((np.arange(64 * 64) % 251).astype(np.uint8).reshape(64, 64)).save(buf, "PNG")
+    good = buf.getvalue()
+    (root / "train" / "a" / "broken.png").write_bytes(good[:110] + b"\x00\x00\x00\x05JUNK!\x00\x00\x00\x00" + good[110:])
 
 
 def _snapshot(folder: Path) -> dict[str, str]:
@@ -278,7 +310,51 @@ OVERWRITES = [
     case("report-two-outputs-one-file", "one file", "report", "{ws}/m.bnnc", "--data", "{ws}/data.npz",
          "--json", "{ws}/r.out", "--markdown", "{ws}/r.out"),
 ]
-CASES = CONVERT + FINETUNE + EXPORT + REPORT + COMPRESS + OVERWRITES
+# values that crashed bnnc (internal errors) or did something else than the user asked
+VALUES = [
+    case("finetune-batch-size-2**64", "--batch-size", "finetune", "{ws}/m.bnnc", "--data", "{ws}/data.npz",
+         "--batch-size", str(2**64)),
+    case("finetune-seed-2**70", "--seed", "finetune", "{ws}/m.bnnc", "--data", "{ws}/data.npz", "--seed", str(2**70)),
+    case("finetune-lr-1e30", "--lr", "finetune", "{ws}/m.bnnc", "--data", "{ws}/data.npz", "--lr", "1e30"),
+    case("finetune-temperature-inf", "--temperature", "finetune", "{ws}/m.bnnc", "--data", "{ws}/data.npz",
+         "--temperature", "inf"),
+    case("finetune-temperature-tiny", "--temperature", "finetune", "{ws}/m.bnnc", "--data", "{ws}/data.npz",
+         "--temperature", "1e-45"),
+    case("finetune-weight-decay-inf", "--weight-decay", "finetune", "{ws}/m.bnnc", "--data", "{ws}/data.npz",
+         "--weight-decay", "inf"),
+    case("finetune-data-too-large-for-float32", "too large for float32", "finetune", "{ws}/m.bnnc", "--data",
+         "{ws}/huge.npz"),
+    case("convert-target-size-nan", "--target-size", "convert", "{ws}/fp32.pt", "--data", "{ws}/data.npz",
+         "--target-size", "nan"),
+    case("convert-target-size-inf", "--target-size", "convert", "{ws}/fp32.pt", "--data", "{ws}/data.npz",
+         "--target-size", "inf"),
+    case("convert-max-accuracy-drop-nan", "--max-accuracy-drop", "convert", "{ws}/fp32.pt", "--data",
+         "{ws}/data.npz", "--max-accuracy-drop", "nan"),
+    case("export-check-samples-10**12", "--check-samples", "export", "{ws}/m.bnnc", "--check-samples", str(10**12)),
+    case("report-max-accuracy-drop-nan", "--max-accuracy-drop", "report", "{ws}/m.bnnc", "--data", "{ws}/data.npz",
+         "--max-accuracy-drop", "nan"),
+    case("report-data-function-sys-exit", "'sys' defines no data loader", "report", "{ws}/m.bnnc", "--data",
+         "sys:exit", "--min-compression", "1000"),
+    case("report-config-data-names-code", "names code to run", "report", "{ws}/m.bnnc", "--config",
+         "{ws}/code-data.toml", "--min-compression", "1000"),
+    case("report-config-samples-0", "samples must be between", "report", "{ws}/m.bnnc", "--data", "{ws}/data.npz",
+         "--config", "{ws}/samples-0.toml"),
+    case("report-config-batch-0", "batch must be between", "report", "{ws}/m.bnnc", "--data", "{ws}/data.npz",
+         "--config", "{ws}/batch-0.toml"),
+    case("report-config-threads-negative", "threads must be between", "report", "{ws}/m.bnnc", "--data",
+         "{ws}/data.npz", "--config", "{ws}/threads-negative.toml"),
+    case("report-config-batch-huge", "batch must be between", "report", "{ws}/m.bnnc", "--data", "{ws}/data.npz",
+         "--config", "{ws}/batch-huge.toml"),
+    case("compress-config-samples-negative", "samples must be between", "compress", "{ws}/fp32.pt", "--data",
+         "{ws}/data.npz", "--config", "{ws}/samples-negative.toml", "-o", "{ws}/out"),
+    case("convert-broken-png", "can't read as an image", "convert", "{ws}/sd.pt", "--arch", MLP_REF, "--arch-kwargs",
+         json.dumps(MLP_KWARGS), "--data", "{ws}/imgs", "-o", "{ws}/x.bnnc"),
+    *[case(f"export-tampered-{name}", "malformed", "export", f"{{ws}}/tampered-{name}.bnnc", "-o", "{ws}/x.onnx")
+      for name in ("options-none", "preprocessing-list", "negative-shape", "metrics-list", "source-string")],
+    case("compress-config-data-names-code", "names code to run", "compress", "{ws}/fp32.pt", "--config",
+         "{ws}/code-data.toml", "-o", "{ws}/out"),
+]
+CASES = CONVERT + FINETUNE + EXPORT + REPORT + COMPRESS + OVERWRITES + VALUES
 
 
 def test_the_table_covers_every_command():
