@@ -279,8 +279,9 @@ def _graph_facts(model: nn.Module, names: set[str], once: set[str]) -> _GraphFac
                 ("input",) if any(not (isinstance(f, str) and f in names) for f in found) else ())
     is_layer.update({n: False for n in inputs})
     layer_nodes = {str(n.target): n for n in graph.nodes if is_layer[n]}
+    activations = set(inputs).union(*(_downstream(n) for n in inputs))  # what the input computes, not parameters
     return _GraphFacts(reach(inputs, lambda n: n.users), reach(outputs, lambda n: n.all_input_nodes), feeds,
-                       {name for name in once & names if _gates(layer_nodes[name], once, is_layer)},
+                       {name for name in once & names if _gates(layer_nodes[name], once, is_layer, activations)},
                        {name for name, node in layer_nodes.items() if _near_attention(node, is_layer)})
 
 
@@ -294,9 +295,10 @@ def _downstream(start: fx.Node) -> set[fx.Node]:
     return seen
 
 
-def _gates(layer: fx.Node, once: set[str], is_layer: dict[fx.Node, bool]) -> bool:
-    """Whether ``layer``'s output scales another tensor (x * gate) through elementwise steps and other
-    once-per-sample layers: a squeeze-excitation branch. ``x * sigmoid(x)`` of its own output is no gate."""
+def _gates(layer: fx.Node, once: set[str], is_layer: dict[fx.Node, bool], activations: set[fx.Node]) -> bool:
+    """Whether ``layer``'s output scales another activation (x * gate) through elementwise steps and other
+    once-per-sample layers: a squeeze-excitation branch. ``x * sigmoid(x)`` of its own output is no gate,
+    nor is a product with a parameter (ConvNeXt's layer scale)."""
     derived = _downstream(layer)
     seen, todo = {layer}, [layer]
     while todo:
@@ -306,8 +308,8 @@ def _gates(layer: fx.Node, once: set[str], is_layer: dict[fx.Node, bool]) -> boo
             seen.add(user)
             if is_layer[user] and str(user.target) not in once:
                 continue
-            if _is(user, _MULTIPLY) and any(isinstance(a, fx.Node) and a not in derived and a is not layer
-                                           for a in user.args):
+            if _is(user, _MULTIPLY) and any(isinstance(a, fx.Node) and a in activations and a not in derived
+                                           and a is not layer for a in user.args):
                 return True
             todo.append(user)
     return False

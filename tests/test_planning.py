@@ -212,6 +212,20 @@ def test_self_gating_is_not_squeeze_excitation():
     assert plan(SiLUByHand(), input_shape=(128,))["b"].precision is Precision.BINARY
 
 
+def test_a_layer_scale_parameter_is_not_a_gate():
+    class LayerScale(nn.Module):  # ConvNeXt's block ends in gamma * pwconv2(x): a parameter, not an activation
+        def __init__(self):
+            super().__init__()
+            self.a, self.b, self.c = nn.Linear(128, 128), nn.Linear(128, 128), nn.Linear(128, 4)
+            self.gamma = nn.Parameter(torch.full((128,), 1e-6))
+
+        def forward(self, x):
+            h = torch.relu(self.a(x))
+            return self.c(h + self.gamma * self.b(h))
+
+    assert plan(LayerScale(), input_shape=(128,))["b"].precision is Precision.BINARY
+
+
 def test_attention_projections_stay_fp32_and_the_mlp_binarizes():
     import families
 
