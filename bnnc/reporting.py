@@ -48,8 +48,9 @@ import torch
 from bnnc import __version__
 from bnnc.data import DataSpec
 from bnnc.errors import BnncError
-from bnnc.export import payload_bytes, to_fp32_onnx, to_onnx
-from bnnc.io import load_checkpoint
+from bnnc.export import ExportError, payload_bytes, to_fp32_onnx, to_onnx
+from bnnc.export.exporter import pixel_model
+from bnnc.io import ModelFile, load_checkpoint
 from bnnc.measure import int8_dynamic, latencies, onnx_accuracy, torch_accuracy
 from bnnc.planning import Plan, Precision
 from bnnc.resolve import data_for_model, load_fp32_source, require_binarized
@@ -145,11 +146,14 @@ def _bnnc_onnx_input(proto: onnx.ModelProto) -> str:
     return "uint8" if meta.get("bnnc.input", "").startswith("uint8") else "float"
 
 
-def _check_onnx(path: Path, checkpoint_sha: str) -> onnx.ModelProto:
-    """The ONNX model at ``path``, refused unless bnnc exported it from this very checkpoint.
+def _check_onnx(path: Path, loaded: ModelFile, shape: tuple[int, ...]) -> onnx.ModelProto:
+    """The ONNX model at ``path``, refused unless bnnc exported it from this very checkpoint: its
+    metadata names the checkpoint's SHA-256, and its graph is, byte for byte, the graph a fresh export
+    of the checkpoint in the mode it claims makes (metadata can be copied onto a forged model; the
+    graph can't be faked and still measured as ours).
 
-    External data is never followed: bnnc writes self-contained files, and a reference to
-    another file (``../../secret``) would make the report read it.
+    External data is never followed, in subgraphs either: bnnc writes self-contained files, and a
+    reference to another file (``../../secret``) would make the report read it.
     """
     try:
         proto = onnx.load(path, load_external_data=False)
@@ -160,14 +164,39 @@ def _check_onnx(path: Path, checkpoint_sha: str) -> onnx.ModelProto:
     if "bnnc.version" not in meta:
         raise ReportError(f"{path} was not written by bnnc export (no bnnc metadata)",
                           "export it with `bnnc export`, or drop --onnx to export one")
-    if meta.get("bnnc.checkpoint_sha256") != checkpoint_sha:
+    if meta.get("bnnc.checkpoint_sha256") != loaded.sha256:
         raise ReportError(f"{path} was exported from a different checkpoint than the one given",
                           "re-export it from this checkpoint, or drop --onnx")
-    tensors = [*proto.graph.initializer, *(a.t for n in proto.graph.node for a in n.attribute if a.HasField("t"))]
-    if any(t.data_location == onnx.TensorProto.EXTERNAL for t in tensors):
+    if any(t.data_location == onnx.TensorProto.EXTERNAL for t in _all_tensors(proto.graph)):
         raise ReportError(f"{path} refers to tensors in other files, which bnnc export never writes",
                           "re-export it with `bnnc export`, or drop --onnx")
+    uint8 = meta.get("bnnc.input", "").startswith("uint8")
+    net = loaded.model
+    if uint8:
+        if not loaded.preprocessing:
+            raise ReportError(f"{path} takes uint8 pixels, but the checkpoint records no preprocessing",
+                              "re-export it with `bnnc export`, or drop --onnx")
+        net = pixel_model(net, loaded.preprocessing)
+    try:
+        fresh, _ = to_onnx(net, shape, integer=meta.get("bnnc.mode") != "float", uint8_input=uint8)
+    except ExportError:
+        fresh = None
+    if fresh is None or fresh.graph.SerializeToString() != proto.graph.SerializeToString():
+        raise ReportError(f"{path} is not what bnnc export makes of this checkpoint (its graph differs), though "
+                          "its metadata says so", "re-export it with `bnnc export`, or drop --onnx")
     return proto
+
+
+def _all_tensors(graph: onnx.GraphProto) -> list[onnx.TensorProto]:
+    """Every tensor stored in ``graph``: initializers and constants, subgraphs (If, Loop, Scan) included."""
+    tensors = list(graph.initializer)
+    for node in graph.node:
+        for a in node.attribute:
+            tensors += [a.t] if a.HasField("t") else []
+            tensors += list(a.tensors)
+            for sub in ([a.g] if a.HasField("g") else []) + list(a.graphs):
+                tensors += _all_tensors(sub)
+    return tensors
 
 
 def report(
@@ -212,7 +241,7 @@ def report(
 
     progress("exporting the ONNX models (FP32, ORT int8, bnnc)")
     if onnx_path is not None:
-        bnnc_proto = _check_onnx(Path(onnx_path), loaded.sha256)
+        bnnc_proto = _check_onnx(Path(onnx_path), loaded, shape)
         bnnc_blob = Path(onnx_path).read_bytes()
     else:
         bnnc_proto, _ = to_onnx(loaded.model, shape)

@@ -16,6 +16,7 @@ of the data with DistributedDataParallel; rank 0 alone sends events and writes f
 from __future__ import annotations
 
 import json
+import hashlib
 import math
 import os
 import time
@@ -397,8 +398,9 @@ def _finetune(run: Prepared, config: FinetuneConfig, resume: bool, device: torch
 
     teacher_model = run.teacher.to(device) if run.teacher is not None else None
     state, saved = _State(), None
+    digest = _inputs_digest(splits, run.teacher)
     if resume:
-        state, saved = _load_state(run.state, loaded.sha256, config, model)
+        state, saved = _load_state(run.state, loaded.sha256, config, model, digest)
     else:
         fp32_acc = evaluate(teacher_model, splits.val, device)[0] if teacher_model is not None else (
             loaded.metrics.get("fp32_accuracy") or loaded.metrics.get("test_accuracy"))
@@ -440,7 +442,7 @@ def _finetune(run: Prepared, config: FinetuneConfig, resume: bool, device: torch
         if world.is_main:
             if is_best:
                 _save_model(run.output, loaded, model, options, config, state, splits.preprocessing.to_dict())
-            _save_state(run.state, loaded.sha256, config, model, optimizer, scheduler, state)
+            _save_state(run.state, loaded.sha256, config, model, optimizer, scheduler, state, digest)
             atomic_write(run.history, lambda f: f.write(json.dumps(_history_doc(state, config), indent=2).encode()),
                          overwrite=True)
         distributed.barrier(world)  # every rank's epoch ends when its files are on disk
@@ -531,10 +533,23 @@ def _save_model(out: Path, loaded: ModelFile, model: nn.Module, options: Convert
                     overwrite=True)
 
 
+def _inputs_digest(splits: DataSplits, teacher: nn.Module | None) -> str:
+    """SHA-256 of the training data (as normalised) and the teacher's weights: what ``--resume`` must see again."""
+    h = hashlib.sha256()
+    tensors = [*splits.train.tensors, *splits.val.tensors]
+    if teacher is not None:
+        for name, t in teacher.state_dict().items():
+            h.update(name.encode())
+            tensors.append(t)
+    for t in tensors:
+        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+    return h.hexdigest()
+
+
 def _save_state(path: Path, source_sha: str, config: FinetuneConfig, model: nn.Module,
-                optimizer: torch.optim.Optimizer, scheduler: Any, state: _State) -> None:
+                optimizer: torch.optim.Optimizer, scheduler: Any, state: _State, inputs: str) -> None:
     payload = {
-        "source_sha256": source_sha, "config": config.to_dict(), "epoch": state.epoch,
+        "source_sha256": source_sha, "inputs_sha256": inputs, "config": config.to_dict(), "epoch": state.epoch,
         "history": state.history, "best_accuracy": state.best_accuracy, "best_epoch": state.best_epoch,
         "baselines": state.baselines, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
@@ -542,7 +557,7 @@ def _save_state(path: Path, source_sha: str, config: FinetuneConfig, model: nn.M
     atomic_write(path, lambda f: torch.save(payload, f), overwrite=True)
 
 
-def _load_state(path: Path, source_sha: str, config: FinetuneConfig, model: nn.Module
+def _load_state(path: Path, source_sha: str, config: FinetuneConfig, model: nn.Module, inputs: str
                 ) -> tuple[_State, dict[str, Any]]:
     """The saved progress (weights loaded into ``model``) and the raw dict (optimizer, scheduler)."""
     try:
@@ -555,6 +570,9 @@ def _load_state(path: Path, source_sha: str, config: FinetuneConfig, model: nn.M
         raise BnncError(f"{path} is not a bnnc resume state", "run again without --resume")
     if raw["source_sha256"] != source_sha:
         raise BnncError(f"{path} belongs to a run on another model", "run without --resume, or pass that model")
+    if raw.get("inputs_sha256") != inputs:
+        raise BnncError(f"{path} belongs to a run on other data or another teacher",
+                        "pass the --data and --teacher of the interrupted run, or run without --resume")
     saved = {**FinetuneConfig().to_dict(), **raw["config"]}  # a key added since: its default
     now = config.to_dict()
     saved.pop("epochs", None), now.pop("epochs")

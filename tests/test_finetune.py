@@ -107,6 +107,10 @@ def test_resume_refuses_changed_settings_and_missing_state(tmp_path, subset, sma
     finetune(small_bnnc, subset, FinetuneConfig(epochs=1), tmp_path / "r.bnnc")
     with pytest.raises(BnncError, match="lr"):
         finetune(small_bnnc, subset, FinetuneConfig(epochs=2, lr=0.1), tmp_path / "r.bnnc", resume=True)
+    other = DataSplits(train=TensorDataset(*(t[:1500] for t in subset.train.tensors)), val=subset.val,
+                       preprocessing=subset.preprocessing, source="fewer samples")
+    with pytest.raises(BnncError, match="other data or another teacher"):
+        finetune(small_bnnc, other, FinetuneConfig(epochs=2), tmp_path / "r.bnnc", resume=True)
     more = finetune(small_bnnc, subset, FinetuneConfig(epochs=2), tmp_path / "r.bnnc", resume=True)
     assert [r.epoch for r in more.history] == [1, 2]
 

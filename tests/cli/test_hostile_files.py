@@ -164,3 +164,46 @@ def test_no_arch_a_file_names_can_run_code_through_any_command(files, tmp_path):
             assert ref in r.stderr and "Traceback" not in r.output, (ref, args[0], r.stderr)
             assert not marker.exists(), f"{ref} ran through bnnc {args[0]}"
         assert not any((tmp_path / n).exists() for n in ("out.bnnc", "out", "ft.bnnc", "out.onnx", "r.json"))
+
+
+def test_a_forged_onnx_with_copied_metadata_is_refused_by_report(files, tmp_path):
+    """Metadata can be copied onto any graph: report checks the graph is what bnnc export makes of the
+    checkpoint, and follows no external data, not even in a subgraph."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    real = tmp_path / "real.onnx"
+    assert runner.invoke(app, ["export", str(files["model"]), "-o", str(real)]).exit_code == 0
+    meta = {p.key: p.value for p in onnx.load(real).metadata_props}
+    (tmp_path / "secret.bin").write_bytes(b"\0" * 16)
+
+    def forged(path: Path, external_in_subgraph: bool) -> Path:
+        x = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 1, 28, 28])
+        y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])
+        nodes = [helper.make_node("Flatten", ["input"], ["flat"]),
+                 helper.make_node("Slice", ["flat", "starts", "ends", "axes"], ["logits"])]
+        inits = [helper.make_tensor(n, TensorProto.INT64, [1], [v]) for n, v in
+                 (("starts", 0), ("ends", 10), ("axes", 1))]
+        if external_in_subgraph:
+            leak = helper.make_tensor("leak", TensorProto.FLOAT, [4], [0.0] * 4)
+            leak.data_location = TensorProto.EXTERNAL
+            leak.ClearField("float_data")
+            leak.external_data.add(key="location", value="secret.bin")
+            branch = helper.make_graph([helper.make_node("Identity", ["leak"], ["out"])], "b", [],
+                                       [helper.make_tensor_value_info("out", TensorProto.FLOAT, [4])], [leak])
+            cond = helper.make_tensor("cond", TensorProto.BOOL, [], [True])
+            inits.append(cond)
+            nodes.append(helper.make_node("If", ["cond"], ["unused"], then_branch=branch, else_branch=branch))
+        model = helper.make_model(helper.make_graph(nodes, "forged", [x], [y], inits))
+        for k, v in meta.items():
+            model.metadata_props.add(key=k, value=v)
+        onnx.save(model, path)
+        return path
+
+    data = str(files["data"])
+    for path, message in ((forged(tmp_path / "forged.onnx", False), "is not what bnnc export makes"),
+                          (forged(tmp_path / "leaky.onnx", True), "refers to tensors in other files")):
+        r = runner.invoke(app, ["report", str(files["model"]), "--data", data, "--onnx", str(path),
+                                "--min-compression", "100", "--json", str(tmp_path / "r.json")])
+        assert r.exit_code == 2 and message in r.stderr, r.output
+        assert not (tmp_path / "r.json").exists()
