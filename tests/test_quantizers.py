@@ -8,7 +8,6 @@ POINTS = torch.tensor([-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0])
 
 def test_binarize_forward_is_the_papers_sign_with_sign0_plus_one():
     assert binarize(POINTS).tolist() == [-1, -1, -1, 1, 1, 1, 1]
-    assert torch.sign(torch.tensor(0.0)) == 0  # why bnnc doesn't use torch.sign
 
 
 def test_binarize_ste_gradient_passes_inclusive_at_one_and_cancels_beyond():

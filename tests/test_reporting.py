@@ -11,6 +11,7 @@ from bnnc.config import ConfigError, check, load_config, merge
 from bnnc.conversion import convert_file
 from bnnc.export import export_onnx
 from bnnc.pipeline import compress
+from bnnc.errors import OutputError
 from bnnc.reporting import ReportError, Thresholds, report
 from bnnc.training import FinetuneConfig
 
@@ -95,7 +96,7 @@ def test_compress_writes_everything_into_one_folder(tmp_path, fp32_checkpoint):
     d = json.loads((out / "report.json").read_text())
     assert d["finetune"]["epochs"][0]["epoch"] == 1 and d["model"]["onnx_path"] == str(out / "mlp.onnx")
     assert result.report.passed
-    with pytest.raises(Exception, match="already exists"):  # nothing redone or overwritten without overwrite
+    with pytest.raises(OutputError, match="already exists"):  # nothing redone or overwritten without overwrite
         compress(src, data, out, config=FinetuneConfig(epochs=1))
 
 

@@ -357,11 +357,6 @@ VALUES = [
 CASES = CONVERT + FINETUNE + EXPORT + REPORT + COMPRESS + OVERWRITES + VALUES
 
 
-def test_the_table_covers_every_command():
-    assert len(CASES) >= 25
-    assert {c.args(Path("w"))[0] for c in CASES} == {"convert", "finetune", "export", "report", "compress"}
-
-
 @pytest.mark.parametrize("bad", CASES, ids=[c.id for c in CASES])
 def test_bad_input_is_one_line_exit_2_and_changes_nothing(bad: Case, ws: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.chdir(ws)  # --arch modules and bnnc.toml are looked for in the working directory

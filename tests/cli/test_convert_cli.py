@@ -107,8 +107,15 @@ def test_help_does_not_import_torch():
 
 
 def test_console_script_and_python_m(tmp_path):
+    import shutil
+    from pathlib import Path
+
     r = subprocess.run([sys.executable, "-m", "bnnc", "--version"], capture_output=True, text=True)
     assert r.returncode == 0 and r.stdout.startswith("bnnc ")
+    script = Path(sys.executable).parent / "bnnc"  # the console script pip installed beside this python
+    script = script if script.exists() else Path(shutil.which("bnnc") or "bnnc")
+    r = subprocess.run([str(script), "--version"], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.startswith("bnnc "), r.stderr
 
 
 def test_interrupt_exits_130_with_one_line(monkeypatch, fp32_checkpoint):
