@@ -11,6 +11,7 @@ dynamics match a single-process run.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from dataclasses import dataclass
 
 import torch
@@ -48,6 +49,43 @@ def launched_by_torchrun() -> bool:
 def main_process() -> bool:
     """Whether this process reports (rank 0 under torchrun, or the only process)."""
     return int(os.environ.get("RANK", "0")) == 0
+
+
+LAUNCHER = "BNNC_LAUNCHER_PID"
+"""Set by ``bnnc finetune --nproc`` for torchrun's workers: the bnnc process that launched torchrun."""
+
+
+def die_with_parent(grandparent: int | None = None) -> None:
+    """Have the kernel kill this process when its parent dies (Linux; elsewhere nothing): a ``kill -9`` of
+    ``bnnc finetune --nproc N`` then takes torchrun down, and torchrun takes its workers. A worker whose
+    torchrun (or its bnnc, ``grandparent``) is already gone when it gets here exits at once."""
+    import ctypes
+    import signal
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    parent = os.getppid()
+    if parent == 1 or (grandparent is not None and _parent_of(parent) != grandparent):
+        os._exit(1)
+
+
+def _parent_of(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[1])  # after "pid (comm) state": the parent's pid
+
+
+def die_with_launcher() -> None:
+    """In a worker of ``bnnc finetune --nproc``: :func:`die_with_parent`, checked against the launcher."""
+    if os.environ.get(LAUNCHER, "").isdigit() and launched_by_torchrun():
+        die_with_parent(int(os.environ[LAUNCHER]))
 
 
 def join(device: torch.device) -> tuple[World, torch.device]:

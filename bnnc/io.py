@@ -441,7 +441,13 @@ def _check_fields(path: Path, preprocessing: Any, metrics: Any, binarized: Any) 
                  and not isinstance(binarized.get("source"), Mapping) else None))
     if wrong:
         raise ModelLoadError(f"{path}: the checkpoint's {wrong!r} entry is malformed", "re-run the bnnc step that wrote it")
-    if preprocessing is not None:
+    if preprocessing is None:
+        return
+    shape = preprocessing.get("input_shape")
+    if shape is not None and not (isinstance(shape, (list, tuple)) and shape and all(
+            isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in shape)):
+        raise ModelLoadError(f"{path}: the recorded input shape {shape!r} is malformed", "re-run the bnnc step that wrote it")
+    if {"mean", "std"} <= preprocessing.keys():  # a full preprocessing (else just the input shape)
         try:
             Preprocessing.from_dict(dict(preprocessing))
         except Exception as e:  # noqa: BLE001 - a DataError, or anything a tampered dict makes from_dict raise

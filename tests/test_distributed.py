@@ -103,3 +103,41 @@ def test_the_global_batch_is_split_across_processes():
     assert distributed.local_batch_size(128, distributed.World(0, 4)) == 32
     with pytest.raises(BnncError, match="smaller than the 4 processes"):
         distributed.local_batch_size(2, distributed.World(0, 4))
+
+
+def _processes_naming(text: str) -> list[int]:
+    """PIDs whose command line contains ``text`` (Linux /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if text in (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signals are Linux's")
+def test_kill_9_of_bnnc_takes_torchrun_and_its_workers_down(converted: Path, tmp_path: Path):
+    import signal
+    import time
+
+    out = tmp_path / "orphans.bnnc"
+    proc = subprocess.Popen([sys.executable, "-m", "bnnc", "finetune", str(converted), "--data", str(SAMPLE),
+                             "--epochs", "50", "--batch-size", "64", "--no-distill", "--nproc", "2", "-o", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    state = out.with_name(out.name + ".state")
+    deadline = time.monotonic() + 300
+    while not state.exists() and proc.poll() is None and time.monotonic() < deadline:  # training, past start-up
+        time.sleep(0.1)
+    assert len(_processes_naming(str(out))) >= 4, "bnnc, torchrun and 2 workers should be running"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 30
+    while _processes_naming(str(out)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = _processes_naming(str(out))
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    assert not left, f"{len(left)} processes outlived bnnc"

@@ -115,8 +115,11 @@ def _torchrun(nproc: int) -> int:
             skip = True
         elif not arg.startswith("--nproc="):
             args.append(arg)
+    from bnnc.distributed import LAUNCHER, die_with_parent
+
+    env[LAUNCHER] = str(os.getpid())
     return subprocess.call([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                            f"--nproc_per_node={nproc}", "-m", "bnnc", *args], env=env)
+                            f"--nproc_per_node={nproc}", "-m", "bnnc", *args], env=env, preexec_fn=die_with_parent)
 
 
 def result_dict(result: FinetuneResult) -> dict[str, Any]:
