@@ -385,6 +385,10 @@ def _finetune(run: Prepared, config: FinetuneConfig, resume: bool, device: torch
     loaded, splits = run.loaded, run.splits
 
     model = loaded.model
+    if distributed.local_batch_size(config.batch_size, world) < 2 and any(
+            isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        raise BnncError(f"batches of one sample{' per process' if world.distributed else ''}: the model's "
+                        "BatchNorm layers can't train on them", "use --batch-size 2 or more")
     options = ConvertOptions.from_dict(loaded.binarized["options"])  # type: ignore[index]
     if config.shift_bn and not options.shift_bn:
         use_shift_batchnorm(model)
