@@ -11,7 +11,8 @@ import pytest
 import torch
 from torch import nn
 
-from bnnc.export import ExportError, export_onnx
+from bnnc.export import ExportError, check_parity, export_onnx, to_onnx
+from bnnc.export.exporter import check_inputs
 from bnnc.layers import binary_layers
 
 from test_export import binarized
@@ -74,17 +75,28 @@ def random_net(seed: int) -> tuple[nn.Module, tuple[int, ...]]:
 def check(seed: int) -> None:
     model, shape = random_net(seed)
     net = binarized(model, shape, seed=seed)
-    assert binary_layers(net), "every drawn net has a binary layer"
+    if not binary_layers(net):  # e.g. a depthwise first conv, kept FP32, and the last layer: nothing to export
+        with pytest.raises(ExportError, match="no binary layer"):
+            export_onnx(net, input_shape=shape, check_samples=16)
+        return
     try:
         result = export_onnx(net, input_shape=shape, check_samples=128)
     except ExportError as e:
-        pytest.fail(f"seed {seed}: {e}")
+        if "at float-rounding ties, more than" not in str(e):
+            pytest.fail(f"seed {seed}: {e}")
+        # a rightful refusal: a BatchNorm calibrated to a near-zero variance amplifies float rounding until many
+        # bits are decided by it; every differing sample must still be at a real tie (no bug hidden)
+        parity = check_parity(to_onnx(net, shape)[0].SerializeToString(), net, check_inputs(shape, None, 128, False)[0],
+                              inputs="random")
+        assert parity.unexplained == 0 and parity.at_ties > 0.02 * parity.samples, (seed, parity)
+        return
     parity = result.parity[0]
     assert parity.argmax_agreement == 1.0 or parity.at_ties, (seed, parity)
     assert parity.max_rel_diff <= 1e-4 or parity.at_ties, (seed, parity)  # only a real tie may move a logit
 
 
-CI_SEEDS = [*range(10), 19, 29, 42]  # 19, 29, 42: a max pool before a negative-scale BatchNorm (once lowered wrongly)
+CI_SEEDS = [*range(10), 19, 29, 42, 104, 113]  # 19, 29, 42: a max pool before a negative-scale BatchNorm (once
+# lowered wrongly); 104: rounding-decided bits past the tie share (a rightful refusal); 113: nothing binary
 
 
 @pytest.mark.parametrize("seed", CI_SEEDS)
