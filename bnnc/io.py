@@ -555,6 +555,29 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
+@contextlib.contextmanager
+def output_lock(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Hold ``.NAME.lock`` beside ``path`` (an advisory ``flock``, released by the kernel if the process
+    dies) for a long write such as fine-tuning: a second bnnc writing the same output stops with one line."""
+    import fcntl
+
+    target = Path(path)
+    lock = target.with_name(f".{target.name}.lock")
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise OutputError(f"another bnnc is writing {target}", "wait for it to finish, or choose another -o") from None
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                lock.unlink()
+    finally:
+        os.close(fd)
+
+
 def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None], *, overwrite: bool = False) -> Path:
     """Write through a temporary file in the same folder, then rename: readers never see half a file.
 

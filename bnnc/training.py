@@ -16,6 +16,7 @@ of the data with DistributedDataParallel; rank 0 alone sends events and writes f
 from __future__ import annotations
 
 import json
+import contextlib
 import hashlib
 import math
 import os
@@ -37,7 +38,7 @@ from bnnc.data import DataSpec, DataSplits
 from bnnc.device import resolve_device
 from bnnc.distributed import World
 from bnnc.errors import BnncError, DataError, OutputError
-from bnnc.io import ModelFile, atomic_write, check_outputs, load_checkpoint, save_checkpoint
+from bnnc.io import ModelFile, atomic_write, check_outputs, load_checkpoint, output_lock, save_checkpoint
 from bnnc.layers import InputBinarizer, binary_layers, clip_latent_weights
 from bnnc.resolve import calibration_loader, data_for_model, load_fp32_source, require_binarized
 from bnnc.shift import ShiftAdaMax, use_shift_batchnorm
@@ -323,8 +324,11 @@ def finetune(
                   arch_kwargs=arch_kwargs)
     world, device = distributed.join(resolve_device(config.device))
     try:
-        return _finetune(run, config, resume, device, world,
-                         on_event if world.is_main and on_event else (lambda event: None))
+        with output_lock(run.output) if world.is_main else contextlib.nullcontext():
+            if world.is_main and not resume and not overwrite and run.output.exists():  # written meanwhile
+                raise OutputError(f"{run.output} already exists", "pass --force to overwrite it, or choose another -o")
+            return _finetune(run, config, resume, device, world,
+                             on_event if world.is_main and on_event else (lambda event: None))
     finally:
         distributed.leave(world)
 

@@ -151,3 +151,21 @@ def test_schedules_and_glorot():
     assert lr_factor("constant", 9, 10) == 1
     layer = torch.nn.Linear(100, 50)
     assert glorot_scale(layer) == pytest.approx(1 / (1.5 / 150) ** 0.5)
+
+
+def test_a_second_writer_of_the_same_output_stops_with_one_error(tmp_path, subset, small_bnnc):
+    """Another bnnc holding the output's lock (as a concurrent `bnnc finetune -o same` does) stops this one."""
+    import fcntl
+    import os
+
+    out = tmp_path / "same.bnnc"
+    fd = os.open(tmp_path / ".same.bnnc.lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        with pytest.raises(BnncError, match="another bnnc is writing"):
+            finetune(small_bnnc, subset, FinetuneConfig(epochs=1), out)
+    finally:
+        os.close(fd)
+    assert not out.exists()
+    finetune(small_bnnc, subset, FinetuneConfig(epochs=1), out)  # the lock released: it runs
+    assert out.exists() and not (tmp_path / ".same.bnnc.lock").exists()
