@@ -332,6 +332,10 @@ def _read_npz(path: Path) -> dict[str, Any]:
 
 
 def _read_pt(path: Path) -> dict[str, Any]:
+    from bnnc.io import archive_problem
+
+    if (problem := archive_problem(path)) is not None:
+        raise DataError(f"{path}: not a data file bnnc will unpack: {problem}", "save plain tensors with torch.save")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch's unpickler raises anything on corrupt bytes

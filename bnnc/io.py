@@ -118,6 +118,27 @@ def _zip_names(path: Path) -> list[str]:
         return []
 
 
+MAX_PICKLE_BYTES = 256 << 20
+"""The largest pickle (``data.pkl``) or compressed entry bnnc unpacks from a torch archive: a state dict's
+pickle is kilobytes (the tensors are separate, uncompressed entries), so a bigger one is a zip bomb."""
+
+
+def archive_problem(path: Path) -> str | None:
+    """Why the torch zip archive at ``path`` must not be read (an oversized pickle or compressed entry), or None."""
+    if not zipfile.is_zipfile(path):
+        return None
+    try:
+        with zipfile.ZipFile(path) as z:
+            for info in z.infolist():
+                pickled = info.filename.endswith(".pkl")
+                if (pickled or info.compress_type != zipfile.ZIP_STORED) and info.file_size > MAX_PICKLE_BYTES:
+                    return (f"its entry {info.filename} unpacks to {info.file_size / 2**30:.1f} GiB "
+                            f"({info.compress_size:,} bytes stored)")
+    except (zipfile.BadZipFile, OSError):
+        return None
+    return None
+
+
 def _looks_like_onnx(path: Path) -> bool:
     """An ONNX ModelProto starts with field 1 (ir_version, a varint: byte 0x08) and parses."""
     if path.suffix.lower() == ".onnx":
@@ -149,6 +170,9 @@ def _refuse_other_formats(path: Path) -> None:
 
 
 def _torch_load(path: Path, trust_model: bool) -> Any:
+    if (problem := archive_problem(path)) is not None:
+        raise ModelLoadError(f"{path} is not a checkpoint bnnc will unpack: {problem}",
+                             "save the model with torch.save(model.state_dict(), path)")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:

@@ -119,6 +119,7 @@ def ws(tmp_path_factory: pytest.TempPathFactory) -> Path:
         (d / name).write_text(text)
     _npz(d / "huge.npz", np.full((32, 28, 28), 1e300), labels)
     _broken_png_folder(d / "imgs")
+    _zip_bomb(d / "sd.pt", d / "bomb.pt")
     for name, tamper in (("options-none", lambda r: r["binarized"].__setitem__("options", None)),
                          ("preprocessing-list", lambda r: r.__setitem__("preprocessing", [1, 2])),
                          ("negative-shape", lambda r: r["preprocessing"].__setitem__("input_shape", [-1, 28, 28])),
@@ -128,6 +129,19 @@ def ws(tmp_path_factory: pytest.TempPathFactory) -> Path:
         tamper(copy)
         torch.save(copy, d / f"tampered-{name}.bnnc")
     return d
+
+
+def _zip_bomb(archive: Path, out: Path) -> None:
+    """``archive`` with its data.pkl padded to 300 MB and deflated to a few hundred KB."""
+    import zipfile
+
+    with zipfile.ZipFile(archive) as src, zipfile.ZipFile(out, "w") as z:
+        for info in src.infolist():
+            data = src.read(info)
+            if info.filename.endswith("data.pkl"):
+                z.writestr(info.filename, data + b"\0" * (300 << 20), compress_type=zipfile.ZIP_DEFLATED)
+            else:
+                z.writestr(info, data)
 
 
 def _broken_png_folder(root: Path) -> None:
@@ -351,6 +365,8 @@ VALUES = [
          json.dumps(MLP_KWARGS), "--data", "{ws}/imgs", "-o", "{ws}/x.bnnc"),
     *[case(f"export-tampered-{name}", "malformed", "export", f"{{ws}}/tampered-{name}.bnnc", "-o", "{ws}/x.onnx")
       for name in ("options-none", "preprocessing-list", "negative-shape", "metrics-list", "source-string")],
+    case("convert-zip-bomb", "unpacks to 0.3 GiB", "convert", "{ws}/bomb.pt", "--arch", MLP_REF, "-o", "{ws}/x.bnnc"),
+    case("finetune-zip-bomb-data", "unpacks to 0.3 GiB", "finetune", "{ws}/m.bnnc", "--data", "{ws}/bomb.pt"),
     case("compress-config-data-names-code", "names code to run", "compress", "{ws}/fp32.pt", "--config",
          "{ws}/code-data.toml", "-o", "{ws}/out"),
 ]
