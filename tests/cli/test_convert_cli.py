@@ -140,3 +140,18 @@ def test_internal_error_exits_1_and_debug_shows_traceback(monkeypatch, fp32_chec
     assert r.exit_code == 1 and "internal error" in _error_line(r) and "--debug" in r.stderr
     r = runner.invoke(app, ["--debug", "convert", str(fp32_checkpoint("mlp", name="b.pt"))])
     assert r.exit_code == 1 and "Traceback" in r.stderr
+
+
+def test_an_interrupt_a_library_turns_into_its_own_error_still_exits_130(monkeypatch, fp32_checkpoint):
+    """Ctrl-C inside torch.save's writer surfaces as a RuntimeError raised while handling it: still 130."""
+    import bnnc.conversion
+
+    def interrupted_in_a_library(*args, **kwargs):
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise RuntimeError("PytorchStreamWriter failed writing file data/0") from None
+
+    monkeypatch.setattr(bnnc.conversion, "convert_file", interrupted_in_a_library)
+    r = runner.invoke(app, ["convert", str(fp32_checkpoint("mlp"))])
+    assert r.exit_code == 130 and _error_line(r).startswith("interrupted"), r.output
