@@ -368,7 +368,8 @@ def prepare(
     state_file = state_path(out)
     inputs = (src, data, teacher)
     if not resume:
-        check_outputs((output if output is not None else out, hist, state_file), inputs, overwrite=overwrite)
+        check_outputs((output if output is not None else out, history_path if history_path is not None else hist,
+                       state_file), inputs, overwrite=overwrite)
     elif not state_file.is_file():
         raise BnncError(f"nothing to resume: {state_file} does not exist", "run without --resume first")
     else:

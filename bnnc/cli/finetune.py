@@ -54,7 +54,7 @@ def finetune_command(
                                             "relaunches this command under torchrun.", min=1)] = 1,
     seed: opt.Seed = 0,
     resume: Annotated[bool, opt.flag("--resume", help="Continue an interrupted run from its last epoch.")] = False,
-    history: Annotated[Optional[Path], typer.Option(help="History JSON (default: OUTPUT stem + "
+    history: Annotated[Optional[str], typer.Option(help="History JSON (default: OUTPUT stem + "
                                                     ".history.json).")] = None,
     trust_model: opt.TrustModel = False,
     as_json: Annotated[bool, opt.flag("--json", help="Print the result as JSON on stdout.")] = False,

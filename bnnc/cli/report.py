@@ -29,10 +29,10 @@ def report_command(
                                                       "state dict takes --arch or the recorded architecture.")] = None,
     arch: opt.Arch = None,
     arch_kwargs: opt.ArchKwargs = None,
-    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the report as JSON here.")] = None,
-    markdown: Annotated[Optional[Path], typer.Option(help="Write the report as Markdown here "
+    json_out: Annotated[Optional[str], typer.Option("--json", help="Write the report as JSON here.")] = None,
+    markdown: Annotated[Optional[str], typer.Option(help="Write the report as Markdown here "
                                                      "(e.g. >> $GITHUB_STEP_SUMMARY).")] = None,
-    html_out: Annotated[Optional[Path], typer.Option("--html", help="Write a self-contained HTML page with "
+    html_out: Annotated[Optional[str], typer.Option("--html", help="Write a self-contained HTML page with "
                                                      "plots here.")] = None,
     batch: opt.Batch = None,
     threads: opt.Threads = None,
@@ -80,7 +80,7 @@ def limits_from(options: dict[str, Any]) -> Thresholds:
                                                        "max_parity_mismatch")})
 
 
-def write_reports(rep: Report, json_out: Path | None, markdown: Path | None, html_out: Path | None,
+def write_reports(rep: Report, json_out: str | None, markdown: str | None, html_out: str | None,
                   force: bool) -> None:
     from bnnc.io import atomic_write
 

@@ -321,6 +321,10 @@ OVERWRITES = [
          "--fp32", "{ws}/fp32.pt", "--markdown", "{ws}/fp32.pt", "--force"),
     case("report-html-is-the-onnx", "is the input", "report", "{ws}/m.bnnc", "--data", "{ws}/data.npz",
          "--onnx", "{ws}/foreign.onnx", "--html", "{ws}/foreign.onnx", "--force"),
+    case("report-json-names-a-folder", "names a folder", "report", "{ws}/m.bnnc", "--data", "{ws}/data.npz",
+         "--json", "{ws}/newdir/"),
+    case("finetune-history-names-a-folder", "names a folder", "finetune", "{ws}/m.bnnc", "--data", "{ws}/data.npz",
+         "-o", "{ws}/x.bnnc", "--history", "{ws}/newdir/"),
     case("report-two-outputs-one-file", "one file", "report", "{ws}/m.bnnc", "--data", "{ws}/data.npz",
          "--json", "{ws}/r.out", "--markdown", "{ws}/r.out"),
 ]
