@@ -38,7 +38,7 @@ KEYS: dict[str, tuple[type, ...]] = {
 """Every accepted key and its type(s)."""
 
 RANGES: dict[str, tuple[float, float]] = {
-    "epochs": (1, 100_000), "batch_size": (1, 1 << 20), "batch": (1, 1 << 16), "threads": (1, 4096),
+    "epochs": (1, 100_000), "batch_size": (1, 1 << 20), "batch": (1, 1 << 16), "threads": (1, 256),
     "samples": (1, 1 << 31), "max_accuracy_drop": (0, 100), "min_compression": (0, 1e30), "min_speedup": (0, 1e30),
     "max_parity_mismatch": (0, 1),
 }

@@ -78,7 +78,7 @@ BatchNorm = Annotated[BatchNormChoice, typer.Option("--bn", help="BatchNorm kind
 Recalibrate = Annotated[bool, flag("--recalibrate/--no-recalibrate", help="Re-estimate BatchNorm statistics and "
                                                                           "thresholds before training.")]
 BatchSize = Annotated[int, typer.Option(help="Fine-tuning batch size.", min=1, max=1 << 20)]
-Workers = Annotated[int, typer.Option(help="DataLoader worker processes.", min=0)]
+Workers = Annotated[int, typer.Option(help="DataLoader worker processes.", min=0, max=64)]
 Device = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
 Amp = Annotated[bool, flag("--amp/--no-amp", help="bfloat16 autocast for the FP32 layers on a GPU (binary layers "
                                                   "always compute in float32).")]
@@ -87,7 +87,7 @@ Seed = Annotated[int, typer.Option(help="Seed: a CPU run is bit-for-bit repeatab
 # ----------------------------------------------------------------------------- export
 FloatOps = Annotated[bool, flag("--float", help="Compute +-1 as float tensors, for runtimes without integer "
                                                 "kernels (weights still stored at 1 bit).")]
-CheckSamples = Annotated[int, typer.Option(help="Samples the export check runs on.", min=1, max=1_000_000)]
+CheckSamples = Annotated[int, typer.Option(help="Samples the export check runs on.", min=1, max=20_000)]
 Reference = Annotated[bool, flag("--reference", help="Also check with onnx.reference (a second, slow runtime).")]
 
 # ----------------------------------------------------------------------------- report and the CI gate
@@ -107,6 +107,6 @@ ConfigFile = Annotated[Optional[Path], typer.Option(
 Batch = Annotated[Optional[int], typer.Option(help="The larger batch size timed; batch 1 is always timed "
                                                    "\\[default: 64].", min=1, max=1 << 16)]
 Threads = Annotated[Optional[int], typer.Option(help="ONNX Runtime threads \\[default: all cores].", min=1,
-                                                max=4096)]
+                                                max=256)]
 Samples = Annotated[Optional[int], typer.Option(help="Evaluate on the first N test samples \\[default: all].", min=1,
                                                 max=2**31)]

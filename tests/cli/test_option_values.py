@@ -28,7 +28,7 @@ OPTIONS = {
     "convert": ["--min-params", "--min-fan-in", "--calibration-batches", "--input-shape", "--target-size",
                 "--max-accuracy-drop", "--first", "--last"],
     "finetune": ["--batch-size", "--lr", "--weight-decay", "--temperature", "--distill-weight", "--seed",
-                 "--calibration-batches", "--workers"],
+                 "--calibration-batches"],  # not --workers: 64 forked copies of the test process is a valid request
     "export": ["--check-samples", "--input-shape"],
     "report": ["--batch", "--threads", "--samples", "--max-accuracy-drop", "--min-compression", "--min-speedup",
                "--max-parity-mismatch"],
