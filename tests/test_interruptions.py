@@ -111,14 +111,26 @@ def test_kill_9_during_export_or_report_never_leaves_a_partial_output(tmp_path: 
         args = ["report", str(model), "--data", str(data), "--json", str(finals[0]), "--markdown", str(finals[1]),
                 "--batch", "8"]
     proc = _start(*args)  # killed the moment an output starts to appear, under any name
-    _wait_for(lambda: any(_temp_files(tmp_path, f.name) or f.exists() for f in finals), proc)
+    first_seen: dict[Path, bytes] = {}
+
+    def appeared() -> bool:  # the bytes under a final name the instant it appears: whole, or the write isn't atomic
+        for f in finals:
+            if f not in first_seen and f.exists():
+                first_seen[f] = f.read_bytes()
+        return bool(first_seen) or any(_temp_files(tmp_path, f.name) for f in finals)
+
+    _wait_for(appeared, proc)
     _kill(proc)
     for final in finals:  # absent, or whole: never a prefix
         if final.exists():
-            if final.suffix == ".onnx":
-                onnx.checker.check_model(onnx.load(final))
-            elif final.suffix == ".json":
-                json.loads(final.read_text())
+            first_seen.setdefault(final, final.read_bytes())
+    for final, content in first_seen.items():
+        if final.suffix == ".onnx":
+            onnx.checker.check_model(onnx.load_from_string(content))
+        elif final.suffix == ".json":
+            json.loads(content)
+        else:
+            assert content.endswith(b"\n"), f"{final.name} was seen cut short"
     for final in finals:  # and a run afterwards writes them whole (the killed run's temp files don't block it)
         final.unlink(missing_ok=True)
     r = runner.invoke(app, args)
