@@ -25,7 +25,6 @@ import math
 import os
 import pickle
 import re
-import sys
 import zipfile
 import zlib
 from collections.abc import Mapping, Sequence
@@ -493,15 +492,13 @@ def _image_array(image_module: Any, image: Any, mode: str, size: tuple[int, int]
     return pixels.transpose(2, 0, 1) if pixels.ndim == 3 else pixels
 
 
-_NOT_DATA_MODULES = {"bnnc", "torch", "builtins", "__main__"}
-"""Where a ``--data`` function may not come from (nor the standard library): only the user's own loaders."""
-
-
 def _from_function(spec: str, pre: Preprocessing | None, val_fraction: float, seed: int,
                    input_shape: Sequence[int] | None) -> DataSplits:
     module_name, func_name = spec.split(":")
-    top = module_name.split(".")[0]
-    if top in _NOT_DATA_MODULES or top in sys.stdlib_module_names:
+    from bnnc.io import not_user_code
+
+    if not_user_code(module_name):  # the rule --arch follows: only the user's own code
+        top = module_name.split(".")[0]
         raise DataError(f"{spec}: {top!r} defines no data loader", "name a function of your own, pkg.module:function")
     try:
         module = importlib.import_module(module_name)

@@ -230,7 +230,7 @@ def resolve_arch(ref: str, *, named_by_user: bool = True, source: Path | None = 
     if not sep or not module_name or not attr:
         raise ModelLoadError(f"architecture reference {ref!r} is not of the form pkg.module:factory",
                              "e.g. --arch torchvision.models:resnet18 or --arch mymodels:Net")
-    if _refused_module(module_name):
+    if not_user_code(module_name):
         raise ModelLoadError(f"architecture reference {ref!r} points into {module_name.split('.')[0]!r}, "
                              "which can't define a model architecture", "name the module that defines your model")
     try:
@@ -250,7 +250,7 @@ def resolve_arch(ref: str, *, named_by_user: bool = True, source: Path | None = 
         raise ModelLoadError(f"architecture {ref!r} is a {type(obj).__name__}, not an nn.Module class or a function",
                              "point --arch at the class or the function that builds the model")
     defined_in = getattr(obj, "__module__", "") or ""
-    if _refused_module(defined_in):
+    if not_user_code(defined_in):
         raise ModelLoadError(f"architecture {ref!r} is defined in {defined_in!r}, not in a model package",
                              "name the module that defines your model")
     if is_function and not named_by_user:
@@ -261,9 +261,16 @@ def resolve_arch(ref: str, *, named_by_user: bool = True, source: Path | None = 
     return obj
 
 
-def _refused_module(name: str) -> bool:
+def not_user_code(name: str) -> bool:
+    """Whether module ``name`` is one a reference from outside may never name as code to call: the standard
+    library, torch, ``__main__``, bnnc's own modules (but its sample architectures, ``bnnc.zoo``)."""
     top = name.split(".")[0]
     return top in _REFUSED_TOP_LEVEL or (top == "bnnc" and name != "bnnc.zoo")
+
+
+def _allowed(ref: str, allow_arch: str | None) -> bool:
+    """Whether the user allowed the function ``ref`` for this command: ``--arch`` or ``BNNC_ALLOW_ARCH``."""
+    return ref == allow_arch or seal.allowed(ref)
 
 
 def build_model(ref: str, kwargs: Mapping[str, Any] | None = None, *, named_by_user: bool = True,
@@ -391,7 +398,7 @@ def load_checkpoint(
     named_by_user = True
     if arch is None and recorded_arch is not None:
         arch, arch_kwargs, named_by_user = recorded_arch
-        named_by_user = named_by_user or arch == allow_arch or seal.allowed(arch)
+        named_by_user = named_by_user or _allowed(arch, allow_arch)
     if arch is None:
         raise ModelLoadError(f"{path} is a plain state dict: it holds weights but not the architecture",
                              "pass --arch pkg.module:factory (the class or function that builds the model)")
@@ -426,7 +433,7 @@ def _load_described(
     if not _is_plain(kwargs):
         raise ModelLoadError(f"{path}: 'arch_kwargs' holds values other than plain data", "fix the checkpoint")
     named_by_user = arch is not None or (ref is not None and (
-        ref == allow_arch or seal.allowed(ref) or seal.verify(ref, kwargs, obj.get("arch_seal"))))
+        _allowed(ref, allow_arch) or seal.verify(ref, kwargs, obj.get("arch_seal"))))
     preprocessing, metrics = obj.get("preprocessing"), obj.get("metrics") or {}
     _check_fields(path, preprocessing, metrics, binarized)
     metrics = dict(metrics)
