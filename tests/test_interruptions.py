@@ -7,6 +7,7 @@ chance to clean up: what is on disk afterwards is what a crashed CI job would le
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -100,39 +101,80 @@ def test_kill_9_inside_a_write_leaves_nothing_under_the_final_name(tmp_path: Pat
     assert not out.exists()
 
 
-@pytest.mark.parametrize("command", ["export", "report"])
-def test_kill_9_during_export_or_report_never_leaves_a_partial_output(tmp_path: Path, model: Path, command: str):
+# Runs bnnc with an audit hook that sends the process a real signal at a chosen step of writing an
+# output: deterministic, where polling the disk from outside catches a non-atomic write only by luck.
+_SIGNAL_AT = """
+import os, runpy, signal, sys
+finals = set(sys.argv[1].split(os.pathsep))
+sig, step = getattr(signal, sys.argv[2]), sys.argv[3]
+def _writes(args):
+    return args[1] is not None and any(c in str(args[1]) for c in "wax+") or bool(args[2] & (os.O_WRONLY | os.O_RDWR))
+def hook(event, args):
+    if event == "open" and isinstance(args[0], str) and args[0] in finals and _writes(args):
+        print("opened a final name for writing:", args[0], file=sys.stderr, flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+    target = os.fspath(args[1]) if event in ("os.link", "os.rename") else os.fspath(args[0]) if event == "os.chmod" else ""
+    if event == step and (target in finals or os.path.basename(target).startswith(tuple("." + os.path.basename(f) + "." for f in finals))):
+        os.kill(os.getpid(), sig)
+sys.addaudithook(hook)
+sys.argv = ["bnnc", *sys.argv[4:]]
+runpy.run_module("bnnc", run_name="__main__")
+"""
+
+
+def _signalled(finals: list[Path], sig: str, step: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``bnnc ARGS``; send ``sig`` when the run reaches ``step`` (os.chmod: the temporary file was just
+    made; os.link/os.rename: it is whole and about to get its final name) for any of ``finals``."""
+    return subprocess.run([sys.executable, "-c", _SIGNAL_AT, os.pathsep.join(map(str, finals)), sig, step, *args],
+                          capture_output=True, text=True, timeout=300)
+
+
+def _export_or_report(command: str, tmp_path: Path, model: Path) -> tuple[list[Path], list[str]]:
     data = learnable_npz(tmp_path, 256, 128)
     if command == "export":
         finals = [tmp_path / "m.onnx"]
-        args = ["export", str(model), "-o", str(finals[0]), "--data", str(data)]
-    else:
-        finals = [tmp_path / "r.json", tmp_path / "r.md"]
-        args = ["report", str(model), "--data", str(data), "--json", str(finals[0]), "--markdown", str(finals[1]),
-                "--batch", "8"]
-    proc = _start(*args)  # killed the moment an output starts to appear, under any name
-    first_seen: dict[Path, bytes] = {}
+        return finals, ["export", str(model), "-o", str(finals[0]), "--data", str(data)]
+    finals = [tmp_path / "r.json", tmp_path / "r.md"]
+    return finals, ["report", str(model), "--data", str(data), "--json", str(finals[0]), "--markdown", str(finals[1]),
+                    "--batch", "8"]
 
-    def appeared() -> bool:  # the bytes under a final name the instant it appears: whole, or the write isn't atomic
-        for f in finals:
-            if f not in first_seen and f.exists():
-                first_seen[f] = f.read_bytes()
-        return bool(first_seen) or any(_temp_files(tmp_path, f.name) for f in finals)
 
-    _wait_for(appeared, proc)
-    _kill(proc)
-    for final in finals:  # absent, or whole: never a prefix
-        if final.exists():
-            first_seen.setdefault(final, final.read_bytes())
-    for final, content in first_seen.items():
-        if final.suffix == ".onnx":
+@pytest.mark.parametrize("command", ["export", "report"])
+def test_kill_9_during_export_or_report_never_leaves_a_partial_output(tmp_path: Path, model: Path, command: str):
+    """Killed with the first output whole but not yet under its name: nothing under any final name, and
+    the bytes in the temporary file are whole. A write straight to the final name is caught at its open."""
+    finals, args = _export_or_report(command, tmp_path, model)
+    left: set[Path] = set()
+    for step in ("os.link", "os.rename"):
+        p = _signalled(finals, "SIGKILL", step, *args, *(["--force"] if step == "os.rename" else []))
+        assert "opened a final name" not in p.stderr, p.stderr
+        assert p.returncode == -signal.SIGKILL, f"the run never reached {step}: {p.stderr}"
+        assert not any(f.exists() for f in finals), "a final name appeared before its bytes were whole"
+        temps = [t for f in finals for t in _temp_files(tmp_path, f.name) if t not in left]
+        assert len(temps) == 1  # the one being renamed when the kill came, left behind as a crash leaves it
+        left.update(temps)
+        content = temps[0].read_bytes()
+        if temps[0].name.startswith(".m.onnx"):
             onnx.checker.check_model(onnx.load_from_string(content))
-        elif final.suffix == ".json":
+        elif temps[0].name.startswith(".r.json"):
             json.loads(content)
         else:
-            assert content.endswith(b"\n"), f"{final.name} was seen cut short"
-    for final in finals:  # and a run afterwards writes them whole (the killed run's temp files don't block it)
-        final.unlink(missing_ok=True)
-    r = runner.invoke(app, args)
+            assert content.endswith(b"\n")
+    r = runner.invoke(app, args)  # and a run afterwards writes them whole (the killed runs' temp files don't block it)
     assert r.exit_code == 0, r.output
     assert all(f.is_file() and f.stat().st_size > 0 for f in finals)
+
+
+@pytest.mark.parametrize("step", ["os.chmod", "os.link"])
+def test_ctrl_c_while_convert_writes_its_checkpoint(tmp_path: Path, fp32_checkpoint, step: str):
+    """A real SIGINT inside the checkpoint write: one line, exit 130, no file under the final name, no
+    temporary file left, and the input untouched."""
+    src = fp32_checkpoint("mlp", preprocessing=PRE)
+    before = src.read_bytes()
+    out = tmp_path / "m.bnnc"
+    p = _signalled([out], "SIGINT", step, "convert", str(src), "-o", str(out))
+    assert p.returncode == 130, p.stderr
+    assert p.stderr.strip().startswith("interrupted") and len(p.stderr.strip().splitlines()) == 1, p.stderr
+    assert "Traceback" not in p.stderr
+    assert not out.exists() and not _temp_files(tmp_path, out.name)
+    assert src.read_bytes() == before
