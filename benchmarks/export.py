@@ -7,6 +7,9 @@
 For each model: convert (calibrated on the bundled sample), fine-tune ``--epochs`` epochs, then
 export FP32 ONNX (torch.onnx, same settings), ORT int8 (``quantize_dynamic`` of that FP32 ONNX,
 int8 weights), bnnc (integer, float input), bnnc ``--uint8-input`` and bnnc ``--float``.
+With the openvino package installed, also ``bnnc-openvino`` (the IR whose binary layers run
+XNOR-popcount, f32 precision) and ``fp32-openvino`` (the FP32 ONNX converted by OpenVINO, run at
+the CPU's default precision: bf16 where the CPU has AMX/AVX512-BF16, as a user would run it).
 Latency: median and interquartile range of repeated runs, warm-up excluded, every session with
 intra-op spinning off and timed in turn, round after round, so that they share the machine fairly.
 """
@@ -26,10 +29,10 @@ import torch
 
 from bnnc.conversion import convert_file
 from bnnc.data import Preprocessing, load_data, sample_data_path
-from bnnc.export import export_onnx, to_fp32_onnx
-from bnnc.export.runtime import ort_session, run_ort
+from bnnc.export import export_onnx, export_openvino, to_fp32_onnx
+from bnnc.export import openvino as ov_export
 from bnnc.io import load_checkpoint
-from bnnc.measure import int8_dynamic, latencies
+from bnnc.measure import int8_dynamic, latencies, onnx_accuracy
 from bnnc.training import FinetuneConfig, finetune
 
 REPO = Path(__file__).resolve().parent.parent
@@ -61,20 +64,36 @@ def measure(checkpoint: Path, src: Path, threads: list[int], batches: list[int],
     exports = {"bnnc": {}, "bnnc-uint8": {"uint8_input": True}, "bnnc-float": {"float_ops": True}}
     results = {k: export_onnx(checkpoint, tmp / f"{checkpoint.stem}.{k}.onnx", check_samples=64, overwrite=True, **kw)
                for k, kw in exports.items()}
-    blobs = {"fp32": to_fp32_onnx(load_checkpoint(src).model, shape).SerializeToString()}
+    blobs: dict[str, Any] = {"fp32": to_fp32_onnx(load_checkpoint(src).model, shape).SerializeToString()}
     blobs["int8"] = int8_dynamic(blobs["fp32"])
     blobs.update({k: r.path.read_bytes() for k, r in results.items()})  # type: ignore[union-attr]
+    sizes = {k: len(v) for k, v in blobs.items()}
+    if ov_export.available():  # XNOR-popcount in OpenVINO, and the FP32 model there at the CPU's default precision
+        results["bnnc-openvino"] = export_openvino(checkpoint, tmp / f"{checkpoint.stem}.xml", check_samples=64,
+                                                   overwrite=True)
+        ir = ov_export.IR(*(f.read_bytes() for f in results["bnnc-openvino"].files))
+        fp32_ir = ov_export.fp32_ir(blobs["fp32"], shape)
+        sizes.update({"bnnc-openvino": ir.size, "fp32-openvino": fp32_ir.size})
+        sessions = {"bnnc-openvino": (ir, "f32"), "fp32-openvino": (fp32_ir, None)}
+    else:
+        sessions = {}
 
     test = load_data(data, preprocessing=None).val.tensors
     n = 512 if smoke else len(test[0])
     x, y = test[0][:n].numpy(), test[1][:n].numpy()
     raw = Preprocessing.from_dict(loaded.preprocessing).pixels(test[0][:n]).numpy()
-    inputs = {k: (raw if k == "bnnc-uint8" else x) for k in blobs}
+    inputs = {k: (raw if k == "bnnc-uint8" else x) for k in [*blobs, *sessions]}
+
+    def model(k: str, threads: int | None = None) -> Any:
+        if k in sessions:
+            return ov_export.OpenVINOSession(sessions[k][0], threads=threads, precision=sessions[k][1])
+        return blobs[k]
+
     out: dict[str, Any] = {
         "test_samples": n,
         "theoretical_bytes": results["bnnc"].theoretical_bytes,
-        "bytes": {k: len(v) for k, v in blobs.items()},
-        "accuracy": {k: float((run_ort(ort_session(v), inputs[k]).argmax(1) == y).mean()) for k, v in blobs.items()},
+        "bytes": sizes,
+        "accuracy": {k: onnx_accuracy(model(k), inputs[k], y)[0] for k in inputs},
         "parity": {k: r.parity[0].to_dict() for k, r in results.items()},
         "notes": {k: r.notes for k, r in results.items() if r.notes},
         "latency": {},
@@ -82,7 +101,8 @@ def measure(checkpoint: Path, src: Path, threads: list[int], batches: list[int],
     for t in threads:
         for b in batches:
             feeds = {k: v[:b] for k, v in inputs.items()}
-            lat = latencies(blobs, feeds, threads=t, rounds=2 if smoke else 8, repeats=3 if smoke else 40)
+            lat = latencies({k: model(k, t) for k in inputs}, feeds, threads=t, rounds=2 if smoke else 8,
+                            repeats=3 if smoke else 40)
             out["latency"][f"threads={t},batch={b}"] = {k: v.to_dict() for k, v in lat.items()}
     return out
 
@@ -90,7 +110,7 @@ def measure(checkpoint: Path, src: Path, threads: list[int], batches: list[int],
 def render(r: dict[str, Any]) -> str:
     fp32 = r["bytes"]["fp32"]
     lines = [f"## {r['model']} (fine-tuned {r['epochs']} epochs; accuracy on {r['test_samples']} test images)", "",
-             "| model | ONNX bytes | FP32 / this | accuracy |", "|---|---:|---:|---:|"]
+             "| model | bytes (ONNX, or IR .xml + .bin) | FP32 / this | accuracy |", "|---|---:|---:|---:|"]
     for k, n in r["bytes"].items():
         lines.append(f"| {k} | {n:,} | {fp32 / n:.1f}x | {r['accuracy'][k]:.2%} |")
     lines.append(f"| theoretical (1 bit per binary weight, rest FP32) | {r['theoretical_bytes']:,} | "

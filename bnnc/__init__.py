@@ -37,6 +37,7 @@ _EXPORTS = {
     "FinetuneConfig": "bnnc.training",
     "FinetuneResult": "bnnc.training",
     "export_onnx": "bnnc.export",
+    "export_openvino": "bnnc.export",
     "ExportResult": "bnnc.export",
     "report": "bnnc.reporting",
     "Report": "bnnc.reporting",
@@ -61,7 +62,7 @@ if TYPE_CHECKING:
     from bnnc.conversion import ConvertOptions, convert, convert_file
     from bnnc.data import DataSplits, Preprocessing, load_data, sample_data_path
     from bnnc.errors import BnncError
-    from bnnc.export import ExportResult, export_onnx
+    from bnnc.export import ExportResult, export_onnx, export_openvino
     from bnnc.pipeline import compress
     from bnnc.reporting import Report, Thresholds, report
     from bnnc.training import FinetuneConfig, FinetuneResult, finetune

@@ -11,6 +11,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,9 +32,9 @@ def int8_dynamic(fp32_onnx: bytes) -> bytes:
         return dst.read_bytes()
 
 
-def onnx_accuracy(model: bytes, x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
-    """Top-1 accuracy of an ONNX model in ONNX Runtime, and its predictions."""
-    pred = run_ort(ort_session(model), x).argmax(1)
+def onnx_accuracy(model: bytes | Any, x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
+    """Top-1 accuracy of an ONNX model in ONNX Runtime (or of a session: an OpenVINO one), and its predictions."""
+    pred = run_ort(ort_session(model) if isinstance(model, bytes) else model, x).argmax(1)
     return float((pred == y).mean()), pred
 
 
@@ -58,13 +59,14 @@ class Latency:
         return asdict(self)
 
 
-def latencies(models: dict[str, bytes], inputs: dict[str, np.ndarray], *, threads: int, rounds: int = 8,
+def latencies(models: dict[str, bytes | Any], inputs: dict[str, np.ndarray], *, threads: int, rounds: int = 8,
               repeats: int = 40, on_round: Callable[[int], None] | None = None) -> dict[str, Latency]:
     """Time every model on its input, in turn, round after round, so that they share the machine fairly.
 
-    Each session has ``threads`` intra-op threads and spinning off (see :func:`ort_session`).
+    Each ONNX model gets a session with ``threads`` intra-op threads and spinning off (see
+    :func:`ort_session`); a model given as a session (an OpenVINO one) is timed as it is.
     """
-    sessions = {k: ort_session(v, threads=threads) for k, v in models.items()}
+    sessions = {k: ort_session(v, threads=threads) if isinstance(v, bytes) else v for k, v in models.items()}
     times: dict[str, list[float]] = {k: [] for k in sessions}
     for r in range(rounds):
         for k, s in sessions.items():

@@ -10,8 +10,8 @@ from typing import Any
 
 from bnnc.conversion import ConvertOptions, convert_file
 from bnnc.data import DataSpec
-from bnnc.errors import OutputError
-from bnnc.export import ExportResult, export_onnx
+from bnnc.errors import BnncError, OutputError
+from bnnc.export import ExportResult, export_onnx, export_openvino
 from bnnc.io import atomic_write, check_outputs, load_checkpoint
 from bnnc.planning import PlanRules
 from bnnc.reporting import Report, Thresholds, report
@@ -34,21 +34,35 @@ class CompressResult:
     converted: Path
     finetuned: Path
     history: Path
-    onnx: Path
+    onnx: Path | None
     report_files: dict[str, Path]
     finetune: FinetuneResult
-    export: ExportResult
+    export: ExportResult | None      # the ONNX export
     report: Report
     warnings: tuple[str, ...] = ()   # the plan's, from convert
+    openvino: ExportResult | None = None  # the OpenVINO export (.xml and .bin), when asked for
+
+    @property
+    def exported(self) -> list[Path]:
+        """Every exported model file, ONNX and OpenVINO."""
+        return [f for e in (self.export, self.openvino) if e is not None for f in e.files]
 
 
-def outputs(model_path: Path, folder: Path) -> dict[str, Path]:
+FORMATS = ("onnx", "openvino")
+
+
+def outputs(model_path: Path, folder: Path, formats: Sequence[str] = ("onnx",)) -> dict[str, Path]:
     """The files ``compress`` writes for ``model_path`` into ``folder``."""
     stem = model_path.stem
     finetuned = folder / f"{stem}.finetuned.bnnc"
-    return {"converted": folder / f"{stem}.bnnc", "finetuned": finetuned, "history": history_path_for(finetuned),
-            "state": state_path(finetuned), "onnx": folder / f"{stem}.onnx", "json": folder / "report.json", "markdown": folder / "report.md",
-            "html": folder / "report.html"}
+    files = {"converted": folder / f"{stem}.bnnc", "finetuned": finetuned, "history": history_path_for(finetuned),
+             "state": state_path(finetuned), "json": folder / "report.json", "markdown": folder / "report.md",
+             "html": folder / "report.html"}
+    if "onnx" in formats:
+        files["onnx"] = folder / f"{stem}.onnx"
+    if "openvino" in formats:
+        files.update(openvino=folder / f"{stem}.xml", openvino_bin=folder / f"{stem}.bin")
+    return files
 
 
 def compress(
@@ -70,6 +84,7 @@ def compress(
     teacher: str | os.PathLike[str] | None = None,
     check_samples: int = 256,
     reference_check: bool = False,
+    formats: Sequence[str] = ("onnx",),
     overwrite: bool = False,
     report_options: dict[str, Any] | None = None,
     on_stage: Callable[[str], None] | None = None,
@@ -79,7 +94,8 @@ def compress(
 
     Every option of the four steps is taken and passed on: the plan (``rules``, ``options``,
     ``input_shape``, ``calibration_batches``), fine-tuning (``config``, ``teacher``), export
-    (``uint8_input``, ``float_ops``, ``check_samples``, ``reference_check``) and the report
+    (``formats``: "onnx", "openvino" or both; ``uint8_input``, ``float_ops``, ``check_samples``,
+    ``reference_check``) and the report
     (``limits``, ``report_options``). ``folder`` is created if its parent exists. Every output is
     checked, and the model and data are loaded, before anything is written: bad input stops the
     run at once with nothing written, not after training. The data is read once and shared by all
@@ -93,7 +109,15 @@ def compress(
         raise OutputError(f"{out} exists and is not a folder", "give a folder for -o")
     if not out.parent.is_dir():
         raise OutputError(f"the folder {out.parent} does not exist", "create it first, or choose another -o")
-    files = outputs(src, out)
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown or not formats:
+        raise BnncError(f"unknown export format {', '.join(unknown) or '(none)'}",
+                        f"choose from {', '.join(FORMATS)} (comma-separated)")
+    if "openvino" in formats:
+        from bnnc.export.openvino import _ov
+
+        _ov()  # missing openvino: said before any work
+    files = outputs(src, out, formats)
     if out.is_dir():
         check_outputs(files.values(), (src, data, teacher), overwrite=overwrite)
     loaded = require_fp32(load_checkpoint(src, arch=arch, arch_kwargs=arch_kwargs, trust_model=trust_model))
@@ -116,11 +140,16 @@ def compress(
                       arch=arch, arch_kwargs=arch_kwargs, trust_model=trust_model, history_path=files["history"],
                       on_event=event)
         stage("export")
-        ex = export_onnx(ft.output, files["onnx"], data=splits, uint8_input=uint8_input, float_ops=float_ops,
-                         check_samples=check_samples, reference_check=reference_check, overwrite=overwrite,
-                         trust_model=trust_model)
+        ex = ov = None
+        if "onnx" in files:
+            ex = export_onnx(ft.output, files["onnx"], data=splits, uint8_input=uint8_input, float_ops=float_ops,
+                             check_samples=check_samples, reference_check=reference_check, overwrite=overwrite,
+                             trust_model=trust_model)
+        if "openvino" in files:
+            ov = export_openvino(ft.output, files["openvino"], data=splits, uint8_input=uint8_input,
+                                 check_samples=check_samples, overwrite=overwrite, trust_model=trust_model)
         stage("report")
-        rep = report(ft.output, splits, onnx_path=files["onnx"], arch=arch,
+        rep = report(ft.output, splits, onnx_path=files.get("onnx"), arch=arch,
                      arch_kwargs=arch_kwargs, limits=limits, trust_model=trust_model, on_progress=stage,
                      **(report_options or {}))
         for kind, render in (("json", rep.to_json), ("markdown", rep.to_markdown), ("html", rep.to_html)):
@@ -129,8 +158,8 @@ def compress(
     except BaseException:
         _remove(created, out if made_folder else None)
         raise
-    return CompressResult(out, converted.output, ft.output, ft.history_path, files["onnx"],
-                          {k: files[k] for k in ("json", "markdown", "html")}, ft, ex, rep, converted.warnings)
+    return CompressResult(out, converted.output, ft.output, ft.history_path, files.get("onnx"),
+                          {k: files[k] for k in ("json", "markdown", "html")}, ft, ex, rep, converted.warnings, ov)
 
 
 def _remove(created: list[Path], folder: Path | None) -> None:

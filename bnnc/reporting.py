@@ -8,9 +8,9 @@ Runtime; ONNX Runtime latency; the per-layer plan and the fine-tuning history. T
 the figures into pass/fail checks for a CI pipeline. :class:`Report` renders to a dict (the
 JSON schema below), Markdown and a self-contained HTML page; it never prints.
 
-JSON schema (``schema_version`` 1)::
+JSON schema (``schema_version`` 2; 2 added ``openvino`` and the ``*_openvino`` latencies)::
 
-    {"schema": "bnnc-report", "schema_version": 1, "bnnc_version": str,
+    {"schema": "bnnc-report", "schema_version": 2, "bnnc_version": str,
      "model": {"path", "sha256", "source_path", "source_sha256", "onnx_path"},
      "data": {"source": str, "samples": int},
      "machine": {"platform", "cpus", "threads", "torch", "onnxruntime"},
@@ -18,8 +18,12 @@ JSON schema (``schema_version`` 1)::
               "compression_vs_fp32", "compression_vs_int8"},
      "accuracy": {"fp32", "binarized_torch", "bnnc_onnx", "int8_onnx", "drop_pt", "int8_drop_pt",
                   "onnx_torch_agreement"},
-     "latency": {"threads": int, "by_batch": {"<batch>": {"fp32" | "int8" | "bnnc":
-                 {"median_ms", "q1_ms", "q3_ms", "runs"}, "speedup_vs_fp32", "speedup_vs_int8"}}},
+     "latency": {"threads": int, "by_batch": {"<batch>": {"fp32" | "int8" | "bnnc" | "bnnc_openvino" |
+                 "fp32_openvino": {"median_ms", "q1_ms", "q3_ms", "runs"}, "speedup_vs_fp32", "speedup_vs_int8",
+                 "openvino_speedup_vs_fp32", "openvino_speedup_vs_int8",
+                 "openvino_speedup_vs_fastest_alternative"}}},
+     "openvino": null | {"version", "bnnc_ir_bytes", "fp32_ir_bytes", "xnor_layers", "notes",
+                 "accuracy": {"bnnc", "fp32_default_precision", "torch_agreement"}},
      "layers": [{"name", "kind", "precision", "params", "bits", "macs", "reason"}],
      "totals": {"params", "binary_params", "macs", "binary_mac_share", "binary_weight_mac_share"},
      "finetune": null | {"best_epoch", "best_val_accuracy", "seconds", "epochs": [{"epoch",
@@ -49,6 +53,7 @@ from bnnc import __version__
 from bnnc.data import DataSpec
 from bnnc.errors import BnncError
 from bnnc.export import ExportError, payload_bytes, to_fp32_onnx, to_onnx
+from bnnc.export import openvino as ov_export
 from bnnc.export.exporter import pixel_model
 from bnnc.io import ModelFile, load_checkpoint
 from bnnc.measure import int8_dynamic, latencies, onnx_accuracy, torch_accuracy
@@ -56,7 +61,13 @@ from bnnc.planning import Plan, Precision
 from bnnc.resolve import data_for_model, load_fp32_source, require_binarized
 from bnnc.training import history_path_for
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+
+
+def _openvino_version() -> str:
+    import openvino
+
+    return str(openvino.__version__)
 
 
 class ReportError(BnncError):
@@ -211,6 +222,7 @@ def report(
     samples: int | None = None,
     rounds: int = 5,
     repeats: int = 20,
+    openvino: bool | None = None,
     arch: str | None = None,
     arch_kwargs: dict[str, Any] | None = None,
     trust_model: bool = False,
@@ -223,6 +235,8 @@ def report(
     its recorded path or beside the checkpoint (a state dict there takes ``arch``/``arch_kwargs``,
     else the architecture the checkpoint recorded). Accuracy uses the data's evaluation split (the
     first ``samples`` of it); latency the first ``b`` of those inputs for each ``b`` in ``batches``.
+    ``openvino``: also measure the bnnc OpenVINO IR (XNOR-popcount) and the FP32 model in OpenVINO at
+    the CPU's default precision — by default when the openvino package is installed; True requires it.
     """
     progress = on_progress or (lambda stage: None)
     path = Path(model_path)
@@ -262,14 +276,38 @@ def report(
     acc_int8, _ = onnx_accuracy(int8_blob, xs, y.numpy())
 
     threads = threads or torch.get_num_threads()
+    models: dict[str, Any] = dict(blobs)
+    ov_doc: dict[str, Any] | None = None
+    if openvino is not False and ov_export.available():
+        progress("exporting the OpenVINO models (bnnc IR, FP32 IR)")
+        ir, record, _ = ov_export.to_openvino(loaded.model, shape)
+        fp32_ov = ov_export.fp32_ir(fp32_blob, shape)
+        models["bnnc_openvino"] = ov_export.OpenVINOSession(ir, threads=threads)
+        models["fp32_openvino"] = ov_export.OpenVINOSession(fp32_ov, threads=threads, precision=None)
+        inputs.update(bnnc_openvino=xs, fp32_openvino=xs)
+        acc_ov, pred_ov = onnx_accuracy(models["bnnc_openvino"], xs, y.numpy())
+        acc_fp32_ov, _ = onnx_accuracy(models["fp32_openvino"], xs, y.numpy())
+        ov_doc = {"version": _openvino_version(), "bnnc_ir_bytes": ir.size, "fp32_ir_bytes": fp32_ov.size,
+                  "xnor_layers": len(record.xnor), "notes": record.notes,
+                  "accuracy": {"bnnc": acc_ov, "fp32_default_precision": acc_fp32_ov,
+                               "torch_agreement": float((pred_ov == pred_torch).mean())}}
+    elif openvino:
+        raise BnncError("the OpenVINO rows need the openvino package", "pip install 'bnnc[openvino]'")
     by_batch: dict[str, Any] = {}
     for b in batches:
         progress(f"latency at batch {b} ({threads} threads)")
         feeds = {k: v[:b] for k, v in inputs.items()}
-        lat = latencies(blobs, feeds, threads=threads, rounds=rounds, repeats=repeats)
-        by_batch[str(b)] = {**{k: v.to_dict() for k, v in lat.items()},
-                            "speedup_vs_fp32": lat["fp32"].median_ms / lat["bnnc"].median_ms,
-                            "speedup_vs_int8": lat["int8"].median_ms / lat["bnnc"].median_ms}
+        lat = latencies(models, feeds, threads=threads, rounds=rounds, repeats=repeats)
+        row = {**{k: v.to_dict() for k, v in lat.items()},
+               "speedup_vs_fp32": lat["fp32"].median_ms / lat["bnnc"].median_ms,
+               "speedup_vs_int8": lat["int8"].median_ms / lat["bnnc"].median_ms}
+        if "bnnc_openvino" in lat:
+            ov_ms = lat["bnnc_openvino"].median_ms
+            fastest = min(lat[k].median_ms for k in ("fp32", "int8", "fp32_openvino"))
+            row.update(openvino_speedup_vs_fp32=lat["fp32"].median_ms / ov_ms,
+                       openvino_speedup_vs_int8=lat["int8"].median_ms / ov_ms,
+                       openvino_speedup_vs_fastest_alternative=fastest / ov_ms)
+        by_batch[str(b)] = row
 
     layers = [{"name": layer.name, "kind": layer.kind, "precision": layer.precision.value, "params": layer.params,
                "bits": 32 if layer.precision is Precision.FP32 else 1, "macs": layer.macs, "reason": layer.reason}
@@ -301,6 +339,7 @@ def report(
             "binary_mac_share": sum(la.macs for la in plan.layers if la.precision is Precision.BINARY) / macs,
             "binary_weight_mac_share": sum(la.macs for la in plan.layers if la.precision is not Precision.FP32) / macs,
         },
+        "openvino": ov_doc,
         "finetune": _history(path),
     }
     return Report(doc, evaluate(doc, limits or Thresholds()))
@@ -351,6 +390,28 @@ def summary_rows(d: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     return rows
 
 
+OPENVINO_HEADER = ("", "bnnc in OpenVINO (XNOR-popcount, f32)", "FP32 in OpenVINO (CPU default precision)")
+
+
+def openvino_rows(d: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(what, bnnc IR, FP32 IR) rows: empty when OpenVINO wasn't measured."""
+    ov = d.get("openvino")
+    if not ov:
+        return []
+    a = ov["accuracy"]
+    rows = [("IR size (.xml + .bin)", f"{_kib(ov['bnnc_ir_bytes'])} ({ov['xnor_layers']} XNOR-popcount layers)",
+             _kib(ov["fp32_ir_bytes"])),
+            ("Accuracy (OpenVINO)", f"{_pct(a['bnnc'])} (same prediction as PyTorch on {_pct(a['torch_agreement'])})",
+             _pct(a["fp32_default_precision"]))]
+    for b, lat in d["latency"]["by_batch"].items():
+        rows.append((f"Latency, batch {b} ({d['latency']['threads']} threads)",
+                     f"{lat['bnnc_openvino']['median_ms']:.3f} ms ({lat['openvino_speedup_vs_fp32']:.2f}x vs ORT "
+                     f"FP32, {lat['openvino_speedup_vs_int8']:.2f}x vs ORT int8, "
+                     f"{lat['openvino_speedup_vs_fastest_alternative']:.2f}x vs the fastest alternative)",
+                     f"{lat['fp32_openvino']['median_ms']:.3f} ms"))
+    return rows
+
+
 def render_markdown(d: dict[str, Any]) -> str:
     verdict = "all checks passed" if d["passed"] else "**checks FAILED**"
     lines = [f"# bnnc report: {Path(d['model']['path']).name}", "",
@@ -358,6 +419,10 @@ def render_markdown(d: dict[str, Any]) -> str:
              f"{d['machine']['cpus']} CPUs, ONNX Runtime {d['machine']['onnxruntime']}. {verdict if d['checks'] else ''}",
              "", "| | FP32 | ORT int8 | bnnc |", "|---|---|---|---|"]
     lines += [f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} |" for r in summary_rows(d)]
+    if openvino_rows(d):
+        lines += ["", f"## OpenVINO {d['openvino']['version']}", "", "| " + " | ".join(OPENVINO_HEADER) + " |",
+                  "|---|---|---|"]
+        lines += [f"| {r[0]} | {r[1]} | {r[2]} |" for r in openvino_rows(d)]
     if d["checks"]:
         lines += ["", "## Checks", "", "| check | value | limit | result |", "|---|---|---|---|"]
         for c in d["checks"]:
@@ -443,6 +508,9 @@ def render_html(d: dict[str, Any]) -> str:
              f"<p>Data: {e(d['data']['source'])} ({d['data']['samples']:,} samples). bnnc {e(d['bnnc_version'])}, "
              f"{d['machine']['cpus']} CPUs, ONNX Runtime {e(d['machine']['onnxruntime'])}.</p>",
              table(["", "FP32", "ORT int8", "bnnc"], [list(r) for r in summary_rows(d)])]
+    if openvino_rows(d):
+        parts += [f"<h2>OpenVINO {e(d['openvino']['version'])}</h2>",
+                  table(list(OPENVINO_HEADER), [list(r) for r in openvino_rows(d)])]
     if d["checks"]:
         rows = [[c["name"], f"{c['value']:.4g}", f"{c['op']} {c['limit']:g}", "pass" if c["passed"] else "FAIL"]
                 for c in d["checks"]]

@@ -32,7 +32,7 @@ def test_report_schema_is_complete_and_consistent(converted):
     model, data = converted
     rep = report(model, data, limits=Thresholds(min_compression=2.0), **FAST)
     d = json.loads(rep.to_json())
-    assert d["schema"] == "bnnc-report" and d["schema_version"] == 1
+    assert d["schema"] == "bnnc-report" and d["schema_version"] == 2
     for section, keys in {
         "size": ["fp32_onnx_bytes", "int8_onnx_bytes", "bnnc_onnx_bytes", "theoretical_bytes", "compression_vs_fp32",
                  "compression_vs_int8"],
@@ -50,11 +50,18 @@ def test_report_schema_is_complete_and_consistent(converted):
     for lat in d["latency"]["by_batch"].values():
         assert lat["speedup_vs_fp32"] == pytest.approx(lat["fp32"]["median_ms"] / lat["bnnc"]["median_ms"])
     assert [la["name"] for la in d["layers"]] == ["features.1", "features.4", "classifier"]
+    ov = d["openvino"]  # the test extras install openvino: measured by default
+    assert ov["xnor_layers"] == 1 and ov["accuracy"]["torch_agreement"] == 1.0
+    assert ov["accuracy"]["bnnc"] == a["binarized_torch"]
+    for lat in d["latency"]["by_batch"].values():
+        fastest = min(lat[k]["median_ms"] for k in ("fp32", "int8", "fp32_openvino"))
+        assert lat["openvino_speedup_vs_fastest_alternative"] == pytest.approx(fastest / lat["bnnc_openvino"]["median_ms"])
     assert d["checks"] == [{"name": "compression_vs_fp32", "value": s["compression_vs_fp32"], "limit": 2.0,
                             "op": ">=", "passed": True}] and d["passed"]
     md = rep.to_markdown()  # the Markdown shows the same figures
     assert f"{s['compression_vs_fp32']:.1f}x smaller than FP32" in md and "✅ pass" in md
     assert f"{a['bnnc_onnx']:.2%}" in md and "| features.4 | Linear | binary |" in md
+    assert f"{ov['accuracy']['bnnc']:.2%} (same prediction as PyTorch on 100.00%)" in md
     page = rep.to_html()
     assert page.startswith("<!DOCTYPE html>") and page.count("data:image/png;base64,") >= 2
 

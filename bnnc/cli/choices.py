@@ -31,3 +31,8 @@ class ScheduleChoice(str, Enum):
 class BatchNormChoice(str, Enum):
     standard = "standard"
     shift = "shift"
+
+
+class FormatChoice(str, Enum):
+    onnx = "onnx"
+    openvino = "openvino"

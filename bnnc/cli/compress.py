@@ -64,6 +64,9 @@ def compress_command(
     uint8_input: Annotated[Optional[bool], opt.flag("--uint8-input/--float-input",
                                                     help="Export taking raw uint8 pixels.")] = None,
     float_ops: opt.FloatOps = False,
+    fmt: Annotated[str, typer.Option("--format", help="Export formats, comma-separated: onnx (stock ONNX "
+                                     "Runtime), openvino (XNOR-popcount IR, .xml + .bin; needs the openvino "
+                                     "package).")] = "onnx",
     check_samples: opt.CheckSamples = 512,
     reference: opt.Reference = False,
     batch: opt.Batch = None,
@@ -107,11 +110,12 @@ def compress_command(
                                        stochastic=binarize is BinarizeChoice.stochastic),
                 input_shape=shape, calibration_batches=calibration_batches, teacher=teacher,
                 check_samples=check_samples, reference_check=reference, overwrite=force,
+                formats=tuple(f.strip() for f in fmt.split(",") if f.strip()),
                 report_options=report_options, on_stage=lambda s: err.print(f"[bold]{s}[/]"), on_event=progress)
     for warning in result.warnings:
         err.print(f"[yellow]warning:[/] {warning}")
     render(result.report, Console())
-    files = ", ".join(str(p.name) for p in (result.converted, result.finetuned, result.history, result.onnx,
+    files = ", ".join(str(p.name) for p in (result.converted, result.finetuned, result.history, *result.exported,
                                             *result.report_files.values()))
     err.print(f"wrote {files} in {result.folder}")
     finish(result.report, err)

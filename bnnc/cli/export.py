@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bnnc.cli import options as opt
+from bnnc.cli.choices import FormatChoice
 from bnnc.cli.errors import reported_errors
 
 if TYPE_CHECKING:
@@ -21,13 +22,18 @@ def export_command(
     ctx: typer.Context,
     model: Annotated[Path, typer.Argument(metavar="MODEL", help="Binarized checkpoint (from `bnnc convert` or "
                                           "`bnnc finetune`).")],
-    output: Annotated[Optional[str], typer.Option("-o", "--output", help="ONNX file to write "
-                                                   "(default: MODEL with suffix .onnx).")] = None,
+    output: Annotated[Optional[str], typer.Option("-o", "--output", help="File to write (default: MODEL with suffix "
+                                                   ".onnx, or .xml for OpenVINO, whose weights go beside it in "
+                                                   ".bin).")] = None,
+    fmt: Annotated[FormatChoice, typer.Option("--format", help="onnx: stock ONNX Runtime, integer kernels, "
+                                              "portable. openvino: an OpenVINO IR whose binary layers run "
+                                              "XNOR-popcount kernels (x86 CPUs; needs the openvino package).")
+                   ] = FormatChoice.onnx,
     float_ops: opt.FloatOps = False,
     uint8_input: Annotated[bool, opt.flag("--uint8-input", help="Take raw 8-bit pixels: the recorded preprocessing "
                                           "runs inside the model and the first layer on the integer path.")] = False,
-    check: Annotated[bool, opt.flag("--check/--no-check", help="Check the ONNX model against the PyTorch model in "
-                                    "ONNX Runtime before writing it.")] = True,
+    check: Annotated[bool, opt.flag("--check/--no-check", help="Check the exported model against the PyTorch model "
+                                    "in its runtime (ONNX Runtime, OpenVINO) before writing it.")] = True,
     data: Annotated[Optional[str], typer.Option(help="Data for the check (its evaluation split); "
                                                 "default: seeded random inputs.")] = None,
     check_samples: opt.CheckSamples = 512,
@@ -36,21 +42,29 @@ def export_command(
     as_json: Annotated[bool, opt.flag("--json", help="Print the result as JSON on stdout.")] = False,
     force: opt.Force = False,
 ) -> None:
-    """Export a binarized model to ONNX: 1 bit per binarized weight, integer kernels, same predictions."""
+    """Export a binarized model to ONNX or OpenVINO: 1 bit per binarized weight, same predictions."""
     err = Console(stderr=True)
     with reported_errors(ctx):
-        from bnnc.export import export_onnx
+        from bnnc.errors import BnncError
+        from bnnc.export import export_onnx, export_openvino
 
+        if fmt is FormatChoice.openvino and (float_ops or reference):
+            raise BnncError(f"{'--float' if float_ops else '--reference'} applies to --format onnx only",
+                            "drop it, or export with --format onnx")
         with err.status(f"exporting {model}" + (" and checking it against PyTorch" if check else "")):
-            result = export_onnx(
-                model, output, float_ops=float_ops, uint8_input=uint8_input, check=check, data=data,
-                check_samples=check_samples, reference_check=reference, overwrite=force, trust_model=trust_model,
-            )
+            if fmt is FormatChoice.openvino:
+                result = export_openvino(model, output, uint8_input=uint8_input, check=check, data=data,
+                                         check_samples=check_samples, overwrite=force, trust_model=trust_model)
+            else:
+                result = export_onnx(
+                    model, output, float_ops=float_ops, uint8_input=uint8_input, check=check, data=data,
+                    check_samples=check_samples, reference_check=reference, overwrite=force, trust_model=trust_model,
+                )
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2))
     else:
         render(result, Console())
-        err.print(f"wrote {result.path}")
+        err.print("wrote " + " and ".join(str(f) for f in result.files))
 
 
 def _size(n: float) -> str:
@@ -66,11 +80,16 @@ def render(result: ExportResult, console: Console) -> None:
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
     grid.add_column()
-    grid.add_row("ONNX file", f"{_size(result.onnx_bytes)}  ({result.size_ratio:.2f}x the "
-                              f"{_size(result.theoretical_bytes)} of data it stores — 1-bit weights, folded "
-                              "thresholds, FP32 layers; the rest is the graph)")
-    grid.add_row("Compute", f"{result.mode}: {result.binary_nodes} binary layers, {result.fused_chains} with "
-                            "BatchNorm/scale/ReLU folded into integer thresholds")
+    what = "OpenVINO IR" if result.format == "openvino" else "ONNX file"
+    grid.add_row(what, f"{_size(result.onnx_bytes)}  ({result.size_ratio:.2f}x the "
+                       f"{_size(result.theoretical_bytes)} of data it stores — 1-bit weights, folded "
+                       "thresholds, FP32 layers; the rest is the graph)")
+    if result.format == "openvino":
+        grid.add_row("Compute", f"{result.xnor_layers} of {result.binary_nodes} binary layers as XNOR-popcount "
+                                "BinaryConvolution; compile with INFERENCE_PRECISION_HINT=f32 for these results")
+    else:
+        grid.add_row("Compute", f"{result.mode}: {result.binary_nodes} binary layers, {result.fused_chains} with "
+                                "BatchNorm/scale/ReLU folded into integer thresholds")
     grid.add_row("Input", "raw uint8 pixels (preprocessing inside)" if result.uint8_input
                  else "the FP32 model's input (drop-in replacement)")
     for p in result.parity:

@@ -41,6 +41,9 @@ def report_command(
     min_compression: opt.MinCompression = None,
     min_speedup: opt.MinSpeedup = None,
     max_parity_mismatch: opt.MaxParityMismatch = None,
+    openvino: Annotated[Optional[bool], opt.flag("--openvino/--no-openvino", help="Also measure the bnnc "
+                                                 "OpenVINO IR and the FP32 model in OpenVINO (default: when the "
+                                                 "openvino package is installed).")] = None,
     config: opt.ConfigFile = None,
     trust_model: opt.TrustModel = False,
     force: opt.Force = False,
@@ -66,7 +69,8 @@ def report_command(
             rep = report(model, o["data"], onnx_path=onnx_model, fp32_path=fp32, arch=arch,
                          arch_kwargs=kwargs, limits=limits_from(o),
                          batches=(1, o.get("batch", 64)), threads=o.get("threads"), samples=o.get("samples"),
-                         trust_model=trust_model, on_progress=lambda s: status.update(f"report: {s}"))
+                         openvino=openvino, trust_model=trust_model,
+                         on_progress=lambda s: status.update(f"report: {s}"))
         write_reports(rep, json_out, markdown, html_out, force)
     render(rep, Console())
     finish(rep, err)
@@ -102,6 +106,15 @@ def render(rep: Report, console: Console) -> None:
     for row in summary_rows(d):
         table.add_row(*row)
     console.print(table)
+    from bnnc.reporting import OPENVINO_HEADER, openvino_rows
+
+    if openvino_rows(d):
+        ov = Table(title=f"OpenVINO {d['openvino']['version']}", title_justify="left")
+        for col in OPENVINO_HEADER:
+            ov.add_column(col, overflow="fold")
+        for row in openvino_rows(d):
+            ov.add_row(*row)
+        console.print(ov)
     layers = Table(title="Layers", title_justify="left")
     for col, kw in (("layer", {}), ("type", {}), ("precision", {}), ("params", {"justify": "right"}),
                     ("bits", {"justify": "right"}), ("MACs", {"justify": "right"})):

@@ -1,7 +1,8 @@
 """Export: a binarized model -> mixed-precision ONNX with 1-bit weights and an integer path.
 
 lower (:mod:`~bnnc.export.lowering`, thresholds: :mod:`~bnnc.export.thresholds`) -> torch.onnx
--> replace placeholders (:mod:`~bnnc.export.graph`, bits: :mod:`~bnnc.export.packing`) -> check
+-> replace placeholders (:mod:`~bnnc.export.graph`, bits: :mod:`~bnnc.export.packing`), or convert
+them with OpenVINO into XNOR-popcount layers (:mod:`~bnnc.export.openvino`) -> check
 (:mod:`~bnnc.export.parity`, runtimes: :mod:`~bnnc.export.runtime`).
 """
 
@@ -14,7 +15,8 @@ from bnnc.export.exporter import (
     to_fp32_onnx,
     to_onnx,
 )
+from bnnc.export.openvino import export_openvino
 from bnnc.export.parity import Parity, check_parity
 
-__all__ = ["ExportError", "ExportResult", "Parity", "check_parity", "export_onnx", "payload_bytes", "predicted_payload",
+__all__ = ["ExportError", "ExportResult", "Parity", "check_parity", "export_onnx", "export_openvino", "payload_bytes", "predicted_payload",
            "to_fp32_onnx", "to_onnx"]

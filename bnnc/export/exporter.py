@@ -31,7 +31,7 @@ from bnnc.export.batchnorm import match_torch_batchnorm
 from bnnc.export.graph import build
 from bnnc.export.lowering import Lowered, NodeSpec, Normalize, PixelModel, lower
 from bnnc.export.parity import MAX_TIE_SHARE, Parity, check_parity
-from bnnc.io import ModelFile, atomic_write, check_output, load_checkpoint
+from bnnc.io import ModelFile, atomic_write, check_outputs, load_checkpoint
 from bnnc.layers import binary_layers, set_submodule
 from bnnc.resolve import data_for_model, require_binarized
 
@@ -56,6 +56,9 @@ class ExportResult:
     fused_chains: int
     parity: list[Parity] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    format: str = "onnx"
+    files: list[Path] = field(default_factory=list)  # every file written (an IR is two)
+    xnor_layers: int | None = None                    # OpenVINO: layers run as XNOR-popcount
 
     @property
     def size_ratio(self) -> float:
@@ -67,7 +70,8 @@ class ExportResult:
             "path": str(self.path) if self.path else None, "onnx_bytes": self.onnx_bytes,
             "theoretical_bytes": self.theoretical_bytes, "size_ratio": round(self.size_ratio, 4),
             "mode": self.mode, "uint8_input": self.uint8_input, "binary_nodes": self.binary_nodes, "fused_chains": self.fused_chains,
-            "parity": [p.to_dict() for p in self.parity], "notes": self.notes,
+            "parity": [p.to_dict() for p in self.parity], "notes": self.notes, "format": self.format,
+            "files": [str(f) for f in self.files], "xnor_layers": self.xnor_layers,
         }
 
 
@@ -225,10 +229,9 @@ def to_fp32_onnx(model: nn.Module, input_shape: tuple[int, ...], opset: int = OP
                          opset, custom=False)
 
 
-def _metadata(proto: onnx.ModelProto, loaded: ModelFile | None, mode: str, input_shape: tuple[int, ...],
-              preprocessing: dict[str, Any] | None, uint8_input: bool) -> None:
-    proto.producer_name = "bnnc"
-    proto.producer_version = __version__
+def _metadata_dict(loaded: ModelFile | None, mode: str, input_shape: tuple[int, ...],
+                   preprocessing: dict[str, Any] | None, uint8_input: bool) -> dict[str, str]:
+    """What an exported model records about itself (ONNX metadata_props, OpenVINO rt_info)."""
     meta = {"bnnc.version": __version__, "bnnc.mode": mode, "bnnc.input_shape": json.dumps(list(input_shape)),
             "bnnc.input": "uint8 pixels, preprocessing inside" if uint8_input else "preprocessed float32"}
     if loaded is not None:
@@ -240,13 +243,15 @@ def _metadata(proto: onnx.ModelProto, loaded: ModelFile | None, mode: str, input
     if preprocessing:
         meta["bnnc.preprocessing"] = json.dumps(preprocessing, separators=(",", ":"))
         meta["bnnc.class_names"] = json.dumps(preprocessing.get("class_names", []))
-    for k, v in meta.items():
+    return meta
+
+
+def _metadata(proto: onnx.ModelProto, loaded: ModelFile | None, mode: str, input_shape: tuple[int, ...],
+              preprocessing: dict[str, Any] | None, uint8_input: bool) -> None:
+    proto.producer_name = "bnnc"
+    proto.producer_version = __version__
+    for k, v in _metadata_dict(loaded, mode, input_shape, preprocessing, uint8_input).items():
         proto.metadata_props.add(key=k, value=v)
-
-
-def default_output(model_path: Path) -> Path:
-    """``NAME.onnx`` beside the checkpoint."""
-    return model_path.with_suffix(".onnx")
 
 
 def check_inputs(input_shape: tuple[int, ...], splits: DataSplits | None, samples: int,
@@ -262,6 +267,75 @@ def check_inputs(input_shape: tuple[int, ...], splits: DataSplits | None, sample
         return x, f"{len(x)} samples of {splits.source}"
     kind = "random uint8 pixels" if uint8 else "random normal inputs"
     return example_input(input_shape, samples, uint8), f"{samples} {kind} (seed 0)"
+
+
+@dataclass
+class Source:
+    """What an export starts from: the model (behind its preprocessing with ``uint8_input``), where it
+    came from, the data for the check and the files to write."""
+
+    net: nn.Module
+    loaded: ModelFile | None
+    splits: DataSplits | None
+    preprocessing: dict[str, Any] | None
+    input_shape: tuple[int, ...]
+    outputs: list[Path]
+
+
+def prepare(model: str | os.PathLike[str] | nn.Module, output: str | os.PathLike[str] | None, suffix: str, *,
+            input_shape: tuple[int, ...] | None, check: bool, data: DataSpec | None, check_samples: int,
+            uint8_input: bool, preprocessing: dict[str, Any] | None, overwrite: bool, trust_model: bool,
+            side_suffixes: tuple[str, ...] = ()) -> Source:
+    """Load and check what an export needs, before any work: the outputs (``output``, default
+    ``MODEL{suffix}`` beside a checkpoint, and the same name with each of ``side_suffixes``) may be
+    written, the model is binarized, its input shape known."""
+    def files(main: Path) -> list[Path]:
+        return [main, *(main.with_suffix(x) for x in side_suffixes)]
+
+    loaded: ModelFile | None = None
+    splits: DataSplits | None = None
+    if isinstance(model, nn.Module):
+        net = model
+        outs = files(Path(output)) if output is not None else []
+        check_outputs(outs, inputs=(data,), overwrite=overwrite)
+        if data is not None and check:
+            splits = load_data(data, preprocessing=Preprocessing.from_dict(preprocessing) if preprocessing else None,
+                               input_shape=input_shape)
+    else:
+        src = Path(model)
+        outs = files(Path(output) if output is not None else src.with_suffix(suffix))
+        check_outputs(outs, inputs=(src, data), overwrite=overwrite)
+        loaded = require_binarized(load_checkpoint(src, trust_model=trust_model))
+        net = loaded.model
+        if data is not None and check:
+            splits = data_for_model(data, loaded, input_shape=input_shape)
+        preprocessing = preprocessing or loaded.preprocessing or (splits.preprocessing.to_dict() if splits else None)
+        if input_shape is None:
+            input_shape = splits.preprocessing.input_shape if splits else (
+                loaded.input_shape or tuple(loaded.binarized["plan"]["input_shape"]))  # type: ignore[index]
+    if input_shape is None:
+        raise ExportError("the input shape is unknown", "pass input_shape=(C, H, W) (without the batch)")
+    if not binary_layers(net):
+        raise ExportError("the model has no binary layer", "convert it first (bnnc convert)")
+    if check_samples < 1:
+        raise ExportError(f"check_samples must be at least 1, got {check_samples}")
+    if uint8_input:
+        if not preprocessing:
+            raise ExportError("--uint8-input needs the model's preprocessing (mean, std, pixel scale), and "
+                              "this checkpoint has none", "convert with --data so it is recorded")
+        net = pixel_model(net, preprocessing)
+    return Source(net, loaded, splits, preprocessing, tuple(input_shape), outs)
+
+
+def require_match(parity: Parity, kind: str) -> None:
+    """Raise unless the exported model (``kind``: "ONNX", "OpenVINO") passed its parity check."""
+    if parity.ok:
+        return
+    why = (f"{parity.unexplained} of {parity.samples} samples differ by more than {parity.rtol:.0e} "
+           "(relative) with no float-rounding tie to explain it" if parity.unexplained else
+           f"{parity.at_ties} of {parity.samples} samples differ at float-rounding ties, more than {MAX_TIE_SHARE:.0%}")
+    raise ExportError(f"the {kind} model doesn't match the PyTorch model in {parity.runtime}: {why}; nothing written",
+                      "this is a bnnc bug: re-run with --debug and report it (--no-check writes it anyway)")
 
 
 def export_onnx(
@@ -292,39 +366,11 @@ def export_onnx(
     checkpoint, or ``preprocessing`` for a module) runs inside it and a first binary-weight Linear
     layer runs on the integer path; parity is then checked on pixels, against ``model(preprocess(pixels))``.
     """
-    loaded: ModelFile | None = None
-    splits: DataSplits | None = None
-    if isinstance(model, nn.Module):
-        net = model
-        out = Path(output) if output is not None else None
-        if out is not None:
-            check_output(output, inputs=(data,), overwrite=overwrite)
-        if data is not None and check:
-            splits = load_data(data, preprocessing=Preprocessing.from_dict(preprocessing) if preprocessing else None,
-                               input_shape=input_shape)
-    else:
-        src = Path(model)
-        out = Path(output) if output is not None else default_output(src)
-        check_output(output if output is not None else out, inputs=(src, data), overwrite=overwrite)
-        loaded = require_binarized(load_checkpoint(src, trust_model=trust_model))
-        net = loaded.model
-        if data is not None and check:
-            splits = data_for_model(data, loaded, input_shape=input_shape)
-        preprocessing = preprocessing or loaded.preprocessing or (splits.preprocessing.to_dict() if splits else None)
-        if input_shape is None:
-            input_shape = splits.preprocessing.input_shape if splits else (
-                loaded.input_shape or tuple(loaded.binarized["plan"]["input_shape"]))  # type: ignore[index]
-    if input_shape is None:
-        raise ExportError("the input shape is unknown", "pass input_shape=(C, H, W) (without the batch)")
-    if not binary_layers(net):
-        raise ExportError("the model has no binary layer", "convert it first (bnnc convert)")
-    if check_samples < 1:
-        raise ExportError(f"check_samples must be at least 1, got {check_samples}")
-    if uint8_input:
-        if not preprocessing:
-            raise ExportError("--uint8-input needs the model's preprocessing (mean, std, pixel scale), and "
-                              "this checkpoint has none", "convert with --data so it is recorded")
-        net = pixel_model(net, preprocessing)
+    src = prepare(model, output, ".onnx", input_shape=input_shape, check=check, data=data,
+                  check_samples=check_samples, uint8_input=uint8_input, preprocessing=preprocessing,
+                  overwrite=overwrite, trust_model=trust_model)
+    net, loaded, splits, preprocessing, input_shape, out = (
+        src.net, src.loaded, src.splits, src.preprocessing, src.input_shape, src.outputs[0] if src.outputs else None)
 
     mode = "float" if float_ops else "integer"
     proto, lowered = to_onnx(net, tuple(input_shape), integer=not float_ops, uint8_input=uint8_input)
@@ -341,14 +387,8 @@ def export_onnx(
         for runtime in runtimes:
             parity = check_parity(blob, net, x, inputs=described, runtime=runtime)
             result.parity.append(parity)
-            if not parity.ok:
-                why = (f"{parity.unexplained} of {parity.samples} samples differ by more than {parity.rtol:.0e} "
-                       "(relative) with no float-rounding tie to explain it" if parity.unexplained else
-                       f"{parity.at_ties} of {parity.samples} samples differ at float-rounding ties, more than "
-                       f"{MAX_TIE_SHARE:.0%}")
-                raise ExportError(
-                    f"the ONNX model doesn't match the PyTorch model in {runtime}: {why}; nothing written",
-                    "this is a bnnc bug: re-run with --debug and report it (--no-check writes it anyway)")
+            require_match(parity, "ONNX")
     if out is not None:
         result.path = atomic_write(out, lambda f: f.write(blob), overwrite=overwrite)
+        result.files = [result.path]
     return result

@@ -136,7 +136,6 @@ def torch_outputs(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> n
 def check_parity(model_bytes: bytes, torch_model: nn.Module, x: torch.Tensor, *, inputs: str,
                  runtime: str = "onnxruntime", rtol: float = RTOL) -> Parity:
     """Run ``x`` through the ONNX model (ONNX Runtime or the ONNX reference runtime) and through torch."""
-    expected = torch_outputs(torch_model, x)
     xs = x.numpy()
     if runtime == "onnxruntime":
         got = run_ort(ort_session(model_bytes), xs)
@@ -144,6 +143,13 @@ def check_parity(model_bytes: bytes, torch_model: nn.Module, x: torch.Tensor, *,
         got = run_reference(model_bytes, xs)
     else:
         raise ValueError(f"unknown runtime {runtime!r}")
+    return parity_of(got, torch_model, x, inputs=inputs, runtime=runtime, rtol=rtol)
+
+
+def parity_of(got: np.ndarray, torch_model: nn.Module, x: torch.Tensor, *, inputs: str, runtime: str,
+              rtol: float = RTOL) -> Parity:
+    """Parity of a runtime's outputs ``got`` on ``x`` with the torch model's."""
+    expected = torch_outputs(torch_model, x)
     parity = compare(got, expected, runtime, inputs, rtol)
     if parity.mismatched:
         parity = compare(got, expected, runtime, inputs, rtol, rounding_ties(torch_model, x))
