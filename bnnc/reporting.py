@@ -22,8 +22,8 @@ JSON schema (``schema_version`` 2; 2 added ``openvino`` and the ``*_openvino`` l
                  "fp32_openvino": {"median_ms", "q1_ms", "q3_ms", "runs"}, "speedup_vs_fp32", "speedup_vs_int8",
                  "openvino_speedup_vs_fp32", "openvino_speedup_vs_int8",
                  "openvino_speedup_vs_fastest_alternative"}}},
-     "openvino": null | {"version", "bnnc_ir_bytes", "fp32_ir_bytes", "xnor_layers", "notes",
-                 "accuracy": {"bnnc", "fp32_default_precision", "torch_agreement"}},
+     "openvino": null | {"version", "error"} | {"version", "bnnc_ir_bytes", "fp32_ir_bytes", "xnor_layers",
+                 "notes", "accuracy": {"bnnc", "fp32_default_precision", "torch_agreement"}},
      "layers": [{"name", "kind", "precision", "params", "bits", "macs", "reason"}],
      "totals": {"params", "binary_params", "macs", "binary_mac_share", "binary_weight_mac_share"},
      "finetune": null | {"best_epoch", "best_val_accuracy", "seconds", "epochs": [{"epoch",
@@ -280,17 +280,21 @@ def report(
     ov_doc: dict[str, Any] | None = None
     if openvino is not False and ov_export.available():
         progress("exporting the OpenVINO models (bnnc IR, FP32 IR)")
-        ir, record, _ = ov_export.to_openvino(loaded.model, shape)
-        fp32_ov = ov_export.fp32_ir(fp32_blob, shape)
-        models["bnnc_openvino"] = ov_export.OpenVINOSession(ir, threads=threads)
-        models["fp32_openvino"] = ov_export.OpenVINOSession(fp32_ov, threads=threads, precision=None)
-        inputs.update(bnnc_openvino=xs, fp32_openvino=xs)
-        acc_ov, pred_ov = onnx_accuracy(models["bnnc_openvino"], xs, y.numpy())
-        acc_fp32_ov, _ = onnx_accuracy(models["fp32_openvino"], xs, y.numpy())
-        ov_doc = {"version": _openvino_version(), "bnnc_ir_bytes": ir.size, "fp32_ir_bytes": fp32_ov.size,
-                  "xnor_layers": len(record.xnor), "notes": record.notes,
-                  "accuracy": {"bnnc": acc_ov, "fp32_default_precision": acc_fp32_ov,
-                               "torch_agreement": float((pred_ov == pred_torch).mean())}}
+        try:
+            ir, record, _ = ov_export.to_openvino(loaded.model, shape)
+            fp32_ov = ov_export.fp32_ir(fp32_blob, shape)
+        except ExportError as e:  # the ONNX Runtime rows still stand; say why these are missing
+            ov_doc = {"version": _openvino_version(), "error": e.message}
+        else:
+            models["bnnc_openvino"] = ov_export.OpenVINOSession(ir, threads=threads)
+            models["fp32_openvino"] = ov_export.OpenVINOSession(fp32_ov, threads=threads, precision=None)
+            inputs.update(bnnc_openvino=xs, fp32_openvino=xs)
+            acc_ov, pred_ov = onnx_accuracy(models["bnnc_openvino"], xs, y.numpy())
+            acc_fp32_ov, _ = onnx_accuracy(models["fp32_openvino"], xs, y.numpy())
+            ov_doc = {"version": _openvino_version(), "bnnc_ir_bytes": ir.size, "fp32_ir_bytes": fp32_ov.size,
+                      "xnor_layers": len(record.xnor), "notes": record.notes,
+                      "accuracy": {"bnnc": acc_ov, "fp32_default_precision": acc_fp32_ov,
+                                   "torch_agreement": float((pred_ov == pred_torch).mean())}}
     elif openvino:
         raise BnncError("the OpenVINO rows need the openvino package", "pip install 'bnnc[openvino]'")
     by_batch: dict[str, Any] = {}
@@ -398,6 +402,8 @@ def openvino_rows(d: dict[str, Any]) -> list[tuple[str, str, str]]:
     ov = d.get("openvino")
     if not ov:
         return []
+    if "error" in ov:
+        return [("not measured", ov["error"], "")]
     a = ov["accuracy"]
     rows = [("IR size (.xml + .bin)", f"{_kib(ov['bnnc_ir_bytes'])} ({ov['xnor_layers']} XNOR-popcount layers)",
              _kib(ov["fp32_ir_bytes"])),

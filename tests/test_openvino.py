@@ -244,3 +244,21 @@ def test_plan_rules_from_the_api_reach_the_ir():
     got, want = _run(ir, x), torch_outputs(net, x)
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-4 * np.abs(want).max())
     assert record.xnor == [name for name, _ in binary_layers(net)]  # the first one too: its input binarized
+
+
+def test_a_model_openvino_cannot_convert_leaves_the_onnx_rows_of_the_report(tmp_path: Path, fp32_checkpoint,
+                                                                              monkeypatch: pytest.MonkeyPatch):
+    from bnnc.conversion import convert_file
+    from bnnc.reporting import render_markdown, report
+
+    data = learnable_npz(tmp_path, 256, 64)
+    model = convert_file(fp32_checkpoint("mlp", preprocessing=PRE), tmp_path / "m.bnnc", data=data).output
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise ExportError("OpenVINO could not convert the model: no such op")
+
+    monkeypatch.setattr(ov_export, "to_openvino", refuse)
+    d = report(model, data, batches=(1,), rounds=1, repeats=2, samples=32).to_dict()
+    assert d["openvino"]["error"] == "OpenVINO could not convert the model: no such op"
+    assert d["latency"]["by_batch"]["1"]["bnnc"]["median_ms"] > 0 and "bnnc_openvino" not in d["latency"]["by_batch"]["1"]
+    assert "no such op" in render_markdown(d)

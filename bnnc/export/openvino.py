@@ -498,5 +498,12 @@ def fp32_ir(fp32_onnx: bytes, input_shape: tuple[int, ...]) -> IR:
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path, xml_path = Path(tmp) / "fp32.onnx", Path(tmp) / "fp32.xml"
         onnx_path.write_bytes(fp32_onnx)
-        ov.save_model(ov.convert_model(onnx_path, input=[[1, *input_shape]]), xml_path, compress_to_fp16=False)
+        try:
+            converted = ov.convert_model(onnx_path, input=[[1, *input_shape]])
+        except Exception as e:  # noqa: BLE001 - the converter's messages are pages long
+            from bnnc.export.exporter import ExportError
+
+            first = next((ln for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
+            raise ExportError(f"OpenVINO could not convert the FP32 model: {first[:200]}") from e
+        ov.save_model(converted, xml_path, compress_to_fp16=False)
         return IR(xml_path.read_bytes(), xml_path.with_suffix(".bin").read_bytes())
