@@ -203,6 +203,9 @@ def test_state_dict_to_openvino_from_the_cli(tmp_path: Path):
                             str(tmp_path / "f.xml")])
     assert r.exit_code == 2 and "--format onnx only" in r.output
     assert not (tmp_path / "f.xml").exists()
+    r = runner.invoke(app, ["export", str(tmp_path / "m.bnnc"), "--format", "openvino", "-o", str(tmp_path / "m.onnx")])
+    assert r.exit_code == 2 and "pass -o NAME.xml" in r.output
+    assert not (tmp_path / "m.onnx").exists()
 
 
 def test_compress_writes_both_formats_and_the_report_measures_openvino(tmp_path: Path, fp32_checkpoint):

@@ -455,6 +455,11 @@ def export_openvino(
     from bnnc.io import atomic_write
 
     _ov()
+    if output is not None and Path(output).suffix != ".xml":
+        from bnnc.export.exporter import ExportError
+
+        raise ExportError(f"an OpenVINO IR is NAME.xml with its weights in NAME.bin, not {Path(output).name}",
+                          "pass -o NAME.xml")
     src = prepare(model, output, ".xml", input_shape=input_shape, check=check, data=data, check_samples=check_samples,
                   uint8_input=uint8_input, preprocessing=preprocessing, overwrite=overwrite, trust_model=trust_model,
                   side_suffixes=(".bin",))

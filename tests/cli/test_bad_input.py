@@ -109,6 +109,7 @@ def ws(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (d / "unknown-key.toml").write_text("max_acuracy_drop = 1.0\n")
     (d / "wrong-type.toml").write_text('epochs = "three"\n')
     (d / "existing.bnnc").write_bytes(b"keep me")
+    (d / "existing.bin").write_bytes(b"keep me too")  # the weights half of an IR named existing.xml
     (d / "a-file").write_bytes(b"not a folder")
     os.link(fp32, d / "hardlink.pt")  # the input under another name
     os.mkfifo(d / "fifo")
@@ -349,6 +350,15 @@ VALUES = [
     case("convert-max-accuracy-drop-nan", "--max-accuracy-drop", "convert", "{ws}/fp32.pt", "--data",
          "{ws}/data.npz", "--max-accuracy-drop", "nan"),
     case("export-check-samples-10**12", "--check-samples", "export", "{ws}/m.bnnc", "--check-samples", str(10**12)),
+    case("export-openvino-not-xml", "pass -o NAME.xml", "export", "{ws}/m.bnnc", "--format", "openvino", "-o",
+         "{ws}/x.onnx"),
+    case("export-openvino-float", "--format onnx only", "export", "{ws}/m.bnnc", "--format", "openvino", "--float",
+         "-o", "{ws}/x.xml"),
+    case("export-openvino-bin-exists", "--force", "export", "{ws}/m.bnnc", "--format", "openvino", "-o",
+         "{ws}/existing.xml"),
+    case("export-unknown-format", "is not one of", "export", "{ws}/m.bnnc", "--format", "tflite"),
+    case("compress-unknown-format", "unknown export format", "compress", "{ws}/fp32.pt", "--data", "{ws}/data.npz",
+         "-o", "{ws}/out", "--format", "onnx,tflite"),
     case("report-max-accuracy-drop-nan", "--max-accuracy-drop", "report", "{ws}/m.bnnc", "--data", "{ws}/data.npz",
          "--max-accuracy-drop", "nan"),
     case("report-data-function-sys-exit", "'sys' defines no data loader", "report", "{ws}/m.bnnc", "--data",
