@@ -64,12 +64,6 @@ from bnnc.training import history_path_for
 SCHEMA_VERSION = 2
 
 
-def _openvino_version() -> str:
-    import openvino
-
-    return str(openvino.__version__)
-
-
 class ReportError(BnncError):
     """The inputs of a report don't belong together (e.g. an ONNX file from another checkpoint)."""
 
@@ -284,14 +278,14 @@ def report(
             ir, record, _ = ov_export.to_openvino(loaded.model, shape)
             fp32_ov = ov_export.fp32_ir(fp32_blob, shape)
         except ExportError as e:  # the ONNX Runtime rows still stand; say why these are missing
-            ov_doc = {"version": _openvino_version(), "error": e.message}
+            ov_doc = {"version": ov_export.version(), "error": e.message}
         else:
             models["bnnc_openvino"] = ov_export.OpenVINOSession(ir, threads=threads)
             models["fp32_openvino"] = ov_export.OpenVINOSession(fp32_ov, threads=threads, precision=None)
             inputs.update(bnnc_openvino=xs, fp32_openvino=xs)
             acc_ov, pred_ov = onnx_accuracy(models["bnnc_openvino"], xs, y.numpy())
             acc_fp32_ov, _ = onnx_accuracy(models["fp32_openvino"], xs, y.numpy())
-            ov_doc = {"version": _openvino_version(), "bnnc_ir_bytes": ir.size, "fp32_ir_bytes": fp32_ov.size,
+            ov_doc = {"version": ov_export.version(), "bnnc_ir_bytes": ir.size, "fp32_ir_bytes": fp32_ov.size,
                       "xnor_layers": len(record.xnor), "notes": record.notes,
                       "accuracy": {"bnnc": acc_ov, "fp32_default_precision": acc_fp32_ov,
                                    "torch_agreement": float((pred_ov == pred_torch).mean())}}

@@ -36,7 +36,22 @@ import numpy as np
 import torch
 from torch import nn
 
+from bnnc.data import DataSpec
+from bnnc.export.exporter import (
+    OPSET,
+    ExportError,
+    ExportResult,
+    _metadata_dict,
+    _torch_export,
+    check_inputs,
+    example_input,
+    prepare,
+    require_match,
+)
 from bnnc.export.lowering import NodeSpec, lower
+from bnnc.export.parity import parity_of
+from bnnc.export.runtime import run_ort
+from bnnc.io import atomic_write
 
 PRECISION = {"INFERENCE_PRECISION_HINT": "f32", "DYNAMIC_QUANTIZATION_GROUP_SIZE": 0}
 """The compile settings the IR is checked with, and must be run with for the same predictions. The CPU's
@@ -49,8 +64,6 @@ def _ov() -> Any:
     try:
         import openvino
     except ImportError as e:  # the export's only optional dependency
-        from bnnc.export.exporter import ExportError
-
         raise ExportError("--format openvino needs the openvino package",
                           "pip install 'bnnc[openvino]' (or pip install openvino)") from e
     return openvino
@@ -163,8 +176,6 @@ def _binary_layer(ctx: Any, spec: NodeSpec, record: _Layers) -> list[Any]:
     layer: Any = spec.layer
     x = ctx.get_input(0)
     if getattr(layer, "padding_mode", "zeros") != "zeros":
-        from bnnc.export.exporter import ExportError
-
         raise ExportError(f"{spec.name}: padding_mode={layer.padding_mode!r} has no OpenVINO form",
                           "export to ONNX instead, or train the layer with zero padding")
     w = spec.weight_signs()
@@ -337,8 +348,6 @@ def to_openvino(model: nn.Module, input_shape: tuple[int, ...], *, uint8_input: 
                 metadata: dict[str, str] | None = None) -> tuple[IR, _Layers, int]:
     """The OpenVINO IR (in memory, batch 1) of the binarized ``model``, what became of its layers and
     the number of binary layers. ``metadata`` goes into the IR's ``rt_info`` under ``bnnc``."""
-    from bnnc.export.exporter import OPSET, ExportError, _torch_export, example_input
-
     ov = _ov()
     from openvino.frontend.onnx import ConversionExtension
 
@@ -424,24 +433,19 @@ class OpenVINOSession:
         return [request.get_output_tensor(0).data.copy()]
 
 
-def _payload(ir: IR) -> int:
-    """The data the IR stores (its constants), without the graph: the ``.bin``."""
-    return len(ir.bin)
-
-
 def export_openvino(
     model: str | os.PathLike[str] | nn.Module,
     output: str | os.PathLike[str] | None = None,
     *,
     input_shape: tuple[int, ...] | None = None,
     check: bool = True,
-    data: Any = None,
+    data: DataSpec | None = None,
     check_samples: int = 256,
     uint8_input: bool = False,
     preprocessing: dict[str, Any] | None = None,
     overwrite: bool = False,
     trust_model: bool = False,
-) -> Any:
+) -> ExportResult:
     """Export the binarized ``model`` to an OpenVINO IR (``NAME.xml`` + ``NAME.bin``) whose binary layers
     run the CPU plugin's XNOR-popcount kernels.
 
@@ -449,15 +453,9 @@ def export_openvino(
     with ``check`` the IR runs in OpenVINO (f32 precision, see :data:`PRECISION`) on ``check_samples``
     inputs and must match the PyTorch model, or nothing is written. The IR's batch is 1.
     """
-    from bnnc.export.exporter import ExportResult, _metadata_dict, check_inputs, prepare, require_match
-    from bnnc.export.parity import parity_of
-    from bnnc.export.runtime import run_ort
-    from bnnc.io import atomic_write
 
     _ov()
     if output is not None and Path(output).suffix != ".xml":
-        from bnnc.export.exporter import ExportError
-
         raise ExportError(f"an OpenVINO IR is NAME.xml with its weights in NAME.bin, not {Path(output).name}",
                           "pass -o NAME.xml")
     src = prepare(model, output, ".xml", input_shape=input_shape, check=check, data=data, check_samples=check_samples,
@@ -467,7 +465,7 @@ def export_openvino(
     meta["bnnc.compile_with"] = json.dumps(PRECISION)
     ir, record, binary = to_openvino(src.net, src.input_shape, uint8_input=uint8_input, metadata=meta)
     result = ExportResult(
-        path=None, onnx_bytes=ir.size, theoretical_bytes=_payload(ir), mode="xnor-popcount", uint8_input=uint8_input,
+        path=None, onnx_bytes=ir.size, theoretical_bytes=len(ir.bin), mode="xnor-popcount", uint8_input=uint8_input,
         binary_nodes=binary, fused_chains=0, notes=record.notes, format="openvino", xnor_layers=len(record.xnor),
     )
     if check:
@@ -488,6 +486,11 @@ def export_openvino(
     return result
 
 
+def version() -> str:
+    """The installed openvino's version."""
+    return str(_ov().__version__)
+
+
 def available() -> bool:
     """Whether the openvino package can be imported (the OpenVINO export and report rows need it)."""
     try:
@@ -506,8 +509,6 @@ def fp32_ir(fp32_onnx: bytes, input_shape: tuple[int, ...]) -> IR:
         try:
             converted = ov.convert_model(onnx_path, input=[[1, *input_shape]])
         except Exception as e:  # noqa: BLE001 - the converter's messages are pages long
-            from bnnc.export.exporter import ExportError
-
             first = next((ln for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
             raise ExportError(f"OpenVINO could not convert the FP32 model: {first[:200]}") from e
         ov.save_model(converted, xml_path, compress_to_fp16=False)
