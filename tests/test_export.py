@@ -124,6 +124,88 @@ def test_graph_is_integer_with_packed_weights_and_checker_clean():
     assert dim.dim_param == "batch"  # dynamic batch
 
 
+def _input_dependent_types(proto: onnx.ModelProto) -> tuple[list[onnx.NodeProto], dict[str, int]]:
+    """The nodes that compute on the input (not on constants), in order, and every tensor's element type."""
+    inferred = onnx.shape_inference.infer_shapes(proto)
+    types = {v.name: v.type.tensor_type.elem_type for v in
+             [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]}
+    live = {i.name for i in proto.graph.input}
+    nodes = []
+    for n in proto.graph.node:
+        if any(i in live for i in n.input):
+            live.update(n.output)
+            nodes.append(n)
+    return nodes, types
+
+
+def test_a_plain_conv_chain_stays_integer_from_the_first_binary_layer_to_the_last():
+    """No float tensor between the first and the last binary compute node: the bits a conv hands the next
+    one, the pooled bits, and the per-position compare before the Linear layers are all integers."""
+    net = binarized(build("cnn"))
+    proto, low = to_onnx(net, (1, 28, 28))
+    assert any(s.fused is not None and s.fused.per_position for s in low.specs)  # the flatten into Linear
+    nodes, types = _input_dependent_types(proto)
+    binary = [i for i, n in enumerate(nodes) if n.op_type in ("QLinearConv", "MatMulInteger")]
+    between = nodes[binary[0]:binary[-1] + 1]
+    floats = [(n.op_type, o) for n in between for o in n.output
+              if types.get(o) in (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE)]
+    assert not floats
+    assert "Conv" not in {n.op_type for n in between}  # the per-position layer too runs as QLinearConv
+
+
+def test_per_position_thresholds_become_a_uint8_window_only_where_it_is_exact():
+    from bnnc.export.graph import _per_position_window
+
+    k = 300
+    s = torch.arange(-k, k + 1).view(-1, 1, 1)
+    narrow = torch.tensor([[-5, 40, 200], [-k, k + 1, 200], [k + 1, k + 1, k + 1]])  # always / never included
+    low, u = _per_position_window(narrow, k)
+    y = (s - torch.from_numpy(low).view(1, -1, 1).long() + 1).clamp(0, 255)
+    assert torch.equal(y >= torch.from_numpy(u).long(), s >= narrow)
+    assert _per_position_window(torch.tensor([[-100, 200]]), k) is None  # 300 apart: no 8-bit window
+    assert _per_position_window(torch.tensor([[k + 1, 17]]), k) is None  # "never" would saturate to 255
+
+
+def _ort_optimized(proto: onnx.ModelProto, tmp_path) -> onnx.ModelProto:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    opts.log_severity_level = 3
+    ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    return onnx.load(str(tmp_path / "optimized.onnx"))
+
+
+def test_consecutive_quantized_convs_run_in_one_layout_in_onnxruntime(tmp_path):
+    """After ORT's own optimization (what a user's session runs), no Transpose sits between two QLinearConv
+    nodes and the max pools on bits run in NHWC: the layout conversion happens once, not at every layer."""
+    net = binarized(build("cnn"))
+    proto, _ = to_onnx(net, (1, 28, 28))
+    graph = _ort_optimized(proto, tmp_path).graph
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for n in graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    convs = [n for n in graph.node if n.op_type == "QLinearConv"]
+    assert len(convs) >= 4
+    reached = 0
+    for conv in convs:
+        path, node = [], conv
+        while True:
+            nxt = consumers.get(node.output[0], [])
+            if len(nxt) != 1:
+                break
+            node = nxt[0]
+            if node.op_type == "QLinearConv":
+                reached += 1
+                assert "Transpose" not in path, f"{conv.name} -> {node.name} goes through {path}"
+                break
+            path.append(node.op_type)
+    assert reached >= len(convs) - 2  # every conv but the last of the chain hands its bits to the next
+    ops = [n.op_type for n in graph.node]
+    assert "NhwcMaxPool" in ops and "MaxPool" not in ops
+
+
 def test_a_tie_is_a_value_float_rounding_can_move_across_its_threshold():
     """A ReLU's zeros are exact: a threshold just above them is no tie (it excused every sample before).
     A value the real-input first layer computes, with the threshold set to it, is one."""

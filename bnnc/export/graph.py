@@ -8,7 +8,7 @@ Integer mode (the default):
   fast path; int8 x int8 is slow on AVX2);
 * convolution to bits: ``QLinearConv`` (uint8 x int8) with bias ``-T``, multiplier 256 and
   output zero point 255, which saturates to 255 exactly where ``s >= T`` and to 0 elsewhere;
-  ``BitwiseAnd 2`` gives the next layer's {0, 2}. Zero padding uses the zero point, i.e.
+  ``Min 2`` (after any max pool) gives the next layer's {0, 2}, in ORT's NHWC layout throughout. Zero padding uses the zero point, i.e.
   contributes 0, as torch's zero padding of a +-1 input does;
 * convolution whose sum is needed as such (a real-valued output, or thresholds per position
   after a flatten): a float ``Conv`` on +-1 — exact, since the sums are small integers, and on
@@ -176,6 +176,11 @@ def _integer(b: _Builder, spec: NodeSpec, x: str, y: str, rank: int) -> None:
     if fused is None and spec.input == "real":  # real-valued input and output: float compute, 1-bit weights
         _float(b, spec, x, y, rank)
         return
+    if spec.is_conv and fused is not None and fused.per_position and spec.input != "real":
+        window = _per_position_window(fused.thresholds.threshold, spec.fan_in)
+        if window is not None:
+            _qlinearconv_window(b, spec, _bits(b, spec, x, rank), y, w, *window, dims)
+            return
     if spec.is_conv and (fused is None or fused.per_position):
         # A conv whose sum is needed as such: ORT's ConvInteger (u8 x u8) ran 3.5x slower than its
         # float Conv here, and sums of +-1 are exact in float32, so the float kernel it is.
@@ -253,7 +258,12 @@ def _pool_and_flatten(b: _Builder, fused: Any, bits: str, y: str, dims: int) -> 
 
 def _qlinearconv_bits(b: _Builder, spec: NodeSpec, x: str, y: str, zp: str, w: torch.Tensor,
                       t: torch.Tensor, dims: int) -> None:
-    """Binary conv straight to the next layer's bits: saturating requantization does the compare."""
+    """Binary conv straight to the next layer's bits: saturating requantization does the compare.
+
+    The {0, 255} output is max-pooled as it is (pooling commutes with the monotone 255 -> 2) and
+    then clipped with ``Min 2``: ORT pushes its NHWC layout through Min (not through BitwiseAnd), so
+    consecutive QLinearConv and MaxPool nodes run in one layout with no Transpose between them.
+    """
     one = b.const("one_f", np.array(1.0, dtype=np.float32))
     q = b.node("QLinearConv", [
         x, one, zp, b.unpacked(w, "int8"), one, b.const("w_zero_point", np.array(0, dtype=np.int8)),
@@ -262,6 +272,44 @@ def _qlinearconv_bits(b: _Builder, spec: NodeSpec, x: str, y: str, zp: str, w: t
         b.const("bias", (-t).numpy().astype(np.int32)),
     ], **_conv_attrs(spec))
     fused = spec.fused
-    last = fused.pool is None and not fused.flatten  # type: ignore[union-attr]
-    bits = b.node("BitwiseAnd", [q, b.const("two_u8", np.array(2, dtype=np.uint8))], y if last else None)
-    _pool_and_flatten(b, fused, bits, y, dims)
+    assert fused is not None
+    if fused.pool is not None:
+        q = b.node("MaxPool", [q], **_pool_attrs(fused.pool, dims))
+    bits = b.node("Min", [q, b.const("two_u8", np.array(2, dtype=np.uint8))], None if fused.flatten else y)
+    if fused.flatten:
+        b.node("Flatten", [bits], y, axis=1)
+
+
+def _per_position_window(t: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """Per-channel offsets and uint8 thresholds for thresholds that differ by position: ``(low, u)``.
+
+    ``y = clamp(s - low_c + 1, 0, 255)`` keeps 254 values of the integer ``s`` per channel exactly,
+    so ``y >= u_cp`` is ``s >= t_cp`` for every ``s`` in [-K, K] when each channel's finite thresholds
+    span less than that. None where they don't (checked exhaustively, not assumed).
+    """
+    finite = (t > -k) & (t <= k)
+    low = torch.where(finite, t, torch.full_like(t, k + 1)).min(1).values.clamp(max=k)     # (C,)
+    u = (t - low.view(-1, 1) + 1).clamp(0, 255)
+    s = torch.arange(-k, k + 1).view(-1, 1, 1)
+    y = (s - low.view(1, -1, 1) + 1).clamp(0, 255)
+    if not bool(((y >= u) == (s >= t)).all()):
+        return None
+    return low.numpy().astype(np.int32), u.numpy().astype(np.uint8)
+
+
+def _qlinearconv_window(b: _Builder, spec: NodeSpec, x: str, y: str, w: torch.Tensor, low: np.ndarray,
+                        u: np.ndarray, dims: int) -> None:
+    """A binary conv whose next layer thresholds each position (a flatten before it): QLinearConv to
+    ``clamp(s - low_c + 1)`` in uint8, max pool, flatten, one uint8 compare — no float round trip."""
+    one = b.const("one_f", np.array(1.0, dtype=np.float32))
+    q = b.node("QLinearConv", [
+        x, one, b.const("x_zero_point", np.array(1, dtype=np.uint8)), b.unpacked(w, "int8"), one,
+        b.const("w_zero_point", np.array(0, dtype=np.int8)), one,
+        b.const("window_zero_point", np.array(1, dtype=np.uint8)), b.const("bias", -low),
+    ], **_conv_attrs(spec))
+    fused = spec.fused
+    assert fused is not None
+    if fused.pool is not None:
+        q = b.node("MaxPool", [q], **_pool_attrs(fused.pool, dims))
+    flat = b.node("Flatten", [q], axis=1)
+    b.node("Where", [b.node("GreaterOrEqual", [flat, b.const("threshold", u.reshape(-1))]), *_bit_values(b)], y)
