@@ -5,8 +5,10 @@
     python -m benchmarks.export --smoke              # tiny: keeps the script working in CI
 
 For each model: convert (calibrated on the bundled sample), fine-tune ``--epochs`` epochs, then
-export FP32 ONNX (torch.onnx, same settings), ORT int8 (``quantize_dynamic`` of that FP32 ONNX,
-int8 weights), bnnc (integer, float input), bnnc ``--uint8-input`` and bnnc ``--float``.
+export FP32 ONNX (torch.onnx, same settings), ORT int8 the way users deploy it (``int8``: ``quantize_static``
+of that FP32 ONNX, QDQ, per-channel int8 weights, uint8 activations calibrated on 512 training images;
+``int8-dynamic``: ``quantize_dynamic``, only for a model without convolutions, where it is fast), bnnc
+(integer, float input), bnnc ``--uint8-input`` and bnnc ``--float``.
 With the openvino package installed, also ``bnnc-openvino`` (the IR whose binary layers run
 XNOR-popcount, f32 precision) and ``fp32-openvino`` (the FP32 ONNX converted by OpenVINO, run at
 the CPU's default precision: bf16 where the CPU has AMX/AVX512-BF16, as a user would run it).
@@ -32,7 +34,7 @@ from bnnc.data import Preprocessing, load_data, sample_data_path
 from bnnc.export import export_onnx, export_openvino, to_fp32_onnx
 from bnnc.export import openvino as ov_export
 from bnnc.io import load_checkpoint
-from bnnc.measure import int8_dynamic, latencies, onnx_accuracy
+from bnnc.measure import CALIBRATION_SAMPLES, has_convolutions, int8_dynamic, int8_static, latencies, onnx_accuracy
 from bnnc.training import FinetuneConfig, finetune
 
 REPO = Path(__file__).resolve().parent.parent
@@ -65,7 +67,10 @@ def measure(checkpoint: Path, src: Path, threads: list[int], batches: list[int],
     results = {k: export_onnx(checkpoint, tmp / f"{checkpoint.stem}.{k}.onnx", check_samples=64, overwrite=True, **kw)
                for k, kw in exports.items()}
     blobs: dict[str, Any] = {"fp32": to_fp32_onnx(load_checkpoint(src).model, shape).SerializeToString()}
-    blobs["int8"] = int8_dynamic(blobs["fp32"])
+    train = load_data(data, preprocessing=None).train.tensors[0][:CALIBRATION_SAMPLES].numpy()
+    blobs["int8"] = int8_static(blobs["fp32"], train)
+    if not has_convolutions(blobs["fp32"]):
+        blobs["int8-dynamic"] = int8_dynamic(blobs["fp32"])
     blobs.update({k: r.path.read_bytes() for k, r in results.items()})  # type: ignore[union-attr]
     sizes = {k: len(v) for k, v in blobs.items()}
     if ov_export.available():  # XNOR-popcount in OpenVINO, and the FP32 model there at the CPU's default precision

@@ -1,25 +1,30 @@
 """``report``: size, accuracy and speed of a binarized model against FP32 and ORT int8, measured.
 
 Everything is measured on the same data and machine, in one call: bytes on disk of the FP32
-ONNX, ORT's dynamic int8 quantization of it and the bnnc ONNX (and ``theoretical_bytes``, the data that
+ONNX, ORT's static int8 quantization of it (QDQ, per-channel, calibrated on the training split: what
+users deploy a CNN with; dynamic int8 too for a model without convolutions, where it is fast) and the bnnc ONNX (and ``theoretical_bytes``, the data that
 file stores without its graph: :func:`bnnc.export.payload_bytes`, a lower bound of its size);
 top-1 accuracy of the FP32 model, the binarized model in PyTorch and both ONNX models in ONNX
 Runtime; ONNX Runtime latency; the per-layer plan and the fine-tuning history. Thresholds turn
 the figures into pass/fail checks for a CI pipeline. :class:`Report` renders to a dict (the
 JSON schema below), Markdown and a self-contained HTML page; it never prints.
 
-JSON schema (``schema_version`` 2; 2 added ``openvino`` and the ``*_openvino`` latencies)::
+JSON schema (``schema_version`` 3; 2 added ``openvino`` and the ``*_openvino`` latencies; 3 made ``int8`` ORT's
+static quantization, added ``int8_dynamic*`` where measured, ``int8_fastest`` and the ``int8`` section;
+``speedup_vs_int8`` is against the faster of the two)::
 
-    {"schema": "bnnc-report", "schema_version": 2, "bnnc_version": str,
+    {"schema": "bnnc-report", "schema_version": 3, "bnnc_version": str,
      "model": {"path", "sha256", "source_path", "source_sha256", "onnx_path"},
      "data": {"source": str, "samples": int},
      "machine": {"platform", "cpus", "threads", "torch", "onnxruntime"},
      "size": {"fp32_onnx_bytes", "int8_onnx_bytes", "bnnc_onnx_bytes", "theoretical_bytes",
-              "compression_vs_fp32", "compression_vs_int8"},
+              "compression_vs_fp32", "compression_vs_int8", ["int8_dynamic_onnx_bytes"]},
      "accuracy": {"fp32", "binarized_torch", "bnnc_onnx", "int8_onnx", "drop_pt", "int8_drop_pt",
-                  "onnx_torch_agreement"},
-     "latency": {"threads": int, "by_batch": {"<batch>": {"fp32" | "int8" | "bnnc" | "bnnc_openvino" |
-                 "fp32_openvino": {"median_ms", "q1_ms", "q3_ms", "runs"}, "speedup_vs_fp32", "speedup_vs_int8",
+                  "onnx_torch_agreement", ["int8_dynamic_onnx"]},
+     "int8": {"baseline": str, "calibration_samples": int, "dynamic_measured": bool},
+     "latency": {"threads": int, "by_batch": {"<batch>": {"fp32" | "int8" | "int8_dynamic" | "bnnc" |
+                 "bnnc_openvino" | "fp32_openvino": {"median_ms", "q1_ms", "q3_ms", "runs"}, "speedup_vs_fp32",
+                 "speedup_vs_int8", "int8_fastest": "static" | "dynamic",
                  "openvino_speedup_vs_fp32", "openvino_speedup_vs_int8",
                  "openvino_speedup_vs_fastest_alternative"}}},
      "openvino": null | {"version", "error"} | {"version", "bnnc_ir_bytes", "fp32_ir_bytes", "xnor_layers",
@@ -56,12 +61,13 @@ from bnnc.export import ExportError, payload_bytes, to_fp32_onnx, to_onnx
 from bnnc.export import openvino as ov_export
 from bnnc.export.exporter import pixel_model
 from bnnc.io import ModelFile, load_checkpoint
-from bnnc.measure import int8_dynamic, latencies, onnx_accuracy, torch_accuracy
+from bnnc.measure import (CALIBRATION_SAMPLES, INT8_STATIC, has_convolutions, int8_dynamic, int8_static, latencies,
+                           onnx_accuracy, torch_accuracy)
 from bnnc.planning import Plan, Precision
 from bnnc.resolve import data_for_model, load_fp32_source, require_binarized
 from bnnc.training import history_path_for
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 class ReportError(BnncError):
@@ -255,19 +261,24 @@ def report(
         bnnc_proto, _ = to_onnx(loaded.model, shape)
         bnnc_blob = bnnc_proto.SerializeToString()
     fp32_blob = to_fp32_onnx(fp32, shape).SerializeToString()
-    int8_blob = int8_dynamic(fp32_blob)
+    pool = splits.train if len(splits.train) else splits.val  # the int8 baseline calibrates on training data
+    calibration = pool.tensors[0][:CALIBRATION_SAMPLES].numpy()
+    int8_blob = int8_static(fp32_blob, calibration)
     blobs = {"fp32": fp32_blob, "int8": int8_blob, "bnnc": bnnc_blob}
+    if not has_convolutions(fp32_blob):  # dynamic int8 competes only without convolutions (ConvInteger is slow)
+        blobs["int8_dynamic"] = int8_dynamic(fp32_blob)
     xs = x.numpy()
     bnnc_x = xs
     if _bnnc_onnx_input(bnnc_proto) == "uint8":
         bnnc_x = splits.preprocessing.pixels(x).numpy()
-    inputs = {"fp32": xs, "int8": xs, "bnnc": bnnc_x}
+    inputs = {k: bnnc_x if k == "bnnc" else xs for k in blobs}
 
     progress(f"accuracy on {len(x):,} samples")
     acc_fp32, _ = torch_accuracy(fp32, x, y)
     acc_torch, pred_torch = torch_accuracy(loaded.model, x, y)
     acc_bnnc, pred_bnnc = onnx_accuracy(bnnc_blob, bnnc_x, y.numpy())
     acc_int8, _ = onnx_accuracy(int8_blob, xs, y.numpy())
+    acc_dynamic = onnx_accuracy(blobs["int8_dynamic"], xs, y.numpy())[0] if "int8_dynamic" in blobs else None
 
     threads = threads or torch.get_num_threads()
     models: dict[str, Any] = dict(blobs)
@@ -296,14 +307,17 @@ def report(
         progress(f"latency at batch {b} ({threads} threads)")
         feeds = {k: v[:b] for k, v in inputs.items()}
         lat = latencies(models, feeds, threads=threads, rounds=rounds, repeats=repeats)
+        fastest_int8 = min(("int8", "int8_dynamic"), key=lambda k: lat[k].median_ms if k in lat else float("inf"))
+        int8_ms = lat[fastest_int8].median_ms
         row = {**{k: v.to_dict() for k, v in lat.items()},
                "speedup_vs_fp32": lat["fp32"].median_ms / lat["bnnc"].median_ms,
-               "speedup_vs_int8": lat["int8"].median_ms / lat["bnnc"].median_ms}
+               "speedup_vs_int8": int8_ms / lat["bnnc"].median_ms,
+               "int8_fastest": "static" if fastest_int8 == "int8" else "dynamic"}
         if "bnnc_openvino" in lat:
             ov_ms = lat["bnnc_openvino"].median_ms
-            fastest = min(lat[k].median_ms for k in ("fp32", "int8", "fp32_openvino"))
+            fastest = min(lat[k].median_ms for k in ("fp32", fastest_int8, "fp32_openvino"))
             row.update(openvino_speedup_vs_fp32=lat["fp32"].median_ms / ov_ms,
-                       openvino_speedup_vs_int8=lat["int8"].median_ms / ov_ms,
+                       openvino_speedup_vs_int8=int8_ms / ov_ms,
                        openvino_speedup_vs_fastest_alternative=fastest / ov_ms)
         by_batch[str(b)] = row
 
@@ -322,12 +336,16 @@ def report(
             "fp32_onnx_bytes": len(fp32_blob), "int8_onnx_bytes": len(int8_blob), "bnnc_onnx_bytes": len(bnnc_blob),
             "theoretical_bytes": payload_bytes(bnnc_proto),
             "compression_vs_fp32": len(fp32_blob) / len(bnnc_blob), "compression_vs_int8": len(int8_blob) / len(bnnc_blob),
+            **({"int8_dynamic_onnx_bytes": len(blobs["int8_dynamic"])} if "int8_dynamic" in blobs else {}),
         },
         "accuracy": {
             "fp32": acc_fp32, "binarized_torch": acc_torch, "bnnc_onnx": acc_bnnc, "int8_onnx": acc_int8,
             "drop_pt": (acc_fp32 - acc_bnnc) * 100, "int8_drop_pt": (acc_fp32 - acc_int8) * 100,
             "onnx_torch_agreement": float((pred_bnnc == pred_torch).mean()),
+            **({"int8_dynamic_onnx": acc_dynamic} if acc_dynamic is not None else {}),
         },
+        "int8": {"baseline": INT8_STATIC, "calibration_samples": len(calibration),
+                 "dynamic_measured": "int8_dynamic" in blobs},
         "latency": {"threads": threads, "by_batch": by_batch},
         "layers": layers,
         "totals": {
@@ -369,23 +387,33 @@ def _kib(n: int) -> str:
     return f"{n / 1024:,.1f} KiB"
 
 
+INT8_HEADER = "ORT int8 (static QDQ, calibrated)"
+
+
 def summary_rows(d: dict[str, Any]) -> list[tuple[str, str, str, str]]:
-    """(what, FP32, ORT int8, bnnc) rows shared by the terminal, Markdown and HTML renderings."""
+    """(what, FP32, ORT int8, bnnc) rows shared by the terminal, Markdown and HTML renderings. The int8 column is
+    ORT's static quantization; a model without convolutions shows dynamic int8 beside it."""
     s, a = d["size"], d["accuracy"]
     rows = [
-        ("ONNX size", _kib(s["fp32_onnx_bytes"]), _kib(s["int8_onnx_bytes"]),
+        ("ONNX size", _kib(s["fp32_onnx_bytes"]), _kib(s["int8_onnx_bytes"]) + _dynamic(_kib(s.get("int8_dynamic_onnx_bytes", 0)), s),
          f"{_kib(s['bnnc_onnx_bytes'])} ({s['compression_vs_fp32']:.1f}x smaller than FP32, "
          f"{s['compression_vs_int8']:.1f}x than int8; {_kib(s['theoretical_bytes'])} of it weights and thresholds)"),
-        ("Accuracy (ONNX Runtime)", _pct(a["fp32"]), f"{_pct(a['int8_onnx'])} ({-a['int8_drop_pt']:+.2f} pt)",
+        ("Accuracy (ONNX Runtime)", _pct(a["fp32"]),
+         f"{_pct(a['int8_onnx'])} ({-a['int8_drop_pt']:+.2f} pt)" + _dynamic(_pct(a.get("int8_dynamic_onnx", 0)), s),
          f"{_pct(a['bnnc_onnx'])} ({-a['drop_pt']:+.2f} pt; PyTorch {_pct(a['binarized_torch'])}, "
          f"same prediction on {_pct(a['onnx_torch_agreement'])})"),
     ]
     for b, lat in d["latency"]["by_batch"].items():
         rows.append((f"Latency, batch {b} ({d['latency']['threads']} threads)", f"{lat['fp32']['median_ms']:.3f} ms",
-                     f"{lat['int8']['median_ms']:.3f} ms",
+                     f"{lat['int8']['median_ms']:.3f} ms"
+                     + (f"; dynamic {lat['int8_dynamic']['median_ms']:.3f} ms" if "int8_dynamic" in lat else ""),
                      f"{lat['bnnc']['median_ms']:.3f} ms ({lat['speedup_vs_fp32']:.2f}x vs FP32, "
-                     f"{lat['speedup_vs_int8']:.2f}x vs int8)"))
+                     f"{lat['speedup_vs_int8']:.2f}x vs int8 {lat['int8_fastest']})"))
     return rows
+
+
+def _dynamic(value: str, size: dict[str, Any]) -> str:
+    return f"; dynamic {value}" if "int8_dynamic_onnx_bytes" in size else ""
 
 
 OPENVINO_HEADER = ("", "bnnc in OpenVINO (XNOR-popcount, f32)", "FP32 in OpenVINO (CPU default precision)")
@@ -417,7 +445,7 @@ def render_markdown(d: dict[str, Any]) -> str:
     lines = [f"# bnnc report: {Path(d['model']['path']).name}", "",
              f"Data: {d['data']['source']} ({d['data']['samples']:,} samples). bnnc {d['bnnc_version']}, "
              f"{d['machine']['cpus']} CPUs, ONNX Runtime {d['machine']['onnxruntime']}. {verdict if d['checks'] else ''}",
-             "", "| | FP32 | ORT int8 | bnnc |", "|---|---|---|---|"]
+             "", f"| | FP32 | {INT8_HEADER} | bnnc |", "|---|---|---|---|"]
     lines += [f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} |" for r in summary_rows(d)]
     if openvino_rows(d):
         lines += ["", f"## OpenVINO {d['openvino']['version']}", "", "| " + " | ".join(OPENVINO_HEADER) + " |",
@@ -507,7 +535,7 @@ def render_html(d: dict[str, Any]) -> str:
     parts = [f"<h1>bnnc report: {e(Path(d['model']['path']).name)}</h1>",
              f"<p>Data: {e(d['data']['source'])} ({d['data']['samples']:,} samples). bnnc {e(d['bnnc_version'])}, "
              f"{d['machine']['cpus']} CPUs, ONNX Runtime {e(d['machine']['onnxruntime'])}.</p>",
-             table(["", "FP32", "ORT int8", "bnnc"], [list(r) for r in summary_rows(d)])]
+             table(["", "FP32", INT8_HEADER, "bnnc"], [list(r) for r in summary_rows(d)])]
     if openvino_rows(d):
         parts += [f"<h2>OpenVINO {e(d['openvino']['version'])}</h2>",
                   table(list(OPENVINO_HEADER), [list(r) for r in openvino_rows(d)])]

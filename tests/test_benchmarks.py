@@ -22,7 +22,8 @@ def test_export_benchmark_smoke(tmp_path):
     subprocess.run([sys.executable, "-m", "benchmarks.export", "--smoke", "--batches", "1", "--json", str(out)],
                    cwd=REPO, check=True, capture_output=True)
     run = json.loads(out.read_text())["runs"][0]
-    assert set(run["bytes"]) == {"fp32", "int8", "bnnc", "bnnc-uint8", "bnnc-float", "bnnc-openvino", "fp32-openvino"}
+    assert set(run["bytes"]) == {"fp32", "int8", "int8-dynamic", "bnnc", "bnnc-uint8", "bnnc-float",
+                                "bnnc-openvino", "fp32-openvino"}
     assert set(run["latency"]["threads=2,batch=1"]) == set(run["bytes"])
 
 
@@ -34,7 +35,8 @@ def test_benchmarks_entry_point_smoke(tmp_path):
     run = doc["runs"][0]
     assert run["model"] == "mlp" and "sample" in run["data"]
     assert {"fp32", "before_finetune", "after_epochs", "onnx"} <= set(run["accuracy"])
-    assert set(run["bytes"]) == {"fp32", "int8", "bnnc", "bnnc-uint8", "bnnc-float", "bnnc-openvino", "fp32-openvino"}
+    assert set(run["bytes"]) == {"fp32", "int8", "int8-dynamic", "bnnc", "bnnc-uint8", "bnnc-float",
+                                "bnnc-openvino", "fp32-openvino"}
     assert "threads=2,batch=64" in run["latency"] and run["step_time"]["ratio"] > 0
     md = out.with_suffix(".md").read_text()
     assert "Training data:" in md and "theirs" in md and doc["environment"]["onnxruntime"] in md

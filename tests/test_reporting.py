@@ -32,7 +32,7 @@ def test_report_schema_is_complete_and_consistent(converted):
     model, data = converted
     rep = report(model, data, limits=Thresholds(min_compression=2.0), **FAST)
     d = json.loads(rep.to_json())
-    assert d["schema"] == "bnnc-report" and d["schema_version"] == 2
+    assert d["schema"] == "bnnc-report" and d["schema_version"] == 3
     for section, keys in {
         "size": ["fp32_onnx_bytes", "int8_onnx_bytes", "bnnc_onnx_bytes", "theoretical_bytes", "compression_vs_fp32",
                  "compression_vs_int8"],
@@ -47,14 +47,21 @@ def test_report_schema_is_complete_and_consistent(converted):
     assert a["drop_pt"] == pytest.approx((a["fp32"] - a["bnnc_onnx"]) * 100)
     assert a["onnx_torch_agreement"] == 1.0 and a["bnnc_onnx"] == a["binarized_torch"]
     assert set(d["latency"]["by_batch"]) == {"1", "8"}
+    # the int8 column is ORT's static quantization; an MLP (no convolutions) also gets dynamic int8, and the
+    # speedup is against the faster of the two
+    assert d["int8"]["baseline"].startswith("ORT static int8") and d["int8"]["dynamic_measured"]
+    assert d["int8"]["calibration_samples"] == 256 and "int8_dynamic_onnx_bytes" in s and "int8_dynamic_onnx" in a
     for lat in d["latency"]["by_batch"].values():
         assert lat["speedup_vs_fp32"] == pytest.approx(lat["fp32"]["median_ms"] / lat["bnnc"]["median_ms"])
+        int8 = min(lat["int8"]["median_ms"], lat["int8_dynamic"]["median_ms"])
+        assert lat["speedup_vs_int8"] == pytest.approx(int8 / lat["bnnc"]["median_ms"])
+        assert lat["int8_fastest"] == ("static" if lat["int8"]["median_ms"] == int8 else "dynamic")
     assert [la["name"] for la in d["layers"]] == ["features.1", "features.4", "classifier"]
     ov = d["openvino"]  # the test extras install openvino: measured by default
     assert ov["xnor_layers"] == 1 and ov["accuracy"]["torch_agreement"] == 1.0
     assert ov["accuracy"]["bnnc"] == a["binarized_torch"]
     for lat in d["latency"]["by_batch"].values():
-        fastest = min(lat[k]["median_ms"] for k in ("fp32", "int8", "fp32_openvino"))
+        fastest = min(lat[k]["median_ms"] for k in ("fp32", "int8", "int8_dynamic", "fp32_openvino"))
         assert lat["openvino_speedup_vs_fastest_alternative"] == pytest.approx(fastest / lat["bnnc_openvino"]["median_ms"])
     assert d["checks"] == [{"name": "compression_vs_fp32", "value": s["compression_vs_fp32"], "limit": 2.0,
                             "op": ">=", "passed": True}] and d["passed"]

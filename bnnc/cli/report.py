@@ -96,12 +96,12 @@ def write_reports(rep: Report, json_out: str | None, markdown: str | None, html_
 
 def render(rep: Report, console: Console) -> None:
     """The summary table, the checks and the layers, for a person."""
-    from bnnc.reporting import summary_rows
+    from bnnc.reporting import INT8_HEADER, summary_rows
 
     d = rep.to_dict()
     table = Table(title=f"bnnc report: {Path(d['model']['path']).name} on {d['data']['samples']:,} samples",
                   title_justify="left")
-    for col in ("", "FP32", "ORT int8", "bnnc"):
+    for col in ("", "FP32", INT8_HEADER, "bnnc"):
         table.add_column(col, overflow="fold")
     for row in summary_rows(d):
         table.add_row(*row)
