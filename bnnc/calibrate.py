@@ -1,4 +1,5 @@
-"""Calibrate what binarizing shifted: input thresholds and BatchNorm statistics, on real inputs.
+"""Calibrate what binarizing shifted: input thresholds and BatchNorm statistics, on real inputs
+(and the input range of each int8 layer: :mod:`bnnc.int8`).
 
 Activations coming out of a ReLU are all >= 0, so ``binarize(x)`` would be all +1 and carry
 no information. Each threshold is set per channel to the value that splits the real inputs
@@ -19,6 +20,7 @@ from torch import nn
 
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from bnnc.int8 import Int8Layer
 from bnnc.layers import InputBinarizer
 
 VALUES_PER_BATCH = 4096
@@ -99,7 +101,8 @@ def calibrate_thresholds(
     model: nn.Module, batches: Iterable[Any], max_batches: int = 8, *, batchnorm: bool = False,
     on_batch: Callable[[int, int], None] | None = None,
 ) -> int:
-    """Set every input binarizer's ``beta`` from real inputs; returns the number of samples used.
+    """Set every input binarizer's ``beta`` (and every int8 layer's input range: the min and max of its
+    inputs, ORT's MinMax calibration) from real inputs; returns the number of samples used.
 
     ``batches`` yields input tensors or ``(inputs, labels, ...)`` tuples, already preprocessed.
     Layers are calibrated in one pass in execution order: each threshold is updated before its
@@ -113,8 +116,16 @@ def calibrate_thresholds(
     """
     binarizers = [m for m in model.modules() if isinstance(m, InputBinarizer) and m.beta is not None]
     norms = [m for m in model.modules() if isinstance(m, _BatchNorm)] if batchnorm else []
-    if not binarizers and not norms:
+    int8 = [m for m in model.modules() if isinstance(m, Int8Layer)]
+    if not binarizers and not norms and not int8:
         return 0
+    ranges: dict[int, tuple[float, float]] = {}
+
+    def range_hook(module: Int8Layer, args: tuple[torch.Tensor, ...]) -> None:
+        x = args[0].detach()
+        low, high = ranges.get(id(module), (float("inf"), float("-inf")))
+        ranges[id(module)] = (min(low, float(x.min())), max(high, float(x.max())))
+        module.set_input_range(*ranges[id(module)])  # before the layer runs: later layers see its output
     seen: dict[int, list[torch.Tensor]] = {id(b): [] for b in binarizers}
     generator = torch.Generator().manual_seed(0)
     keep = max(1, min(VALUES_PER_BATCH, MAX_VALUES // max(max_batches, 1)))
@@ -126,6 +137,7 @@ def calibrate_thresholds(
             _set_threshold(module, rows)
 
     handles = [b.register_forward_pre_hook(pre_hook) for b in binarizers]
+    handles += [m.register_forward_pre_hook(range_hook) for m in int8]
     device = next(model.parameters()).device
     was_training = model.training
     momenta = [bn.momentum for bn in norms]
@@ -146,6 +158,7 @@ def calibrate_thresholds(
                 bn.eval()
             for v in seen.values():
                 v.clear()
+            ranges.clear()
             _run(model, batches, max_batches, device, progress)
             _finish_pass(binarizers, seen)
     finally:

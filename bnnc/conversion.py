@@ -23,6 +23,7 @@ from bnnc.calibrate import calibrate_thresholds
 from bnnc.data import DataSpec
 from bnnc.errors import BnncError, PlanError
 from bnnc.export import predicted_payload
+from bnnc.int8 import INT8_COUNTERPART
 from bnnc.io import check_output, load_checkpoint, save_checkpoint
 from bnnc.layers import BinaryConv1d, BinaryConv2d, BinaryLayer, BinaryLinear, set_submodule
 from bnnc.planning import Plan, PlanRules, Precision
@@ -68,12 +69,13 @@ class ConvertOptions:
 
 
 def convert(model: nn.Module, plan: Plan | None = None, options: ConvertOptions | None = None) -> nn.Module:
-    """A deep copy of ``model`` with every layer the plan marks ``weights``/``binary`` swapped.
+    """A deep copy of ``model`` with every layer the plan marks ``weights``/``binary``/``int8`` swapped.
 
     Without a plan, the default :func:`bnnc.plan` (input shape probed from the first layer).
 
     ``weights`` layers keep a real-valued input; ``binary`` layers get an input binarizer whose
-    thresholds start at 0 (call :func:`bnnc.calibrate_thresholds` with real inputs afterwards).
+    thresholds start at 0 and ``int8`` layers have no input range yet (call :func:`bnnc.calibrate_thresholds`
+    with real inputs afterwards).
     """
     plan = plan or make_plan(model)
     options = options or ConvertOptions()
@@ -86,14 +88,17 @@ def convert(model: nn.Module, plan: Plan | None = None, options: ConvertOptions 
         except AttributeError:
             raise PlanError(f"the plan names layer {layer.name!r}, which the model doesn't have",
                             "make the plan from this model: bnnc.plan(model)") from None
-        counterpart = BINARY_COUNTERPART.get(type(module))
+        counterpart = (INT8_COUNTERPART if layer.precision is Precision.INT8 else BINARY_COUNTERPART).get(type(module))
         if counterpart is None:
             raise PlanError(f"layer {layer.name!r} is a {type(module).__name__}, which bnnc can't binarize",
                             "plan it as fp32")
-        binary = counterpart.from_float(  # type: ignore[attr-defined]
-            module, binary_input=layer.precision is Precision.BINARY, scale=options.scale,
-            threshold=options.threshold, stochastic=options.stochastic,
-        )
+        if layer.precision is Precision.INT8:
+            binary = counterpart.from_float(module)  # type: ignore[attr-defined]
+        else:
+            binary = counterpart.from_float(  # type: ignore[attr-defined]
+                module, binary_input=layer.precision is Precision.BINARY, scale=options.scale,
+                threshold=options.threshold, stochastic=options.stochastic,
+            )
         binary.train(module.training)
         set_submodule(new, layer.name, binary)
     if options.shift_bn:

@@ -49,6 +49,17 @@ class Precision(str, Enum):
     FP32 = "fp32"        # untouched
     WEIGHTS = "weights"  # binary weights, real-valued input (the paper's first layer)
     BINARY = "binary"    # binary weights and binary input (XNOR-popcount)
+    INT8 = "int8"        # int8 weights per output channel, uint8 input with a calibrated scale
+
+    @property
+    def bits(self) -> int:
+        """Bits stored per weight."""
+        return {"fp32": 32, "int8": 8}.get(self.value, 1)
+
+    @property
+    def binary_weights(self) -> bool:
+        """Whether the layer's weights are +-1 (stored at 1 bit)."""
+        return self in (Precision.WEIGHTS, Precision.BINARY)
 
 
 @dataclass(frozen=True)
@@ -135,6 +146,7 @@ class PlanRules:
     keep: tuple[str, ...] = ()
     binary: tuple[str, ...] = ()
     weights: tuple[str, ...] = ()
+    int8: tuple[str, ...] = ()
     min_params: int = DEFAULT_MIN_PARAMS
     min_fan_in: int = DEFAULT_MIN_FAN_IN
 
@@ -149,7 +161,7 @@ class PlanRules:
                 try:
                     object.__setattr__(self, f, Precision(v))
                 except ValueError:
-                    raise PlanError(f"--{f} must be one of fp32, weights, binary; got {v!r}") from None
+                    raise PlanError(f"--{f} must be one of fp32, weights, binary, int8; got {v!r}") from None
 
 
 @dataclass
@@ -443,6 +455,7 @@ def _override(name: str, rules: PlanRules) -> tuple[Precision, str] | None:
             (Precision.FP32, "--keep", rules.keep),
             (Precision.WEIGHTS, "--weights", rules.weights),
             (Precision.BINARY, "--binary", rules.binary),
+            (Precision.INT8, "--int8", rules.int8),
         )
         for pattern in patterns
         if _matches(name, pattern)
@@ -458,7 +471,8 @@ def _override(name: str, rules: PlanRules) -> tuple[Precision, str] | None:
 
 
 def _check_globs(names: list[str], rules: PlanRules) -> None:
-    for flag, patterns in (("--keep", rules.keep), ("--weights", rules.weights), ("--binary", rules.binary)):
+    for flag, patterns in (("--keep", rules.keep), ("--weights", rules.weights), ("--binary", rules.binary),
+                           ("--int8", rules.int8)):
         for pattern in patterns:
             if not any(_matches(n, pattern) for n in names):
                 shown = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")

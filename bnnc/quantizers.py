@@ -62,3 +62,63 @@ def stochastic_binarize(x: torch.Tensor, generator: torch.Generator | None = Non
     Backward: ``dL/dx = dL/dx_b * 1_{|x| <= 1}``, as for :func:`binarize`.
     """
     return _StochasticSignSTE.apply(x, generator)
+
+
+# ----------------------------------------------------------------------------- 8 bits for the kept layers
+
+UINT8_MAX = 255
+INT8_MAX = 127
+
+
+def quantize_uint8(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor) -> torch.Tensor:
+    """``q = clamp(round(x / scale) + zero_point, 0, 255)`` (round half to even), as float integers.
+
+    Divides, as ONNX Runtime's ``QuantizeLinear`` does (multiplying by ``1 / scale`` rounds
+    differently on a tenth of the ties), so the exported model quantizes every input identically.
+    """
+    return (torch.round(x / scale) + zero_point).clamp(0, UINT8_MAX)
+
+
+class _FakeQuantSTE(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        q = torch.round(x / scale) + zero_point
+        ctx.save_for_backward((q >= 0) & (q <= UINT8_MAX))
+        return (q.clamp(0, UINT8_MAX) - zero_point) * scale
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:  # type: ignore[override]
+        (inside,) = ctx.saved_tensors
+        return grad * inside.to(grad.dtype), None, None
+
+
+def fake_quantize_uint8(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor) -> torch.Tensor:
+    """Asymmetric 8-bit activation quantization with the straight-through estimator.
+
+    Forward:  ``x_q = (quantize_uint8(x) - zero_point) * scale``, the value the int8 kernel sees.
+    Backward: ``dL/dx = dL/dx_q * 1_{0 <= round(x / scale) + zero_point <= 255}``: the gradient passes
+    inside the representable range and is cancelled where the input saturates (as the BNN STE
+    cancels it beyond +-1).
+    """
+    return _FakeQuantSTE.apply(x, scale, zero_point)
+
+
+class _RoundSTE(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return torch.round(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return grad
+
+
+def int8_weights(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric per-output-channel 8-bit weights: ``(w_q, scale)`` with ``w ~ w_q * scale``.
+
+    ``scale_c = max |w_c| / 127`` and ``w_q = round(w / scale_c)`` in [-127, 127] (float integers);
+    the rounding passes the gradient straight through, so fine-tuning trains the latent weights.
+    """
+    scale = w.detach().abs().flatten(1).amax(1).clamp_min(torch.finfo(torch.float32).tiny) / INT8_MAX
+    view = (-1,) + (1,) * (w.dim() - 1)
+    return _RoundSTE.apply(w / scale.view(view)).clamp(-INT8_MAX, INT8_MAX), scale

@@ -322,7 +322,7 @@ def report(
         by_batch[str(b)] = row
 
     layers = [{"name": layer.name, "kind": layer.kind, "precision": layer.precision.value, "params": layer.params,
-               "bits": 32 if layer.precision is Precision.FP32 else 1, "macs": layer.macs, "reason": layer.reason}
+               "bits": layer.precision.bits, "macs": layer.macs, "reason": layer.reason}
               for layer in plan.layers]
     macs = sum(layer.macs for layer in plan.layers) or 1
     doc: dict[str, Any] = {
@@ -350,10 +350,10 @@ def report(
         "layers": layers,
         "totals": {
             "params": sum(layer.params for layer in plan.layers),
-            "binary_params": sum(layer.params for layer in plan.layers if layer.precision is not Precision.FP32),
+            "binary_params": sum(layer.params for layer in plan.layers if layer.precision.binary_weights),
             "macs": macs,
             "binary_mac_share": sum(la.macs for la in plan.layers if la.precision is Precision.BINARY) / macs,
-            "binary_weight_mac_share": sum(la.macs for la in plan.layers if la.precision is not Precision.FP32) / macs,
+            "binary_weight_mac_share": sum(la.macs for la in plan.layers if la.precision.binary_weights) / macs,
         },
         "openvino": ov_doc,
         "finetune": _history(path),

@@ -107,7 +107,7 @@ class _Probe:
 def _only(plan: Plan, binarized: set[str], reasons: dict[str, str] | None = None) -> Plan:
     """``plan`` with every layer not in ``binarized`` set to FP32."""
     layers = tuple(
-        layer if layer.name in binarized or layer.precision is Precision.FP32
+        layer if layer.name in binarized or not layer.precision.binary_weights
         else dataclasses.replace(layer, precision=Precision.FP32,
                                  reason=(reasons or {}).get(layer.name, "kept FP32 by the automatic plan"))
         for layer in plan.layers
@@ -116,7 +116,7 @@ def _only(plan: Plan, binarized: set[str], reasons: dict[str, str] | None = None
 
 
 def _candidates(plan: Plan) -> list[str]:
-    return [layer.name for layer in plan.layers if layer.precision is not Precision.FP32]
+    return [layer.name for layer in plan.layers if layer.precision.binary_weights]
 
 
 def sensitivity(

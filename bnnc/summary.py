@@ -16,6 +16,7 @@ from typing import Any
 
 from torch import nn
 
+from bnnc.int8 import int8_layers
 from bnnc.layers import binary_layers
 from bnnc.planning import Plan, Precision
 
@@ -27,11 +28,12 @@ def _float_tensors(model: nn.Module) -> dict[str, Any]:
 
 
 def model_bytes(model: nn.Module) -> int:
-    """Bytes of ``model``'s floating-point tensors, with each binary layer's weight at 1 bit."""
+    """Bytes of ``model``'s floating-point tensors, each binary layer's weight at 1 bit, each int8 layer's at 8."""
     packed = {f"{name}.weight" for name, _ in binary_layers(model)}
+    bytes_ = {f"{name}.weight" for name, _ in int8_layers(model)}
     total = 0
     for name, t in _float_tensors(model).items():
-        total += (t.numel() + 7) // 8 if name in packed else t.numel() * t.element_size()
+        total += (t.numel() + 7) // 8 if name in packed else t.numel() if name in bytes_ else t.numel() * t.element_size()
     return total
 
 
@@ -55,7 +57,7 @@ class ConversionSummary:
     def to_dict(self) -> dict[str, Any]:
         return {
             "layers": [
-                {**layer.to_dict(), "bits_per_weight": 32 if layer.precision is Precision.FP32 else 1}
+                {**layer.to_dict(), "bits_per_weight": layer.precision.bits}
                 for layer in self.plan.layers
             ],
             "input_shape": list(self.plan.input_shape),
@@ -79,12 +81,12 @@ def summarize(source: nn.Module, converted: nn.Module, plan: Plan, binarized_byt
     what its export stores (:func:`bnnc.export.predicted_payload`), else :func:`model_bytes` estimates it."""
     total_macs = sum(layer.macs for layer in plan.layers) or 1
     binary_macs = sum(layer.macs for layer in plan.layers if layer.precision is Precision.BINARY)
-    weight_macs = sum(layer.macs for layer in plan.layers if layer.precision is not Precision.FP32)
+    weight_macs = sum(layer.macs for layer in plan.layers if layer.precision.binary_weights)
     return ConversionSummary(
         plan=plan,
         fp32_bytes=model_bytes(source),
         binarized_bytes=model_bytes(converted) if binarized_bytes is None else binarized_bytes,
-        binary_weights=sum(layer.params for layer in plan.layers if layer.precision is not Precision.FP32),
+        binary_weights=sum(layer.params for layer in plan.layers if layer.precision.binary_weights),
         kept_weights=sum(layer.params for layer in plan.layers if layer.precision is Precision.FP32),
         binary_mac_share=binary_macs / total_macs,
         binary_weight_mac_share=weight_macs / total_macs,

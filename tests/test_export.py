@@ -346,7 +346,7 @@ class _Tokens(nn.Module):
 def architectures(draw: st.DrawFn) -> tuple[nn.Module, tuple[int, ...], PlanRules]:
     """Small conv/linear nets: Conv2d or Conv1d stacks, or Linear layers on tokens; kernel sizes,
     strides, padding, groups, BN or not (negative scales too), activations, residual blocks,
-    concatenations, max/average pooling, dropout, and first/last layer precisions all vary."""
+    concatenations, max/average pooling, dropout, and first/last layer precisions (int8 too) all vary."""
     torch.manual_seed(draw(st.integers(0, 10_000)))
     kind = draw(st.sampled_from(["conv2d", "conv2d", "conv1d", "tokens"]))
     one_d = kind == "conv1d"
@@ -407,8 +407,8 @@ def architectures(draw: st.DrawFn) -> tuple[nn.Module, tuple[int, ...], PlanRule
                 m.weight.uniform_(-1.5, 1.5)  # negative scales: decreasing chains, flipped rows
     from bnnc.planning import Precision
 
-    first = draw(st.sampled_from([Precision.WEIGHTS, Precision.BINARY, Precision.FP32]))
-    last = draw(st.sampled_from([Precision.FP32, Precision.WEIGHTS, Precision.BINARY]))
+    first = draw(st.sampled_from([Precision.WEIGHTS, Precision.BINARY, Precision.FP32, Precision.INT8]))
+    last = draw(st.sampled_from([Precision.FP32, Precision.WEIGHTS, Precision.BINARY, Precision.INT8]))
     return model.eval(), shape, PlanRules(first=first, last=last, min_params=0)
 
 

@@ -14,6 +14,7 @@ from torch import nn
 from bnnc.export import ExportError, check_parity, export_onnx, to_onnx
 from bnnc.export.exporter import check_inputs
 from bnnc.layers import binary_layers
+from bnnc.planning import PlanRules, Precision
 
 from test_export import binarized
 
@@ -74,7 +75,9 @@ def random_net(seed: int) -> tuple[nn.Module, tuple[int, ...]]:
 
 def check(seed: int) -> None:
     model, shape = random_net(seed)
-    net = binarized(model, shape, seed=seed)
+    rng = random.Random(seed + 1)  # a drawn plan: int8 first/last layers in a third of the nets each
+    first, last = rng.choice([None, None, Precision.INT8]), rng.choice([None, None, Precision.INT8])
+    net = binarized(model, shape, PlanRules(first=first, last=last, min_params=0, min_fan_in=0), seed=seed)
     if not binary_layers(net):  # e.g. a depthwise first conv, kept FP32, and the last layer: nothing to export
         with pytest.raises(ExportError, match="no binary layer"):
             export_onnx(net, input_shape=shape, check_samples=16)

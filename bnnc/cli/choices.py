@@ -9,6 +9,7 @@ class PrecisionChoice(str, Enum):
     fp32 = "fp32"
     weights = "weights"
     binary = "binary"
+    int8 = "int8"
 
 
 class BinarizeChoice(str, Enum):

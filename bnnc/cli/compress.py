@@ -37,6 +37,7 @@ def compress_command(
     keep: opt.Keep = None,
     binary: opt.Binary = None,
     weights: opt.Weights = None,
+    int8: opt.Int8 = None,
     min_params: opt.MinParams = 1024,
     min_fan_in: opt.MinFanIn = 64,
     scale: opt.Scale = True,
@@ -105,7 +106,7 @@ def compress_command(
             result = compress(
                 model, o["data"], folder, config=ft_config, limits=limits_from(o),
                 uint8_input=bool(o.get("uint8_input", False)), float_ops=float_ops, arch=arch, arch_kwargs=kwargs,
-                trust_model=trust_model, rules=plan_rules(first, last, keep, binary, weights, min_params, min_fan_in),
+                trust_model=trust_model, rules=plan_rules(first, last, keep, binary, weights, min_params, min_fan_in, int8),
                 options=ConvertOptions(scale=scale, threshold=threshold,
                                        stochastic=binarize is BinarizeChoice.stochastic),
                 input_shape=shape, calibration_batches=calibration_batches, teacher=teacher,

@@ -62,6 +62,7 @@ def convert_command(
     keep: opt.Keep = None,
     binary: opt.Binary = None,
     weights: opt.Weights = None,
+    int8: opt.Int8 = None,
     min_params: opt.MinParams = 1024,
     min_fan_in: opt.MinFanIn = 64,
     scale: opt.Scale = True,
@@ -97,7 +98,7 @@ def convert_command(
         with err.status(f"converting {model}") as status:
             result = convert_file(
                 model, output, arch=arch, arch_kwargs=kwargs, trust_model=trust_model,
-                rules=plan_rules(first, last, keep, binary, weights, min_params, min_fan_in),
+                rules=plan_rules(first, last, keep, binary, weights, min_params, min_fan_in, int8),
                 options=ConvertOptions(scale=scale, threshold=threshold,
                                        stochastic=binarize is BinarizeChoice.stochastic),
                 input_shape=shape, data=data, calibration_batches=calibration_batches,
@@ -115,13 +116,14 @@ def convert_command(
 
 
 def plan_rules(first: PrecisionChoice | None, last: PrecisionChoice | None, keep: list[str] | None,
-               binary: list[str] | None, weights: list[str] | None, min_params: int, min_fan_in: int) -> PlanRules:
+               binary: list[str] | None, weights: list[str] | None, min_params: int, min_fan_in: int,
+               int8: list[str] | None = None) -> PlanRules:
     """The plan options as the library's rules (shared with ``bnnc compress``)."""
     from bnnc.planning import PlanRules, Precision
 
     return PlanRules(first=Precision(first.value) if first else None, last=Precision(last.value) if last else None,
                      keep=tuple(keep or ()), binary=tuple(binary or ()), weights=tuple(weights or ()),
-                     min_params=min_params, min_fan_in=min_fan_in)
+                     int8=tuple(int8 or ()), min_params=min_params, min_fan_in=min_fan_in)
 
 
 def parse_size(text: str | None) -> int | None:
@@ -165,7 +167,7 @@ def render(result: ConversionResult, console: Console) -> None:
                     ("Params", {"justify": "right"}), ("MACs", {"justify": "right"}),
                     ("Precision", {"no_wrap": True}), ("Why", {"overflow": "fold"})):
         table.add_column(col, **kw)
-    colors = {"fp32": "yellow", "weights": "cyan", "binary": "green"}
+    colors = {"fp32": "yellow", "weights": "cyan", "binary": "green", "int8": "magenta"}
     for layer in s.plan.layers:
         p = layer.precision.value
         table.add_row(
@@ -179,7 +181,8 @@ def render(result: ConversionResult, console: Console) -> None:
     totals.add_column()
     totals.add_row("FP32 size", _size(s.fp32_bytes))
     totals.add_row("Binarized size", f"{_size(s.binarized_bytes)}  " + (
-        "(what the ONNX export stores: 1-bit weights, folded thresholds, FP32 layers; the file adds its graph)"
+        "(what the ONNX export stores: 1-bit weights, folded thresholds, int8 and FP32 layers; the file adds its "
+        "graph)"
         if s.size_from_export else "(estimated: 1 bit per binarized weight, rest FP32; the model didn't export)"))
     totals.add_row("Compression", f"{s.compression:.1f}x")
     totals.add_row("Binary weights", f"{s.binary_weights:,} of {s.binary_weights + s.kept_weights:,}")
@@ -190,7 +193,8 @@ def render(result: ConversionResult, console: Console) -> None:
                    else f"[yellow]by execution order[/]: {s.plan.fallback}; check the plan, or set --first/--last")
     cal = result.calibration
     totals.add_row("Thresholds", f"calibrated on {cal['samples']:,} samples of {cal['data']}" if cal
-                   else "not calibrated (0 = plain sign); pass --data, or bnnc finetune calibrates them")
+                   else "not calibrated (0 = plain sign, no int8 input ranges); pass --data, or bnnc finetune "
+                        "calibrates them")
     console.print(totals)
     if result.sensitivity is not None:
         console.print(_sensitivity_table(result))

@@ -48,6 +48,9 @@ Binary = Annotated[Optional[list[str]], typer.Option(help="Make layers matching 
                                                      metavar="GLOB")]
 Weights = Annotated[Optional[list[str]], typer.Option(help="Binary weights, real-valued input, for layers matching "
                                                            "this glob (repeatable).", metavar="GLOB")]
+Int8 = Annotated[Optional[list[str]], typer.Option("--int8", help="8 bits for layers matching this glob: int8 "
+                                                  "weights, uint8 input calibrated on --data (repeatable).",
+                                                  metavar="GLOB")]
 MinParams = Annotated[int, typer.Option(help="Hidden layers with fewer weights stay FP32.", min=0)]
 MinFanIn = Annotated[int, typer.Option(help="Layers whose outputs each sum fewer inputs stay FP32 (narrow "
                                             "pointwise convs of mobile nets).", min=0)]

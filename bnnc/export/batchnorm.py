@@ -74,8 +74,13 @@ _PASS_THROUGH = {"Relu", "Clip", "LeakyRelu", "Add", "Sub", "Mul", "Div", "Ident
                  "Flatten", "Reshape", "Squeeze", "Unsqueeze", "Transpose", "Concat", "Cast", "Neg", "Max", "Min"}
 
 
+_ROUNDING = {"GreaterOrEqual", "QuantizeLinear"}
+"""Where a last-ulp difference can change a result: a binarizer's compare, an int8 layer's quantization."""
+
+
 def _feeds_binarizer(graph: onnx.GraphProto) -> set[str]:
-    """Names of tensors from which a binarizer's comparison is reached through pass-through ops only."""
+    """Names of tensors from which a binarizer's comparison (or an int8 layer's quantization) is reached through
+    pass-through ops only."""
     consumers: dict[str, list[onnx.NodeProto]] = {}
     for node in graph.node:
         for i in node.input:
@@ -86,7 +91,7 @@ def _feeds_binarizer(graph: onnx.GraphProto) -> set[str]:
         if name not in memo:
             memo[name] = False
             memo[name] = depth < 64 and any(
-                n.op_type == "GreaterOrEqual" or (n.op_type in _PASS_THROUGH and any(reaches(o, depth + 1) for o in n.output))
+                n.op_type in _ROUNDING or (n.op_type in _PASS_THROUGH and any(reaches(o, depth + 1) for o in n.output))
                 for n in consumers.get(name, []))
         return memo[name]
 

@@ -36,7 +36,7 @@ SHARED = frozenset({"axes1", "shifts", "one_u8", "flat", "start", "one", "plus",
                     "one_f", "x_zero_point", "w_zero_point", "y_scale", "y_zero_point", "zero"})
 """Constants every binary layer uses alike: stored once per model, not once per layer."""
 
-COMPUTE = frozenset({"MatMulInteger", "QLinearConv", "Conv", "MatMul", "MaxPool"})
+COMPUTE = frozenset({"MatMulInteger", "QLinearConv", "Conv", "MatMul", "MaxPool", "ConvInteger", "QuantizeLinear"})
 """Nodes named after their layer (what a profile shows); the glue between them gets no name."""
 
 
@@ -133,7 +133,9 @@ def build(spec: NodeSpec, x: str, y: str, rank: int, shared: dict[str, np.ndarra
     """Nodes and initializers computing ``y = spec(x)``; ``rank`` is the layer output's rank; ``shared``
     holds the model's shared constants (pass the same dict for every layer of a model)."""
     b = _Builder(f"b{spec.index}", spec.name, shared)
-    if spec.integer:
+    if spec.int8:  # integer ops in both modes: standard ONNX, every runtime has them
+        _int8(b, spec, x, y, rank)
+    elif spec.integer:
         _integer(b, spec, x, y, rank)
     else:
         _float(b, spec, x, y, rank)
@@ -313,3 +315,43 @@ def _qlinearconv_window(b: _Builder, spec: NodeSpec, x: str, y: str, w: torch.Te
         q = b.node("MaxPool", [q], **_pool_attrs(fused.pool, dims))
     flat = b.node("Flatten", [q], axis=1)
     b.node("Where", [b.node("GreaterOrEqual", [flat, b.const("threshold", u.reshape(-1))]), *_bit_values(b)], y)
+
+
+def _int8(b: _Builder, spec: NodeSpec, x: str, y: str, rank: int) -> None:
+    """An int8 layer: ``QuantizeLinear`` (uint8, the calibrated scale and zero point), then the integer sum.
+
+    Fused into the next binary layer's bits, a conv is one ``QLinearConv`` whose saturating requantization
+    compares the sum with the integer threshold (as for binary convs) and a linear layer a
+    ``MatMulInteger`` and one compare; with a real-valued output the int32 sum is cast and scaled by
+    ``s_x * s_w`` in float32, as the PyTorch layer computes it (``ConvInteger`` for a conv: slow in ORT,
+    but exact, and rare: a kept last layer is usually Linear).
+    """
+    layer: Any = spec.layer
+    zp = b.const("int8_zero_point", np.array(int(layer.input_zero_point), dtype=np.uint8))
+    xq = b.node("QuantizeLinear", [x, b.const("int8_scale", layer.input_scale.detach().cpu().numpy().astype(np.float32)), zp])
+    w = spec.weight_signs().to(torch.int64).cpu().numpy().astype(np.int8)
+    weight = b.const("weight_int8", w if spec.is_conv else np.ascontiguousarray(w.T))
+    fused, dims = spec.fused, rank - 2
+    if fused is not None and spec.is_conv:
+        one = b.const("one_f", np.array(1.0, dtype=np.float32))
+        q = b.node("QLinearConv", [
+            xq, one, zp, weight, one, b.const("w_zero_point", np.array(0, dtype=np.int8)),
+            b.const("y_scale", np.array(1 / 256, dtype=np.float32)),
+            b.const("y_zero_point", np.array(255, dtype=np.uint8)),
+            b.const("bias", (-fused.thresholds.threshold[:, 0]).numpy().astype(np.int32)),
+        ], **_conv_attrs(spec))
+        if fused.pool is not None:
+            q = b.node("MaxPool", [q], **_pool_attrs(fused.pool, dims))
+        bits = b.node("Min", [q, b.const("two_u8", np.array(2, dtype=np.uint8))], None if fused.flatten else y)
+        if fused.flatten:
+            b.node("Flatten", [bits], y, axis=1)
+        return
+    s = (b.node("ConvInteger", [xq, weight, zp], **_conv_attrs(spec)) if spec.is_conv
+         else b.node("MatMulInteger", [xq, weight, zp]))
+    if fused is not None:
+        threshold = _per_channel(b, "threshold", fused.thresholds.threshold[:, 0], spec, rank, np.int32)
+        bits = b.node("Where", [b.node("GreaterOrEqual", [s, threshold]), *_bit_values(b)],
+                      y if fused.pool is None and not fused.flatten else None)
+        _pool_and_flatten(b, fused, bits, y, dims)
+        return
+    _scale_and_bias(b, spec, b.node("Cast", [s], to=TensorProto.FLOAT), y, rank)

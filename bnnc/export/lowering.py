@@ -24,8 +24,10 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from bnnc.export.batchnorm import torch_affine as batchnorm_affine
-from bnnc.export.thresholds import NotMonotone, Thresholds, float_thresholds, integer_thresholds
-from bnnc.layers import BinaryLayer, _BinaryConvNd, binary_layers, channel_view, set_submodule
+from bnnc.export.thresholds import (NotMonotone, Thresholds, bisect_integer_thresholds, float_thresholds,
+                                    integer_thresholds)
+from bnnc.int8 import Int8Layer, _Int8ConvNd
+from bnnc.layers import BinaryLayer, _BinaryConvNd, channel_view, set_submodule
 from bnnc.planning import fx_graph
 from bnnc.shift import ShiftBatchNorm
 
@@ -58,13 +60,15 @@ class NodeSpec:
     ``input``: ``"float"`` (binarize a real tensor with the layer's threshold), ``"bits"``
     (uint8 {0, 2} from a fused predecessor: 0 is -1, 2 is +1), ``"real"`` (a layer with a
     real-valued input, the paper's first layer) or ``"pixels"`` (that first layer on raw uint8
-    pixels, integer arithmetic, the preprocessing folded into its thresholds). ``fused``: ``None`` for a real-valued output
-    ``s * alpha + bias``, else the bits of the fused chain.
+    pixels, integer arithmetic, the preprocessing folded into its thresholds). ``fused``: ``None`` for a
+    real-valued output ``s * alpha + bias``, else the bits of the fused chain. An int8 layer
+    (:mod:`bnnc.int8`) has input ``"quantize"`` (its real input quantized to uint8 inside the node) and
+    ``s`` its exact integer sum.
     """
 
     index: int
     name: str
-    layer: BinaryLayer
+    layer: BinaryLayer | Int8Layer
     input: str
     fused: Fused | None = None
     integer: bool = True
@@ -74,6 +78,8 @@ class NodeSpec:
 
     def output_affine(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Per-channel ``(scale, shift)`` of a real-valued output ``s * scale + shift`` (None: absent)."""
+        if isinstance(self.layer, Int8Layer):
+            return self.layer.output_scale(), None if self.layer.bias is None else self.layer.bias.detach()
         scale, shift = self.layer.alpha, self.layer.bias
         scale = None if scale is None else scale.detach()
         shift = None if shift is None else shift.detach()
@@ -85,7 +91,11 @@ class NodeSpec:
 
     @property
     def is_conv(self) -> bool:
-        return isinstance(self.layer, _BinaryConvNd)
+        return isinstance(self.layer, (_BinaryConvNd, _Int8ConvNd))
+
+    @property
+    def int8(self) -> bool:
+        return isinstance(self.layer, Int8Layer)
 
     @property
     def fan_in(self) -> int:
@@ -93,8 +103,9 @@ class NodeSpec:
         return int(w[0].numel())
 
     def weight_signs(self) -> torch.Tensor:
-        """The +-1 weights the node computes with, rows negated where the fused chain decreases."""
-        w = self.layer.binary_weight().detach()
+        """The +-1 (int8: the int8) weights the node computes with, rows negated where the fused chain decreases."""
+        layer = self.layer
+        w = layer.quantized_weight()[0].detach() if isinstance(layer, Int8Layer) else layer.binary_weight().detach()
         if self.fused is not None:
             w = w * channel_view(self.fused.thresholds.sign.to(w.dtype), w.dim(), 0)
         return w
@@ -102,6 +113,8 @@ class NodeSpec:
     def reference(self, x: torch.Tensor) -> torch.Tensor:
         """The node's output in torch, as the ONNX subgraph computes it."""
         layer = self.layer
+        if isinstance(layer, Int8Layer):
+            return self._int8_reference(layer, x)
         if self.input == "bits":
             xb = x.to(torch.float32) - 1
         elif self.input == "pixels":
@@ -127,6 +140,18 @@ class NodeSpec:
             bits = (s >= channel_view(t[:, 0], s.dim(), 1 if self.is_conv else -1)).to(s.dtype)
             bits = _max_pool(f.pool, bits) if f.pool is not None else bits
             bits = bits.flatten(1) if f.flatten else bits
+        return (bits * 2).to(torch.uint8)
+
+
+    def _int8_reference(self, layer: Int8Layer, x: torch.Tensor) -> torch.Tensor:
+        """An int8 layer: its exact integer sum (float64), then its float32 output or the fused bits."""
+        if self.fused is None:
+            return layer(x)  # eval mode: the exact integer sum, scaled in float32
+        s = layer._op(layer.integer_input(x).double(), self.weight_signs().double())
+        t = self.fused.thresholds.threshold[:, 0].double()
+        bits = (s >= channel_view(t, s.dim(), 1 if self.is_conv else -1)).to(torch.float32)
+        bits = _max_pool(self.fused.pool, bits) if self.fused.pool is not None else bits
+        bits = bits.flatten(1) if self.fused.flatten else bits
         return (bits * 2).to(torch.uint8)
 
 
@@ -206,7 +231,7 @@ class PixelModel(nn.Module):
 
 class _Tracer(fx.Tracer):
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return isinstance(m, (BinaryLayer, ShiftBatchNorm, Normalize)) or super().is_leaf_module(m, qualname)
+        return isinstance(m, (BinaryLayer, Int8Layer, ShiftBatchNorm, Normalize)) or super().is_leaf_module(m, qualname)
 
 
 def lower(model: nn.Module, example: torch.Tensor, *, integer: bool = True) -> Lowered:
@@ -224,11 +249,18 @@ def lower(model: nn.Module, example: torch.Tensor, *, integer: bool = True) -> L
         if traced is not None:
             return _lower_traced(traced, example, notes)
     specs = []
-    for i, (name, layer) in enumerate(binary_layers(model)):
-        spec = NodeSpec(i, name, layer, "float" if layer.binary_input else "real", integer=integer)
+    layers = [(n, m) for n, m in model.named_modules() if isinstance(m, (BinaryLayer, Int8Layer))]
+    for i, (name, layer) in enumerate(layers):
+        spec = NodeSpec(i, name, layer, _input_mode(layer, False), integer=integer)
         set_submodule(model, name, BinaryNode(spec))
         specs.append(spec)
     return Lowered(model, specs, notes)
+
+
+def _input_mode(layer: BinaryLayer | Int8Layer, receives_bits: bool) -> str:
+    if isinstance(layer, Int8Layer):
+        return "quantize"
+    return "real" if not layer.binary_input else "bits" if receives_bits else "float"
 
 
 def _target(gm: fx.GraphModule, node: fx.Node) -> Any:
@@ -278,10 +310,17 @@ def _chain(gm: fx.GraphModule, start: fx.Node) -> tuple[list[fx.Node], fx.Node] 
         node = user
 
 
-def _apply_chain(gm: fx.GraphModule, layer: BinaryLayer, chain: list[fx.Node], y: torch.Tensor) -> torch.Tensor:
-    """The chain's per-channel functions (scale, bias, then the elementwise modules) applied to ``y``."""
+def _apply_chain(gm: fx.GraphModule, layer: BinaryLayer | Int8Layer, chain: list[fx.Node], y: torch.Tensor
+                 ) -> torch.Tensor:
+    """The chain's per-channel functions (scale, bias, then the elementwise modules) applied to the layer's sum ``y``
+    (an int8 layer's integer sum is first scaled as its forward does: float32, times ``s_x * s_w``)."""
+    dim = 1 if isinstance(layer, (_BinaryConvNd, _Int8ConvNd)) else -1
     with torch.no_grad():
-        return _apply_nodes(gm, chain, layer._scale_and_bias(y, 1 if isinstance(layer, _BinaryConvNd) else -1))
+        if isinstance(layer, Int8Layer):
+            y = y.to(torch.float32) * channel_view(layer.output_scale(), y.dim(), dim)
+            y = y if layer.bias is None else y + channel_view(layer.bias.detach(), y.dim(), dim)
+            return _apply_nodes(gm, chain, y)
+        return _apply_nodes(gm, chain, layer._scale_and_bias(y, dim))
 
 
 def _apply_nodes(gm: fx.GraphModule, nodes: list[fx.Node], x: torch.Tensor) -> torch.Tensor:
@@ -303,7 +342,7 @@ def _decreasing_after_pool(gm: fx.GraphModule, layer: BinaryLayer, chain: list[f
     if at is None or not chain[at + 1:]:
         return False
     channels = layer.weight.shape[0]
-    if layer.binary_input:  # the pool's inputs are exactly f_before(s) for the integer sums s in [-K, K]
+    if isinstance(layer, BinaryLayer) and layer.binary_input:  # the pool's inputs are exactly f_before(s) for the integer sums s in [-K, K]
         u = _chain_values(gm, layer, chain[:at], rank)
     else:
         grid = torch.cat([-torch.logspace(-6, 30, 2000).flip(0), torch.zeros(1), torch.logspace(-6, 30, 2000)])
@@ -325,7 +364,16 @@ def _chain_values(gm: fx.GraphModule, layer: BinaryLayer, chain: list[fx.Node], 
 
 def _thresholds(gm: fx.GraphModule, layer: BinaryLayer, chain: list[fx.Node], rank: int,
                 beta: torch.Tensor) -> Thresholds:
-    """Integer thresholds after a binary-input layer, float ones after a real-input layer."""
+    """Integer thresholds after a binary-input or int8 layer, float ones after a real-input layer."""
+    if isinstance(layer, Int8Layer):
+        channels = beta.shape[0]
+        bound = 255 * 127 * int(layer.weight[0].numel())
+
+        def acc_chain(acc: torch.Tensor) -> torch.Tensor:  # (C, 1) int64 -> (C, 1), channel c through f_c
+            x = acc.t().reshape((1, channels) + (1,) * (rank - 2)).contiguous()
+            return _apply_chain(gm, layer, chain, x).reshape(1, channels).t()
+
+        return bisect_integer_thresholds(acc_chain, beta, bound)
     if layer.binary_input:
         return integer_thresholds(_chain_values(gm, layer, chain, rank), beta)
     channels, positions = beta.shape
@@ -355,6 +403,8 @@ def _reaches_binarizer(gm: fx.GraphModule, node: fx.Node, depth: int = 0) -> boo
         if user.op == "output":
             continue
         target = _target(gm, user)
+        if isinstance(target, Int8Layer):  # it rounds its input to 8 bits: a last-ulp change can move a step
+            return True
         if user.op == "call_module" and isinstance(target, _MIXING_MODULES) and not isinstance(target, BinaryLayer):
             continue
         if isinstance(target, BinaryLayer) and not target.binary_input:
@@ -396,7 +446,8 @@ def _lower_traced(gm: fx.GraphModule, example: torch.Tensor, notes: list[str]) -
 
     with torch.no_grad():
         ShapeProp(gm).propagate(example)
-    nodes = [n for n in gm.graph.nodes if n.op == "call_module" and isinstance(_target(gm, n), BinaryLayer)]
+    nodes = [n for n in gm.graph.nodes
+             if n.op == "call_module" and isinstance(_target(gm, n), (BinaryLayer, Int8Layer))]
     order = {n: i for i, n in enumerate(nodes)}
     fused: dict[fx.Node, tuple[Fused, list[fx.Node], fx.Node]] = {}
     receives_bits: set[fx.Node] = set()
@@ -408,7 +459,7 @@ def _lower_traced(gm: fx.GraphModule, example: torch.Tensor, notes: list[str]) -
         chain, successor = found
         meta = node.meta.get("tensor_meta")
         rank = len(meta.shape) if meta is not None else 0
-        is_conv = isinstance(layer, _BinaryConvNd)
+        is_conv = isinstance(layer, (_BinaryConvNd, _Int8ConvNd))
         pool = next((_target(gm, n) for n in chain if isinstance(_target(gm, n), _POOLS)), None)
         if (not is_conv and (rank != 2 or pool is not None)) or (is_conv and rank != layer.weight.dim()):
             continue
@@ -420,7 +471,7 @@ def _lower_traced(gm: fx.GraphModule, example: torch.Tensor, notes: list[str]) -
             continue
         beta = beta.reshape(channels, -1)
         has_flatten = any(_is_flatten(gm, n) for n in chain)
-        if beta.shape[1] > 1 and not (is_conv and has_flatten):
+        if beta.shape[1] > 1 and (isinstance(layer, Int8Layer) or not (is_conv and has_flatten)):
             continue
         if pool is not None and _decreasing_after_pool(gm, layer, chain, rank):
             notes.append(f"{node.target} -> {successor.target}: a max pool before a decreasing step (a negative "
@@ -437,8 +488,8 @@ def _lower_traced(gm: fx.GraphModule, example: torch.Tensor, notes: list[str]) -
     specs = []
     for node in nodes:
         layer = _target(gm, node)
-        batchnorm = None if node in fused else _foldable_batchnorm(gm, node)
-        mode = "real" if not layer.binary_input else "bits" if node in receives_bits else "float"
+        batchnorm = None if node in fused or isinstance(layer, Int8Layer) else _foldable_batchnorm(gm, node)
+        mode = _input_mode(layer, node in receives_bits)
         entry = fused.get(node)
         spec = NodeSpec(order[node], str(node.target), layer, mode, entry[0] if entry else None)
         set_submodule(gm, str(node.target), BinaryNode(spec))

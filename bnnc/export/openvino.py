@@ -95,6 +95,7 @@ class _Layers:
 
     xnor: list[str] = field(default_factory=list)
     float_sums: list[str] = field(default_factory=list)
+    int8: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     bit_values: Any = None  # FakeQuantize's output 0 and 1, one pair of constants for the whole model
 
@@ -184,13 +185,16 @@ def _binary_layer(ctx: Any, spec: NodeSpec, record: _Layers) -> list[Any]:
     if why is not None:
         record.notes.append(f"{spec.name}: {why}: its +-1 sums run as a float convolution (exact), "
                             "not XNOR-popcount")
-    low = _input_threshold(spec)  # the input's bit is x > low
+    low = None if spec.int8 else _input_threshold(spec)  # the input's bit is x > low
 
     if spec.input == "pixels":
         x = op.convert(x, "f32")
         if spec.flatten_input:
             x = op.reshape(x, op.constant(np.array([0, -1], dtype=np.int64)), special_zero=True)
-    if binary_in and why is None:
+    if spec.int8:
+        s = _int8_sums(x, spec, w)
+        record.int8.append(spec.name)
+    elif binary_in and why is None:
         s = _xnor(x, spec, w, low, record)
         record.xnor.append(spec.name)
     else:
@@ -314,6 +318,34 @@ def _float_sums(x: Any, spec: NodeSpec, w: torch.Tensor) -> Any:
         shape = [g, kernel.shape[0] // g, *kernel.shape[1:]]
         grouped = op.reshape(signs, op.constant(np.array(shape, dtype=np.int64)), special_zero=False)
         s = op.group_convolution(x, grouped, strides, begin, end, dilations, name=f"{spec.name}/GroupConvolution")
+    return op.squeeze(s, op.constant(np.array([2], dtype=np.int64))) if conv1d else s
+
+
+def _int8_sums(x: Any, spec: NodeSpec, w: torch.Tensor) -> Any:
+    """An int8 layer's integer sum: ``q(x) - z`` as float integers (Divide, Round half to even, as ORT's
+    QuantizeLinear and the PyTorch layer), int8 weights stored as i8, summed in f32 — exact while a sum stays
+    below 2**24 (first layers: 255 * 127 * 9 per input channel), within one rounding beyond."""
+    op = _ov().opset13
+    layer: Any = spec.layer
+    scale = np.float32(layer.input_scale.detach().cpu())
+    zero = np.float32(layer.input_zero_point.detach().cpu())
+    q = op.add(op.round(op.divide(x, op.constant(scale)), "half_to_even"), op.constant(zero))
+    q = op.subtract(op.clamp(q, 0.0, 255.0), op.constant(zero))
+    weights = op.convert(op.constant(w.to(torch.int64).cpu().numpy().astype(np.int8)), "f32")
+    if not spec.is_conv:
+        return op.matmul(q, weights, False, True)
+    conv1d = w.dim() == 3
+    if conv1d:
+        q = op.unsqueeze(q, op.constant(np.array([2], dtype=np.int64)))
+        weights = op.unsqueeze(weights, op.constant(np.array([2], dtype=np.int64)))
+    strides, begin, end, dilations = _conv_geometry(spec)
+    if layer.groups == 1:
+        s = op.convolution(q, weights, strides, begin, end, dilations, name=f"{spec.name}/Convolution")
+    else:
+        g = int(layer.groups)
+        shape = [g, w.shape[0] // g, w.shape[1], *([1] if conv1d else []), *w.shape[2:]]
+        grouped = op.reshape(weights, op.constant(np.array(shape, dtype=np.int64)), special_zero=False)
+        s = op.group_convolution(q, grouped, strides, begin, end, dilations, name=f"{spec.name}/GroupConvolution")
     return op.squeeze(s, op.constant(np.array([2], dtype=np.int64))) if conv1d else s
 
 

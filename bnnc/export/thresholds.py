@@ -105,3 +105,37 @@ def float_thresholds(chain: Callable[[torch.Tensor], torch.Tensor], beta: torch.
         t = _unkey(hi)
         t = torch.where(always, -torch.inf, torch.where(never, torch.inf, t))
     return Thresholds(sign=sign, threshold=t)
+
+
+def bisect_integer_thresholds(chain: Callable[[torch.Tensor], torch.Tensor], beta: torch.Tensor,
+                              bound: int) -> Thresholds:
+    """Integer thresholds on an accumulator in [-bound, bound] too wide to enumerate (an int8 layer's).
+
+    ``chain`` maps int64 accumulators (C, P) to ``f_c(acc)`` (C, P) as torch computes them; the
+    threshold is the smallest ``acc`` with ``f_c(sign * acc) >= beta``, found by bisection (64 steps
+    cover any int64 range), after checking monotonicity on a grid. ``-bound`` means always 1,
+    ``bound + 1`` never, as for :func:`integer_thresholds`.
+    """
+    full = torch.full(beta.shape, bound, dtype=torch.int64)
+    with torch.no_grad():
+        decreasing = (chain(full) < chain(-full))[:, 0]
+        sign = torch.where(decreasing, -1, 1).to(torch.int64)
+
+        def passes(acc: torch.Tensor) -> torch.Tensor:
+            return (chain(sign.view(-1, 1) * acc) - beta) >= 0
+
+        grid = torch.linspace(-bound, bound, 257).round().to(torch.int64)
+        steps = torch.stack([passes(torch.full(beta.shape, int(g), dtype=torch.int64)) for g in grid])
+        if bool((steps[:-1] & ~steps[1:]).any()):
+            raise NotMonotone("the chain after the layer is not monotone in each channel")
+        always, never = passes(-full), ~passes(full)
+        lo, hi = -full, full.clone()  # passes(hi) wherever not never; the answer is in (lo, hi]
+        for _ in range(64):
+            mid = torch.div(lo + hi, 2, rounding_mode="floor")
+            ok = passes(mid)
+            hi = torch.where(ok, mid, hi)
+            lo = torch.where(ok, lo, mid)
+            if bool((hi - lo <= 1).all()):
+                break
+        t = torch.where(always, -full, torch.where(never, full + 1, hi))
+    return Thresholds(sign=sign, threshold=t)

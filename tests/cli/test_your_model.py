@@ -212,3 +212,23 @@ def test_a_factory_a_file_names_runs_only_if_this_user_allowed_it(user: Path, tm
     run(user, "report", str(foreign), "--arch", "usermodels:build", "--data", "{d}/d.npz", "--samples", "64",
         "--json", str(tmp_path / "r.json"))
     assert json.loads((tmp_path / "r.json").read_text())["accuracy"]["onnx_torch_agreement"] == 1.0
+
+
+def test_int8_first_and_last_layers_through_every_step(user: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """--first int8 --last int8 on a state dict: planned, calibrated at convert, fine-tuned fake-quantized, exported
+    with the PyTorch model's exact outputs in ONNX Runtime and OpenVINO, reported at 8 bits a weight."""
+    monkeypatch.chdir(user)
+    out = tmp_path / "out"
+    run(user, "compress", "{d}/mlp_sd.pt", "--arch", "usermodels:build", "--data", "{d}/d.npz", "--epochs", "1",
+        "--first", "int8", "--last", "int8", "--format", "onnx,openvino", "-o", str(out), "--samples", "64")
+    ft = load_checkpoint(out / "mlp_sd.finetuned.bnnc")
+    precisions = {la["name"]: la["precision"] for la in ft.binarized["plan"]["layers"]}
+    assert precisions == {"1": "int8", "4": "binary", "7": "int8"}
+    assert float(ft.model.get_submodule("1").input_scale) > 0 and float(ft.model.get_submodule("7").input_scale) > 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["accuracy"]["onnx_torch_agreement"] == 1.0
+    assert report["openvino"]["accuracy"]["torch_agreement"] == 1.0
+    assert [la["bits"] for la in report["layers"]] == [8, 1, 8]
+    line = run(user, "convert", "{d}/mlp_sd.pt", "--arch", "usermodels:build", "--int8", "nothing*", "-o",
+               str(tmp_path / "x.bnnc"), code=2)
+    assert "--int8 'nothing*' matches no Linear/Conv layer" in line

@@ -1,0 +1,159 @@
+"""The int8 precision: the quantizers, the 8-bit layers, the plan, calibration, export (exact) and fine-tuning."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import helper, numpy_helper
+from torch import nn
+
+from bnnc.calibrate import calibrate_thresholds
+from bnnc.conversion import convert
+from bnnc.errors import BnncError
+from bnnc.export import export_onnx, to_onnx
+from bnnc.int8 import Int8Conv2d, Int8Linear, int8_layers
+from bnnc.planning import PlanRules, Precision, plan
+from bnnc.quantizers import fake_quantize_uint8, int8_weights, quantize_uint8
+from bnnc.summary import summarize
+
+from conftest import build, images
+
+INT8_ENDS = PlanRules(first=Precision.INT8, last=Precision.INT8, min_params=0, min_fan_in=0)
+
+
+def int8_net(kind: str, rules: PlanRules = INT8_ENDS) -> nn.Module:
+    model = build(kind)
+    net = convert(model, plan(model, rules, input_shape=(1, 28, 28)))
+    calibrate_thresholds(net, [images(128)], batchnorm=True)
+    return net.eval()
+
+
+# ----------------------------------------------------------------------------- the math
+
+
+def test_quantize_uint8_rounds_every_tie_as_onnxruntime_quantizelinear():
+    """Division, round half to even: multiplying by 1/scale instead rounds a tenth of the ties differently."""
+    import onnxruntime as ort
+
+    scale, zero = np.float32(0.0123), np.uint8(100)
+    k = np.arange(-150, 150, dtype=np.float32)
+    x = np.concatenate([(k + np.float32(0.5)) * scale, np.random.default_rng(0).normal(0, 2, 5000).astype(np.float32)])
+    graph = helper.make_graph(
+        [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["y"])], "q",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [None])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.UINT8, [None])],
+        [numpy_helper.from_array(np.array(scale), "s"), numpy_helper.from_array(np.array(zero), "z")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    y = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    ours = quantize_uint8(torch.from_numpy(x), torch.tensor(scale), torch.tensor(float(zero)))
+    assert np.array_equal(ours.numpy().astype(np.uint8), y)
+
+
+def test_fake_quantize_passes_the_gradient_inside_the_range_and_cancels_it_outside():
+    x = torch.tensor([-3.0, -1.0, 0.0, 0.5, 1.0, 3.0], requires_grad=True)
+    scale, zero = torch.tensor(2 / 255), torch.tensor(128.0)  # range about [-1, 1]
+    y = fake_quantize_uint8(x, scale, zero)
+    y.sum().backward()
+    assert x.grad.tolist() == [0.0, 1.0, 1.0, 1.0, 1.0, 0.0]
+    assert torch.allclose(y[1:5], x[1:5].detach(), atol=scale.item())  # within one step inside the range
+    assert y[0] == (0 - zero) * scale and y[-1] == (255 - zero) * scale  # saturated at the ends of uint8
+
+
+def test_int8_weights_are_per_channel_symmetric_with_a_straight_through_gradient():
+    w = torch.tensor([[0.5, -1.0, 0.25], [0.01, 0.021, -0.04]], requires_grad=True)
+    q, scale = int8_weights(w)
+    assert torch.allclose(scale, torch.tensor([1.0, 0.04]) / 127)
+    assert q.abs().max() == 127 and torch.equal(q, q.round()) and q[1].tolist() == [32.0, 67.0, -127.0]
+    (q * torch.arange(6.0).view(2, 3)).sum().backward()
+    assert torch.allclose(w.grad, torch.arange(6.0).view(2, 3) / scale.view(-1, 1))
+
+
+# ----------------------------------------------------------------------------- the layers
+
+
+def test_an_int8_layer_computes_the_integer_formula_exactly_in_eval_and_fake_quantized_in_training():
+    torch.manual_seed(0)
+    fp32 = nn.Conv2d(3, 4, 3, padding=1)
+    layer = Int8Conv2d.from_float(fp32)
+    layer.set_input_range(-1.5, 2.0)
+    x = torch.randn(2, 3, 6, 6)
+    w_q, s_w = layer.quantized_weight()
+    xq = quantize_uint8(x, layer.input_scale, layer.input_zero_point) - layer.input_zero_point
+    acc = torch.nn.functional.conv2d(xq.double(), w_q.double(), padding=1)
+    expected = acc.float() * (layer.input_scale * s_w).float().view(1, -1, 1, 1) + fp32.bias.view(1, -1, 1, 1)
+    layer.eval()
+    assert torch.equal(layer(x), expected)
+    layer.train()
+    assert torch.allclose(layer(x), expected, atol=1e-4)
+    assert int(layer.input_zero_point) == round(1.5 / float(layer.input_scale))  # 0 is exactly representable
+
+
+def test_an_uncalibrated_int8_layer_refuses_to_evaluate():
+    layer = Int8Linear.from_float(nn.Linear(4, 2)).eval()
+    with pytest.raises(BnncError, match="no calibrated input range"):
+        layer(torch.randn(3, 4))
+
+
+def test_calibration_sets_each_int8_layer_to_the_range_of_its_inputs():
+    net = int8_net("mlp")
+    first = dict(int8_layers(net))["features.1"]
+    x = images(128)
+    low, high = float(x.min()), float(x.max())
+    assert float(first.input_scale) == pytest.approx((high - low) / 255, rel=1e-6)
+    assert int(first.input_zero_point) == round(-low / float(first.input_scale))
+
+
+# ----------------------------------------------------------------------------- the plan
+
+
+def test_int8_is_a_precision_for_the_first_and_last_layers_and_for_globs():
+    model = build("cnn")
+    p = plan(model, PlanRules(first=Precision.INT8, last=Precision.INT8), input_shape=(1, 28, 28))
+    assert p["features.0"].precision is Precision.INT8 and p["classifier.7"].precision is Precision.INT8
+    assert Precision.INT8.bits == 8 and not Precision.INT8.binary_weights
+    p = plan(model, PlanRules(int8=("classifier.*",)), input_shape=(1, 28, 28))
+    assert {la.name for la in p.layers if la.precision is Precision.INT8} == {"classifier.1", "classifier.4",
+                                                                              "classifier.7"}
+    net = convert(model, p)
+    assert isinstance(net.classifier[7], Int8Linear)
+    summary = summarize(model, net, p).to_dict()
+    assert {la["name"]: la["bits_per_weight"] for la in summary["layers"]}["classifier.7"] == 8
+
+
+# ----------------------------------------------------------------------------- export
+
+
+@pytest.mark.parametrize("kind", ["mlp", "cnn", "resnet"])
+def test_int8_layers_export_with_exact_parity(kind):
+    net = int8_net(kind)
+    result = export_onnx(net, input_shape=(1, 28, 28), check_samples=256, reference_check=True)
+    for p in result.parity:
+        assert p.argmax_agreement == 1.0 and p.max_abs_diff == 0.0, p  # the same integers, the same float ops
+
+
+def test_an_int8_first_conv_hands_bits_to_the_next_binary_conv_in_one_quantized_op():
+    """QuantizeLinear -> QLinearConv (its requantization does the integer threshold) -> bits: no float op between the
+    model's input and the first binary layer, weights stored as int8 (1 byte each) with no float copy."""
+    net = int8_net("cnn", PlanRules(first=Precision.INT8, min_params=0, min_fan_in=0))
+    proto, low = to_onnx(net, (1, 28, 28))
+    first = low.specs[0]
+    assert first.int8 and first.fused is not None
+    inits = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
+    w = inits[f"b{first.index}.weight_int8"]
+    assert w.dtype == np.int8 and w.size == first.layer.weight.numel()
+    nodes = list(proto.graph.node)
+    assert [n.op_type for n in nodes[:3]] == ["QuantizeLinear", "QLinearConv", "Min"]  # input -> uint8 -> bits
+    consumers = [n.op_type for n in nodes if nodes[2].output[0] in n.input]
+    assert consumers == ["QLinearConv"]  # the bits go straight into the next binary conv
+    assert "ConvInteger" not in {n.op_type for n in nodes}
+
+
+def test_int8_layers_export_to_openvino_with_parity():
+    from bnnc.export import export_openvino
+
+    net = int8_net("cnn")
+    result = export_openvino(net, input_shape=(1, 28, 28), check_samples=128)
+    p = result.parity[0]
+    assert p.argmax_agreement == 1.0 and p.mismatched == p.at_ties
