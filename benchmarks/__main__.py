@@ -42,6 +42,8 @@ from benchmarks.finetune import FULL_SET, data_for, step_time
 from bnnc import __version__
 from bnnc.conversion import convert_file
 from bnnc.data import sample_data_path
+from bnnc.io import load_checkpoint
+from bnnc.planning import PlanRules, Precision, plan
 from bnnc.training import FinetuneConfig, finetune
 
 REPO = Path(__file__).resolve().parent.parent
@@ -53,11 +55,20 @@ PAPER = {  # Hubara, Courbariaux et al., 2016, table 2: test error after hundred
 TARGETS = {"mlp": 0.5, "vgg": 2.0, "resnet": 3.0}  # accuracy drop targets (points), from the issue
 
 
-def run_model(model: str, data: str, epochs: int, threads: list[int], smoke: bool, tmp: Path) -> dict[str, Any]:
+def int8_ends(src: Path) -> PlanRules:
+    """``--last int8``, and ``--first int8`` where the default plan keeps the first layer FP32 (a tiny first conv)."""
+    model = load_checkpoint(src).model
+    first = plan(model, input_shape=(1, 28, 28)).layers[0]
+    return PlanRules(first=Precision.INT8 if first.precision is Precision.FP32 else None, last=Precision.INT8)
+
+
+def run_model(model: str, data: str, epochs: int, threads: list[int], smoke: bool, tmp: Path,
+              int8: bool = False) -> dict[str, Any]:
     src = REPO / "sample_models" / f"{model}.pt"
     splits = data_for(src, data, smoke)
     source = FULL_SET if data == "full" or (data == "auto" and FULL_SET.is_dir()) else sample_data_path()
-    converted = convert_file(src, tmp / f"{model}.bnnc", data=source)  # thresholds calibrated on the training data
+    rules = int8_ends(src) if int8 else None
+    converted = convert_file(src, tmp / f"{model}.bnnc", data=source, rules=rules)  # calibrated on the training data
     result = finetune(converted.output, splits, FinetuneConfig(epochs=epochs), tmp / f"{model}.ft.bnnc")
     per_epoch = {r.epoch: r.val_accuracy for r in result.history}
     figures = measure(result.output, src, threads, [1, 64], smoke, tmp)
@@ -65,6 +76,7 @@ def run_model(model: str, data: str, epochs: int, threads: list[int], smoke: boo
     drop = (result.fp32_accuracy - figures["accuracy"]["bnnc"]) * 100 if result.fp32_accuracy else None
     return {
         "model": model, "data": splits.source, "epochs": epochs,
+        "plan": {la.name: la.precision.value for la in converted.summary.plan.layers},
         "accuracy": {"fp32": result.fp32_accuracy, "before_finetune": result.converted_accuracy,
                      "after_recalibration": result.recalibrated_accuracy,
                      "after_epochs": {str(e): per_epoch[e] for e in (1, 3, 5) if e in per_epoch},
@@ -147,7 +159,9 @@ def markdown(doc: dict[str, Any]) -> str:
         after = ", ".join(f"{e} epoch{'s' if e != '1' else ''} {v:.2%}" for e, v in a["after_epochs"].items())
         drop = f"{r['drop_pt']:.2f}" if r["drop_pt"] is not None else "?"
         met = "met" if r["drop_pt"] is not None and r["drop_pt"] <= r["drop_target_pt"] else "missed"
-        lines += [f"## {r['model']}", "", f"Training data: {r['data']}; {r['epochs']} epoch{'s' if r['epochs'] != 1 else ''} in "
+        plan_line = ", ".join(f"{k} {v}" for k, v in r.get("plan", {}).items())
+        lines += [f"## {r['model']}", "", f"Plan: {plan_line}.", "",
+                  f"Training data: {r['data']}; {r['epochs']} epoch{'s' if r['epochs'] != 1 else ''} in "
                   f"{r['finetune_seconds']:.0f} s.", "",
                   "| accuracy | |", "|---|---:|",
                   f"| FP32 | {a['fp32']:.2%} |", f"| binarized, before fine-tuning | {a['before_finetune']:.2%} |",
@@ -183,6 +197,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--smoke", action="store_true", help="tiny data, 1 epoch, few timing runs")
+    ap.add_argument("--int8-ends", action="store_true",
+                    help="the kept last layer (and a kept first layer) at 8 bits: --last int8 [--first int8]")
     ap.add_argument("--out", type=Path, default=None, help="write OUT.json and OUT.md (e.g. benchmarks/RESULTS)")
     args = ap.parse_args()
     torch.set_num_threads(max(args.threads))
@@ -192,11 +208,13 @@ def main() -> None:
            "onnxruntime": onnxruntime.__version__, "bnnc": __version__,
            "command": "python -m benchmarks " + " ".join(
                [f"--models {' '.join(args.models)}", f"--data {args.data}", f"--epochs {args.epochs}",
-                f"--threads {' '.join(map(str, args.threads))}"] + (["--smoke"] if args.smoke else []))}
+                f"--threads {' '.join(map(str, args.threads))}"] + (["--smoke"] if args.smoke else [])
+               + (["--int8-ends"] if args.int8_ends else []))}
     runs = []
     with tempfile.TemporaryDirectory() as d:
         for model in args.models:
-            runs.append(run_model(model, args.data, 1 if args.smoke else args.epochs, args.threads, args.smoke, Path(d)))
+            runs.append(run_model(model, args.data, 1 if args.smoke else args.epochs, args.threads, args.smoke, Path(d),
+                                  int8=args.int8_ends))
     doc = {"environment": env, "runs": runs}
     text = markdown(doc)
     print(text)

@@ -30,7 +30,7 @@ def test_export_benchmark_smoke(tmp_path):
 def test_benchmarks_entry_point_smoke(tmp_path):
     out = tmp_path / "results"
     subprocess.run([sys.executable, "-m", "benchmarks", "--smoke", "--models", "mlp", "--threads", "2", "--data",
-                    "sample", "--out", str(out)], cwd=REPO, check=True, capture_output=True)
+                    "sample", "--out", str(out), "--int8-ends"], cwd=REPO, check=True, capture_output=True)
     doc = json.loads(out.with_suffix(".json").read_text())
     run = doc["runs"][0]
     assert run["model"] == "mlp" and "sample" in run["data"]
@@ -40,3 +40,4 @@ def test_benchmarks_entry_point_smoke(tmp_path):
     assert "threads=2,batch=64" in run["latency"] and run["step_time"]["ratio"] > 0
     md = out.with_suffix(".md").read_text()
     assert "Training data:" in md and "theirs" in md and doc["environment"]["onnxruntime"] in md
+    assert run["plan"]["classifier"] == "int8" and "classifier int8" in md  # --int8-ends: the kept last layer at 8 bits

@@ -157,3 +157,21 @@ def test_int8_layers_export_to_openvino_with_parity():
     result = export_openvino(net, input_shape=(1, 28, 28), check_samples=128)
     p = result.parity[0]
     assert p.argmax_agreement == 1.0 and p.mismatched == p.at_ties
+
+
+def test_an_int8_conv_with_a_real_output_sums_in_a_float_conv_only_while_that_is_exact():
+    """The ResNet stem feeds a residual add (a real output): its sums (at most 255 * 127 * 9) are exact in float32,
+    so a float Conv computes them; past 2**24 the export keeps ONNX's ConvInteger."""
+    net = int8_net("resnet")
+    proto, low = to_onnx(net, (1, 28, 28))
+    ops = {n.name: n.op_type for n in proto.graph.node}
+    assert low.specs[0].int8 and low.specs[0].fused is None
+    assert "stem.0/Conv" in ops and "stem.0/ConvInteger" not in ops
+    wide = Int8Conv2d.from_float(nn.Conv2d(600, 2, 1))  # 255 * 127 * 600 > 2**24
+    wide.set_input_range(-1.0, 1.0)
+    model = nn.Sequential(wide, nn.ReLU(), nn.Flatten(), nn.Linear(2 * 4 * 4, 3))
+    from bnnc.layers import BinaryLinear
+
+    model[3] = BinaryLinear.from_float(model[3], binary_input=True)
+    proto, _ = to_onnx(model.eval(), (600, 4, 4))
+    assert "ConvInteger" in [n.op_type for n in proto.graph.node]

@@ -123,13 +123,14 @@ def match_torch_batchnorm(proto: onnx.ModelProto) -> int:
         scale, bias, mean, var = (consts[p] for p in params)
         a, b = torch_affine(mean, var, scale, bias, float(np.float32(attrs.get("epsilon", 1e-5))))
         shape = (-1,) + (1,) * (ranks[node.input[0]] - 2)
-        dtype = np.float64 if fma else np.float32
         prefix = node.name or node.output[0]
         a_name, b_name = f"{prefix}.a", f"{prefix}.b"
-        inits += [numpy_helper.from_array(a.astype(dtype).reshape(shape), a_name),
-                  numpy_helper.from_array(b.astype(dtype).reshape(shape), b_name)]
+        inits += [numpy_helper.from_array(a.astype(np.float32).reshape(shape), a_name),
+                  numpy_helper.from_array(b.astype(np.float32).reshape(shape), b_name)]
         x = node.input[0]
-        if fma:
+        if fma:  # a and b are float32 values: stored so, widened once when the session folds constants
+            a_name = _add(nodes, "Cast", [a_name], f"{prefix}/a_to_double", to=TensorProto.DOUBLE)
+            b_name = _add(nodes, "Cast", [b_name], f"{prefix}/b_to_double", to=TensorProto.DOUBLE)
             x = _add(nodes, "Cast", [x], f"{prefix}/to_double", to=TensorProto.DOUBLE)
         x = _add(nodes, "Mul", [x, a_name], f"{prefix}/mul")
         if fma:

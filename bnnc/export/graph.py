@@ -36,6 +36,9 @@ SHARED = frozenset({"axes1", "shifts", "one_u8", "flat", "start", "one", "plus",
                     "one_f", "x_zero_point", "w_zero_point", "y_scale", "y_zero_point", "zero"})
 """Constants every binary layer uses alike: stored once per model, not once per layer."""
 
+INT8_PRODUCT = 255 * 127
+"""The largest |product| of a uint8 input step and an int8 weight."""
+
 COMPUTE = frozenset({"MatMulInteger", "QLinearConv", "Conv", "MatMul", "MaxPool", "ConvInteger", "QuantizeLinear"})
 """Nodes named after their layer (what a profile shows); the glue between them gets no name."""
 
@@ -324,7 +327,7 @@ def _int8(b: _Builder, spec: NodeSpec, x: str, y: str, rank: int) -> None:
     compares the sum with the integer threshold (as for binary convs) and a linear layer a
     ``MatMulInteger`` and one compare; with a real-valued output the int32 sum is cast and scaled by
     ``s_x * s_w`` in float32, as the PyTorch layer computes it (``ConvInteger`` for a conv: slow in ORT,
-    but exact, and rare: a kept last layer is usually Linear).
+    but exact, and rare: a conv whose sums stay below 2**24 runs as a float Conv, exact too).
     """
     layer: Any = spec.layer
     zp = b.const("int8_zero_point", np.array(int(layer.input_zero_point), dtype=np.uint8))
@@ -346,8 +349,16 @@ def _int8(b: _Builder, spec: NodeSpec, x: str, y: str, rank: int) -> None:
         if fused.flatten:
             b.node("Flatten", [bits], y, axis=1)
         return
-    s = (b.node("ConvInteger", [xq, weight, zp], **_conv_attrs(spec)) if spec.is_conv
-         else b.node("MatMulInteger", [xq, weight, zp]))
+    if spec.is_conv and INT8_PRODUCT * int(layer.weight[0].numel()) < 2**24:
+        # every partial sum is an integer below 2**24: a float Conv on the dequantized integers computes it
+        # exactly, and ORT's float Conv runs several times faster than its ConvInteger
+        q = b.node("Sub", [b.node("Cast", [xq], to=TensorProto.FLOAT),
+                           b.const("int8_zero_point_f", np.array(float(layer.input_zero_point), dtype=np.float32))])
+        s = b.node("Conv", [q, b.node("Cast", [weight], to=TensorProto.FLOAT)], **_conv_attrs(spec))
+        s = b.node("Cast", [s], to=TensorProto.INT32)  # keeps ORT from folding the scale into the weights (rounding)
+    else:
+        s = (b.node("ConvInteger", [xq, weight, zp], **_conv_attrs(spec)) if spec.is_conv
+             else b.node("MatMulInteger", [xq, weight, zp]))
     if fused is not None:
         threshold = _per_channel(b, "threshold", fused.thresholds.threshold[:, 0], spec, rank, np.int32)
         bits = b.node("Where", [b.node("GreaterOrEqual", [s, threshold]), *_bit_values(b)],
