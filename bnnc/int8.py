@@ -1,7 +1,8 @@
 """8-bit layers: the layers a plan keeps real-valued, at 8 bits instead of 32 (``int8`` precision).
 
 FINN and Larq Compute Engine users keep the first and last layers at 8 bits rather than FP32. An
-int8 layer stores int8 weights, symmetric per output channel, and quantizes its input to uint8
+int8 layer stores int8 weights, symmetric per output channel in [-63, 63] (7 bits of range, as ONNX
+Runtime's ``reduce_range``: see :data:`bnnc.quantizers.INT8_MAX`), and quantizes its input to uint8
 with one static scale and zero point, calibrated on real inputs
 (:func:`bnnc.calibrate.calibrate_thresholds`). Forward::
 

@@ -30,14 +30,15 @@ from onnx import TensorProto, helper, numpy_helper
 
 from bnnc.export.lowering import NodeSpec
 from bnnc.export.packing import pack_signs
+from bnnc.quantizers import INT8_MAX
 
 
 SHARED = frozenset({"axes1", "shifts", "one_u8", "flat", "start", "one", "plus", "minus", "two_u8", "zero_u8",
                     "one_f", "x_zero_point", "w_zero_point", "y_scale", "y_zero_point", "zero"})
 """Constants every binary layer uses alike: stored once per model, not once per layer."""
 
-INT8_PRODUCT = 255 * 127
-"""The largest |product| of a uint8 input step and an int8 weight."""
+INT8_PRODUCT = 255 * INT8_MAX
+"""The largest |product| of a uint8 input step and an int8 layer's weight."""
 
 COMPUTE = frozenset({"MatMulInteger", "QLinearConv", "Conv", "MatMul", "MaxPool", "ConvInteger", "QuantizeLinear"})
 """Nodes named after their layer (what a profile shows); the glue between them gets no name."""

@@ -29,6 +29,7 @@ from bnnc.export.thresholds import (NotMonotone, Thresholds, bisect_integer_thre
 from bnnc.int8 import Int8Layer, _Int8ConvNd
 from bnnc.layers import BinaryLayer, _BinaryConvNd, channel_view, set_submodule
 from bnnc.planning import fx_graph
+from bnnc.quantizers import INT8_MAX
 from bnnc.shift import ShiftBatchNorm
 
 # Per-channel, monotone, elementwise in eval mode: can sit inside a fused chain.
@@ -367,7 +368,7 @@ def _thresholds(gm: fx.GraphModule, layer: BinaryLayer, chain: list[fx.Node], ra
     """Integer thresholds after a binary-input or int8 layer, float ones after a real-input layer."""
     if isinstance(layer, Int8Layer):
         channels = beta.shape[0]
-        bound = 255 * 127 * int(layer.weight[0].numel())
+        bound = 255 * INT8_MAX * int(layer.weight[0].numel())
 
         def acc_chain(acc: torch.Tensor) -> torch.Tensor:  # (C, 1) int64 -> (C, 1), channel c through f_c
             x = acc.t().reshape((1, channels) + (1,) * (rank - 2)).contiguous()

@@ -324,7 +324,7 @@ def _float_sums(x: Any, spec: NodeSpec, w: torch.Tensor) -> Any:
 def _int8_sums(x: Any, spec: NodeSpec, w: torch.Tensor) -> Any:
     """An int8 layer's integer sum: ``q(x) - z`` as float integers (Divide, Round half to even, as ORT's
     QuantizeLinear and the PyTorch layer), int8 weights stored as i8, summed in f32 — exact while a sum stays
-    below 2**24 (first layers: 255 * 127 * 9 per input channel), within one rounding beyond."""
+    below 2**24 (first layers: 255 * 63 * 9 per input channel), within one rounding beyond."""
     op = _ov().opset13
     layer: Any = spec.layer
     scale = np.float32(layer.input_scale.detach().cpu())
