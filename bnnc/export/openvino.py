@@ -299,26 +299,14 @@ def _float_sums(x: Any, spec: NodeSpec, w: torch.Tensor) -> Any:
     first layer: 2.4x faster at batch 1 here); the products and sums stay float32.
     """
     op = _ov().opset13
-    layer: Any = spec.layer
-    conv1d = spec.is_conv and w.dim() == 3
-    kernel = w.unsqueeze(2) if conv1d else w
+    kernel = w.unsqueeze(2) if spec.is_conv and w.dim() == 3 else w
     bits = _u1(kernel, for_binary_convolution=False)
     if not spec.is_conv:  # u1 -> f32 for now: _through_u4 puts the u4 step in after conversion
         signs = op.multiply(op.subtract(op.convert(bits, "f32", name=_VIA_U4 + spec.name), np.float32(0.5)),
                             np.float32(2))
         return op.matmul(x, signs, False, True)
     signs = op.subtract(op.multiply(op.convert(bits, "f32"), np.float32(2)), np.float32(1))
-    if conv1d:
-        x = op.unsqueeze(x, op.constant(np.array([2], dtype=np.int64)))
-    strides, begin, end, dilations = _conv_geometry(spec)
-    if layer.groups == 1:
-        s = op.convolution(x, signs, strides, begin, end, dilations, name=f"{spec.name}/Convolution")
-    else:
-        g = int(layer.groups)
-        shape = [g, kernel.shape[0] // g, *kernel.shape[1:]]
-        grouped = op.reshape(signs, op.constant(np.array(shape, dtype=np.int64)), special_zero=False)
-        s = op.group_convolution(x, grouped, strides, begin, end, dilations, name=f"{spec.name}/GroupConvolution")
-    return op.squeeze(s, op.constant(np.array([2], dtype=np.int64))) if conv1d else s
+    return _convolve(x, signs, spec, tuple(kernel.shape))
 
 
 def _int8_sums(x: Any, spec: NodeSpec, w: torch.Tensor) -> Any:
@@ -331,21 +319,29 @@ def _int8_sums(x: Any, spec: NodeSpec, w: torch.Tensor) -> Any:
     zero = np.float32(layer.input_zero_point.detach().cpu())
     q = op.add(op.round(op.divide(x, op.constant(scale)), "half_to_even"), op.constant(zero))
     q = op.subtract(op.clamp(q, 0.0, 255.0), op.constant(zero))
-    weights = op.convert(op.constant(w.to(torch.int64).cpu().numpy().astype(np.int8)), "f32")
+    kernel = w.unsqueeze(2) if spec.is_conv and w.dim() == 3 else w
+    weights = op.convert(op.constant(kernel.to(torch.int64).cpu().numpy().astype(np.int8)), "f32")
     if not spec.is_conv:
         return op.matmul(q, weights, False, True)
-    conv1d = w.dim() == 3
+    return _convolve(q, weights, spec, tuple(kernel.shape))
+
+
+def _convolve(x: Any, weights: Any, spec: NodeSpec, kernel_shape: tuple[int, ...]) -> Any:
+    """``x`` convolved as ``spec``'s layer convolves (groups; a Conv1d as a 1 x k one on an unsqueezed input) with
+    ``weights``, an f32 tensor shaped ``kernel_shape`` (4-D: a Conv1d's kernel has a unit height)."""
+    op = _ov().opset13
+    layer: Any = spec.layer
+    conv1d = layer.weight.dim() == 3
     if conv1d:
-        q = op.unsqueeze(q, op.constant(np.array([2], dtype=np.int64)))
-        weights = op.unsqueeze(weights, op.constant(np.array([2], dtype=np.int64)))
+        x = op.unsqueeze(x, op.constant(np.array([2], dtype=np.int64)))
     strides, begin, end, dilations = _conv_geometry(spec)
     if layer.groups == 1:
-        s = op.convolution(q, weights, strides, begin, end, dilations, name=f"{spec.name}/Convolution")
+        s = op.convolution(x, weights, strides, begin, end, dilations, name=f"{spec.name}/Convolution")
     else:
         g = int(layer.groups)
-        shape = [g, w.shape[0] // g, w.shape[1], *([1] if conv1d else []), *w.shape[2:]]
+        shape = [g, kernel_shape[0] // g, *kernel_shape[1:]]
         grouped = op.reshape(weights, op.constant(np.array(shape, dtype=np.int64)), special_zero=False)
-        s = op.group_convolution(q, grouped, strides, begin, end, dilations, name=f"{spec.name}/GroupConvolution")
+        s = op.group_convolution(x, grouped, strides, begin, end, dilations, name=f"{spec.name}/GroupConvolution")
     return op.squeeze(s, op.constant(np.array([2], dtype=np.int64))) if conv1d else s
 
 
