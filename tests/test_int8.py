@@ -176,3 +176,19 @@ def test_an_int8_conv_with_a_real_output_sums_in_a_float_conv_only_while_that_is
     model[3] = BinaryLinear.from_float(model[3], binary_input=True)
     proto, _ = to_onnx(model.eval(), (1100, 4, 4))
     assert "ConvInteger" in [n.op_type for n in proto.graph.node]
+
+
+def test_an_int8_input_at_a_rounding_step_is_a_tie_and_one_between_steps_is_not():
+    """Quantizing is a step function too: a value another runtime's float sum can move across ``(k + 1/2) * scale``
+    explains a differing sample (OpenVINO sums a BatchNorm in its own way); one between two steps doesn't."""
+    from bnnc.export.parity import rounding_ties
+
+    torch.manual_seed(0)
+    layer = Int8Linear.from_float(nn.Linear(8, 3))
+    net = nn.Sequential(nn.Linear(8, 8), layer).eval()
+    x = torch.randn(4, 8)
+    with torch.no_grad():
+        v = net[0](x)
+    layer.input_scale.fill_(abs(float(v[2, 5])) / 40.5)  # sample 2 sits on a rounding step
+    layer.input_zero_point.fill_(128)
+    assert rounding_ties(net, x).tolist() == [False, False, True, False]

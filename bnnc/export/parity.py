@@ -74,9 +74,23 @@ def compare(onnx_out: np.ndarray, torch_out: np.ndarray, runtime: str, inputs: s
                   agree, int(bad.sum()), ties, rtol)
 
 
+def _distance(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Distance of ``x`` from the step it is compared with: a binarizer's threshold (signed), or the nearest
+    rounding boundary ``(k + 1/2) * scale`` of an int8 layer's input quantization (a step too; unsigned, a
+    triangle wave, so that it is continuous in ``x`` and its float32 error is the error of ``x``)."""
+    from bnnc.int8 import Int8Layer
+
+    if isinstance(module, Int8Layer):
+        scale = module.input_scale.to(x.dtype)
+        r = x / scale - 0.5
+        return (r - torch.round(r)).abs() * scale
+    return module.shifted(x)  # type: ignore[operator]
+
+
 @torch.no_grad()
 def rounding_ties(model: nn.Module, x: torch.Tensor, batch_size: int = 64) -> np.ndarray:
-    """(N,) whether some binarizer input of each sample is a real float-rounding tie.
+    """(N,) whether some binarizer input (or int8 layer input, at its rounding steps) of each sample is a real
+    float-rounding tie.
 
     The exact value ``d = x - beta`` is computed by a float64 copy of the model; torch's float32 value
     ``d32`` differs from it by float32's rounding error. A tie is ``|d| <= TIE_ERRORS * max(|d32 - d|,
@@ -86,21 +100,23 @@ def rounding_ties(model: nn.Module, x: torch.Tensor, batch_size: int = 64) -> np
     """
     import copy
 
+    from bnnc.int8 import Int8Layer
     from bnnc.layers import InputBinarizer
 
     exact = copy.deepcopy(model).double().eval()
     model = model.eval()
-    ours = [m for m in model.modules() if isinstance(m, InputBinarizer)]
-    theirs = [m for m in exact.modules() if isinstance(m, InputBinarizer)]
+    kinds = (InputBinarizer, Int8Layer)
+    ours = [m for m in model.modules() if isinstance(m, kinds)]
+    theirs = [m for m in exact.modules() if isinstance(m, kinds)]
     seen: list[torch.Tensor] = []
     flags: list[torch.Tensor] = []
 
-    def keep(module: InputBinarizer, args: tuple[torch.Tensor, ...]) -> None:
-        seen.append(module.shifted(args[0]).double())
+    def keep(module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+        seen.append(_distance(module, args[0]).double())
 
-    def compare(module: InputBinarizer, args: tuple[torch.Tensor, ...]) -> None:
+    def compare(module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
         v = args[0]
-        d = module.shifted(v)
+        d = _distance(module, v)
         d32 = seen[len(flags)] if len(flags) < len(seen) else d
         ulp = torch.finfo(torch.float32).eps * v.abs()
         tie = d.abs() <= TIE_ERRORS * torch.maximum((d32 - d).abs(), ulp)
