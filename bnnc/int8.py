@@ -16,6 +16,7 @@ graph computes — the same predictions, not approximately the same.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import torch
@@ -35,6 +36,7 @@ class Int8Layer(nn.Module):
     input_scale: torch.Tensor       # () float32; 0 until calibrated
     input_zero_point: torch.Tensor  # () float32, an integer in [0, 255]
     channel_dim: int
+    _op: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # the linear map: F.linear or the convolution
 
     def _init_int8(self) -> None:
         self.register_buffer("input_scale", torch.zeros((), device=self.weight.device))
@@ -68,9 +70,6 @@ class Int8Layer(nn.Module):
         """The exact integer accumulator ``(q(x) - z) . w_q`` as float64 (no rounding below 2**53)."""
         w_q, _ = self.quantized_weight()
         return self._op(self.integer_input(x).double(), w_q.detach().double())
-
-    def _op(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with outside_autocast(x):
