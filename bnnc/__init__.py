@@ -1,8 +1,8 @@
 """bnnc: turn a trained FP32 PyTorch model into a binarized neural network.
 
 The pipeline, one module a step: load (:mod:`bnnc.io`, data: :mod:`bnnc.data`) -> plan (:mod:`bnnc.planning`) ->
-binarize (:mod:`bnnc.conversion`, :mod:`bnnc.layers`, :mod:`bnnc.quantizers`) -> calibrate
-(:mod:`bnnc.calibrate`) -> finetune (:mod:`bnnc.training`) -> export (:mod:`bnnc.export`);
+binarize (:mod:`bnnc.conversion`, :mod:`bnnc.layers`, :mod:`bnnc.quantizers`; 8-bit kept layers: :mod:`bnnc.int8`)
+-> calibrate (:mod:`bnnc.calibrate`) -> finetune (:mod:`bnnc.training`) -> export (:mod:`bnnc.export`);
 summarize (:mod:`bnnc.summary`).
 
 Names are imported lazily so that ``bnnc --help`` doesn't pay for importing torch.
@@ -53,6 +53,9 @@ _EXPORTS = {
     "BinaryConv2d": "bnnc.layers",
     "InputBinarizer": "bnnc.layers",
     "clip_latent_weights": "bnnc.layers",
+    "Int8Linear": "bnnc.int8",
+    "Int8Conv1d": "bnnc.int8",
+    "Int8Conv2d": "bnnc.int8",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -68,6 +71,7 @@ if TYPE_CHECKING:
     from bnnc.training import FinetuneConfig, FinetuneResult, finetune
     from bnnc.shift import ShiftAdaMax, ShiftBatchNorm
     from bnnc.io import ModelFile, load_checkpoint, load_model, save_checkpoint
+    from bnnc.int8 import Int8Conv1d, Int8Conv2d, Int8Linear
     from bnnc.layers import BinaryConv1d, BinaryConv2d, BinaryLinear, InputBinarizer, clip_latent_weights
     from bnnc.planning import Plan, PlanRules, Precision, plan
     from bnnc.quantizers import binarize, stochastic_binarize

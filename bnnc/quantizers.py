@@ -84,7 +84,9 @@ def quantize_uint8(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tenso
 
 class _FakeQuantSTE(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(  # type: ignore[override]
+        ctx, x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor
+    ) -> torch.Tensor:
         q = torch.round(x / scale) + zero_point
         ctx.save_for_backward((q >= 0) & (q <= UINT8_MAX))
         return (q.clamp(0, UINT8_MAX) - zero_point) * scale

@@ -2,8 +2,8 @@
 
 Everything is measured on the same data and machine, in one call: bytes on disk of the FP32
 ONNX, ORT's static int8 quantization of it (QDQ, per-channel, calibrated on the training split: what
-users deploy a CNN with; dynamic int8 too for a model without convolutions, where it is fast) and the bnnc ONNX (and ``theoretical_bytes``, the data that
-file stores without its graph: :func:`bnnc.export.payload_bytes`, a lower bound of its size);
+users deploy a CNN with; dynamic int8 too for a model without convolutions, where it is fast) and the
+bnnc ONNX (and ``theoretical_bytes``, the data that file stores without its graph: :func:`bnnc.export.payload_bytes`, a lower bound of its size);
 top-1 accuracy of the FP32 model, the binarized model in PyTorch and both ONNX models in ONNX
 Runtime; ONNX Runtime latency; the per-layer plan and the fine-tuning history. Thresholds turn
 the figures into pass/fail checks for a CI pipeline. :class:`Report` renders to a dict (the
@@ -395,7 +395,8 @@ def summary_rows(d: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     ORT's static quantization; a model without convolutions shows dynamic int8 beside it."""
     s, a = d["size"], d["accuracy"]
     rows = [
-        ("ONNX size", _kib(s["fp32_onnx_bytes"]), _kib(s["int8_onnx_bytes"]) + _dynamic(_kib(s.get("int8_dynamic_onnx_bytes", 0)), s),
+        ("ONNX size", _kib(s["fp32_onnx_bytes"]),
+         _kib(s["int8_onnx_bytes"]) + _dynamic(_kib(s.get("int8_dynamic_onnx_bytes", 0)), s),
          f"{_kib(s['bnnc_onnx_bytes'])} ({s['compression_vs_fp32']:.1f}x smaller than FP32, "
          f"{s['compression_vs_int8']:.1f}x than int8; {_kib(s['theoretical_bytes'])} of it weights and thresholds)"),
         ("Accuracy (ONNX Runtime)", _pct(a["fp32"]),

@@ -332,7 +332,8 @@ def _int8(b: _Builder, spec: NodeSpec, x: str, y: str, rank: int) -> None:
     """
     layer: Any = spec.layer
     zp = b.const("int8_zero_point", np.array(int(layer.input_zero_point), dtype=np.uint8))
-    xq = b.node("QuantizeLinear", [x, b.const("int8_scale", layer.input_scale.detach().cpu().numpy().astype(np.float32)), zp])
+    scale = b.const("int8_scale", layer.input_scale.detach().cpu().numpy().astype(np.float32))
+    xq = b.node("QuantizeLinear", [x, scale, zp])
     w = spec.weight_signs().to(torch.int64).cpu().numpy().astype(np.int8)
     weight = b.const("weight_int8", w if spec.is_conv else np.ascontiguousarray(w.T))
     fused, dims = spec.fused, rank - 2

@@ -343,7 +343,7 @@ def _decreasing_after_pool(gm: fx.GraphModule, layer: BinaryLayer, chain: list[f
     if at is None or not chain[at + 1:]:
         return False
     channels = layer.weight.shape[0]
-    if isinstance(layer, BinaryLayer) and layer.binary_input:  # the pool's inputs are exactly f_before(s) for the integer sums s in [-K, K]
+    if isinstance(layer, BinaryLayer) and layer.binary_input:  # the pool's inputs: f_before(s) for the sums s in [-K, K]
         u = _chain_values(gm, layer, chain[:at], rank)
     else:
         grid = torch.cat([-torch.logspace(-6, 30, 2000).flip(0), torch.zeros(1), torch.logspace(-6, 30, 2000)])
