@@ -213,7 +213,7 @@ def _integer(b: _Builder, spec: NodeSpec, x: str, y: str, rank: int) -> None:
         return
     t = fused.thresholds.threshold[:, 0]
     if spec.is_conv and spec.input != "real":  # per channel: straight from bits to bits
-        _qlinearconv_bits(b, spec, _bits(b, spec, x, rank), y, zp, w, t, dims)
+        _qlinearconv_bits(b, spec, _bits(b, spec, x, rank), y, zp, b.unpacked(w, "int8"), t, dims)
         return
     if spec.input == "pixels":  # raw uint8 pixels x int8 weights, zero point 0
         x = b.node("Flatten", [x], axis=1) if spec.flatten_input else x
@@ -229,6 +229,11 @@ def _integer(b: _Builder, spec: NodeSpec, x: str, y: str, rank: int) -> None:
             threshold = b.node("Cast", [_per_channel(b, "threshold", t, spec, rank, np.int16)], to=TensorProto.INT32)
         else:
             threshold = _per_channel(b, "threshold", t, spec, rank, np.int32)
+    _compare_to_bits(b, fused, s, threshold, y, dims)
+
+
+def _compare_to_bits(b: _Builder, fused: Any, s: str, threshold: str, y: str, dims: int) -> None:
+    """``s >= threshold`` as the next layer's uint8 {0, 2} bits, then the chain's max pool and flatten."""
     last = fused.pool is None and not fused.flatten
     bits = b.node("Where", [b.node("GreaterOrEqual", [s, threshold]), *_bit_values(b)], y if last else None)
     _pool_and_flatten(b, fused, bits, y, dims)
@@ -262,9 +267,9 @@ def _pool_and_flatten(b: _Builder, fused: Any, bits: str, y: str, dims: int) -> 
         b.node("Flatten", [bits], y, axis=1)
 
 
-def _qlinearconv_bits(b: _Builder, spec: NodeSpec, x: str, y: str, zp: str, w: torch.Tensor,
+def _qlinearconv_bits(b: _Builder, spec: NodeSpec, x: str, y: str, zp: str, weight: str,
                       t: torch.Tensor, dims: int) -> None:
-    """Binary conv straight to the next layer's bits: saturating requantization does the compare.
+    """A conv (binary, or int8) straight to the next layer's bits: saturating requantization does the compare.
 
     The {0, 255} output is max-pooled as it is (pooling commutes with the monotone 255 -> 2) and
     then clipped with ``Min 2``: ORT pushes its NHWC layout through Min (not through BitwiseAnd), so
@@ -272,7 +277,7 @@ def _qlinearconv_bits(b: _Builder, spec: NodeSpec, x: str, y: str, zp: str, w: t
     """
     one = b.const("one_f", np.array(1.0, dtype=np.float32))
     q = b.node("QLinearConv", [
-        x, one, zp, b.unpacked(w, "int8"), one, b.const("w_zero_point", np.array(0, dtype=np.int8)),
+        x, one, zp, weight, one, b.const("w_zero_point", np.array(0, dtype=np.int8)),
         b.const("y_scale", np.array(1 / 256, dtype=np.float32)),
         b.const("y_zero_point", np.array(255, dtype=np.uint8)),
         b.const("bias", (-t).numpy().astype(np.int32)),
@@ -338,18 +343,7 @@ def _int8(b: _Builder, spec: NodeSpec, x: str, y: str, rank: int) -> None:
     weight = b.const("weight_int8", w if spec.is_conv else np.ascontiguousarray(w.T))
     fused, dims = spec.fused, rank - 2
     if fused is not None and spec.is_conv:
-        one = b.const("one_f", np.array(1.0, dtype=np.float32))
-        q = b.node("QLinearConv", [
-            xq, one, zp, weight, one, b.const("w_zero_point", np.array(0, dtype=np.int8)),
-            b.const("y_scale", np.array(1 / 256, dtype=np.float32)),
-            b.const("y_zero_point", np.array(255, dtype=np.uint8)),
-            b.const("bias", (-fused.thresholds.threshold[:, 0]).numpy().astype(np.int32)),
-        ], **_conv_attrs(spec))
-        if fused.pool is not None:
-            q = b.node("MaxPool", [q], **_pool_attrs(fused.pool, dims))
-        bits = b.node("Min", [q, b.const("two_u8", np.array(2, dtype=np.uint8))], None if fused.flatten else y)
-        if fused.flatten:
-            b.node("Flatten", [bits], y, axis=1)
+        _qlinearconv_bits(b, spec, xq, y, zp, weight, fused.thresholds.threshold[:, 0], dims)
         return
     if spec.is_conv and INT8_PRODUCT * int(layer.weight[0].numel()) < 2**24:
         # every partial sum is an integer below 2**24: a float Conv on the dequantized integers computes it
@@ -363,8 +357,6 @@ def _int8(b: _Builder, spec: NodeSpec, x: str, y: str, rank: int) -> None:
              else b.node("MatMulInteger", [xq, weight, zp]))
     if fused is not None:
         threshold = _per_channel(b, "threshold", fused.thresholds.threshold[:, 0], spec, rank, np.int32)
-        bits = b.node("Where", [b.node("GreaterOrEqual", [s, threshold]), *_bit_values(b)],
-                      y if fused.pool is None and not fused.flatten else None)
-        _pool_and_flatten(b, fused, bits, y, dims)
+        _compare_to_bits(b, fused, s, threshold, y, dims)
         return
     _scale_and_bias(b, spec, b.node("Cast", [s], to=TensorProto.FLOAT), y, rank)

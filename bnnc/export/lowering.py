@@ -132,7 +132,12 @@ class NodeSpec:
             scale, shift = self.output_affine()
             dim = 1 if self.is_conv else -1
             return s * channel_view(scale, s.dim(), dim) + channel_view(shift, s.dim(), dim)
+        return self._fused_bits(s)
+
+    def _fused_bits(self, s: torch.Tensor) -> torch.Tensor:
+        """The fused chain's uint8 {0, 2} bits from the layer's sums ``s``: thresholds, max pool, flatten."""
         f = self.fused
+        assert f is not None
         t = f.thresholds.threshold.to(s.dtype)
         if f.per_position:
             s = _max_pool(f.pool, s) if f.pool is not None else s
@@ -143,17 +148,11 @@ class NodeSpec:
             bits = bits.flatten(1) if f.flatten else bits
         return (bits * 2).to(torch.uint8)
 
-
     def _int8_reference(self, layer: Int8Layer, x: torch.Tensor) -> torch.Tensor:
         """An int8 layer: its exact integer sum (float64), then its float32 output or the fused bits."""
         if self.fused is None:
             return layer(x)  # eval mode: the exact integer sum, scaled in float32
-        s = layer._op(layer.integer_input(x).double(), self.weight_signs().double())
-        t = self.fused.thresholds.threshold[:, 0].double()
-        bits = (s >= channel_view(t, s.dim(), 1 if self.is_conv else -1)).to(torch.float32)
-        bits = _max_pool(self.fused.pool, bits) if self.fused.pool is not None else bits
-        bits = bits.flatten(1) if self.fused.flatten else bits
-        return (bits * 2).to(torch.uint8)
+        return self._fused_bits(layer._op(layer.integer_input(x).double(), self.weight_signs().double()))
 
 
 def _max_pool(pool: nn.Module, x: torch.Tensor) -> torch.Tensor:
