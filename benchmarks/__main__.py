@@ -9,7 +9,8 @@ Per sample model, measured in this one run and on this machine:
 * accuracy on the full 10,000-image Fashion-MNIST test set: the FP32 model, the binarized model
   before fine-tuning (thresholds calibrated on the training data), after 1, 3 and 5 epochs (one
   run, read from its history), the bnnc ONNX and ORT's int8 in ONNX Runtime;
-* ONNX bytes: FP32, ORT int8 (static QDQ, per-channel, calibrated; dynamic too for the MLP), bnnc (float input, ``--uint8-input``, ``--float``), and
+* ONNX bytes: FP32, ORT int8 (static QDQ, per-channel, calibrated; dynamic too for the MLP), bnnc (float
+  input, ``--uint8-input``, ``--float``), and
   the theoretical packed size;
 * ONNX Runtime latency at batch 1 and 64, with 1 and 2 threads (median and interquartile range);
   with the openvino package installed, also the bnnc OpenVINO IR (XNOR-popcount, f32) and the FP32
@@ -42,7 +43,7 @@ from benchmarks.finetune import FULL_SET, data_for, step_time
 from bnnc import __version__
 from bnnc.conversion import convert_file
 from bnnc.data import sample_data_path
-from bnnc.io import load_checkpoint
+from bnnc.loading import load_checkpoint
 from bnnc.planning import PlanRules, Precision, plan
 from bnnc.training import FinetuneConfig, finetune
 

@@ -31,9 +31,8 @@ import torch
 
 from bnnc.conversion import convert_file
 from bnnc.data import Preprocessing, load_data, sample_data_path
-from bnnc.export import export_onnx, export_openvino, to_fp32_onnx
-from bnnc.export import openvino as ov_export
-from bnnc.io import load_checkpoint
+from bnnc.export import export_onnx, export_openvino, ov_runtime, to_fp32_onnx
+from bnnc.loading import load_checkpoint
 from bnnc.measure import CALIBRATION_SAMPLES, has_convolutions, int8_dynamic, int8_static, latencies, onnx_accuracy
 from bnnc.training import FinetuneConfig, finetune
 
@@ -62,7 +61,7 @@ def measure(checkpoint: Path, src: Path, threads: list[int], batches: list[int],
     """Bytes, test accuracy and ORT latency of FP32, ORT int8 and the three bnnc exports of ``checkpoint``."""
     data = sample_data_path()  # its test split is the full 10,000-image Fashion-MNIST test set
     loaded = load_checkpoint(checkpoint)
-    shape = tuple(loaded.binarized["plan"]["input_shape"])
+    shape = loaded.binarized.plan.input_shape
     exports = {"bnnc": {}, "bnnc-uint8": {"uint8_input": True}, "bnnc-float": {"float_ops": True}}
     results = {k: export_onnx(checkpoint, tmp / f"{checkpoint.stem}.{k}.onnx", check_samples=64, overwrite=True, **kw)
                for k, kw in exports.items()}
@@ -73,11 +72,11 @@ def measure(checkpoint: Path, src: Path, threads: list[int], batches: list[int],
         blobs["int8-dynamic"] = int8_dynamic(blobs["fp32"])
     blobs.update({k: r.path.read_bytes() for k, r in results.items()})  # type: ignore[union-attr]
     sizes = {k: len(v) for k, v in blobs.items()}
-    if ov_export.available():  # XNOR-popcount in OpenVINO, and the FP32 model there at the CPU's default precision
+    if ov_runtime.available():  # XNOR-popcount in OpenVINO, and the FP32 model there at the CPU's default precision
         results["bnnc-openvino"] = export_openvino(checkpoint, tmp / f"{checkpoint.stem}.xml", check_samples=64,
                                                    overwrite=True)
-        ir = ov_export.IR(*(f.read_bytes() for f in results["bnnc-openvino"].files))
-        fp32_ir = ov_export.fp32_ir(blobs["fp32"], shape)
+        ir = ov_runtime.IR(*(f.read_bytes() for f in results["bnnc-openvino"].files))
+        fp32_ir = ov_runtime.fp32_ir(blobs["fp32"], shape)
         sizes.update({"bnnc-openvino": ir.size, "fp32-openvino": fp32_ir.size})
         sessions = {"bnnc-openvino": (ir, "f32"), "fp32-openvino": (fp32_ir, None)}
     else:
@@ -91,7 +90,7 @@ def measure(checkpoint: Path, src: Path, threads: list[int], batches: list[int],
 
     def model(k: str, threads: int | None = None) -> Any:
         if k in sessions:
-            return ov_export.OpenVINOSession(sessions[k][0], threads=threads, precision=sessions[k][1])
+            return ov_runtime.OpenVINOSession(sessions[k][0], threads=threads, precision=sessions[k][1])
         return blobs[k]
 
     out: dict[str, Any] = {

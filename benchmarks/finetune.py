@@ -27,9 +27,9 @@ from torch.utils.data import TensorDataset
 
 from bnnc.conversion import ConvertOptions, convert_file
 from bnnc.data import DataSplits, Preprocessing, load_data, sample_data_path
-from bnnc.training import FinetuneConfig, finetune, make_optimizer
-from bnnc.io import load_checkpoint
 from bnnc.layers import clip_latent_weights
+from bnnc.loading import load_checkpoint
+from bnnc.training import FinetuneConfig, finetune, make_optimizer
 
 REPO = Path(__file__).resolve().parent.parent
 FULL_SET = Path("/usr/share/datasets/fashion-mnist")

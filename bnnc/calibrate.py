@@ -17,11 +17,14 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-
 from torch.nn.modules.batchnorm import _BatchNorm
+from torch.utils.data import DataLoader, Dataset
 
 from bnnc.int8 import Int8Layer
 from bnnc.layers import InputBinarizer
+
+CALIBRATION_BATCH = 256
+"""Samples per calibration batch (``--calibration-batches`` counts these)."""
 
 VALUES_PER_BATCH = 4096
 """Values kept per channel from each batch: enough for a stable median, small for big convs."""
@@ -206,3 +209,19 @@ def _run(model: nn.Module, batches: Iterable[Any], max_batches: int, device: tor
         samples += x.shape[0]
         progress.step()
     return samples
+
+
+def calibration_loader(train: Dataset[Any], seed: int = 0, batch_size: int = CALIBRATION_BATCH) -> DataLoader[Any]:
+    """Shuffled training batches for re-estimating thresholds and BatchNorm statistics; a last batch
+    of one sample is dropped, since BatchNorm can't take statistics of one value."""
+    n = len(train)  # type: ignore[arg-type]
+    return DataLoader(train, batch_size=batch_size, shuffle=True, drop_last=n > 1 and n % batch_size == 1,
+                      generator=torch.Generator().manual_seed(seed))
+
+
+def calibrate_on(model: nn.Module, train: Dataset[Any], batches: int, *, seed: int = 0, batchnorm: bool = False,
+                 on_batch: Callable[[int, int], None] | None = None) -> int:
+    """:func:`calibrate_thresholds` on up to ``batches`` shuffled batches of the training split ``train``:
+    what ``convert --data``, fine-tuning's recalibration and the sensitivity pass each do."""
+    return calibrate_thresholds(model, calibration_loader(train, seed), batches, batchnorm=batchnorm,
+                                on_batch=on_batch)

@@ -10,7 +10,7 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from bnnc.errors import BnncError
 
@@ -100,9 +100,9 @@ def check(table: dict[str, Any], where: Path | str) -> dict[str, Any]:
             raise ConfigError(f"{where}: {key} must be {expected}, got {type(value).__name__} {value!r}")
         if key in RANGES and not isinstance(value, bool):
             low, high = RANGES[key]
-            if not low <= value <= high:  # NaN fails both
+            if not low <= cast(float, value) <= high:  # NaN fails both
                 raise ConfigError(f"{where}: {key} must be between {low:g} and {high:g}, got {value!r}")
-        if key == "data" and FUNCTION_SPEC.match(value) and not Path(value).exists():
+        if key == "data" and isinstance(value, str) and FUNCTION_SPEC.match(value) and not Path(value).exists():
             raise ConfigError(f"{where}: data = {value!r} names code to run; a config file is data and can't",
                               f"pass --data {value} on the command line, or give a file or folder")
     return dict(table)

@@ -37,5 +37,17 @@ class DataError(BnncError):
     """A data set is missing, malformed, or doesn't fit the model."""
 
 
+class ExportError(BnncError):
+    """The model can't be exported, or the exported model doesn't match it."""
+
+
 class OutputError(BnncError):
     """An output can't be written (exists without --force, same as an input, folder missing)."""
+
+
+def first_line(exc: BaseException, limit: int = 160, *, with_type: bool = True) -> str:
+    """``Type: first line of the message`` (the type alone for an empty message; without ``with_type``
+    the line alone), cut to ``limit`` characters: a library's error text, short enough for one line."""
+    line = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), "")
+    text = (f"{type(exc).__name__}: {line}" if with_type else line) if line else type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."

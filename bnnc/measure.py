@@ -5,10 +5,11 @@ Nothing here prints; :mod:`bnnc.reporting` and the benchmarks turn the figures i
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import statistics
 import tempfile
-from collections.abc import Callable
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -21,8 +22,17 @@ from torch import nn
 from bnnc.export.runtime import latency_ms, ort_session, run_ort
 
 
-def _quiet_quantizer() -> None:
-    logging.getLogger().setLevel(max(logging.getLogger().level, logging.ERROR))  # its pre-processing advice
+@contextlib.contextmanager
+def _quiet_quantizer() -> Iterator[None]:
+    """ORT's quantizer logs its pre-processing advice on the root logger: silenced while it runs, then the
+    caller's logging configuration is put back as it was."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(max(level, logging.ERROR))
+    try:
+        yield
+    finally:
+        root.setLevel(level)
 
 
 def int8_dynamic(fp32_onnx: bytes) -> bytes:
@@ -31,8 +41,7 @@ def int8_dynamic(fp32_onnx: bytes) -> bytes:
     than FP32 on x86, which is why no one deploys a CNN with it (see :func:`int8_static`)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    _quiet_quantizer()
-    with tempfile.TemporaryDirectory() as d:
+    with _quiet_quantizer(), tempfile.TemporaryDirectory() as d:
         src, dst = Path(d) / "fp32.onnx", Path(d) / "int8.onnx"
         src.write_bytes(fp32_onnx)
         quantize_dynamic(src, dst, weight_type=QuantType.QInt8)
@@ -60,8 +69,7 @@ def int8_static(fp32_onnx: bytes, calibration: np.ndarray, batch_size: int = 32)
         def get_next(self) -> dict[str, np.ndarray] | None:
             return next(self.batches, None)
 
-    _quiet_quantizer()
-    with tempfile.TemporaryDirectory() as d:
+    with _quiet_quantizer(), tempfile.TemporaryDirectory() as d:
         src, pre, dst = Path(d) / "fp32.onnx", Path(d) / "pre.onnx", Path(d) / "int8.onnx"
         src.write_bytes(fp32_onnx)
         try:
@@ -86,7 +94,8 @@ def onnx_accuracy(model: bytes | Any, x: np.ndarray, y: np.ndarray) -> tuple[flo
 
 
 @torch.no_grad()
-def torch_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512) -> tuple[float, np.ndarray]:
+def torch_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512
+                   ) -> tuple[float, np.ndarray]:
     """Top-1 accuracy of a PyTorch model (eval mode, CPU), and its predictions."""
     model = model.eval()
     pred = torch.cat([model(x[i:i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)]).numpy()
@@ -107,7 +116,7 @@ class Latency:
 
 
 def latencies(models: dict[str, bytes | Any], inputs: dict[str, np.ndarray], *, threads: int, rounds: int = 8,
-              repeats: int = 40, on_round: Callable[[int], None] | None = None) -> dict[str, Latency]:
+              repeats: int = 40) -> dict[str, Latency]:
     """Time every model on its input, in turn, round after round, so that they share the machine fairly.
 
     Each ONNX model gets a session with ``threads`` intra-op threads and spinning off (see
@@ -115,11 +124,9 @@ def latencies(models: dict[str, bytes | Any], inputs: dict[str, np.ndarray], *, 
     """
     sessions = {k: ort_session(v, threads=threads) if isinstance(v, bytes) else v for k, v in models.items()}
     times: dict[str, list[float]] = {k: [] for k in sessions}
-    for r in range(rounds):
+    for _ in range(rounds):
         for k, s in sessions.items():
             times[k] += latency_ms(s, inputs[k], repeats=repeats, warmup=3)
-        if on_round:
-            on_round(r)
     out = {}
     for k, t in times.items():
         q = statistics.quantiles(t, n=4) if len(t) > 1 else [t[0]] * 3

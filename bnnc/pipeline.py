@@ -8,16 +8,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bnnc import defaults
 from bnnc.conversion import ConvertOptions, convert_file
 from bnnc.data import DataSpec
 from bnnc.errors import BnncError, OutputError
+from bnnc.events import OnEvent, Stage, emitter
 from bnnc.export import ExportResult, export_onnx, export_openvino
-from bnnc.io import atomic_write, check_outputs, load_checkpoint
+from bnnc.loading import load_checkpoint
+from bnnc.outputs import check_outputs, write_text
 from bnnc.planning import PlanRules
-from bnnc.reporting import Report, Thresholds, report
+from bnnc.reporting import Limits, Report, report
 from bnnc.resolve import data_for_model, require_fp32, stated_input_shape
 from bnnc.training import (
-    Calibrating,
     FinetuneConfig,
     FinetuneResult,
     finetune,
@@ -71,7 +73,7 @@ def compress(
     folder: str | os.PathLike[str],
     *,
     config: FinetuneConfig | None = None,
-    limits: Thresholds | None = None,
+    limits: Limits | None = None,
     uint8_input: bool = False,
     float_ops: bool = False,
     arch: str | None = None,
@@ -80,15 +82,15 @@ def compress(
     rules: PlanRules | None = None,
     options: ConvertOptions | None = None,
     input_shape: Sequence[int] | None = None,
-    calibration_batches: int = 8,
+    calibration_batches: int = defaults.CALIBRATION_BATCHES,
     teacher: str | os.PathLike[str] | None = None,
-    check_samples: int = 256,
+    check_samples: int = defaults.CHECK_SAMPLES,
     reference_check: bool = False,
     formats: Sequence[str] = ("onnx",),
     overwrite: bool = False,
     report_options: dict[str, Any] | None = None,
+    on_event: OnEvent | None = None,
     on_stage: Callable[[str], None] | None = None,
-    on_event: Callable[[Any], None] | None = None,
 ) -> CompressResult:
     """Convert ``model_path``, fine-tune it on ``data``, export it and report on it, all into ``folder``.
 
@@ -100,10 +102,14 @@ def compress(
     checked, and the model and data are loaded, before anything is written: bad input stops the
     run at once with nothing written, not after training. The data is read once and shared by all
     four steps. If a step fails, the files this run created (and the folder, if it made it) are
-    removed; outputs it replaced with ``overwrite`` stay replaced.
+    removed; outputs it replaced with ``overwrite`` stay replaced. ``on_event`` receives every step's events
+    and a :class:`~bnnc.events.Stage` as each step begins (``on_stage``, taking its text, is deprecated).
     """
-    stage = on_stage or (lambda s: None)
-    event = on_event or (lambda e: None)
+    event = emitter(on_event, "compress", on_stage=(on_stage, Stage, lambda e: (e.text,)))
+
+    def stage(text: str) -> None:
+        event(Stage(text))
+
     src, out = Path(model_path), Path(folder)
     if out.exists() and not out.is_dir():
         raise OutputError(f"{out} exists and is not a folder", "give a folder for -o")
@@ -114,18 +120,19 @@ def compress(
         raise BnncError(f"unknown export format {', '.join(unknown) or '(none)'}",
                         f"choose from {', '.join(FORMATS)} (comma-separated)")
     if "openvino" in formats:
-        from bnnc.export.openvino import _ov
+        from bnnc.export.ov_runtime import openvino_module
 
-        _ov()  # missing openvino: said before any work
+        openvino_module()  # missing openvino: said before any work
     files = outputs(src, out, formats)
     if out.is_dir():
         check_outputs(files.values(), (src, data, teacher), overwrite=overwrite)
     loaded = require_fp32(load_checkpoint(src, arch=arch, arch_kwargs=arch_kwargs, trust_model=trust_model))
     splits = data_for_model(data, loaded, input_shape=stated_input_shape(loaded, input_shape))
-    config = config or FinetuneConfig(epochs=3)
+    config = config or FinetuneConfig(epochs=defaults.COMPRESS_EPOCHS)
     if config.distill and teacher is not None:
         load_checkpoint(teacher, arch=arch, arch_kwargs=arch_kwargs, trust_model=trust_model,
-                        recorded_arch=(loaded.arch, loaded.arch_kwargs, loaded.arch_named_by_user) if loaded.arch else None)
+                        recorded_arch=(loaded.arch, loaded.arch_kwargs, loaded.arch_named_by_user)
+                        if loaded.arch else None)
     made_folder = not out.exists()
     created = [p for p in files.values() if not p.exists()]
     out.mkdir(exist_ok=True)
@@ -133,8 +140,7 @@ def compress(
         stage(f"convert {src}")
         converted = convert_file(src, files["converted"], arch=arch, arch_kwargs=arch_kwargs, trust_model=trust_model,
                                  rules=rules, options=options, input_shape=input_shape, data=splits,
-                                 calibration_batches=calibration_batches, overwrite=overwrite,
-                                 on_calibration=lambda done, total: event(Calibrating(done, total, batchnorm=False)))
+                                 calibration_batches=calibration_batches, overwrite=overwrite, on_event=event)
         stage("fine-tune")
         ft = finetune(converted.output, splits, config, files["finetuned"], overwrite=overwrite, teacher=teacher,
                       arch=arch, arch_kwargs=arch_kwargs, trust_model=trust_model, history_path=files["history"],
@@ -150,11 +156,10 @@ def compress(
                                  check_samples=check_samples, overwrite=overwrite, trust_model=trust_model)
         stage("report")
         rep = report(ft.output, splits, onnx_path=files.get("onnx"), arch=arch,
-                     arch_kwargs=arch_kwargs, limits=limits, trust_model=trust_model, on_progress=stage,
+                     arch_kwargs=arch_kwargs, limits=limits, trust_model=trust_model, on_event=event,
                      **(report_options or {}))
         for kind, render in (("json", rep.to_json), ("markdown", rep.to_markdown), ("html", rep.to_html)):
-            text = render()
-            atomic_write(files[kind], lambda f, text=text: f.write(text.encode()), overwrite=overwrite)
+            write_text(files[kind], render(), overwrite=overwrite)
     except BaseException:
         _remove(created, out if made_folder else None)
         raise

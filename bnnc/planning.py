@@ -14,33 +14,19 @@ FP32. Overrides are globs on qualified module names; a glob that matches nothing
 from __future__ import annotations
 
 import fnmatch
-import inspect
-import math
-import operator
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-import torch
-import torch.nn.functional as F
-from torch import fx, nn
+from torch import nn
 
-from bnnc.errors import PlanError
+from bnnc import defaults
+from bnnc.errors import PlanError, first_line
+from bnnc.tracing import GraphFacts, WeightLayer, candidate_layers, graph_facts, run_sample
 
 SUPPORTED_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d)
 """Layer types with a binary counterpart (exact types: a subclass may override ``forward``)."""
-
-DEFAULT_MIN_PARAMS = 1024
-"""Hidden layers with fewer weights stay FP32: keeping them costs at most 4 KiB."""
-
-DEFAULT_MIN_FAN_IN = 64
-"""Hidden layers summing fewer inputs per output stay FP32: a sum of fewer than 64 +-1 products takes too few
-values. Measured on small MobileNet-V2 / EfficientNet-B0 (Fashion-MNIST sample, 2 epochs): 48.7% ->
-70.4% and 59.6% -> 76.3% with them kept. Ordinary convnets have none (a 3x3 conv on 8 channels sums 72)."""
-
-_CONV_PROBE_SIDES = (28, 32, 64, 96, 128, 224)
-_CONV1D_PROBE_LENGTHS = (16000, 1024, 256, 128, 64)
 
 
 class Precision(str, Enum):
@@ -95,6 +81,18 @@ class LayerPlan:
 
 
 @dataclass(frozen=True)
+class PlanTotals:
+    """What a plan binarizes, in weights and in multiply-accumulates (MACs)."""
+
+    params: int                     # weights of the planned layers
+    binary_weights: int             # stored at 1 bit
+    kept_weights: int               # left FP32
+    macs: int
+    binary_mac_share: float         # MACs with binary weights and binary inputs (XNOR-popcount)
+    binary_weight_mac_share: float  # MACs with binary weights (binary or real inputs)
+
+
+@dataclass(frozen=True)
 class Plan:
     """Per-layer precisions, in execution order (layers the sample input didn't reach last)."""
 
@@ -112,6 +110,18 @@ class Plan:
 
     def precisions(self) -> dict[str, Precision]:
         return {layer.name: layer.precision for layer in self.layers}
+
+    def totals(self) -> PlanTotals:
+        """Weights and multiply-accumulates by precision, over the planned layers."""
+        macs = sum(layer.macs for layer in self.layers)
+        return PlanTotals(
+            params=sum(layer.params for layer in self.layers),
+            binary_weights=sum(layer.params for layer in self.layers if layer.precision.binary_weights),
+            kept_weights=sum(layer.params for layer in self.layers if layer.precision is Precision.FP32),
+            macs=macs,
+            binary_mac_share=sum(la.macs for la in self.layers if la.precision is Precision.BINARY) / (macs or 1),
+            binary_weight_mac_share=sum(la.macs for la in self.layers if la.precision.binary_weights) / (macs or 1),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -147,8 +157,8 @@ class PlanRules:
     binary: tuple[str, ...] = ()
     weights: tuple[str, ...] = ()
     int8: tuple[str, ...] = ()
-    min_params: int = DEFAULT_MIN_PARAMS
-    min_fan_in: int = DEFAULT_MIN_FAN_IN
+    min_params: int = defaults.MIN_PARAMS
+    min_fan_in: int = defaults.MIN_FAN_IN
 
     def __post_init__(self) -> None:
         if self.min_params < 0:
@@ -164,261 +174,12 @@ class PlanRules:
                     raise PlanError(f"--{f} must be one of fp32, weights, binary, int8; got {v!r}") from None
 
 
-@dataclass
-class _Trace:
-    order: list[str] = field(default_factory=list)
-    macs: dict[str, int] = field(default_factory=dict)
-
-
-def _candidate_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """Every module that has weights like a Linear/Conv (supported or not), in registration order."""
-    from torch.nn.modules.conv import _ConvNd
-
-    return [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Linear, _ConvNd)) and n]
-
-
-def _macs(module: nn.Module, out: torch.Tensor) -> int:
-    """Multiply-accumulates of one call, per sample: output elements x fan-in."""
-    per_sample = out.numel() // max(out.shape[0], 1) if out.dim() > 1 else out.numel()
-    w = module.weight
-    fan_in = w.shape[1] * math.prod(w.shape[2:]) if w.dim() > 2 else w.shape[-1]
-    return int(per_sample * fan_in)
-
-
-def _trace(model: nn.Module, example: torch.Tensor, layers: list[tuple[str, nn.Module]]) -> _Trace:
-    trace = _Trace()
-
-    def hook(name: str):
-        def record(module: nn.Module, _inp: Any, out: Any) -> None:
-            if name not in trace.macs:
-                trace.order.append(name)
-                trace.macs[name] = 0
-            if isinstance(out, torch.Tensor):
-                trace.macs[name] += _macs(module, out)
-        return record
-
-    handles = [m.register_forward_hook(hook(n)) for n, m in layers]
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(example)
-    finally:
-        model.train(was_training)
-        for h in handles:
-            h.remove()
-    return trace
-
-
-def fx_graph(model: nn.Module, tracer: fx.Tracer | None = None) -> fx.Graph:
-    """The model's ``torch.fx`` graph with one input: every forward parameter after the first is bound to
-    its default (a model's ``attn_mask=None``, ``is_causal=False`` are constants at inference, not inputs),
-    and the guards and placeholders fx leaves for them are removed."""
-    params = list(inspect.signature(model.forward).parameters.values())[1:]
-    bound = {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
-    graph = (tracer or fx.Tracer()).trace(model, concrete_args=bound or None)
-    extra = [n for n in graph.nodes if n.op == "placeholder"][1:]
-    for node in reversed(list(graph.nodes)):  # fx's guards on the bound values: node == value, _assert(...)
-        if not node.users and (node in extra or node.op == "call_function" and _depends_only_on(node, extra)):
-            graph.erase_node(node)
-    return graph
-
-
-def _depends_only_on(node: fx.Node, sources: list[fx.Node]) -> bool:
-    """Whether every graph input of ``node``'s computation is one of ``sources`` (and there is one)."""
-    inputs = node.all_input_nodes
-    return bool(inputs) and all(n in sources or (n.op == "call_function" and _depends_only_on(n, sources))
-                                for n in inputs)
-
-
-_MULTIPLY = {operator.mul, operator.imul, torch.mul, "mul", "mul_"}
-_ATTENTION = {F.scaled_dot_product_attention, torch.matmul, torch.bmm, operator.matmul, torch.einsum, F.softmax,
-              torch.softmax, "matmul", "bmm", "softmax"}
-
-
-def _is(node: fx.Node, ops: set[Any]) -> bool:
-    return (node.op == "call_function" and node.target in ops) or (node.op == "call_method" and node.target in ops)
-
-
-def _shape_of(node: fx.Node) -> bool:
-    """A node that reads a tensor's shape (``x.shape``, ``x.size()``): no values flow through it."""
-    return (node.op == "call_function" and node.target is getattr) or _is(node, {"size", "dim"})
-
-
-@dataclass(frozen=True)
-class _GraphFacts:
-    """What the ``torch.fx`` graph says about the layers."""
-
-    firsts: set[str]                   # reached from the input without passing another layer
-    lasts: set[str]                    # reaching the output so
-    feeds: dict[str, tuple[str, ...]]  # the layers (or "input") whose outputs reach each layer so
-    gates: set[str]                    # squeeze-excitation: once per sample, output multiplies a feature map
-    attention: set[str]                # feeding, or fed by, an attention product (q/k/v and output projections)
-
-
-def _graph_facts(model: nn.Module, names: set[str], once: set[str]) -> _GraphFacts:
-    """The layers in ``names`` the input reaches, and that reach the output, without passing another of
-    them; what feeds each (two for a residual addition or a concatenation); and two roles read off the
-    graph: squeeze-excitation layers (among ``once``, the layers applied once per sample, those whose
-    output, through elementwise steps and other such layers, scales a tensor it doesn't derive from),
-    and attention projections (those whose output reaches, or whose input comes from, a
-    ``scaled_dot_product_attention``/``matmul``/``softmax`` of computed tensors before another layer).
-    Raises whatever tracing raises."""
-    graph = fx_graph(model)
-    is_layer = {n: n.op == "call_module" and str(n.target) in names for n in graph.nodes}
-
-    def reach(starts: list[fx.Node], step: Any) -> set[str]:
-        found, seen, todo = set(), set(starts), list(starts)
-        while todo:
-            for nxt in step(todo.pop()):
-                if nxt in seen:
-                    continue
-                seen.add(nxt)
-                if is_layer[nxt]:
-                    found.add(str(nxt.target))
-                else:
-                    todo.append(nxt)
-        return found
-
-    inputs = [n for n in graph.nodes if n.op == "placeholder"]
-    outputs = [n for n in graph.nodes if n.op == "output"]
-    is_layer.update({n: True for n in inputs})  # the backward walk stops at the model input too
-    feeds: dict[str, tuple[str, ...]] = {}
-    for node in graph.nodes:
-        if node.op == "call_module" and str(node.target) in names:
-            found = reach([node], lambda n: n.all_input_nodes)
-            feeds[str(node.target)] = tuple(sorted(f for f in found if f in names)) + (
-                ("input",) if any(not (isinstance(f, str) and f in names) for f in found) else ())
-    is_layer.update({n: False for n in inputs})
-    layer_nodes = {str(n.target): n for n in graph.nodes if is_layer[n]}
-    activations = set(inputs).union(*(_downstream(n) for n in inputs))  # what the input computes, not parameters
-    return _GraphFacts(reach(inputs, lambda n: n.users), reach(outputs, lambda n: n.all_input_nodes), feeds,
-                       {name for name in once & names if _gates(layer_nodes[name], once, is_layer, activations)},
-                       {name for name, node in layer_nodes.items() if _near_attention(node, is_layer)})
-
-
-def _downstream(start: fx.Node) -> set[fx.Node]:
-    seen, todo = set(), [start]
-    while todo:
-        for user in todo.pop().users:
-            if user not in seen:
-                seen.add(user)
-                todo.append(user)
-    return seen
-
-
-def _gates(layer: fx.Node, once: set[str], is_layer: dict[fx.Node, bool], activations: set[fx.Node]) -> bool:
-    """Whether ``layer``'s output scales another activation (x * gate) through elementwise steps and other
-    once-per-sample layers: a squeeze-excitation branch. ``x * sigmoid(x)`` of its own output is no gate,
-    nor is a product with a parameter (ConvNeXt's layer scale)."""
-    derived = _downstream(layer)
-    seen, todo = {layer}, [layer]
-    while todo:
-        for user in todo.pop().users:
-            if user in seen or user.op == "output" or _shape_of(user):
-                continue
-            seen.add(user)
-            if is_layer[user] and str(user.target) not in once:
-                continue
-            if _is(user, _MULTIPLY) and any(isinstance(a, fx.Node) and a in activations and a not in derived
-                                           and a is not layer for a in user.args):
-                return True
-            todo.append(user)
-    return False
-
-
-def _near_attention(layer: fx.Node, is_layer: dict[fx.Node, bool]) -> bool:
-    """Whether an attention product lies between ``layer`` and the next layer, up- or downstream."""
-    for step in (lambda n: n.users, lambda n: n.all_input_nodes):
-        seen, todo = {layer}, [layer]
-        while todo:
-            for nxt in step(todo.pop()):
-                if nxt in seen or nxt.op in ("placeholder", "output", "get_attr") or is_layer.get(nxt) or _shape_of(nxt):
-                    continue
-                seen.add(nxt)
-                if _is(nxt, _ATTENTION) and sum(isinstance(a, fx.Node) and a.op != "get_attr"
-                                               for a in nxt.args[:2]) >= (1 if _is(nxt, {F.softmax, torch.softmax,
-                                                                                          "softmax"}) else 2):
-                    return True
-                todo.append(nxt)
-    return False
-
-
-def _probe_shapes(model: nn.Module, layers: list[tuple[str, nn.Module]]) -> list[tuple[int, ...]]:
-    """Candidate per-sample input shapes from the first registered layer (a guess, then verified)."""
-    if not layers:
-        return []
-    first = layers[0][1]
-    if isinstance(first, nn.Linear):
-        return [(first.in_features,)]
-    if isinstance(first, nn.Conv2d):
-        return [(first.in_channels, s, s) for s in _CONV_PROBE_SIDES]
-    if isinstance(first, nn.Conv1d):
-        return [(first.in_channels, n) for n in _CONV1D_PROBE_LENGTHS]
-    return []
-
-
-def _example_for(model: nn.Module, shape: Sequence[int]) -> torch.Tensor:
-    p = next(model.parameters(), None)
-    device = p.device if p is not None else torch.device("cpu")
-    dtype = p.dtype if p is not None and p.is_floating_point() else torch.float32
-    return torch.randn((2, *shape), generator=torch.Generator().manual_seed(0)).to(device, dtype)
-
-
-def _run_sample(
-    model: nn.Module, layers: list[tuple[str, nn.Module]], input_shape: Sequence[int] | None
-) -> tuple[_Trace, tuple[int, ...], bool]:
-    if input_shape is not None:
-        shape = tuple(int(s) for s in input_shape)
-        try:
-            return _trace(model, _example_for(model, shape), layers), shape, False
-        except Exception as e:  # the user's forward can raise anything
-            raise PlanError(
-                f"running a sample input of shape {shape} through the model failed: {type(e).__name__}: {e}",
-                "pass the per-sample input shape the model expects, e.g. --input-shape 3,32,32",
-            ) from None
-    for shape in _probe_shapes(model, layers):
-        try:
-            return _trace(model, _example_for(model, shape), layers), shape, True
-        except Exception:  # noqa: BLE001 - a probe that doesn't fit is expected
-            continue
-    raise PlanError(
-        "could not find an input shape the model accepts, so the execution order of its layers is unknown",
-        "pass the per-sample input shape, e.g. --input-shape 3,32,32 (channels, height, width)",
-    )
-
-
-def _runs_on(model: nn.Module, shape: Sequence[int]) -> bool:
-    """Whether ``model`` (eval mode, no gradients) accepts a batch of per-sample ``shape``."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(_example_for(model, shape))
-        return True
-    except Exception:  # noqa: BLE001 - the user's forward raises anything on a shape it doesn't take
-        return False
-    finally:
-        model.train(was_training)
-
-
-def input_shape_for(model: nn.Module, sample_shape: Sequence[int]) -> tuple[int, ...] | None:
-    """The per-sample shape to feed ``model`` samples of ``sample_shape`` in: that shape if the model
-    takes it; else the same values flattened (an MLP on images); else a probed shape with as many
-    values (flat vectors for a CNN). None when none fits."""
-    shape = tuple(int(n) for n in sample_shape)
-    flat = (math.prod(shape),)
-    probes = _probe_shapes(model, _candidate_layers(model))
-    candidates = dict.fromkeys([shape, flat, *(p for p in probes if math.prod(p) == flat[0])])
-    return next((c for c in candidates if _runs_on(model, c)), None)
-
-
 def _matches(name: str, pattern: str) -> bool:
     """A glob matches a layer by its name, or any layer inside the module it names."""
     return fnmatch.fnmatchcase(name, pattern) or fnmatch.fnmatchcase(name, pattern + ".*")
 
 
-def _default(module: nn.Module, params: int, position: str, role: str, rules: PlanRules) -> tuple[Precision, str]:
+def _default(module: WeightLayer, params: int, position: str, role: str, rules: PlanRules) -> tuple[Precision, str]:
     """The default precision of a supported layer at ``position`` (first / last / hidden / unreached) with a
     ``role`` the graph shows (``gate``: squeeze-excitation, ``attention``: a projection around attention)."""
     if position == "unreached":
@@ -492,11 +253,11 @@ def plan(
     common shapes from the first layer and records that it did. ``model`` is not modified.
     """
     rules = rules or PlanRules()
-    candidates = _candidate_layers(model)
+    candidates = candidate_layers(model)
     if not candidates:
         raise PlanError("the model has no Linear or Conv layer, so there is nothing to binarize",
                         "bnnc binarizes nn.Linear, nn.Conv1d and nn.Conv2d layers")
-    trace, shape, inferred = _run_sample(model, candidates, input_shape)
+    trace, shape, inferred = run_sample(model, candidates, input_shape)
     names = [n for n, _ in candidates]
     _check_globs(names, rules)
 
@@ -504,12 +265,12 @@ def plan(
     modules = dict(candidates)
     once = {n for n in trace.macs if trace.macs[n] == modules[n].weight.numel()}  # applied to one vector
     try:
-        facts = _graph_facts(model, set(trace.macs), once)
+        facts = graph_facts(model, set(trace.macs), once)
         fallback = None
     except Exception as e:  # noqa: BLE001 - data-dependent control flow, untraceable calls, ...
-        fallback = f"torch.fx can't trace the model ({type(e).__name__}: {(str(e).splitlines() or [''])[0][:120]})"
+        fallback = f"torch.fx can't trace the model ({first_line(e, 140)})"
         supported_executed = [n for n in executed if type(modules[n]) in SUPPORTED_TYPES]
-        facts = _GraphFacts(set(supported_executed[:1]), set(executed[-1:]), {}, set(), set())  # last: the logits
+        facts = GraphFacts(set(supported_executed[:1]), set(executed[-1:]), {}, set(), set())  # last: the logits
 
     ordered = executed + [n for n in names if n not in trace.macs]
     out: list[LayerPlan] = []

@@ -104,7 +104,8 @@ _LAYERS = {
 
 
 def _max_pool(module_type: type[nn.Module]) -> Callable[[tuple[Any, ...]], nn.Module]:
-    """The max-pool module of an ``aten.max_pool1d/2d(x, kernel, stride=[], padding=0, dilation=1, ceil_mode=False)``."""
+    """The max-pool module of an ``aten.max_pool1d/2d(x, kernel, stride=[], padding=0, dilation=1,
+    ceil_mode=False)``."""
     def rebuild(args: tuple[Any, ...]) -> nn.Module:
         kernel, stride, padding, dilation, ceil_mode = [*args, *([], 0, 1, False)[len(args) - 1:]]
         return module_type(kernel, stride or kernel, padding, dilation, ceil_mode=ceil_mode)

@@ -22,25 +22,25 @@ def ste_mask(x: torch.Tensor) -> torch.Tensor:
 
 class _SignSTE(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(x)
         return torch.where(x >= 0, 1.0, -1.0).to(x.dtype)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
         (x,) = ctx.saved_tensors
         return grad * ste_mask(x)
 
 
 class _StochasticSignSTE(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         ctx.save_for_backward(x)
         u = torch.rand(x.shape, dtype=x.dtype, device=x.device, generator=generator)
         return torch.where(u < hard_sigmoid(x), 1.0, -1.0).to(x.dtype)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
         (x,) = ctx.saved_tensors
         return grad * ste_mask(x), None
 
@@ -84,7 +84,7 @@ def quantize_uint8(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tenso
 
 class _FakeQuantSTE(torch.autograd.Function):
     @staticmethod
-    def forward(  # type: ignore[override]
+    def forward(
         ctx, x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor
     ) -> torch.Tensor:
         q = torch.round(x / scale) + zero_point
@@ -92,7 +92,7 @@ class _FakeQuantSTE(torch.autograd.Function):
         return (q.clamp(0, UINT8_MAX) - zero_point) * scale
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:  # type: ignore[override]
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
         (inside,) = ctx.saved_tensors
         return grad * inside.to(grad.dtype), None, None
 
@@ -110,11 +110,11 @@ def fake_quantize_uint8(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.
 
 class _RoundSTE(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
         return torch.round(x)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
         return grad
 
 

@@ -18,20 +18,18 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
 
 from bnnc.data import DataSpec, DataSplits, Preprocessing, check_labels, load_data, reshaped
 from bnnc.errors import BnncError, DataError, ModelLoadError
-from bnnc.io import ModelFile, load_checkpoint, locate_source
-from bnnc.planning import input_shape_for
-
-CALIBRATION_BATCH = 256
+from bnnc.loading import ModelFile, load_checkpoint, locate_source
+from bnnc.tracing import input_shape_for
 
 
 def require_binarized(loaded: ModelFile) -> ModelFile:
     """``loaded`` if it is a converted checkpoint; the steps after ``convert`` need one."""
     if not loaded.is_binarized:
-        raise BnncError(f"{loaded.path} is an FP32 model, not a binarized one", f"run `bnnc convert {loaded.path}` first")
+        raise BnncError(f"{loaded.path} is an FP32 model, not a binarized one",
+                        f"run `bnnc convert {loaded.path}` first")
     return loaded
 
 
@@ -76,9 +74,9 @@ def load_fp32_source(
     """
     recorded_arch = (loaded.arch, loaded.arch_kwargs, loaded.arch_named_by_user) if loaded.arch else None
     if path is None:
-        binarized = loaded.binarized or {}
-        recorded = (binarized.get("source") or {}).get("path")
-        found, same = locate_source(loaded.path, binarized)
+        binarized = loaded.binarized
+        recorded = binarized.source.path if binarized is not None and binarized.source else None
+        found, same = locate_source(loaded.path, binarized) if binarized is not None else (None, False)
         if found is None:
             raise ModelLoadError(f"{loaded.path} was converted from {recorded}, which is not there ({role})",
                                  f"put it back, or pass {flag} PATH{alternative}")
@@ -92,6 +90,13 @@ def load_fp32_source(
         raise ModelLoadError(f"{source.path} is a binarized checkpoint, not an FP32 model ({role})",
                              f"pass the FP32 model with {flag}")
     return source
+
+
+def load_teacher(loaded: ModelFile, teacher: str | os.PathLike[str] | None, trust_model: bool, *,
+                 arch: str | None = None, arch_kwargs: dict[str, Any] | None = None) -> nn.Module:
+    """The FP32 model the checkpoint was converted from (or ``teacher``), rebuilt as convert did."""
+    return load_fp32_source(loaded, teacher, arch=arch, arch_kwargs=arch_kwargs, trust_model=trust_model,
+                            role="the distillation teacher", flag="--teacher", alternative=", or --no-distill").model
 
 
 def data_for_model(spec: DataSpec, loaded: ModelFile, *, input_shape: Sequence[int] | None = None) -> DataSplits:
@@ -142,11 +147,3 @@ def output_size(model: nn.Module, input_shape: Sequence[int]) -> int | None:
     finally:
         model.train(was_training)
     return int(out.shape[1]) if isinstance(out, torch.Tensor) and out.dim() == 2 else None
-
-
-def calibration_loader(train: Dataset[Any], seed: int = 0, batch_size: int = CALIBRATION_BATCH) -> DataLoader[Any]:
-    """Shuffled training batches for re-estimating thresholds and BatchNorm statistics; a last batch
-    of one sample is dropped, since BatchNorm can't take statistics of one value."""
-    n = len(train)  # type: ignore[arg-type]
-    return DataLoader(train, batch_size=batch_size, shuffle=True, drop_last=n > 1 and n % batch_size == 1,
-                      generator=torch.Generator().manual_seed(seed))

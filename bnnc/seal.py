@@ -8,7 +8,7 @@ named by a file is called only if this user's bnnc wrote that name there — the
 reference and its arguments under a key only this user can read (``BNNC_CONFIG_DIR``, else
 ``$XDG_CONFIG_HOME/bnnc``, else ``~/.config/bnnc``; file ``key``, mode 0600, made on first use).
 A file from anyone else carries no valid seal, whatever function it names (``sympy:sympify``,
-``bnnc.io:load_model``...), so it is refused until the user allows the factory: ``--arch REF`` on
+``bnnc.loading:load_model``...), so it is refused until the user allows the factory: ``--arch REF`` on
 the command line, or ``BNNC_ALLOW_ARCH=REF[,REF...]`` in the environment (never a file).
 """
 
@@ -19,8 +19,9 @@ import hmac
 import json
 import os
 import secrets
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 KEY_BYTES = 32
 

@@ -11,7 +11,6 @@ enough (``target_bytes``) without losing more than ``max_accuracy_drop``.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,14 +18,14 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from bnnc.calibrate import calibrate_thresholds
-from bnnc.conversion import ConvertOptions, convert
+from bnnc.calibrate import calibrate_on
 from bnnc.data import DataSplits
 from bnnc.errors import PlanError
+from bnnc.evaluation import evaluate
+from bnnc.events import MeasuringLayer, OnEvent
 from bnnc.planning import Plan, Precision
-from bnnc.resolve import calibration_loader
 from bnnc.summary import model_bytes
-from bnnc.training import evaluate
+from bnnc.swap import ConvertOptions, convert
 
 
 @dataclass(frozen=True)
@@ -100,7 +99,7 @@ class _Probe:
 
     def binarized(self, plan: Plan) -> nn.Module:
         net = convert(self.model, plan, self.options)
-        calibrate_thresholds(net, calibration_loader(self.train), self.calibration_batches, batchnorm=True)
+        calibrate_on(net, self.train, self.calibration_batches, batchnorm=True)
         return net
 
 
@@ -121,15 +120,15 @@ def _candidates(plan: Plan) -> list[str]:
 
 def sensitivity(
     model: nn.Module, splits: DataSplits, plan: Plan, options: ConvertOptions | None = None, *,
-    samples: int = 1024, calibration_batches: int = 4, on_layer: Callable[[str], None] | None = None,
+    samples: int = 1024, calibration_batches: int = 4, on_event: OnEvent | None = None,
 ) -> Sensitivity:
     """Accuracy drop of each layer ``plan`` binarizes, binarized alone, on ``samples`` validation samples."""
     probe = _Probe(model.eval(), splits, options or ConvertOptions(), samples, calibration_batches)
     fp32 = probe.accuracy(model)
     rows = []
     for name in _candidates(plan):
-        if on_layer:
-            on_layer(name)
+        if on_event:
+            on_event(MeasuringLayer(name))
         layer = plan[name]
         acc = probe.accuracy(probe.binarized(_only(plan, {name})))
         rows.append(LayerSensitivity(name, layer.precision, layer.params, layer.params * 4 - (layer.params + 7) // 8,
@@ -140,7 +139,7 @@ def sensitivity(
 def auto_plan(
     model: nn.Module, splits: DataSplits, plan: Plan, budget: Budget, options: ConvertOptions | None = None, *,
     measured: Sensitivity | None = None, samples: int = 1024, calibration_batches: int = 4,
-    on_layer: Callable[[str], None] | None = None,
+    on_event: OnEvent | None = None,
 ) -> AutoPlan:
     """The plan that binarizes the least-sensitive layers of ``plan`` until ``budget`` is met.
 
@@ -151,7 +150,7 @@ def auto_plan(
     """
     options = options or ConvertOptions()
     measured = measured or sensitivity(model, splits, plan, options, samples=samples,
-                                       calibration_batches=calibration_batches, on_layer=on_layer)
+                                       calibration_batches=calibration_batches, on_event=on_event)
     probe = _Probe(model.eval(), splits, options, samples, calibration_batches)
     order = sorted(measured.layers, key=lambda s: (s.accuracy_drop, -s.params))
     chosen: set[str] = set()
@@ -161,8 +160,8 @@ def auto_plan(
     for s in order:
         if budget.target_bytes is not None and size <= budget.target_bytes:
             break
-        if on_layer:
-            on_layer(s.name)
+        if on_event:
+            on_event(MeasuringLayer(s.name))
         trial = _only(plan, chosen | {s.name})
         net = probe.binarized(trial)
         acc = probe.accuracy(net)

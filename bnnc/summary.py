@@ -14,15 +14,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch import nn
 
 from bnnc.int8 import int8_layers
 from bnnc.layers import binary_layers
-from bnnc.planning import Plan, Precision
+from bnnc.planning import Plan
 
 
 def _float_tensors(model: nn.Module) -> dict[str, Any]:
-    tensors = dict(model.named_parameters())
+    tensors: dict[str, torch.Tensor] = dict(model.named_parameters())
     tensors.update((n, b) for n, b in model.named_buffers() if b.is_floating_point())
     return tensors
 
@@ -33,7 +34,8 @@ def model_bytes(model: nn.Module) -> int:
     bytes_ = {f"{name}.weight" for name, _ in int8_layers(model)}
     total = 0
     for name, t in _float_tensors(model).items():
-        total += (t.numel() + 7) // 8 if name in packed else t.numel() if name in bytes_ else t.numel() * t.element_size()
+        bits = 1 if name in packed else 8 if name in bytes_ else 8 * t.element_size()
+        total += (t.numel() * bits + 7) // 8
     return total
 
 
@@ -79,16 +81,14 @@ def summarize(source: nn.Module, converted: nn.Module, plan: Plan, binarized_byt
               ) -> ConversionSummary:
     """Compare the FP32 ``source`` with its ``converted`` copy under ``plan``; ``binarized_bytes`` is
     what its export stores (:func:`bnnc.export.predicted_payload`), else :func:`model_bytes` estimates it."""
-    total_macs = sum(layer.macs for layer in plan.layers) or 1
-    binary_macs = sum(layer.macs for layer in plan.layers if layer.precision is Precision.BINARY)
-    weight_macs = sum(layer.macs for layer in plan.layers if layer.precision.binary_weights)
+    totals = plan.totals()
     return ConversionSummary(
         plan=plan,
         fp32_bytes=model_bytes(source),
         binarized_bytes=model_bytes(converted) if binarized_bytes is None else binarized_bytes,
-        binary_weights=sum(layer.params for layer in plan.layers if layer.precision.binary_weights),
-        kept_weights=sum(layer.params for layer in plan.layers if layer.precision is Precision.FP32),
-        binary_mac_share=binary_macs / total_macs,
-        binary_weight_mac_share=weight_macs / total_macs,
+        binary_weights=totals.binary_weights,
+        kept_weights=totals.kept_weights,
+        binary_mac_share=totals.binary_mac_share,
+        binary_weight_mac_share=totals.binary_weight_mac_share,
         size_from_export=binarized_bytes is not None,
     )

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from bnnc import zoo
-from bnnc.io import save_checkpoint
+from bnnc.checkpoint import save_checkpoint
 
 # bnnc.seal's key for the whole session (subprocesses inherit it): tests never touch the user's ~/.config
 os.environ["BNNC_CONFIG_DIR"] = tempfile.mkdtemp(prefix="bnnc-test-config-")

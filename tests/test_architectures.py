@@ -8,21 +8,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import archs
 import numpy as np
 import pytest
+from archs import Branches, TokenMLP
 
+from bnnc.checkpoint import save_checkpoint
 from bnnc.conversion import convert_file
 from bnnc.export import export_onnx
-from bnnc.io import load_checkpoint, save_checkpoint
+from bnnc.loading import load_checkpoint
 from bnnc.planning import PlanRules, Precision
 from bnnc.training import FinetuneConfig, finetune
 
-import archs
-from archs import Branches, TokenMLP
-
 CASES = {
     "conv1d": ("archs:conv1d_net", archs.conv1d_net(), (1, 64), PlanRules(min_params=0, min_fan_in=0)),
-    "grouped-depthwise-fp32": ("archs:grouped_net", archs.grouped_net(), (1, 16, 16), PlanRules(min_params=0, min_fan_in=0)),
+    "grouped-depthwise-fp32": ("archs:grouped_net", archs.grouped_net(), (1, 16, 16),
+                               PlanRules(min_params=0, min_fan_in=0)),
     "grouped-depthwise-binary": ("archs:grouped_net", archs.grouped_net(), (1, 16, 16),
                                  PlanRules(min_params=0, min_fan_in=0, binary=("6",))),
     "linear-on-3d": ("archs:TokenMLP", TokenMLP(), (8, 16), PlanRules(min_params=0, min_fan_in=0)),

@@ -1,13 +1,12 @@
 import pytest
 import torch
+from conftest import build, images
 from torch import nn
 
 from bnnc.calibrate import balanced_threshold, calibrate_thresholds
 from bnnc.conversion import convert
 from bnnc.layers import InputBinarizer
 from bnnc.planning import PlanRules, plan
-
-from conftest import build, images
 
 
 def test_balanced_threshold_splits_near_the_median_in_a_wide_gap():

@@ -2,15 +2,14 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import build, images
 from torch import nn
 
 from bnnc.conversion import ConvertOptions, convert, convert_file
 from bnnc.errors import BnncError, OutputError, UntrustedModelError
-from bnnc.io import load_checkpoint, load_model
 from bnnc.layers import BinaryConv2d, BinaryLayer, BinaryLinear
+from bnnc.loading import load_checkpoint, load_model
 from bnnc.planning import PlanRules, Precision, plan
-
-from conftest import build, images
 
 
 def _sign(x: torch.Tensor) -> torch.Tensor:
@@ -60,7 +59,8 @@ def _check_every_layer(model: nn.Module, x: torch.Tensor, expect: dict[str, Prec
 def test_convert_file_then_load_model_computes_binary_exactly_where_planned(tmp_path, fp32_checkpoint, kind):
     src = fp32_checkpoint(kind)
     before = src.read_bytes()
-    result = convert_file(src, tmp_path / "out.bnnc", input_shape=(1, 28, 28), rules=PlanRules(min_params=0, min_fan_in=0))
+    result = convert_file(src, tmp_path / "out.bnnc", input_shape=(1, 28, 28),
+                          rules=PlanRules(min_params=0, min_fan_in=0))
     assert src.read_bytes() == before  # the input is never modified
     raw = torch.load(result.output, weights_only=True)  # reloads without running code
     assert raw["binarized"]["source"]["sha256"] == load_checkpoint(src).sha256
@@ -160,7 +160,7 @@ def test_calibration_on_data_balances_the_binarized_inputs(tmp_path, fp32_checkp
     np.savez(data, x_train=rng.integers(0, 256, (600, 28, 28), dtype=np.uint8), y_train=rng.integers(0, 10, 600),
              x_test=rng.integers(0, 256, (100, 28, 28), dtype=np.uint8), y_test=rng.integers(0, 10, 100))
     result = convert_file(src, tmp_path / "cal.bnnc", data=str(data), calibration_batches=2)
-    assert result.calibration["samples"] == 512
+    assert result.calibration.samples == 512
     model = load_model(result.output).eval()
     binarizer = model.features[4].input_binarizer
     assert (binarizer.beta != 0).any()

@@ -6,12 +6,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import PRE, learnable_npz
 
 from bnnc.conversion import convert_file
 from bnnc.export import export_onnx
 from bnnc.training import FinetuneConfig, finetune
-
-from conftest import PRE, learnable_npz
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU here")
 

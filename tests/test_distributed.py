@@ -10,15 +10,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import SMALL_ARCHS, build
 
 from bnnc import distributed
+from bnnc.checkpoint import save_checkpoint
 from bnnc.conversion import convert_file
 from bnnc.data import load_data
 from bnnc.errors import BnncError
-from bnnc.io import load_checkpoint, save_checkpoint
+from bnnc.loading import load_checkpoint
 from bnnc.training import FinetuneConfig, finetune
-
-from conftest import SMALL_ARCHS, build
 
 SAMPLE = Path(__file__).resolve().parent.parent / "sample_models" / "data" / "fashion-mnist-sample.npz"
 
@@ -126,7 +126,8 @@ def test_kill_9_of_bnnc_takes_torchrun_and_its_workers_down(converted: Path, tmp
     out = tmp_path / "orphans.bnnc"
     proc = subprocess.Popen([sys.executable, "-m", "bnnc", "finetune", str(converted), "--data", str(SAMPLE),
                              "--epochs", "50", "--batch-size", "64", "--no-distill", "--nproc", "2", "-o", str(out)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "OMP_NUM_THREADS": "1"})
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
     state = out.with_name(out.name + ".state")
     deadline = time.monotonic() + 300
     while not state.exists() and proc.poll() is None and time.monotonic() < deadline:  # training, past start-up

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 import onnx
 import pytest
 import torch
+from conftest import build, images
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import numpy_helper
@@ -15,14 +15,12 @@ from torch import nn
 from bnnc.calibrate import calibrate_thresholds
 from bnnc.conversion import convert
 from bnnc.export import ExportError, export_onnx, to_onnx
-from bnnc.export.exporter import pixel_model
 from bnnc.export.lowering import lower
 from bnnc.export.packing import pack_signs, unpack_signs
+from bnnc.export.pixels import pixel_model
 from bnnc.export.thresholds import NotMonotone, float_thresholds, integer_thresholds
 from bnnc.layers import binary_layers
 from bnnc.planning import PlanRules, plan
-
-from conftest import build, images
 
 
 def binarized(model: nn.Module, shape: tuple[int, ...] = (1, 28, 28), rules: PlanRules | None = None,

@@ -9,14 +9,13 @@ import random
 
 import pytest
 import torch
+from test_export import binarized
 from torch import nn
 
 from bnnc.export import ExportError, check_parity, export_onnx, to_onnx
 from bnnc.export.exporter import check_inputs
 from bnnc.layers import binary_layers
 from bnnc.planning import PlanRules, Precision
-
-from test_export import binarized
 
 ACTIVATIONS = [nn.ReLU, nn.Hardtanh, nn.LeakyReLU, nn.SiLU, nn.GELU, nn.ELU, nn.PReLU, nn.Tanh, nn.Identity]
 

@@ -16,13 +16,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import families
 import pytest
 import torch
 from conftest import learnable_npz
 from families import FAMILIES
 from typer.testing import CliRunner
 
-import families
 from bnnc.cli import app
 from bnnc.data import load_data
 
@@ -59,7 +59,8 @@ def test_family_through_compress_from_a_state_dict(name: str, data: dict[int, Pa
     sd = _trained(name, data[FAMILIES[name]], tmp_path)
     out = tmp_path / "out"
     r = runner.invoke(app, ["compress", str(sd), "--arch", f"families:{name}", "--data", str(data[FAMILIES[name]]),
-                            "--epochs", "2", "--batch-size", "32", "-o", str(out), "--batch", "8"], env={"COLUMNS": "200"})
+                            "--epochs", "2", "--batch-size", "32", "-o", str(out), "--batch", "8"],
+                           env={"COLUMNS": "200"})
     assert r.exit_code == 0, r.output
     report = json.loads((out / "report.json").read_text())
     assert report["accuracy"]["onnx_torch_agreement"] == 1.0

@@ -8,10 +8,10 @@ from torch.utils.data import TensorDataset
 from bnnc.conversion import convert_file
 from bnnc.data import DataSplits, Preprocessing, load_data, sample_data_path
 from bnnc.errors import BnncError
-from bnnc.training import EpochEnd, FinetuneConfig, Started, finetune, glorot_scale, lr_factor
-from bnnc.io import load_checkpoint
 from bnnc.layers import binary_layers
+from bnnc.loading import load_checkpoint
 from bnnc.shift import ShiftBatchNorm
+from bnnc.training import EpochEnd, FinetuneConfig, Started, finetune, glorot_scale, lr_factor
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE_MLP = REPO / "sample_models" / "mlp.pt"
@@ -51,7 +51,7 @@ def test_short_finetune_raises_accuracy_of_the_sample_mlp(tmp_path, subset):
     assert result.best_accuracy > result.recalibrated_accuracy + 0.02       # training
     assert [e.record.epoch for e in events if isinstance(e, EpochEnd)] == [1, 2]
     reloaded = load_checkpoint(result.output)
-    assert reloaded.is_binarized and reloaded.binarized["finetune"]["best_epoch"] == result.best_epoch
+    assert reloaded.is_binarized and reloaded.binarized.finetune.best_epoch == result.best_epoch
     assert reloaded.metrics["val_accuracy"] == result.best_accuracy
 
 

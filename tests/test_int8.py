@@ -6,6 +6,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from conftest import build, images
 from onnx import helper, numpy_helper
 from torch import nn
 
@@ -17,8 +18,6 @@ from bnnc.int8 import Int8Conv2d, Int8Linear, int8_layers
 from bnnc.planning import PlanRules, Precision, plan
 from bnnc.quantizers import fake_quantize_uint8, int8_weights, quantize_uint8
 from bnnc.summary import summarize
-
-from conftest import build, images
 
 INT8_ENDS = PlanRules(first=Precision.INT8, last=Precision.INT8, min_params=0, min_fan_in=0)
 

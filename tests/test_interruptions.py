@@ -90,7 +90,7 @@ def test_kill_9_mid_epoch_then_resume_equals_an_uninterrupted_run(tmp_path: Path
 def test_kill_9_inside_a_write_leaves_nothing_under_the_final_name(tmp_path: Path):
     """The moment that matters, made certain: the process is killed with half the bytes written."""
     out = tmp_path / "model.onnx"
-    code = ("import sys, time\nfrom bnnc.io import atomic_write\n"
+    code = ("import sys, time\nfrom bnnc.outputs import atomic_write\n"
             "def write(f):\n    f.write(b'x' * 100000)\n    f.flush()\n    print('half', flush=True)\n"
             "    time.sleep(600)\n"
             "atomic_write(sys.argv[1], write)\n")
@@ -113,8 +113,10 @@ def hook(event, args):
     if event == "open" and isinstance(args[0], str) and args[0] in finals and _writes(args):
         print("opened a final name for writing:", args[0], file=sys.stderr, flush=True)
         os.kill(os.getpid(), signal.SIGKILL)
-    target = os.fspath(args[1]) if event in ("os.link", "os.rename") else os.fspath(args[0]) if event == "os.chmod" else ""
-    if event == step and (target in finals or os.path.basename(target).startswith(tuple("." + os.path.basename(f) + "." for f in finals))):
+    renamed = event in ("os.link", "os.rename")
+    target = os.fspath(args[1]) if renamed else os.fspath(args[0]) if event == "os.chmod" else ""
+    temporary = tuple("." + os.path.basename(f) + "." for f in finals)
+    if event == step and (target in finals or os.path.basename(target).startswith(temporary)):
         os.kill(os.getpid(), sig)
 sys.addaudithook(hook)
 sys.argv = ["bnnc", *sys.argv[4:]]
@@ -135,8 +137,8 @@ def _export_or_report(command: str, tmp_path: Path, model: Path) -> tuple[list[P
         finals = [tmp_path / "m.onnx"]
         return finals, ["export", str(model), "-o", str(finals[0]), "--data", str(data)]
     finals = [tmp_path / "r.json", tmp_path / "r.md"]
-    return finals, ["report", str(model), "--data", str(data), "--json", str(finals[0]), "--markdown", str(finals[1]),
-                    "--batch", "8"]
+    return finals, ["report", str(model), "--data", str(data), "--json-out", str(finals[0]),
+                    "--markdown", str(finals[1]), "--batch", "8"]
 
 
 @pytest.mark.parametrize("command", ["export", "report"])

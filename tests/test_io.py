@@ -3,13 +3,14 @@ import textwrap
 
 import pytest
 import torch
+from conftest import Payload, build
 from torch import nn
 
 from bnnc import zoo
+from bnnc.checkpoint import save_checkpoint
 from bnnc.errors import ModelLoadError, OutputError, UntrustedModelError
-from bnnc.io import atomic_write, load_checkpoint, load_model, save_checkpoint
-
-from conftest import Payload, build
+from bnnc.loading import load_checkpoint, load_model
+from bnnc.outputs import atomic_write
 
 
 def _same_weights(a: nn.Module, b: nn.Module) -> bool:
@@ -235,17 +236,17 @@ def test_atomic_write_missing_folder(tmp_path):
         atomic_write(tmp_path / "nope" / "out.bin", lambda f: f.write(b"x"))
 
 
-@pytest.mark.parametrize("ref", ["bnnc.io:load_model", "bnnc.io:_torch_load", "bnnc.zoo:load_model",
+@pytest.mark.parametrize("ref", ["bnnc.loading:load_model", "bnnc.formats:torch_load", "bnnc.zoo:load_model",
                                  "bnnc.layers:BinaryLinear", "os:system", "torch.nn:Linear"])
 def test_bnnc_stdlib_and_torch_are_never_an_architecture_even_when_named(ref):
-    from bnnc.io import resolve_arch
+    from bnnc.arch import resolve_arch
 
     with pytest.raises(ModelLoadError):
         resolve_arch(ref, named_by_user=True)
 
 
 def test_a_module_class_a_file_names_is_accepted_and_a_function_is_not():
-    from bnnc.io import resolve_arch
+    from bnnc.arch import resolve_arch
 
     assert resolve_arch("bnnc.zoo:MLP", named_by_user=False) is zoo.MLP
     with pytest.raises(UntrustedModelError, match="names the function"):

@@ -5,12 +5,11 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import onnxruntime as ort
+from conftest import build, images
 from onnx import numpy_helper
 
 from bnnc.export import to_fp32_onnx
 from bnnc.measure import has_convolutions, int8_static
-
-from conftest import build, images
 
 
 def _optimized_ops(blob: bytes, tmp_path) -> list[str]:
@@ -53,3 +52,21 @@ def test_static_int8_activation_ranges_come_from_the_calibration_data():
 
 def test_dynamic_int8_competes_only_without_convolutions():
     assert not has_convolutions(to_fp32_onnx(build("mlp"), (1, 28, 28)).SerializeToString())
+
+
+def test_quantizing_leaves_the_callers_logging_as_it_was():
+    """ORT's quantizer is silenced while it runs, not by changing the application's root logger for good."""
+    import logging
+
+    from bnnc.measure import int8_dynamic
+
+    root = logging.getLogger()
+    before = root.level
+    root.setLevel(logging.INFO)
+    try:
+        fp32 = to_fp32_onnx(build("mlp"), (1, 28, 28)).SerializeToString()
+        int8_static(fp32, images(32).numpy())
+        int8_dynamic(fp32)
+        assert root.level == logging.INFO
+    finally:
+        root.setLevel(before)

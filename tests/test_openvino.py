@@ -18,25 +18,25 @@ from typer.testing import CliRunner
 pytest.importorskip("openvino")
 
 import archs  # noqa: E402
+from test_export import binarized  # noqa: E402
+from test_export_fuzz import CI_SEEDS, random_net  # noqa: E402
+
 from bnnc.cli import app  # noqa: E402
-from bnnc.export import ExportError, export_openvino, to_fp32_onnx  # noqa: E402
+from bnnc.export import ExportError, export_openvino, ov_runtime, to_fp32_onnx  # noqa: E402
 from bnnc.export import openvino as ov_export  # noqa: E402
 from bnnc.export.parity import parity_of, torch_outputs  # noqa: E402
 from bnnc.layers import binary_layers  # noqa: E402
 from bnnc.planning import PlanRules  # noqa: E402
 
-from test_export import binarized  # noqa: E402
-from test_export_fuzz import CI_SEEDS, random_net  # noqa: E402
-
 runner = CliRunner()
 
 
-def _run(ir: ov_export.IR, x: torch.Tensor) -> np.ndarray:
-    session = ov_export.OpenVINOSession(ir)
+def _run(ir: ov_runtime.IR, x: torch.Tensor) -> np.ndarray:
+    session = ov_runtime.OpenVINOSession(ir)
     return session.run(None, {"input": x.numpy()})[0]
 
 
-def _ir(net: nn.Module, shape: tuple[int, ...]) -> tuple[ov_export.IR, ov_export._Layers]:
+def _ir(net: nn.Module, shape: tuple[int, ...]) -> tuple[ov_runtime.IR, ov_export._Layers]:
     ir, record, _ = ov_export.to_openvino(net, shape)
     return ir, record
 
@@ -131,7 +131,7 @@ def test_a_mismatch_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 def _openvino_runs_the_fp32_model(model: nn.Module, shape: tuple[int, ...], x: torch.Tensor) -> bool:
     """Whether OpenVINO itself computes the FP32 model as torch does (f32 precision). Not always: in
     openvino 2026.4 an exported erf-GELU after a BatchNorm and a max pool came out 0.17 off (seed 4)."""
-    ir = ov_export.fp32_ir(to_fp32_onnx(model, shape).SerializeToString(), shape)
+    ir = ov_runtime.fp32_ir(to_fp32_onnx(model, shape).SerializeToString(), shape)
     got, want = _run(ir, x), torch_outputs(model, x)
     return bool(np.abs(got - want).max() <= 1e-4 * np.abs(want).max())
 
@@ -186,14 +186,14 @@ def test_state_dict_to_openvino_from_the_cli(tmp_path: Path):
     assert r.exit_code == 0, r.output
     xml, weights = tmp_path / "m.xml", tmp_path / "m.bin"
     assert xml.is_file() and weights.is_file()
-    ir = ov_export.IR(xml.read_bytes(), weights.read_bytes())
-    from bnnc.io import load_checkpoint
+    ir = ov_runtime.IR(xml.read_bytes(), weights.read_bytes())
+    from bnnc.loading import load_checkpoint
 
     net = load_checkpoint(tmp_path / "m.bnnc").model.eval()
     x = _inputs((1, 28, 28), 64)
     np.testing.assert_array_equal(_run(ir, x).argmax(1), torch_outputs(net, x).argmax(1))
     assert json.loads(re.search(rb'<bnnc\.compile_with value="([^"]*)"', ir.xml).group(1).decode()
-                      .replace("&quot;", '"')) == ov_export.PRECISION
+                      .replace("&quot;", '"')) == ov_runtime.PRECISION
 
     before = (xml.read_bytes(), weights.read_bytes())
     r = runner.invoke(app, ["export", str(tmp_path / "m.bnnc"), "--format", "openvino"])
@@ -219,14 +219,16 @@ def test_compress_writes_both_formats_and_the_report_measures_openvino(tmp_path:
     doc = json.loads((out / "report.json").read_text())
     assert doc["schema_version"] == 3
     ov = doc["openvino"]
-    assert ov["xnor_layers"] == 1 and ov["accuracy"]["torch_agreement"] == 1.0  # the hidden layer; the first has a real input
+    # the hidden layer; the first has a real input
+    assert ov["xnor_layers"] == 1 and ov["accuracy"]["torch_agreement"] == 1.0
     for lat in doc["latency"]["by_batch"].values():
         assert lat["bnnc_openvino"]["median_ms"] > 0 and lat["fp32_openvino"]["median_ms"] > 0
-        assert lat["openvino_speedup_vs_fp32"] == pytest.approx(lat["fp32"]["median_ms"] / lat["bnnc_openvino"]["median_ms"])
+        ov_ms = lat["bnnc_openvino"]["median_ms"]
+        assert lat["openvino_speedup_vs_fp32"] == pytest.approx(lat["fp32"]["median_ms"] / ov_ms)
     assert "## OpenVINO" in (out / "report.md").read_text()
 
     r = runner.invoke(app, ["report", str(out / "mlp.finetuned.bnnc"), "--data", str(data), "--samples", "32",
-                            "--no-openvino", "--json", str(tmp_path / "r.json")])
+                            "--no-openvino", "--json-out", str(tmp_path / "r.json")])
     assert r.exit_code == 0, r.output
     assert json.loads((tmp_path / "r.json").read_text())["openvino"] is None
 
@@ -263,5 +265,6 @@ def test_a_model_openvino_cannot_convert_leaves_the_onnx_rows_of_the_report(tmp_
     monkeypatch.setattr(ov_export, "to_openvino", refuse)
     d = report(model, data, batches=(1,), rounds=1, repeats=2, samples=32).to_dict()
     assert d["openvino"]["error"] == "OpenVINO could not convert the model: no such op"
-    assert d["latency"]["by_batch"]["1"]["bnnc"]["median_ms"] > 0 and "bnnc_openvino" not in d["latency"]["by_batch"]["1"]
+    row = d["latency"]["by_batch"]["1"]
+    assert row["bnnc"]["median_ms"] > 0 and "bnnc_openvino" not in row
     assert "no such op" in render_markdown(d)

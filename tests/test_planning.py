@@ -193,7 +193,8 @@ def test_squeeze_excitation_gates_stay_fp32():
     p = plan(families.efficientnet_b0(), input_shape=(1, 28, 28))
     gates = [n for n, r in _reasons(p).items() if r.startswith("squeeze-excitation")]
     assert gates and all(n.endswith((".fc1", ".fc2")) for n in gates)
-    assert len(gates) == 2 * sum(isinstance(m, families.SqueezeExcitation) for m in families.efficientnet_b0().modules())
+    blocks = sum(isinstance(m, families.SqueezeExcitation) for m in families.efficientnet_b0().modules())
+    assert len(gates) == 2 * blocks
     # the classifiers of MobileNet-V3 run once per sample too, but gate nothing
     v3 = plan(families.mobilenet_v3(), input_shape=(1, 28, 28))
     assert v3["classifier.0"].precision is Precision.BINARY and v3["classifier.3"].reason.startswith("last layer")
@@ -257,3 +258,22 @@ def test_narrow_hidden_layers_stay_fp32_and_overrides_are_warned_about():
     assert Plan.from_dict(forced.to_dict()).warnings == forced.warnings
     nothing = plan(model, PlanRules(keep=("*",)), input_shape=(1, 28, 28))
     assert nothing.warnings == ("no layer is binarized: the converted model is the FP32 one (see each layer's reason)",)
+
+
+class _TraceFailsWithoutMessage(nn.Module):
+    """Runs eagerly; under torch.fx its forward raises an exception with no message at all."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.fc2, self.fc3 = nn.Linear(64, 128), nn.Linear(128, 128), nn.Linear(128, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if isinstance(x, torch.fx.Proxy):
+            raise NotImplementedError()
+        return self.fc3(torch.relu(self.fc2(torch.relu(self.fc1(x)))))
+
+
+def test_a_trace_failing_without_a_message_falls_back_to_execution_order():
+    p = plan(_TraceFailsWithoutMessage(), input_shape=(64,))
+    assert p.fallback == "torch.fx can't trace the model (NotImplementedError)"
+    assert [la.precision for la in p.layers] == [Precision.WEIGHTS, Precision.BINARY, Precision.FP32]

@@ -10,14 +10,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import Payload, build, learnable_npz
 
 from bnnc.conversion import convert_file
 from bnnc.errors import ModelLoadError, UntrustedModelError
 from bnnc.export import export_onnx
-from bnnc.io import load_checkpoint
+from bnnc.loading import load_checkpoint
 from bnnc.planning import PlanRules, Precision
-
-from conftest import Payload, build, learnable_npz
 
 
 def _export(kind: str, path: Path, dynamic: bool = True) -> Path:
@@ -57,6 +56,7 @@ def test_a_program_exports_the_graph_its_eager_model_exports(kind: str, tmp_path
     torchvision's nets use and an exported program keeps), so the same chains fold into integer
     thresholds, and the file is byte for byte as large."""
     import families
+
     from bnnc.conversion import convert
     from bnnc.export import to_onnx
     from bnnc.planning import plan

@@ -6,16 +6,15 @@ import json
 
 import onnx
 import pytest
+from conftest import PRE, learnable_npz
 
 from bnnc.config import ConfigError, check, load_config, merge
 from bnnc.conversion import convert_file
+from bnnc.errors import OutputError
 from bnnc.export import export_onnx
 from bnnc.pipeline import compress
-from bnnc.errors import OutputError
-from bnnc.reporting import ReportError, Thresholds, report
+from bnnc.reporting import Limits, ReportError, report
 from bnnc.training import FinetuneConfig
-
-from conftest import PRE, learnable_npz
 
 FAST = {"batches": (1, 8), "rounds": 1, "repeats": 2, "samples": 64}
 
@@ -30,7 +29,7 @@ def converted(tmp_path, fp32_checkpoint):
 
 def test_report_schema_is_complete_and_consistent(converted):
     model, data = converted
-    rep = report(model, data, limits=Thresholds(min_compression=2.0), **FAST)
+    rep = report(model, data, limits=Limits(min_compression=2.0), **FAST)
     d = json.loads(rep.to_json())
     assert d["schema"] == "bnnc-report" and d["schema_version"] == 3
     for section, keys in {
@@ -62,7 +61,8 @@ def test_report_schema_is_complete_and_consistent(converted):
     assert ov["accuracy"]["bnnc"] == a["binarized_torch"]
     for lat in d["latency"]["by_batch"].values():
         fastest = min(lat[k]["median_ms"] for k in ("fp32", "int8", "int8_dynamic", "fp32_openvino"))
-        assert lat["openvino_speedup_vs_fastest_alternative"] == pytest.approx(fastest / lat["bnnc_openvino"]["median_ms"])
+        ov_ms = lat["bnnc_openvino"]["median_ms"]
+        assert lat["openvino_speedup_vs_fastest_alternative"] == pytest.approx(fastest / ov_ms)
     assert d["checks"] == [{"name": "compression_vs_fp32", "value": s["compression_vs_fp32"], "limit": 2.0,
                             "op": ">=", "passed": True}] and d["passed"]
     md = rep.to_markdown()  # the Markdown shows the same figures
@@ -75,7 +75,7 @@ def test_report_schema_is_complete_and_consistent(converted):
 
 def test_failing_threshold_is_named(converted):
     model, data = converted
-    rep = report(model, data, limits=Thresholds(min_compression=1e6, max_accuracy_drop=100), **FAST)
+    rep = report(model, data, limits=Limits(min_compression=1e6, max_accuracy_drop=100), **FAST)
     assert not rep.passed and [c.name for c in rep.failed] == ["compression_vs_fp32"]
     d = rep.to_dict()
     assert d["passed"] is False

@@ -58,7 +58,7 @@ def test_sample_is_stratified_and_holds_the_full_test_set() -> None:
 
 
 def test_missing_sample_is_a_data_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(bnnc.data, "__file__", str(tmp_path / "site-packages" / "bnnc" / "data.py"))
+    monkeypatch.setattr(bnnc.data, "__file__", str(tmp_path / "site-packages" / "bnnc" / "data" / "__init__.py"))
     with pytest.raises(DataError, match="bundled data sample is missing") as info:
         sample_data_path()
     assert "pip install -e ." in str(info.value)

@@ -10,18 +10,17 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import SMALL_ARCHS, build
 from typer.testing import CliRunner
 
+from bnnc.checkpoint import save_checkpoint
 from bnnc.cli import app
 from bnnc.conversion import ConvertOptions, convert, convert_file
 from bnnc.data import load_data
 from bnnc.errors import PlanError
-from bnnc.io import save_checkpoint
 from bnnc.planning import PlanRules, Precision, plan
 from bnnc.sensitivity import Budget, auto_plan, sensitivity
 from bnnc.summary import model_bytes
-
-from conftest import SMALL_ARCHS, build
 
 runner = CliRunner()
 
@@ -76,7 +75,7 @@ def _accuracy_alone(net, splits, samples: int) -> float:
 
 
 def _setup(trained):
-    from bnnc.io import load_checkpoint
+    from bnnc.loading import load_checkpoint
 
     path, data = trained
     loaded = load_checkpoint(path)

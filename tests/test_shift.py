@@ -2,13 +2,12 @@ import math
 
 import pytest
 import torch
+from conftest import build, images
 from torch import nn
 
 from bnnc.conversion import ConvertOptions, convert
 from bnnc.planning import plan
 from bnnc.shift import ShiftAdaMax, ShiftBatchNorm, ap2, use_shift_batchnorm
-
-from conftest import build, images
 
 
 def _is_power_of_two(t: torch.Tensor) -> bool:

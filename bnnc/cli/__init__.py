@@ -13,12 +13,12 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperCommand, TyperGroup
 
-from bnnc import __version__
 from bnnc.cli.compress import compress_command
 from bnnc.cli.convert import convert_command
 from bnnc.cli.export import export_command
 from bnnc.cli.finetune import finetune_command
 from bnnc.cli.report import report_command
+from bnnc.version import __version__
 
 # click's exceptions, or the copy of click that newer typer releases vendor
 _click = importlib.import_module(typer.BadParameter.__module__)
@@ -27,8 +27,10 @@ _click = importlib.import_module(typer.BadParameter.__module__)
 class _OneLineErrors(TyperGroup):
     """Usage errors as one line on stderr, like every other error, not typer's multi-line panel."""
 
-    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
-             complete_var: str | None = None, standalone_mode: bool = True, **extra: Any) -> Any:
+    def main(  # type: ignore[override]  # the click version's other parameters pass through **extra
+        self, args: Sequence[str] | None = None, prog_name: str | None = None, complete_var: str | None = None,
+        standalone_mode: bool = True, **extra: Any,
+    ) -> Any:
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         try:
@@ -76,7 +78,7 @@ def _version(value: bool) -> None:
 def _main(
     ctx: typer.Context,
     debug: Annotated[bool, typer.Option("--debug", help="Show the full traceback on errors (bug reports).")] = False,
-    version: Annotated[
+    version: Annotated[  # noqa: ARG001 - handled by its eager callback
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
 ) -> None:

@@ -12,12 +12,14 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
+from bnnc import defaults
 from bnnc.cli import options as opt
+from bnnc.cli import render
 from bnnc.cli.choices import BatchNormChoice, BinarizeChoice, OptimizerChoice, ScheduleChoice
 from bnnc.cli.convert import parse_kwargs, parse_shape, plan_rules
 from bnnc.cli.errors import reported_errors
-from bnnc.cli.finetune import _Renderer, finetune_config
-from bnnc.cli.report import finish, limits_from, render
+from bnnc.cli.finetune import finetune_config
+from bnnc.cli.report import finish, limits_from
 
 
 def compress_command(
@@ -25,7 +27,8 @@ def compress_command(
     model: Annotated[Path, typer.Argument(metavar="MODEL", help="FP32 model (as for bnnc convert).")],
     data: Annotated[Optional[str], typer.Option(help="Training/evaluation data; or `data` in the config file.")]
         = None,
-    epochs: Annotated[Optional[int], typer.Option(help="Fine-tuning epochs \\[default: 3].", min=1, max=100_000)] = None,
+    epochs: Annotated[Optional[int], typer.Option(
+        help=f"Fine-tuning epochs \\[default: {defaults.COMPRESS_EPOCHS}].", min=1, max=100_000)] = None,
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Folder for everything "
                                                    "(default: MODEL stem + '-bnnc').")] = None,
     arch: opt.Arch = None,
@@ -38,37 +41,37 @@ def compress_command(
     binary: opt.Binary = None,
     weights: opt.Weights = None,
     int8: opt.Int8 = None,
-    min_params: opt.MinParams = 1024,
-    min_fan_in: opt.MinFanIn = 64,
+    min_params: opt.MinParams = defaults.MIN_PARAMS,
+    min_fan_in: opt.MinFanIn = defaults.MIN_FAN_IN,
     scale: opt.Scale = True,
     threshold: opt.Threshold = True,
     binarize: opt.Binarize = BinarizeChoice.deterministic,
-    calibration_batches: opt.CalibrationBatches = 8,
-    batch_size: Annotated[Optional[int], typer.Option(help="Fine-tuning batch size \\[default: 128].", min=1,
-                                                                      max=1 << 20)]
+    calibration_batches: opt.CalibrationBatches = defaults.CALIBRATION_BATCHES,
+    batch_size: Annotated[Optional[int], typer.Option(
+        help=f"Fine-tuning batch size \\[default: {defaults.BATCH_SIZE}].", min=1, max=1 << 20)]
         = None,
     lr: opt.LearningRate = None,
     optimizer: opt.Optimizer = OptimizerChoice.adam,
     schedule: opt.Schedule = ScheduleChoice.cosine,
-    weight_decay: opt.WeightDecay = 0.0,
+    weight_decay: opt.WeightDecay = defaults.WEIGHT_DECAY,
     distill: opt.Distill = True,
-    temperature: opt.Temperature = 4.0,
-    distill_weight: opt.DistillWeight = 0.5,
+    temperature: opt.Temperature = defaults.TEMPERATURE,
+    distill_weight: opt.DistillWeight = defaults.DISTILL_WEIGHT,
     teacher: opt.Teacher = None,
     glorot_lr: opt.GlorotLr = False,
     bn: opt.BatchNorm = BatchNormChoice.standard,
     recalibrate: opt.Recalibrate = True,
-    workers: opt.Workers = 0,
+    workers: opt.Workers = defaults.WORKERS,
     device: opt.Device = "auto",
     amp: opt.Amp = True,
-    seed: opt.Seed = 0,
+    seed: opt.Seed = defaults.SEED,
     uint8_input: Annotated[Optional[bool], opt.flag("--uint8-input/--float-input",
                                                     help="Export taking raw uint8 pixels.")] = None,
     float_ops: opt.FloatOps = False,
     fmt: Annotated[str, typer.Option("--format", help="Export formats, comma-separated: onnx (stock ONNX "
                                      "Runtime), openvino (XNOR-popcount IR, .xml + .bin; needs the openvino "
                                      "package).")] = "onnx",
-    check_samples: opt.CheckSamples = 512,
+    check_samples: opt.CheckSamples = defaults.CHECK_SAMPLES,
     reference: opt.Reference = False,
     batch: opt.Batch = None,
     threads: opt.Threads = None,
@@ -97,26 +100,27 @@ def compress_command(
         if "data" not in o:
             raise BnncError("no data", "pass --data, or set data in bnnc.toml")
         folder = output or model.with_name(f"{model.stem}-bnnc")
-        ft_config = finetune_config(o.get("epochs", 3), o.get("batch_size", 128), lr, optimizer, schedule,
-                                    weight_decay, distill, temperature, distill_weight, glorot_lr, bn, binarize,
-                                    recalibrate, seed, device, workers, amp)
+        ft_config = finetune_config(o.get("epochs", defaults.COMPRESS_EPOCHS), o.get("batch_size", defaults.BATCH_SIZE),
+                                    lr, optimizer, schedule, weight_decay, distill, temperature, distill_weight,
+                                    glorot_lr, bn, binarize, recalibrate, seed, device, workers, amp)
         report_options = {k: v for k, v in (("threads", o.get("threads")), ("samples", o.get("samples")),
                                              ("batches", (1, o["batch"]) if "batch" in o else None)) if v is not None}
-        with _Renderer(err) as progress:
+        with render.FinetuneProgress(err) as progress:
             result = compress(
                 model, o["data"], folder, config=ft_config, limits=limits_from(o),
                 uint8_input=bool(o.get("uint8_input", False)), float_ops=float_ops, arch=arch, arch_kwargs=kwargs,
-                trust_model=trust_model, rules=plan_rules(first, last, keep, binary, weights, min_params, min_fan_in, int8),
+                trust_model=trust_model,
+                rules=plan_rules(first, last, keep, binary, weights, min_params, min_fan_in, int8),
                 options=ConvertOptions(scale=scale, threshold=threshold,
                                        stochastic=binarize is BinarizeChoice.stochastic),
                 input_shape=shape, calibration_batches=calibration_batches, teacher=teacher,
                 check_samples=check_samples, reference_check=reference, overwrite=force,
                 formats=tuple(f.strip() for f in fmt.split(",") if f.strip()),
-                report_options=report_options, on_stage=lambda s: err.print(f"[bold]{s}[/]"), on_event=progress)
+                report_options=report_options, on_event=progress)
     for warning in result.warnings:
         err.print(f"[yellow]warning:[/] {warning}")
-    render(result.report, Console())
+    render.report(result.report, Console())
     files = ", ".join(str(p.name) for p in (result.converted, result.finetuned, result.history, *result.exported,
                                             *result.report_files.values()))
     err.print(f"wrote {files} in {result.folder}")
-    finish(result.report, err)
+    finish(result.report)

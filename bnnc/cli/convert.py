@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -9,9 +10,10 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
+from bnnc import defaults
 from bnnc.cli import options as opt
+from bnnc.cli import render
 from bnnc.cli.choices import BinarizeChoice, PrecisionChoice
 from bnnc.cli.errors import reported_errors
 
@@ -63,15 +65,15 @@ def convert_command(
     binary: opt.Binary = None,
     weights: opt.Weights = None,
     int8: opt.Int8 = None,
-    min_params: opt.MinParams = 1024,
-    min_fan_in: opt.MinFanIn = 64,
+    min_params: opt.MinParams = defaults.MIN_PARAMS,
+    min_fan_in: opt.MinFanIn = defaults.MIN_FAN_IN,
     scale: opt.Scale = True,
     threshold: opt.Threshold = True,
     binarize: opt.Binarize = BinarizeChoice.deterministic,
     input_shape: opt.InputShape = None,
     data: Annotated[Optional[str], typer.Option(help="Data to calibrate thresholds on (IDX folder, .npz, .pt, "
                                                 "image folder, or pkg.module:function).")] = None,
-    calibration_batches: opt.CalibrationBatches = 8,
+    calibration_batches: opt.CalibrationBatches = defaults.CALIBRATION_BATCHES,
     sensitivity: Annotated[bool, opt.flag("--sensitivity", help="Measure each layer's accuracy drop when it alone "
                                           "is binarized (needs --data).")] = False,
     target_size: Annotated[Optional[str], typer.Option(help="Automatic plan: binarize the least sensitive layers "
@@ -103,13 +105,12 @@ def convert_command(
                                        stochastic=binarize is BinarizeChoice.stochastic),
                 input_shape=shape, data=data, calibration_batches=calibration_batches,
                 measure_sensitivity=sensitivity, budget=budget, overwrite=force,
-                on_layer=lambda name: status.update(f"measuring with {name} binarized"),
-                on_calibration=lambda done, total: status.update(f"calibrating thresholds: batch {done}/{total}"),
+                on_event=lambda event: status.update(render.status_line(event)),
             )
     if as_json:
         typer.echo(json.dumps(result_dict(result), indent=2))
     else:
-        render(result, Console())
+        render.converted(result, Console())
         for warning in result.warnings:
             err.print(f"[yellow]warning:[/] {warning}")
         err.print(f"wrote {result.output}")
@@ -146,74 +147,9 @@ def parse_size(text: str | None) -> int | None:
 
 
 def result_dict(result: ConversionResult) -> dict[str, Any]:
-    return {"output": str(result.output), "calibration": result.calibration, **result.summary.to_dict(),
+    calibration = dataclasses.asdict(result.calibration) if result.calibration else None
+    return {"output": str(result.output), "calibration": calibration, **result.summary.to_dict(),
             "sensitivity": result.sensitivity.to_dict() if result.sensitivity else None,
             "auto_plan": result.auto.to_dict() if result.auto else None}
 
 
-def _size(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024  # type: ignore[assignment]
-    return str(n)
-
-
-def render(result: ConversionResult, console: Console) -> None:
-    """The plan as a table, then the totals."""
-    s = result.summary
-    table = Table(title="Precision plan (execution order)", title_justify="left")
-    for col, kw in (("Layer", {"no_wrap": True}), ("Type", {}), ("Weight shape", {}),
-                    ("Params", {"justify": "right"}), ("MACs", {"justify": "right"}),
-                    ("Precision", {"no_wrap": True}), ("Why", {"overflow": "fold"})):
-        table.add_column(col, **kw)
-    colors = {"fp32": "yellow", "weights": "cyan", "binary": "green", "int8": "magenta"}
-    for layer in s.plan.layers:
-        p = layer.precision.value
-        table.add_row(
-            layer.name, layer.kind, "x".join(map(str, layer.weight_shape)), f"{layer.params:,}",
-            f"{layer.macs:,}", f"fp32 → [{colors[p]}]{p}[/]", layer.reason,
-        )
-    console.print(table)
-    shape = ",".join(map(str, s.plan.input_shape)) + (" (probed)" if s.plan.input_shape_inferred else "")
-    totals = Table.grid(padding=(0, 2))
-    totals.add_column(style="bold")
-    totals.add_column()
-    totals.add_row("FP32 size", _size(s.fp32_bytes))
-    totals.add_row("Binarized size", f"{_size(s.binarized_bytes)}  " + (
-        "(what the ONNX export stores: 1-bit weights, folded thresholds, int8 and FP32 layers; the file adds its "
-        "graph)"
-        if s.size_from_export else "(estimated: 1 bit per binarized weight, rest FP32; the model didn't export)"))
-    totals.add_row("Compression", f"{s.compression:.1f}x")
-    totals.add_row("Binary weights", f"{s.binary_weights:,} of {s.binary_weights + s.kept_weights:,}")
-    totals.add_row("MACs binary", f"{s.binary_mac_share:.1%} XNOR-popcount, "
-                                  f"{s.binary_weight_mac_share:.1%} with binary weights")
-    totals.add_row("Input shape", shape)
-    totals.add_row("First/last layers", "from the model's graph (torch.fx)" if s.plan.fallback is None
-                   else f"[yellow]by execution order[/]: {s.plan.fallback}; check the plan, or set --first/--last")
-    cal = result.calibration
-    totals.add_row("Thresholds", f"calibrated on {cal['samples']:,} samples of {cal['data']}" if cal
-                   else "not calibrated (0 = plain sign, no int8 input ranges); pass --data, or bnnc finetune "
-                        "calibrates them")
-    console.print(totals)
-    if result.sensitivity is not None:
-        console.print(_sensitivity_table(result))
-
-
-def _sensitivity_table(result: ConversionResult) -> Table:
-    sens = result.sensitivity
-    assert sens is not None
-    kept = set(result.auto.kept) if result.auto else set()
-    table = Table(title=f"Sensitivity: each layer binarized alone (FP32 {sens.fp32_accuracy:.2%} on "
-                        f"{sens.samples:,} validation samples)", title_justify="left")
-    for col in ("Layer", "As planned", "Params", "Saves", "Accuracy", "Drop"):
-        table.add_column(col, justify="left" if col in ("Layer", "As planned") else "right")
-    for s in sorted(sens.layers, key=lambda s: -s.accuracy_drop):
-        planned = "fp32 (kept)" if s.name in kept else s.precision.value
-        table.add_row(s.name, planned, f"{s.params:,}", _size(s.bytes_saved), f"{s.accuracy:.2%}",
-                      f"{s.accuracy_drop * 100:+.2f} pt")
-    if result.auto:
-        a = result.auto
-        table.caption = (f"automatic plan: {_size(a.bytes)}, accuracy {a.accuracy:.2%} "
-                         f"({a.accuracy_drop * 100:.2f} pt below FP32, thresholds calibrated, before fine-tuning)")
-    return table

@@ -8,14 +8,15 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
+from bnnc import defaults
 from bnnc.cli import options as opt
+from bnnc.cli import render
 from bnnc.cli.choices import FormatChoice
 from bnnc.cli.errors import reported_errors
 
 if TYPE_CHECKING:
-    from bnnc.export import ExportResult
+    pass
 
 
 def export_command(
@@ -36,7 +37,7 @@ def export_command(
                                     "in its runtime (ONNX Runtime, OpenVINO) before writing it.")] = True,
     data: Annotated[Optional[str], typer.Option(help="Data for the check (its evaluation split); "
                                                 "default: seeded random inputs.")] = None,
-    check_samples: opt.CheckSamples = 512,
+    check_samples: opt.CheckSamples = defaults.CHECK_SAMPLES,
     reference: opt.Reference = False,
     trust_model: opt.TrustModel = False,
     as_json: Annotated[bool, opt.flag("--json", help="Print the result as JSON on stdout.")] = False,
@@ -63,42 +64,7 @@ def export_command(
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2))
     else:
-        render(result, Console())
+        render.exported(result, Console())
         err.print("wrote " + " and ".join(str(f) for f in result.files))
 
 
-def _size(n: float) -> str:
-    for unit in ("B", "KiB", "MiB"):
-        if n < 1024 or unit == "MiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
-
-
-def render(result: ExportResult, console: Console) -> None:
-    """Size, structure and the parity check, as a short table."""
-    grid = Table.grid(padding=(0, 2))
-    grid.add_column(style="bold")
-    grid.add_column()
-    what = "OpenVINO IR" if result.format == "openvino" else "ONNX file"
-    grid.add_row(what, f"{_size(result.onnx_bytes)}  ({result.size_ratio:.2f}x the "
-                       f"{_size(result.theoretical_bytes)} of data it stores — 1-bit weights, folded "
-                       "thresholds, FP32 layers; the rest is the graph)")
-    if result.format == "openvino":
-        grid.add_row("Compute", f"{result.xnor_layers} of {result.binary_nodes} binary layers as XNOR-popcount "
-                                "BinaryConvolution; compile with INFERENCE_PRECISION_HINT=f32 for these results")
-    else:
-        grid.add_row("Compute", f"{result.mode}: {result.binary_nodes} binary layers, {result.fused_chains} with "
-                                "BatchNorm/scale/ReLU folded into integer thresholds")
-    grid.add_row("Input", "raw uint8 pixels (preprocessing inside)" if result.uint8_input
-                 else "the FP32 model's input (drop-in replacement)")
-    for p in result.parity:
-        verdict = "[green]match[/]" if p.ok else "[red]MISMATCH[/]"
-        ties = f", {p.at_ties} at float rounding ties" if p.at_ties else ""
-        grid.add_row(f"Check ({p.runtime})", f"{verdict}: argmax agrees on {p.argmax_agreement:.2%} of {p.samples}; "
-                     f"max relative logit difference {p.max_rel_diff:.1e}{ties}; inputs: {p.inputs}")
-    if not result.parity:
-        grid.add_row("Check", "[yellow]skipped[/] (--no-check)")
-    for note in result.notes:
-        grid.add_row("Note", note)
-    console.print(grid)

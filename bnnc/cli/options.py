@@ -12,6 +12,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from bnnc import defaults
 from bnnc.cli.choices import BatchNormChoice, BinarizeChoice, OptimizerChoice, PrecisionChoice, ScheduleChoice
 
 
@@ -31,7 +32,8 @@ def flag(*names: str, help: str) -> Any:  # noqa: A002 - typer's own keyword
 Arch = Annotated[Optional[str], typer.Option(
     help="Architecture of a plain state dict: pkg.module:factory (a class or a function returning the model). "
          "Naming it also allows a checkpoint that records this factory to call it (see the README's Security).")]
-ArchKwargs = Annotated[Optional[str], typer.Option(help="JSON keyword arguments for --arch, e.g. '{\"num_classes\": 10}'.")]
+ArchKwargs = Annotated[Optional[str], typer.Option(
+    help="JSON keyword arguments for --arch, e.g. '{\"num_classes\": 10}'.")]
 TrustModel = Annotated[bool, flag("--trust-model", help="Allow loading pickled models. This RUNS CODE from the "
                                                         "file: only for files you trust.")]
 InputShape = Annotated[Optional[str], typer.Option(help="Per-sample input shape, e.g. 1,28,28 (default: recorded in "
@@ -108,7 +110,7 @@ ConfigFile = Annotated[Optional[Path], typer.Option(
     "--config", help="Options file (default: ./bnnc.toml, or \\[tool.bnnc] in ./pyproject.toml); the command "
                      "line wins.")]
 Batch = Annotated[Optional[int], typer.Option(help="The larger batch size timed; batch 1 is always timed "
-                                                   "\\[default: 64].", min=1, max=1 << 16)]
+                                                   f"\\[default: {defaults.REPORT_BATCH}].", min=1, max=1 << 16)]
 Threads = Annotated[Optional[int], typer.Option(help="ONNX Runtime threads \\[default: all cores].", min=1,
                                                 max=256)]
 Samples = Annotated[Optional[int], typer.Option(help="Evaluate on the first N test samples \\[default: all].", min=1,

@@ -7,14 +7,15 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
+from bnnc import defaults
 from bnnc.cli import options as opt
+from bnnc.cli import render
 from bnnc.cli.convert import parse_kwargs
 from bnnc.cli.errors import reported_errors
 
 if TYPE_CHECKING:
-    from bnnc.reporting import Report, Thresholds
+    from bnnc.reporting import Limits, Report
 
 
 def report_command(
@@ -29,7 +30,9 @@ def report_command(
                                                       "state dict takes --arch or the recorded architecture.")] = None,
     arch: opt.Arch = None,
     arch_kwargs: opt.ArchKwargs = None,
-    json_out: Annotated[Optional[str], typer.Option("--json", help="Write the report as JSON here.")] = None,
+    as_json: Annotated[bool, opt.flag("--json", help="Print the report as JSON on stdout (instead of the "
+                                               "tables).")] = False,
+    json_out: Annotated[Optional[str], typer.Option("--json-out", help="Write the report as JSON here.")] = None,
     markdown: Annotated[Optional[str], typer.Option(help="Write the report as Markdown here "
                                                      "(e.g. >> $GITHUB_STEP_SUMMARY).")] = None,
     html_out: Annotated[Optional[str], typer.Option("--html", help="Write a self-contained HTML page with "
@@ -54,7 +57,7 @@ def report_command(
     with reported_errors(ctx):
         from bnnc.config import load_config, merge
         from bnnc.errors import BnncError
-        from bnnc.io import check_outputs
+        from bnnc.outputs import check_outputs
         from bnnc.reporting import report
 
         file_options, _ = load_config(config)
@@ -68,70 +71,36 @@ def report_command(
         with err.status("measuring") as status:
             rep = report(model, o["data"], onnx_path=onnx_model, fp32_path=fp32, arch=arch,
                          arch_kwargs=kwargs, limits=limits_from(o),
-                         batches=(1, o.get("batch", 64)), threads=o.get("threads"), samples=o.get("samples"),
+                         batches=(1, o.get("batch", defaults.REPORT_BATCH)), threads=o.get("threads"),
+                         samples=o.get("samples"),
                          openvino=openvino, trust_model=trust_model,
-                         on_progress=lambda s: status.update(f"report: {s}"))
+                         on_event=lambda event: status.update(render.status_line(event, "report: ")))
         write_reports(rep, json_out, markdown, html_out, force)
-    render(rep, Console())
-    finish(rep, err)
+    if as_json:
+        typer.echo(rep.to_json())
+    else:
+        render.report(rep, Console())
+    finish(rep)
 
 
-def limits_from(options: dict[str, Any]) -> Thresholds:
+def limits_from(options: dict[str, Any]) -> Limits:
     """The thresholds among the merged options."""
-    from bnnc.reporting import Thresholds
+    from bnnc.reporting import Limits
 
-    return Thresholds(**{k: options.get(k) for k in ("max_accuracy_drop", "min_compression", "min_speedup",
+    return Limits(**{k: options.get(k) for k in ("max_accuracy_drop", "min_compression", "min_speedup",
                                                        "max_parity_mismatch")})
 
 
 def write_reports(rep: Report, json_out: str | None, markdown: str | None, html_out: str | None,
                   force: bool) -> None:
-    from bnnc.io import atomic_write
+    from bnnc.outputs import write_text
 
     for path, render_fn in ((json_out, rep.to_json), (markdown, rep.to_markdown), (html_out, rep.to_html)):
         if path is not None:
-            text = render_fn()
-            atomic_write(path, lambda f, text=text: f.write(text.encode()), overwrite=force)
+            write_text(path, render_fn(), overwrite=force)
 
 
-def render(rep: Report, console: Console) -> None:
-    """The summary table, the checks and the layers, for a person."""
-    from bnnc.reporting import INT8_HEADER, summary_rows
-
-    d = rep.to_dict()
-    table = Table(title=f"bnnc report: {Path(d['model']['path']).name} on {d['data']['samples']:,} samples",
-                  title_justify="left")
-    for col in ("", "FP32", INT8_HEADER, "bnnc"):
-        table.add_column(col, overflow="fold")
-    for row in summary_rows(d):
-        table.add_row(*row)
-    console.print(table)
-    from bnnc.reporting import OPENVINO_HEADER, openvino_rows
-
-    if openvino_rows(d):
-        ov = Table(title=f"OpenVINO {d['openvino']['version']}", title_justify="left")
-        for col in OPENVINO_HEADER:
-            ov.add_column(col, overflow="fold")
-        for row in openvino_rows(d):
-            ov.add_row(*row)
-        console.print(ov)
-    layers = Table(title="Layers", title_justify="left")
-    for col, kw in (("layer", {}), ("type", {}), ("precision", {}), ("params", {"justify": "right"}),
-                    ("bits", {"justify": "right"}), ("MACs", {"justify": "right"})):
-        layers.add_column(col, **kw)
-    for la in d["layers"]:
-        layers.add_row(la["name"], la["kind"], la["precision"], f"{la['params']:,}", str(la["bits"]), f"{la['macs']:,}")
-    console.print(layers)
-    if d["finetune"]:
-        ft = d["finetune"]
-        console.print(f"fine-tuned {len(ft['epochs'])} epochs in {ft['seconds']:.0f} s; best validation accuracy "
-                      f"{ft['best_val_accuracy']:.2%} at epoch {ft['best_epoch']}")
-    for c in rep.checks:
-        mark = "[green]pass[/]" if c.passed else "[red]FAIL[/]"
-        console.print(f"check {mark}: {c.describe()}")
-
-
-def finish(rep: Report, err: Console) -> None:
+def finish(rep: Report) -> None:
     """Exit 3 with one line per failing check, if any failed."""
     if rep.failed:
         for c in rep.failed:

@@ -18,5 +18,6 @@ from bnnc.export.exporter import (
 from bnnc.export.openvino import export_openvino
 from bnnc.export.parity import Parity, check_parity
 
-__all__ = ["ExportError", "ExportResult", "Parity", "check_parity", "export_onnx", "export_openvino", "payload_bytes", "predicted_payload",
+__all__ = ["ExportError", "ExportResult", "Parity", "check_parity", "export_onnx", "export_openvino", "payload_bytes",
+           "predicted_payload",
            "to_fp32_onnx", "to_onnx"]

@@ -18,11 +18,12 @@ import numpy as np
 import onnx
 import torch
 from onnx import TensorProto, helper, numpy_helper
+from torch import nn
 
 _PROBE = 2.0**40  # x * a + b with x = 2^40: b vanishes and a is exact, so f(2^40) / 2^40 = a
 
 
-def torch_affine(mean: np.ndarray, var: np.ndarray, scale: np.ndarray, bias: np.ndarray,
+def affine_as_torch(mean: np.ndarray, var: np.ndarray, scale: np.ndarray, bias: np.ndarray,
                  eps: float) -> tuple[np.ndarray, np.ndarray]:
     """torch's per-channel ``(a, b)`` with ``batch_norm(x) == x * a + b``, read back from torch itself."""
     args = [torch.tensor(np.asarray(v, dtype=np.float32)) for v in (mean, var, scale, bias)]
@@ -38,7 +39,7 @@ def torch_uses_fma() -> bool | None:
     c = 37
     mean, var, scale, bias = torch.randn(c, generator=gen), torch.rand(c, generator=gen) + 0.01, \
         torch.randn(c, generator=gen), torch.randn(c, generator=gen)
-    a, b = torch_affine(mean.numpy(), var.numpy(), scale.numpy(), bias.numpy(), 1e-5)
+    a, b = affine_as_torch(mean.numpy(), var.numpy(), scale.numpy(), bias.numpy(), 1e-5)
     verdicts = set()
     for shape in ((64, c), (4, c, 5, 7)):
         x = torch.randn(shape, generator=gen) * 5
@@ -121,7 +122,7 @@ def match_torch_batchnorm(proto: onnx.ModelProto) -> int:
             nodes.append(node)
             continue
         scale, bias, mean, var = (consts[p] for p in params)
-        a, b = torch_affine(mean, var, scale, bias, float(np.float32(attrs.get("epsilon", 1e-5))))
+        a, b = affine_as_torch(mean, var, scale, bias, float(np.float32(attrs.get("epsilon", 1e-5))))
         shape = (-1,) + (1,) * (ranks[node.input[0]] - 2)
         prefix = node.name or node.output[0]
         a_name, b_name = f"{prefix}.a", f"{prefix}.b"
@@ -150,3 +151,13 @@ def _add(nodes: list[onnx.NodeProto], op: str, inputs: list[str], name: str, out
     out = output or f"{name}_output"
     nodes.append(helper.make_node(op, inputs, [out], name=name, **attrs))
     return out
+
+
+def module_affine(bn: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(a, b)`` with ``bn(x) == x * a + b`` (to the last ulp) for an eval-mode BatchNorm."""
+    ones = torch.ones(bn.num_features)
+    zeros = torch.zeros(bn.num_features)
+    weight = bn.weight.detach() if bn.weight is not None else ones
+    bias = bn.bias.detach() if bn.bias is not None else zeros
+    a, b = affine_as_torch(bn.running_mean.numpy(), bn.running_var.numpy(), weight.numpy(), bias.numpy(), bn.eps)
+    return torch.from_numpy(a.copy()), torch.from_numpy(b.copy())

@@ -24,23 +24,23 @@ import torch.nn.functional as F
 from onnx import numpy_helper
 from torch import nn
 
-from bnnc import __version__
+from bnnc import defaults
 from bnnc.data import DataSpec, DataSplits, Preprocessing, load_data
-from bnnc.errors import BnncError
+from bnnc.errors import ExportError, first_line
 from bnnc.export.batchnorm import match_torch_batchnorm
 from bnnc.export.graph import build
-from bnnc.export.lowering import Lowered, NodeSpec, Normalize, PixelModel, lower
+from bnnc.export.lowering import Lowered, lower
+from bnnc.export.nodes import NodeSpec
 from bnnc.export.parity import MAX_TIE_SHARE, Parity, check_parity
-from bnnc.io import ModelFile, atomic_write, check_outputs, load_checkpoint
+from bnnc.export.pixels import pixel_model
 from bnnc.layers import binary_layers, set_submodule
+from bnnc.loading import ModelFile, load_checkpoint
+from bnnc.outputs import atomic_write, check_outputs
 from bnnc.resolve import data_for_model, require_binarized
+from bnnc.version import __version__
 
 OPSET = 18  # BitwiseAnd needs 18; every op used has been in ONNX since 18 or earlier
 INPUT_NAME = "input"
-
-
-class ExportError(BnncError):
-    """The model can't be exported, or the exported model doesn't match it."""
 
 
 @dataclass
@@ -69,7 +69,8 @@ class ExportResult:
         return {
             "path": str(self.path) if self.path else None, "onnx_bytes": self.onnx_bytes,
             "theoretical_bytes": self.theoretical_bytes, "size_ratio": round(self.size_ratio, 4),
-            "mode": self.mode, "uint8_input": self.uint8_input, "binary_nodes": self.binary_nodes, "fused_chains": self.fused_chains,
+            "mode": self.mode, "uint8_input": self.uint8_input, "binary_nodes": self.binary_nodes,
+            "fused_chains": self.fused_chains,
             "parity": [p.to_dict() for p in self.parity], "notes": self.notes, "format": self.format,
             "files": [str(f) for f in self.files], "xnor_layers": self.xnor_layers,
         }
@@ -124,7 +125,7 @@ def _torch_export(model: nn.Module, example: torch.Tensor, opset: int, custom: b
                 training=torch.onnx.TrainingMode.PRESERVE,  # eval model; keeps BatchNorm out of FP32 convs
             )
         except Exception as e:  # noqa: BLE001 - the exporter's errors are long; one line and a hint
-            raise ExportError(f"torch.onnx.export failed: {type(e).__name__}: {str(e).splitlines()[0][:200]}",
+            raise ExportError(f"torch.onnx.export failed: {first_line(e, 240)}",
                               "the model uses an operation ONNX can't express; re-run with --debug") from e
         finally:
             torch.backends.mha.set_fastpath_enabled(fastpath)
@@ -178,12 +179,6 @@ def example_input(input_shape: tuple[int, ...], n: int = 2, uint8: bool = False)
     return torch.randn(n, *input_shape, generator=gen)
 
 
-def pixel_model(model: nn.Module, preprocessing: dict[str, Any]) -> PixelModel:
-    """``model`` behind its recorded preprocessing: takes raw uint8 pixels."""
-    pre = Preprocessing.from_dict(preprocessing)
-    return PixelModel(Normalize(pre.input_shape, pre.mean, pre.std, pre.pixel_scale), model).eval()
-
-
 def to_onnx(model: nn.Module, input_shape: tuple[int, ...], *, integer: bool = True, uint8_input: bool = False,
             opset: int = OPSET) -> tuple[onnx.ModelProto, Lowered]:
     """The ONNX model of the binarized ``model`` (in memory), and the lowering it came from.
@@ -200,7 +195,7 @@ def to_onnx(model: nn.Module, input_shape: tuple[int, ...], *, integer: bool = T
     try:
         onnx.checker.check_model(proto, full_check=True)
     except Exception as e:  # noqa: BLE001
-        raise ExportError(f"the exported graph is invalid: {str(e).splitlines()[0][:200]}",
+        raise ExportError(f"the exported graph is invalid: {first_line(e, 240)}",
                           "this is a bnnc bug: re-run with --debug and report it") from e
     del proto.graph.value_info[:]  # runtimes infer shapes themselves; this keeps the file small
     return proto, lowered
@@ -235,11 +230,11 @@ def _metadata_dict(loaded: ModelFile | None, mode: str, input_shape: tuple[int, 
     meta = {"bnnc.version": __version__, "bnnc.mode": mode, "bnnc.input_shape": json.dumps(list(input_shape)),
             "bnnc.input": "uint8 pixels, preprocessing inside" if uint8_input else "preprocessed float32"}
     if loaded is not None:
-        binarized = loaded.binarized or {}
+        binarized = loaded.binarized
         meta["bnnc.checkpoint_sha256"] = loaded.sha256
-        meta["bnnc.plan"] = json.dumps(binarized.get("plan"), separators=(",", ":"))
-        if binarized.get("source"):
-            meta["bnnc.source_sha256"] = str(binarized["source"].get("sha256"))
+        meta["bnnc.plan"] = json.dumps(binarized.plan.to_dict() if binarized else None, separators=(",", ":"))
+        if binarized is not None and binarized.source is not None:
+            meta["bnnc.source_sha256"] = binarized.source.sha256
     if preprocessing:
         meta["bnnc.preprocessing"] = json.dumps(preprocessing, separators=(",", ":"))
         meta["bnnc.class_names"] = json.dumps(preprocessing.get("class_names", []))
@@ -312,7 +307,7 @@ def prepare(model: str | os.PathLike[str] | nn.Module, output: str | os.PathLike
         preprocessing = preprocessing or loaded.preprocessing or (splits.preprocessing.to_dict() if splits else None)
         if input_shape is None:
             input_shape = splits.preprocessing.input_shape if splits else (
-                loaded.input_shape or tuple(loaded.binarized["plan"]["input_shape"]))  # type: ignore[index]
+                loaded.input_shape or loaded.binarized.plan.input_shape)  # type: ignore[union-attr]
     if input_shape is None:
         raise ExportError("the input shape is unknown", "pass input_shape=(C, H, W) (without the batch)")
     if not binary_layers(net):
@@ -346,7 +341,7 @@ def export_onnx(
     float_ops: bool = False,
     check: bool = True,
     data: DataSpec | None = None,
-    check_samples: int = 256,
+    check_samples: int = defaults.CHECK_SAMPLES,
     reference_check: bool = False,
     uint8_input: bool = False,
     preprocessing: dict[str, Any] | None = None,

@@ -8,7 +8,8 @@ Integer mode (the default):
   fast path; int8 x int8 is slow on AVX2);
 * convolution to bits: ``QLinearConv`` (uint8 x int8) with bias ``-T``, multiplier 256 and
   output zero point 255, which saturates to 255 exactly where ``s >= T`` and to 0 elsewhere;
-  ``Min 2`` (after any max pool) gives the next layer's {0, 2}, in ORT's NHWC layout throughout. Zero padding uses the zero point, i.e.
+  ``Min 2`` (after any max pool) gives the next layer's {0, 2}, in ORT's NHWC layout throughout. Zero padding uses
+  the zero point, i.e.
   contributes 0, as torch's zero padding of a +-1 input does;
 * convolution whose sum is needed as such (a real-valued output, or thresholds per position
   after a flatten): a float ``Conv`` on +-1 — exact, since the sums are small integers, and on
@@ -28,10 +29,9 @@ import onnx
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from bnnc.export.lowering import NodeSpec
+from bnnc.export.nodes import NodeSpec
 from bnnc.export.packing import pack_signs
 from bnnc.quantizers import INT8_MAX
-
 
 SHARED = frozenset({"axes1", "shifts", "one_u8", "flat", "start", "one", "plus", "minus", "two_u8", "zero_u8",
                     "one_f", "x_zero_point", "w_zero_point", "y_scale", "y_zero_point", "zero"})

@@ -23,14 +23,21 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from bnnc.export.batchnorm import torch_affine as batchnorm_affine
-from bnnc.export.thresholds import (NotMonotone, Thresholds, bisect_integer_thresholds, float_thresholds,
-                                    integer_thresholds)
+from bnnc.export.batchnorm import module_affine
+from bnnc.export.nodes import BinaryNode, Fused, NodeSpec
+from bnnc.export.pixels import Normalize
+from bnnc.export.thresholds import (
+    FoldedThresholds,
+    NotMonotone,
+    bisect_integer_thresholds,
+    float_thresholds,
+    integer_thresholds,
+)
 from bnnc.int8 import Int8Layer, _Int8ConvNd
 from bnnc.layers import BinaryLayer, _BinaryConvNd, channel_view, set_submodule
-from bnnc.planning import fx_graph
 from bnnc.quantizers import INT8_MAX
 from bnnc.shift import ShiftBatchNorm
+from bnnc.tracing import fx_graph
 
 # Per-channel, monotone, elementwise in eval mode: can sit inside a fused chain.
 _MONOTONE_MODULES = (
@@ -42,191 +49,12 @@ _POOLS = (nn.MaxPool1d, nn.MaxPool2d)
 
 
 @dataclass
-class Fused:
-    """A binary layer whose output is the next binary layer's input bits (fused chain)."""
-
-    thresholds: Thresholds
-    pool: nn.Module | None = None       # a MaxPool module, applied to the bits (or to s when per position)
-    flatten: bool = False
-
-    @property
-    def per_position(self) -> bool:
-        return self.thresholds.threshold.shape[1] > 1
-
-
-@dataclass
-class NodeSpec:
-    """What one ``bnnc::Binary`` node computes.
-
-    ``input``: ``"float"`` (binarize a real tensor with the layer's threshold), ``"bits"``
-    (uint8 {0, 2} from a fused predecessor: 0 is -1, 2 is +1), ``"real"`` (a layer with a
-    real-valued input, the paper's first layer) or ``"pixels"`` (that first layer on raw uint8
-    pixels, integer arithmetic, the preprocessing folded into its thresholds). ``fused``: ``None`` for a
-    real-valued output ``s * alpha + bias``, else the bits of the fused chain. An int8 layer
-    (:mod:`bnnc.int8`) has input ``"quantize"`` (its real input quantized to uint8 inside the node) and
-    ``s`` its exact integer sum.
-    """
-
-    index: int
-    name: str
-    layer: BinaryLayer | Int8Layer
-    input: str
-    fused: Fused | None = None
-    integer: bool = True
-    batchnorm: tuple[torch.Tensor, torch.Tensor] | None = None  # a following BatchNorm as (a, b), folded
-    flatten_input: bool = False  # "pixels": the raw input is flattened inside the node
-    out_rank: int = 0            # the output's rank, recorded when the node first runs
-
-    def output_affine(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """Per-channel ``(scale, shift)`` of a real-valued output ``s * scale + shift`` (None: absent)."""
-        if isinstance(self.layer, Int8Layer):
-            return self.layer.output_scale(), None if self.layer.bias is None else self.layer.bias.detach()
-        scale, shift = self.layer.alpha, self.layer.bias
-        scale = None if scale is None else scale.detach()
-        shift = None if shift is None else shift.detach()
-        if self.batchnorm is not None:
-            a, b = self.batchnorm
-            shift = b if shift is None else shift * a + b
-            scale = a if scale is None else scale * a
-        return scale, shift
-
-    @property
-    def is_conv(self) -> bool:
-        return isinstance(self.layer, (_BinaryConvNd, _Int8ConvNd))
-
-    @property
-    def int8(self) -> bool:
-        return isinstance(self.layer, Int8Layer)
-
-    @property
-    def fan_in(self) -> int:
-        w = self.layer.weight
-        return int(w[0].numel())
-
-    def weight_signs(self) -> torch.Tensor:
-        """The +-1 (int8: the int8) weights the node computes with, rows negated where the fused chain decreases."""
-        layer = self.layer
-        w = layer.quantized_weight()[0].detach() if isinstance(layer, Int8Layer) else layer.binary_weight().detach()
-        if self.fused is not None:
-            w = w * channel_view(self.fused.thresholds.sign.to(w.dtype), w.dim(), 0)
-        return w
-
-    def reference(self, x: torch.Tensor) -> torch.Tensor:
-        """The node's output in torch, as the ONNX subgraph computes it."""
-        layer = self.layer
-        if isinstance(layer, Int8Layer):
-            return self._int8_reference(layer, x)
-        if self.input == "bits":
-            xb = x.to(torch.float32) - 1
-        elif self.input == "pixels":
-            xb = x.to(torch.float32).flatten(1) if self.flatten_input else x.to(torch.float32)
-        elif self.input == "float":
-            xb = layer._binarize_input(x)
-        else:
-            xb = x
-        w = self.weight_signs().to(xb.dtype)
-        s = layer._conv_forward(xb, w, None) if self.is_conv else F.linear(xb, w)  # type: ignore[attr-defined]
-        if self.fused is None:
-            if self.batchnorm is None:
-                return layer._scale_and_bias(s, 1 if self.is_conv else -1)
-            scale, shift = self.output_affine()
-            dim = 1 if self.is_conv else -1
-            return s * channel_view(scale, s.dim(), dim) + channel_view(shift, s.dim(), dim)
-        return self._fused_bits(s)
-
-    def _fused_bits(self, s: torch.Tensor) -> torch.Tensor:
-        """The fused chain's uint8 {0, 2} bits from the layer's sums ``s``: thresholds, max pool, flatten."""
-        f = self.fused
-        assert f is not None
-        t = f.thresholds.threshold.to(s.dtype)
-        if f.per_position:
-            s = _max_pool(f.pool, s) if f.pool is not None else s
-            bits = (s.flatten(1) >= t.flatten()).to(s.dtype)
-        else:
-            bits = (s >= channel_view(t[:, 0], s.dim(), 1 if self.is_conv else -1)).to(s.dtype)
-            bits = _max_pool(f.pool, bits) if f.pool is not None else bits
-            bits = bits.flatten(1) if f.flatten else bits
-        return (bits * 2).to(torch.uint8)
-
-    def _int8_reference(self, layer: Int8Layer, x: torch.Tensor) -> torch.Tensor:
-        """An int8 layer: its exact integer sum (float64), then its float32 output or the fused bits."""
-        if self.fused is None:
-            return layer(x)  # eval mode: the exact integer sum, scaled in float32
-        return self._fused_bits(layer._op(layer.integer_input(x).double(), self.weight_signs().double()))
-
-
-def _max_pool(pool: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """``pool(x)`` as a function call (a module call inside the exported function confuses the tracer)."""
-    fn = F.max_pool1d if isinstance(pool, nn.MaxPool1d) else F.max_pool2d
-    return fn(x, pool.kernel_size, pool.stride, pool.padding, pool.dilation, ceil_mode=pool.ceil_mode)
-
-
-class _BinaryFunction(torch.autograd.Function):
-    """Runs the reference in torch; the TorchScript exporter turns it into one placeholder node."""
-
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, spec: NodeSpec) -> torch.Tensor:  # type: ignore[override]
-        out = spec.reference(x)
-        spec.out_rank = out.dim()  # the exporter traces forward before it asks for the symbolic
-        return out
-
-    @staticmethod
-    def symbolic(g: Any, x: Any, spec: NodeSpec) -> Any:
-        """The placeholder's output: its dtype and rank, every size unknown. (Unknown rank would let the
-        exporter take the example's sizes as constants: a ``view(x.size(0), ...)`` later, as in a
-        channel shuffle, would then hold the example's batch size.)"""
-        out = g.op("bnnc::Binary", x, index_i=spec.index)
-        dtype = torch.uint8 if spec.fused is not None else torch.float32
-        out.setType(x.type().with_dtype(dtype).with_sizes([None] * spec.out_rank))
-        return out
-
-
-class BinaryNode(nn.Module):
-    """Stands in for a binary layer in the lowered model."""
-
-    def __init__(self, spec: NodeSpec) -> None:
-        super().__init__()
-        self.spec = spec
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _BinaryFunction.apply(x, self.spec)
-
-
-@dataclass
 class Lowered:
     """The lowered model, its node specs (by index) and why chains weren't fused, for the record."""
 
     model: nn.Module
     specs: list[NodeSpec]
     notes: list[str]
-
-
-class Normalize(nn.Module):
-    """Raw uint8 pixels -> the model's input, exactly as :meth:`bnnc.data.Preprocessing.apply` does it."""
-
-    def __init__(self, input_shape: tuple[int, ...], mean: tuple[float, ...], std: tuple[float, ...],
-                 pixel_scale: float) -> None:
-        super().__init__()
-        self.input_shape = tuple(input_shape)
-        stat_shape = (-1,) + (1,) * (len(input_shape) - 1)
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).reshape(stat_shape))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).reshape(stat_shape))
-        self.pixel_scale = float(pixel_scale)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x.to(torch.float32) * self.pixel_scale - self.mean) / self.std
-
-
-class PixelModel(nn.Module):
-    """``model(normalize(x))``: the model as it is exported with ``--uint8-input``."""
-
-    def __init__(self, normalize: Normalize, model: nn.Module) -> None:
-        super().__init__()
-        self.normalize = normalize
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(self.normalize(x))
 
 
 class _Tracer(fx.Tracer):
@@ -342,7 +170,8 @@ def _decreasing_after_pool(gm: fx.GraphModule, layer: BinaryLayer, chain: list[f
     if at is None or not chain[at + 1:]:
         return False
     channels = layer.weight.shape[0]
-    if isinstance(layer, BinaryLayer) and layer.binary_input:  # the pool's inputs: f_before(s) for the sums s in [-K, K]
+    # the pool's inputs: f_before(s) for the sums s in [-K, K]
+    if isinstance(layer, BinaryLayer) and layer.binary_input:
         u = _chain_values(gm, layer, chain[:at], rank)
     else:
         grid = torch.cat([-torch.logspace(-6, 30, 2000).flip(0), torch.zeros(1), torch.logspace(-6, 30, 2000)])
@@ -363,7 +192,7 @@ def _chain_values(gm: fx.GraphModule, layer: BinaryLayer, chain: list[fx.Node], 
 
 
 def _thresholds(gm: fx.GraphModule, layer: BinaryLayer, chain: list[fx.Node], rank: int,
-                beta: torch.Tensor) -> Thresholds:
+                beta: torch.Tensor) -> FoldedThresholds:
     """Integer thresholds after a binary-input or int8 layer, float ones after a real-input layer."""
     if isinstance(layer, Int8Layer):
         channels = beta.shape[0]
@@ -431,71 +260,79 @@ def _foldable_batchnorm(gm: fx.GraphModule, node: fx.Node) -> fx.Node | None:
     return None if _reaches_binarizer(gm, user) else user
 
 
-def torch_affine(bn: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(a, b)`` with ``bn(x) == x * a + b`` (to the last ulp) for an eval-mode BatchNorm."""
-    ones = torch.ones(bn.num_features)
-    zeros = torch.zeros(bn.num_features)
-    weight = bn.weight.detach() if bn.weight is not None else ones
-    bias = bn.bias.detach() if bn.bias is not None else zeros
-    a, b = batchnorm_affine(bn.running_mean.numpy(), bn.running_var.numpy(), weight.numpy(), bias.numpy(), bn.eps)
-    return torch.from_numpy(a.copy()), torch.from_numpy(b.copy())
+_Chain = tuple[Fused, list[fx.Node], fx.Node]   # the fusion, the nodes it replaces, the next binary layer
 
 
 def _lower_traced(gm: fx.GraphModule, example: torch.Tensor, notes: list[str]) -> Lowered:
+    """Find the fusable chains between binary layers, then swap every layer for its export node."""
     from torch.fx.passes.shape_prop import ShapeProp
 
     with torch.no_grad():
         ShapeProp(gm).propagate(example)
     nodes = [n for n in gm.graph.nodes
              if n.op == "call_module" and isinstance(_target(gm, n), (BinaryLayer, Int8Layer))]
-    order = {n: i for i, n in enumerate(nodes)}
-    fused: dict[fx.Node, tuple[Fused, list[fx.Node], fx.Node]] = {}
-    receives_bits: set[fx.Node] = set()
-    for node in nodes:
-        layer = _target(gm, node)
-        found = _chain(gm, node)
-        if found is None:
-            continue
-        chain, successor = found
-        meta = node.meta.get("tensor_meta")
-        rank = len(meta.shape) if meta is not None else 0
-        is_conv = isinstance(layer, (_BinaryConvNd, _Int8ConvNd))
-        pool = next((_target(gm, n) for n in chain if isinstance(_target(gm, n), _POOLS)), None)
-        if (not is_conv and (rank != 2 or pool is not None)) or (is_conv and rank != layer.weight.dim()):
-            continue
-        nxt = _target(gm, successor)
-        beta = nxt.input_binarizer.beta
-        channels = layer.weight.shape[0]
-        beta = torch.zeros(channels) if beta is None else beta.detach().float()
-        if beta.numel() % channels:
-            continue
-        beta = beta.reshape(channels, -1)
-        has_flatten = any(_is_flatten(gm, n) for n in chain)
-        if beta.shape[1] > 1 and (isinstance(layer, Int8Layer) or not (is_conv and has_flatten)):
-            continue
-        if pool is not None and _decreasing_after_pool(gm, layer, chain, rank):
-            notes.append(f"{node.target} -> {successor.target}: a max pool before a decreasing step (a negative "
-                         "BatchNorm scale) would need a min pool on the bits; not fused")
-            continue
-        try:
-            thresholds = _thresholds(gm, layer, chain, rank, beta)
-        except NotMonotone as e:
-            notes.append(f"{node.target} -> {successor.target}: {e}; not fused")
-            continue
-        fused[node] = (Fused(thresholds, pool, has_flatten), chain, successor)
-        receives_bits.add(successor)
+    fused = {node: chain for node in nodes if (chain := _fusable_chain(gm, node, notes)) is not None}
+    specs = _swap_in_nodes(gm, nodes, fused)
+    _integer_first_layer(gm, specs, notes)
+    gm.graph.lint()
+    gm.recompile()
+    return Lowered(gm, specs, notes)
 
+
+def _fusable_chain(gm: fx.GraphModule, node: fx.Node, notes: list[str]) -> _Chain | None:
+    """The chain from ``node``'s layer to the next binary layer as integer thresholds, if it folds exactly
+    (why not, in ``notes``, where that is worth telling)."""
+    layer = _target(gm, node)
+    found = _chain(gm, node)
+    if found is None:
+        return None
+    chain, successor = found
+    meta = node.meta.get("tensor_meta")
+    rank = len(meta.shape) if meta is not None else 0
+    is_conv = isinstance(layer, (_BinaryConvNd, _Int8ConvNd))
+    pool = next((_target(gm, n) for n in chain if isinstance(_target(gm, n), _POOLS)), None)
+    if (not is_conv and (rank != 2 or pool is not None)) or (is_conv and rank != layer.weight.dim()):
+        return None
+    beta = _successor_thresholds(_target(gm, successor), layer.weight.shape[0])
+    if beta is None:
+        return None
+    has_flatten = any(_is_flatten(gm, n) for n in chain)
+    if beta.shape[1] > 1 and (isinstance(layer, Int8Layer) or not (is_conv and has_flatten)):
+        return None
+    if pool is not None and _decreasing_after_pool(gm, layer, chain, rank):
+        notes.append(f"{node.target} -> {successor.target}: a max pool before a decreasing step (a negative "
+                     "BatchNorm scale) would need a min pool on the bits; not fused")
+        return None
+    try:
+        thresholds = _thresholds(gm, layer, chain, rank, beta)
+    except NotMonotone as e:
+        notes.append(f"{node.target} -> {successor.target}: {e}; not fused")
+        return None
+    return Fused(thresholds, pool, has_flatten), chain, successor
+
+
+def _successor_thresholds(successor: BinaryLayer, channels: int) -> torch.Tensor | None:
+    """The next layer's input thresholds as ``(channels, positions)``; None if they don't split by channel."""
+    beta = successor.input_binarizer.beta
+    beta = torch.zeros(channels) if beta is None else beta.detach().float()
+    return None if beta.numel() % channels else beta.reshape(channels, -1)
+
+
+def _swap_in_nodes(gm: fx.GraphModule, nodes: list[fx.Node], fused: dict[fx.Node, _Chain]) -> list[NodeSpec]:
+    """Each layer becomes a :class:`BinaryNode`; a BatchNorm right after it folds into it, a fused chain's
+    nodes go (the next layer then reads this one's bits)."""
+    receives_bits = {successor for _, _, successor in fused.values()}
     specs = []
-    for node in nodes:
+    for order, node in enumerate(nodes):
         layer = _target(gm, node)
         batchnorm = None if node in fused or isinstance(layer, Int8Layer) else _foldable_batchnorm(gm, node)
-        mode = _input_mode(layer, node in receives_bits)
         entry = fused.get(node)
-        spec = NodeSpec(order[node], str(node.target), layer, mode, entry[0] if entry else None)
+        spec = NodeSpec(order, str(node.target), layer, _input_mode(layer, node in receives_bits),
+                        entry[0] if entry else None)
         set_submodule(gm, str(node.target), BinaryNode(spec))
         specs.append(spec)
         if batchnorm is not None:
-            spec.batchnorm = torch_affine(_target(gm, batchnorm))
+            spec.batchnorm = module_affine(_target(gm, batchnorm))
             batchnorm.replace_all_uses_with(node)
             gm.graph.erase_node(batchnorm)
         if entry is not None:
@@ -503,10 +340,7 @@ def _lower_traced(gm: fx.GraphModule, example: torch.Tensor, notes: list[str]) -
             successor.replace_input_with(chain[-1] if chain else node, node)
             for n in reversed(chain):
                 gm.graph.erase_node(n)
-    _integer_first_layer(gm, specs, notes)
-    gm.graph.lint()
-    gm.recompile()
-    return Lowered(gm, specs, notes)
+    return specs
 
 
 def _integer_first_layer(gm: fx.GraphModule, specs: list[NodeSpec], notes: list[str]) -> None:
@@ -544,7 +378,7 @@ def _integer_first_layer(gm: fx.GraphModule, specs: list[NodeSpec], notes: list[
     acc = torch.ceil((t_y + (m / sd) * w.sum(1)) * (sd / scale))
     limit = 255 * k + 1
     acc = torch.nan_to_num(acc, nan=limit, posinf=limit, neginf=-limit).clamp(-limit, limit)
-    spec.fused.thresholds = Thresholds(spec.fused.thresholds.sign, acc.to(torch.int64).view(-1, 1))
+    spec.fused.thresholds = FoldedThresholds(spec.fused.thresholds.sign, acc.to(torch.int64).view(-1, 1))
     spec.input = "pixels"
     spec.flatten_input = flatten is not None
     placeholder = norm.args[0]

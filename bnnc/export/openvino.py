@@ -20,6 +20,10 @@ OpenVINO API:
 The plugin needs a multiple of 8 input channels and has no groups: such layers compute the same
 +-1 sums with a float convolution (exact: small integers), and the export says which and why.
 BinaryConvolution needs static shapes: the IR's batch is 1; ``model.reshape`` changes it.
+
+(Over 400 lines, on purpose: one concept — each lowered node built with the OpenVINO API — whose parts,
+input bits, XNOR or float sums, output, are small functions that share the traps listed above. Running an
+IR is :mod:`bnnc.export.ov_runtime`.)
 """
 
 from __future__ import annotations
@@ -36,7 +40,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from bnnc import defaults
 from bnnc.data import DataSpec
+from bnnc.errors import first_line
 from bnnc.export.exporter import (
     OPSET,
     ExportError,
@@ -48,25 +54,12 @@ from bnnc.export.exporter import (
     prepare,
     require_match,
 )
-from bnnc.export.lowering import NodeSpec, lower
+from bnnc.export.lowering import lower
+from bnnc.export.nodes import NodeSpec
+from bnnc.export.ov_runtime import IR, PRECISION, OpenVINOSession, openvino_module
 from bnnc.export.parity import parity_of
 from bnnc.export.runtime import run_ort
-from bnnc.io import atomic_write
-
-PRECISION = {"INFERENCE_PRECISION_HINT": "f32", "DYNAMIC_QUANTIZATION_GROUP_SIZE": 0}
-"""The compile settings the IR is checked with, and must be run with for the same predictions. The CPU's
-default precision is bf16 where it has AMX/AVX512-BF16, and the plugin may quantize the activations
-of a layer with compressed weights to int8: the FP32 layers would round differently and a binarizer
-after them could flip."""
-
-
-def _ov() -> Any:
-    try:
-        import openvino
-    except ImportError as e:  # the export's only optional dependency
-        raise ExportError("--format openvino needs the openvino package",
-                          "pip install 'bnnc[openvino]' (or pip install openvino)") from e
-    return openvino
+from bnnc.outputs import atomic_write
 
 
 def _u1(signs: torch.Tensor, *, for_binary_convolution: bool) -> Any:
@@ -76,7 +69,7 @@ def _u1(signs: torch.Tensor, *, for_binary_convolution: bool) -> Any:
     reads the least-significant bit first, OpenVINO's Convert (and its constant accessor) the most
     significant; the wrong one gives silently wrong results.
     """
-    ov = _ov()
+    ov = openvino_module()
     bits = (signs.detach().cpu().reshape(-1) >= 0).numpy()
     t = ov.Tensor(ov.Type.u1, ov.Shape(list(signs.shape)))
     t.data[:] = np.packbits(bits, bitorder="little" if for_binary_convolution else "big")
@@ -101,7 +94,7 @@ class _Layers:
 
     def zero_one(self) -> tuple[Any, Any]:
         if self.bit_values is None:
-            op = _ov().opset13
+            op = openvino_module().opset13
             self.bit_values = (op.constant(np.float32(0)), op.constant(np.float32(1)))
         return self.bit_values
 
@@ -118,7 +111,7 @@ def _fake_quantize(x: Any, low: Any, record: _Layers) -> Any:
     the convolution's packed input. A levels-2 FakeQuantize whose output goes anywhere else (a pool,
     a reshape, the model's output) corrupted memory in openvino 2026.4.
     """
-    op = _ov().opset13
+    op = openvino_module().opset13
     c = op.constant(np.asarray(low, dtype=np.float32))
     return op.fake_quantize(x, c, c, *record.zero_one(), 2)
 
@@ -172,7 +165,7 @@ def _binary_layer(ctx: Any, spec: NodeSpec, record: _Layers) -> list[Any]:
     bits themselves: the next node's FakeQuantize at 0 turns it into bits right in front of its
     BinaryConvolution, the only place the plugin takes such bits.
     """
-    ov = _ov()
+    ov = openvino_module()
     op = ov.opset13
     layer: Any = spec.layer
     x = ctx.get_input(0)
@@ -243,7 +236,7 @@ def _input_threshold(spec: NodeSpec) -> np.ndarray:
 
 def _xnor(x: Any, spec: NodeSpec, w: torch.Tensor, low: np.ndarray, record: _Layers) -> Any:
     """FakeQuantize -> BinaryConvolution; a Linear layer as a 1x1 convolution on (M, K, 1, 1)."""
-    ov = _ov()
+    ov = openvino_module()
     op = ov.opset13
     lead = None
     if spec.is_conv:
@@ -268,7 +261,7 @@ def _xnor(x: Any, spec: NodeSpec, w: torch.Tensor, low: np.ndarray, record: _Lay
 
 def _restore_lead(s: Any, lead: Any, out_channels: int) -> Any:
     """(M, O, 1, 1) -> (*lead[:-1], O)."""
-    op = _ov().opset13
+    op = openvino_module().opset13
     head = op.slice(lead, np.array([0], dtype=np.int64), np.array([-1], dtype=np.int64), np.array([1], dtype=np.int64))
     shape = op.concat([head, op.constant(np.array([out_channels], dtype=np.int64))], 0)
     return op.reshape(s, shape, special_zero=False)
@@ -283,7 +276,7 @@ def _through_u4(model: Any) -> None:
     Added after ``convert_model``, whose constant folding would store the u4 weights (4x the bytes);
     the CPU plugin folds the u1 -> u4 step when it compiles and keeps the u4 weights compressed.
     """
-    op = _ov().opset13
+    op = openvino_module().opset13
     for node in model.get_ordered_ops():
         if node.get_type_name() == "Convert" and node.get_friendly_name().startswith(_VIA_U4):
             source = node.input_value(0)
@@ -298,7 +291,7 @@ def _float_sums(x: Any, spec: NodeSpec, w: torch.Tensor) -> Any:
     compressed fully connected layer, reading 4 bits a weight instead of 32 (the paper's real-valued
     first layer: 2.4x faster at batch 1 here); the products and sums stay float32.
     """
-    op = _ov().opset13
+    op = openvino_module().opset13
     kernel = w.unsqueeze(2) if spec.is_conv and w.dim() == 3 else w
     bits = _u1(kernel, for_binary_convolution=False)
     if not spec.is_conv:  # u1 -> f32 for now: _through_u4 puts the u4 step in after conversion
@@ -313,7 +306,7 @@ def _int8_sums(x: Any, spec: NodeSpec, w: torch.Tensor) -> Any:
     """An int8 layer's integer sum: ``q(x) - z`` as float integers (Divide, Round half to even, as ORT's
     QuantizeLinear and the PyTorch layer), int8 weights stored as i8, summed in f32 — exact while a sum stays
     below 2**24 (first layers: 255 * 63 * 9 per input channel), within one rounding beyond."""
-    op = _ov().opset13
+    op = openvino_module().opset13
     layer: Any = spec.layer
     scale = np.float32(layer.input_scale.detach().cpu())
     zero = np.float32(layer.input_zero_point.detach().cpu())
@@ -329,7 +322,7 @@ def _int8_sums(x: Any, spec: NodeSpec, w: torch.Tensor) -> Any:
 def _convolve(x: Any, weights: Any, spec: NodeSpec, kernel_shape: tuple[int, ...]) -> Any:
     """``x`` convolved as ``spec``'s layer convolves (groups; a Conv1d as a 1 x k one on an unsqueezed input) with
     ``weights``, an f32 tensor shaped ``kernel_shape`` (4-D: a Conv1d's kernel has a unit height)."""
-    op = _ov().opset13
+    op = openvino_module().opset13
     layer: Any = spec.layer
     conv1d = layer.weight.dim() == 3
     if conv1d:
@@ -353,30 +346,15 @@ def _max_pool(s: Any, pool: nn.Module, rank: int) -> Any:
 
     stride = pool.stride if pool.stride is not None else pool.kernel_size
     rounding = "ceil_torch" if pool.ceil_mode else "floor"
-    return _ov().opset14.max_pool(s, tup(stride), tup(pool.dilation), tup(pool.padding), tup(pool.padding),
+    return openvino_module().opset14.max_pool(s, tup(stride), tup(pool.dilation), tup(pool.padding), tup(pool.padding),
                                   tup(pool.kernel_size), rounding).output(0)
-
-
-@dataclass
-class IR:
-    """A serialized OpenVINO model: the ``.xml`` graph and the ``.bin`` weights it points into."""
-
-    xml: bytes
-    bin: bytes
-
-    @property
-    def size(self) -> int:
-        return len(self.xml) + len(self.bin)
-
-    def read(self, core: Any) -> Any:
-        return core.read_model(self.xml, _ov().Tensor(np.frombuffer(self.bin, dtype=np.uint8)))
 
 
 def to_openvino(model: nn.Module, input_shape: tuple[int, ...], *, uint8_input: bool = False,
                 metadata: dict[str, str] | None = None) -> tuple[IR, _Layers, int]:
     """The OpenVINO IR (in memory, batch 1) of the binarized ``model``, what became of its layers and
     the number of binary layers. ``metadata`` goes into the IR's ``rt_info`` under ``bnnc``."""
-    ov = _ov()
+    ov = openvino_module()
     from openvino.frontend.onnx import ConversionExtension
 
     model = model.cpu().float().eval()
@@ -390,7 +368,8 @@ def to_openvino(model: nn.Module, input_shape: tuple[int, ...], *, uint8_input: 
         onnx_path, xml_path = Path(tmp) / "model.onnx", Path(tmp) / "model.xml"
         onnx_path.write_bytes(proto.SerializeToString())
         try:
-            converted = ov.convert_model(onnx_path, input=[([1, *input_shape], ov.Type.u8 if uint8_input else ov.Type.f32)],
+            element = ov.Type.u8 if uint8_input else ov.Type.f32
+            converted = ov.convert_model(onnx_path, input=[([1, *input_shape], element)],
                                          extension=[ext])
         except ExportError:
             raise
@@ -398,8 +377,7 @@ def to_openvino(model: nn.Module, input_shape: tuple[int, ...], *, uint8_input: 
             cause = e.__cause__ or e.__context__
             if isinstance(cause, ExportError):
                 raise cause from None
-            first = next((ln for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
-            raise ExportError(f"OpenVINO could not convert the model: {first[:200]}",
+            raise ExportError(f"OpenVINO could not convert the model: {first_line(e, 200, with_type=False)}",
                               "re-run with --debug; --format onnx exports it for ONNX Runtime") from e
         _through_u4(converted)
         for key, value in (metadata or {}).items():
@@ -416,51 +394,6 @@ def _compact(xml: bytes) -> bytes:
     return re.sub(rb">\s+<", b"><", xml)
 
 
-class OpenVINOSession:
-    """An OpenVINO CPU model with the small part of ONNX Runtime's session interface bnnc times and runs.
-
-    The IR has a static batch (BinaryConvolution needs static shapes): it is reshaped and compiled
-    once per batch size. ``precision`` None keeps the CPU's default (bf16 where the CPU has it).
-    """
-
-    @dataclass
-    class _Input:
-        name: str
-
-    def __init__(self, ir: IR, *, threads: int | None = None, precision: str | None = "f32") -> None:
-        ov = self._ov = _ov()
-        self._core = ov.Core()
-        self._ir = ir
-        self._config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
-        if precision:
-            self._config.update(PRECISION, INFERENCE_PRECISION_HINT=precision)
-        if threads:
-            self._config["INFERENCE_NUM_THREADS"] = int(threads)
-        self._compiled: dict[tuple[int, ...], Any] = {}
-        model = ir.read(self._core)
-        self._name = model.get_parameters()[0].get_friendly_name()
-
-    def get_inputs(self) -> list[OpenVINOSession._Input]:
-        return [self._Input(self._name)]
-
-    def _request(self, shape: tuple[int, ...]) -> Any:
-        if shape not in self._compiled:
-            model = self._ir.read(self._core)
-            model.reshape(list(shape))
-            self._compiled[shape] = self._core.compile_model(model, "CPU", self._config).create_infer_request()
-        return self._compiled[shape]
-
-    def run(self, _names: Any, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
-        (x,) = feed.values()
-        x = np.ascontiguousarray(x)
-        request = self._request(tuple(x.shape))
-        # the input shared, not copied, and no result dict built: the Python call costs ~17 us this way,
-        # ~60 us through infer([x]) (ORT's session.run: ~5 us)
-        request.set_input_tensor(self._ov.Tensor(x, shared_memory=True))
-        request.infer()
-        return [request.get_output_tensor(0).data.copy()]
-
-
 def export_openvino(
     model: str | os.PathLike[str] | nn.Module,
     output: str | os.PathLike[str] | None = None,
@@ -468,7 +401,7 @@ def export_openvino(
     input_shape: tuple[int, ...] | None = None,
     check: bool = True,
     data: DataSpec | None = None,
-    check_samples: int = 256,
+    check_samples: int = defaults.CHECK_SAMPLES,
     uint8_input: bool = False,
     preprocessing: dict[str, Any] | None = None,
     overwrite: bool = False,
@@ -482,7 +415,7 @@ def export_openvino(
     inputs and must match the PyTorch model, or nothing is written. The IR's batch is 1.
     """
 
-    _ov()
+    openvino_module()
     if output is not None and Path(output).suffix != ".xml":
         raise ExportError(f"an OpenVINO IR is NAME.xml with its weights in NAME.bin, not {Path(output).name}",
                           "pass -o NAME.xml")
@@ -514,30 +447,3 @@ def export_openvino(
     return result
 
 
-def version() -> str:
-    """The installed openvino's version."""
-    return str(_ov().__version__)
-
-
-def available() -> bool:
-    """Whether the openvino package can be imported (the OpenVINO export and report rows need it)."""
-    try:
-        _ov()
-    except Exception:  # noqa: BLE001 - ExportError, or a broken install
-        return False
-    return True
-
-
-def fp32_ir(fp32_onnx: bytes, input_shape: tuple[int, ...]) -> IR:
-    """The FP32 model as a user would run it in OpenVINO: its ONNX export converted by OpenVINO itself."""
-    ov = _ov()
-    with tempfile.TemporaryDirectory() as tmp:
-        onnx_path, xml_path = Path(tmp) / "fp32.onnx", Path(tmp) / "fp32.xml"
-        onnx_path.write_bytes(fp32_onnx)
-        try:
-            converted = ov.convert_model(onnx_path, input=[[1, *input_shape]])
-        except Exception as e:  # noqa: BLE001 - the converter's messages are pages long
-            first = next((ln for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
-            raise ExportError(f"OpenVINO could not convert the FP32 model: {first[:200]}") from e
-        ov.save_model(converted, xml_path, compress_to_fp16=False)
-        return IR(xml_path.read_bytes(), xml_path.with_suffix(".bin").read_bytes())

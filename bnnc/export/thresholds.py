@@ -20,7 +20,7 @@ import torch
 
 
 @dataclass(frozen=True)
-class Thresholds:
+class FoldedThresholds:
     """``bit = (sign * s >= threshold)``: ``sign`` (C,) is +-1, ``threshold`` (C, P).
 
     Integer thresholds (int64) for a binary layer's integer ``s``: ``-K`` means always 1,
@@ -37,8 +37,8 @@ class NotMonotone(ValueError):
     """The chain between two binary layers isn't monotone per channel: it can't become a threshold."""
 
 
-def integer_thresholds(values: torch.Tensor, beta: torch.Tensor) -> Thresholds:
-    """Thresholds from ``values[i, c] = f_c(i - K)`` (``2K + 1`` rows) and ``beta`` (C, P).
+def integer_thresholds(values: torch.Tensor, beta: torch.Tensor) -> FoldedThresholds:
+    """Folded thresholds from ``values[i, c] = f_c(i - K)`` (``2K + 1`` rows) and ``beta`` (C, P).
 
     For each channel the orientation ``sign`` makes ``f_c(sign * s)`` non-decreasing; the
     threshold is the smallest ``s`` with ``f_c(sign * s) >= beta`` (``x - beta >= 0`` and
@@ -56,7 +56,7 @@ def integer_thresholds(values: torch.Tensor, beta: torch.Tensor) -> Thresholds:
         raise NotMonotone("the chain between the two binary layers is not monotone in each channel")
     first = torch.searchsorted(oriented.t().contiguous(), beta.to(values.dtype).contiguous(), side="left")
     sign = torch.where(decreasing, -1, 1).to(torch.int64)
-    return Thresholds(sign=sign, threshold=first.to(torch.int64) - k)
+    return FoldedThresholds(sign=sign, threshold=first.to(torch.int64) - k)
 
 
 SEARCH_LIMIT = 1e30
@@ -75,8 +75,9 @@ def _unkey(k: torch.Tensor) -> torch.Tensor:
     return bits.view(torch.float32)
 
 
-def float_thresholds(chain: Callable[[torch.Tensor], torch.Tensor], beta: torch.Tensor) -> Thresholds:
-    """Thresholds on a real-valued ``y`` from ``chain`` (C, P) -> (C, P), ``f_c(y)`` elementwise, and ``beta`` (C, P).
+def float_thresholds(chain: Callable[[torch.Tensor], torch.Tensor], beta: torch.Tensor) -> FoldedThresholds:
+    """Folded thresholds on a real-valued ``y`` from ``chain`` (C, P) -> (C, P), ``f_c(y)`` elementwise, and
+    ``beta`` (C, P).
 
     Binary search over the float32 values in order: the threshold is the smallest float ``y``
     with ``f_c(sign * y) - beta >= 0``, so it reproduces torch's chain exactly for every ``y``.
@@ -104,11 +105,11 @@ def float_thresholds(chain: Callable[[torch.Tensor], torch.Tensor], beta: torch.
             lo = torch.where(ok, lo, mid)
         t = _unkey(hi)
         t = torch.where(always, -torch.inf, torch.where(never, torch.inf, t))
-    return Thresholds(sign=sign, threshold=t)
+    return FoldedThresholds(sign=sign, threshold=t)
 
 
 def bisect_integer_thresholds(chain: Callable[[torch.Tensor], torch.Tensor], beta: torch.Tensor,
-                              bound: int) -> Thresholds:
+                              bound: int) -> FoldedThresholds:
     """Integer thresholds on an accumulator in [-bound, bound] too wide to enumerate (an int8 layer's).
 
     ``chain`` maps int64 accumulators (C, P) to ``f_c(acc)`` (C, P) as torch computes them; the
@@ -138,4 +139,4 @@ def bisect_integer_thresholds(chain: Callable[[torch.Tensor], torch.Tensor], bet
             if bool((hi - lo <= 1).all()):
                 break
         t = torch.where(always, -full, torch.where(never, full + 1, hi))
-    return Thresholds(sign=sign, threshold=t)
+    return FoldedThresholds(sign=sign, threshold=t)

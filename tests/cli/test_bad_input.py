@@ -22,9 +22,9 @@ from conftest import PRE, SMALL_ARCHS, build, learnable_npz
 from torch import nn
 from typer.testing import CliRunner
 
+from bnnc.checkpoint import save_checkpoint
 from bnnc.cli import app
 from bnnc.conversion import convert_file
-from bnnc.io import save_checkpoint
 
 runner = CliRunner()
 MLP_REF, MLP_KWARGS = SMALL_ARCHS["mlp"]
@@ -159,7 +159,8 @@ def _broken_png_folder(root: Path) -> None:
     buf = io.BytesIO()
     Image.fromarray((np.arange(64 * 64) % 251).astype(np.uint8).reshape(64, 64)).save(buf, "PNG")
     good = buf.getvalue()
-    (root / "train" / "a" / "broken.png").write_bytes(good[:110] + b"\x00\x00\x00\x05JUNK!\x00\x00\x00\x00" + good[110:])
+    junk = b"\x00\x00\x00\x05JUNK!\x00\x00\x00\x00"
+    (root / "train" / "a" / "broken.png").write_bytes(good[:110] + junk + good[110:])
 
 
 def _snapshot(folder: Path) -> dict[str, str]:
@@ -238,7 +239,8 @@ FINETUNE = [
          "-o", "{ws}/existing.bnnc"),
     case("finetune-nothing-to-resume", "nothing to resume", "finetune", "{ws}/m.bnnc", "--data",
          "{ws}/data.npz", "-o", "{ws}/new.bnnc", "--resume"),
-    case("finetune-unwritable-output", "can't write in the folder", "finetune", "{ws}/m.bnnc", "--data", "{ws}/data.npz",
+    case("finetune-unwritable-output", "can't write in the folder", "finetune", "{ws}/m.bnnc", "--data",
+         "{ws}/data.npz",
          "-o", "{unwritable}/x.bnnc"),
     case("finetune-source-moved", "gone.pt, which is not there (the distillation teacher)", "finetune",
          "{ws}/orphan.bnnc", "--data", "{ws}/data.npz", "-o", "{ws}/x.bnnc"),
@@ -271,7 +273,7 @@ REPORT = [
     case("report-config-missing", "config file not found", "report", "{ws}/m.bnnc", "--config", "{ws}/none.toml"),
     case("report-data-labels", "label", "report", "{ws}/m.bnnc", "--data", "{ws}/labels.npz"),
     case("report-json-folder-missing", "does not exist", "report", "{ws}/m.bnnc", "--data", "{ws}/data.npz",
-         "--json", "{ws}/no/r.json"),
+         "--json-out", "{ws}/no/r.json"),
     case("report-markdown-exists", "--force", "report", "{ws}/m.bnnc", "--data", "{ws}/data.npz",
          "--markdown", "{ws}/existing.bnnc"),
     case("report-fp32-model", "bnnc convert", "report", "{ws}/fp32.pt", "--data", "{ws}/data.npz"),
@@ -317,17 +319,17 @@ OVERWRITES = [
     case("export-output-is-the-data", "is the input", "export", "{ws}/m.bnnc", "--data", "{ws}/data.npz",
          "-o", "{ws}/data.npz", "--force"),
     case("report-json-is-the-data", "is the input", "report", "{ws}/m.bnnc", "--data", "{ws}/data.npz",
-         "--json", "{ws}/data.npz", "--force"),
+         "--json-out", "{ws}/data.npz", "--force"),
     case("report-markdown-is-the-fp32-model", "is the input", "report", "{ws}/m.bnnc", "--data", "{ws}/data.npz",
          "--fp32", "{ws}/fp32.pt", "--markdown", "{ws}/fp32.pt", "--force"),
     case("report-html-is-the-onnx", "is the input", "report", "{ws}/m.bnnc", "--data", "{ws}/data.npz",
          "--onnx", "{ws}/foreign.onnx", "--html", "{ws}/foreign.onnx", "--force"),
     case("report-json-names-a-folder", "names a folder", "report", "{ws}/m.bnnc", "--data", "{ws}/data.npz",
-         "--json", "{ws}/newdir/"),
+         "--json-out", "{ws}/newdir/"),
     case("finetune-history-names-a-folder", "names a folder", "finetune", "{ws}/m.bnnc", "--data", "{ws}/data.npz",
          "-o", "{ws}/x.bnnc", "--history", "{ws}/newdir/"),
     case("report-two-outputs-one-file", "one file", "report", "{ws}/m.bnnc", "--data", "{ws}/data.npz",
-         "--json", "{ws}/r.out", "--markdown", "{ws}/r.out"),
+         "--json-out", "{ws}/r.out", "--markdown", "{ws}/r.out"),
 ]
 # values that crashed bnnc (internal errors) or did something else than the user asked
 VALUES = [
@@ -403,7 +405,8 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(bad: Case, ws: Path, m
 
 @pytest.mark.parametrize("command", ["convert", "finetune", "export", "report", "compress"])
 def test_debug_shows_the_traceback(command: str, ws: Path):
-    args = [command, str(ws / "random.pt")] + ([] if command in {"convert", "export"} else ["--data", str(ws / "data.npz")])
+    data = [] if command in {"convert", "export"} else ["--data", str(ws / "data.npz")]
+    args = [command, str(ws / "random.pt"), *data]
     r = runner.invoke(app, ["--debug", *args])
     assert r.exit_code == 2 and "Traceback" in r.stderr and "not a readable PyTorch checkpoint" in r.stderr
 

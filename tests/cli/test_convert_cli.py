@@ -3,11 +3,10 @@ import subprocess
 import sys
 
 import torch
+from conftest import build
 from typer.testing import CliRunner
 
 from bnnc.cli import app
-
-from conftest import build
 
 runner = CliRunner()
 

@@ -1,15 +1,13 @@
 import json
 
 import torch
+from conftest import PRE, learnable_npz
 from typer.testing import CliRunner
 
 from bnnc.cli import app
 from bnnc.conversion import convert_file
 
-from conftest import PRE, learnable_npz
-
 runner = CliRunner()
-
 
 
 def test_finetune_command_end_to_end(tmp_path, fp32_checkpoint):
@@ -45,3 +43,25 @@ def test_finetune_bad_input(tmp_path, fp32_checkpoint):
         assert "Traceback" not in r.output and message in r.stderr, (args, r.stderr)
     r = runner.invoke(app, ["finetune", str(model), "--data", str(data), "--epochs", "0"])
     assert r.exit_code == 2
+
+
+def test_nproc_relaunches_the_command_as_parsed_without_nproc(monkeypatch):
+    """``--nproc N`` runs the same command under torchrun: rebuilt from the parsed options (whatever their
+    spelling or order on the command line), the global ones first, ``--nproc`` itself left out."""
+    import bnnc.cli.finetune as cli_finetune
+    import bnnc.training
+
+    launched = {}
+
+    def torchrun(ctx, nproc):
+        launched["nproc"], launched["args"] = nproc, cli_finetune.command_line(ctx, drop={"nproc"})
+        return 0
+
+    monkeypatch.setattr(cli_finetune, "_torchrun", torchrun)
+    monkeypatch.setattr(bnnc.training, "prepare", lambda *args, **kwargs: None)
+    r = runner.invoke(app, ["--debug", "finetune", "m.bnnc", "--nproc=2", "--data", "d.npz", "--epochs", "7",
+                            "--no-distill", "--bn", "shift", "-o", "out.bnnc", "--glorot-lr", "--lr", "0.01"])
+    assert r.exit_code == 0, r.output
+    assert launched["nproc"] == 2
+    assert launched["args"] == ["--debug", "finetune", "m.bnnc", "--data", "d.npz", "--epochs", "7",
+                                "--output", "out.bnnc", "--lr", "0.01", "--no-distill", "--glorot-lr", "--bn", "shift"]

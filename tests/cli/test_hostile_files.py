@@ -126,8 +126,8 @@ def _gadgets(tmp_path: Path, marker: Path) -> list[tuple[str, dict]]:
     return [
         ("sympy:sympify", {"a": f"__import__('os').system({touch!r})"}),   # sympy comes with torch
         ("numpy:load", {"file": str(npy), "allow_pickle": True}),
-        ("bnnc.io:_torch_load", {"path": str(pickled), "trust_model": True}),
-        ("bnnc.io:load_model", {"path": str(pickled), "trust_model": True}),
+        ("bnnc.formats:torch_load", {"path": str(pickled), "trust_model": True}),
+        ("bnnc.loading:load_model", {"path": str(pickled), "trust_model": True}),
         ("bnnc.zoo:load_model", {"path": str(pickled), "trust_model": True}),  # bnnc's loaders, by any path
         ("builtins:eval", {"source": f"__import__('os').system({touch!r})"}),
         ("subprocess:run", {"args": ["touch", str(marker)]}),
@@ -158,7 +158,7 @@ def test_no_arch_a_file_names_can_run_code_through_any_command(files, tmp_path):
                      ["compress", str(fp32), "--data", data, "-o", str(tmp_path / "out")],
                      ["finetune", str(converted), "--data", data, "-o", str(tmp_path / "ft.bnnc")],
                      ["export", str(converted), "-o", str(tmp_path / "out.onnx")],
-                     ["report", str(converted), "--data", data, "--json", str(tmp_path / "r.json")]):
+                     ["report", str(converted), "--data", data, "--json-out", str(tmp_path / "r.json")]):
             r = runner.invoke(app, args)
             assert r.exit_code == 2, (ref, args[0], r.output)
             assert ref in r.stderr and "Traceback" not in r.output, (ref, args[0], r.stderr)
@@ -204,6 +204,6 @@ def test_a_forged_onnx_with_copied_metadata_is_refused_by_report(files, tmp_path
     for path, message in ((forged(tmp_path / "forged.onnx", False), "is not what bnnc export makes"),
                           (forged(tmp_path / "leaky.onnx", True), "refers to tensors in other files")):
         r = runner.invoke(app, ["report", str(files["model"]), "--data", data, "--onnx", str(path),
-                                "--min-compression", "100", "--json", str(tmp_path / "r.json")])
+                                "--min-compression", "100", "--json-out", str(tmp_path / "r.json")])
         assert r.exit_code == 2 and message in r.stderr, r.output
         assert not (tmp_path / "r.json").exists()

@@ -12,9 +12,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
+from bnnc.checkpoint import save_checkpoint
 from bnnc.cli import app
 from bnnc.conversion import convert_file
-from bnnc.io import save_checkpoint
 
 runner = CliRunner()
 

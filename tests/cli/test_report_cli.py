@@ -1,11 +1,10 @@
 import json
 
+from conftest import PRE, learnable_npz
 from typer.testing import CliRunner
 
 from bnnc.cli import app
 from bnnc.conversion import convert_file
-
-from conftest import PRE, learnable_npz
 
 runner = CliRunner()
 
@@ -20,7 +19,7 @@ def test_report_gate_exit_3_names_the_failing_check(tmp_path, fp32_checkpoint):
     model, data = _model(tmp_path, fp32_checkpoint)
     js, md = tmp_path / "r.json", tmp_path / "r.md"
     r = runner.invoke(app, ["report", str(model), "--data", str(data), "--batch", "4", "--samples", "32",
-                            "--json", str(js), "--markdown", str(md), "--min-compression", "1e9",
+                            "--json-out", str(js), "--markdown", str(md), "--min-compression", "1e9",
                             "--max-accuracy-drop", "100"], env={"COLUMNS": "200"})
     assert r.exit_code == 3, r.output
     assert "check failed: compression_vs_fp32" in r.stderr and "accuracy_drop_pt" not in r.stderr

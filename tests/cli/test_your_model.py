@@ -14,7 +14,7 @@ from conftest import learnable_npz
 from typer.testing import CliRunner
 
 from bnnc.cli import app
-from bnnc.io import load_checkpoint
+from bnnc.loading import load_checkpoint
 
 runner = CliRunner()
 
@@ -86,8 +86,7 @@ def test_compress_a_state_dict_with_distillation(user: Path, tmp_path: Path, mon
     assert history["fp32_accuracy"] > 0.5  # measured on the teacher: the state dict rebuilt with the recorded arch
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["accuracy"]["onnx_torch_agreement"] == 1.0
-    assert report["model"]["source_sha256"] == load_checkpoint(tmp_path / "out" / "mlp_sd.bnnc").binarized[
-        "source"]["sha256"]
+    assert report["model"]["source_sha256"] == load_checkpoint(tmp_path / "out" / "mlp_sd.bnnc").binarized.source.sha256
 
 
 def test_each_step_on_a_state_dict_of_an_mlp_on_images(user: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
@@ -99,7 +98,7 @@ def test_each_step_on_a_state_dict_of_an_mlp_on_images(user: Path, tmp_path: Pat
     assert json.loads(out)["fp32_accuracy"] > 0.5  # distilled from the rebuilt teacher
     exported = json.loads(run(user, "export", str(ft), "--data", "{d}/d.npz", "--json", "-o", str(onnx)))
     assert exported["parity"][0]["argmax_agreement"] == 1.0 and exported["parity"][0]["samples"] == 128
-    run(user, "report", str(ft), "--data", "{d}/d.npz", "--onnx", str(onnx), "--json", str(tmp_path / "r.json"))
+    run(user, "report", str(ft), "--data", "{d}/d.npz", "--onnx", str(onnx), "--json-out", str(tmp_path / "r.json"))
     assert json.loads((tmp_path / "r.json").read_text())["accuracy"]["onnx_torch_agreement"] == 1.0
 
 
@@ -146,7 +145,8 @@ def test_a_moved_or_changed_source_is_one_clear_error(user: Path, tmp_path: Path
     m = tmp_path / "s.bnnc"
     run(tmp_path, "convert", str(src), "--arch", "usermodels:build", "-o", str(m))
     src.rename(tmp_path / "elsewhere.pt")
-    for command in (["finetune", str(m), "--data", str(user / "d.npz")], ["report", str(m), "--data", str(user / "d.npz")]):
+    data = ["--data", str(user / "d.npz")]
+    for command in (["finetune", str(m), *data], ["report", str(m), *data]):
         err = run(tmp_path, *command, code=2)
         assert "src_sd.pt, which is not there" in err
     torch.save({k: v + 1 for k, v in torch.load(tmp_path / "elsewhere.pt").items()}, src)  # same path, other weights
@@ -210,7 +210,7 @@ def test_a_factory_a_file_names_runs_only_if_this_user_allowed_it(user: Path, tm
     run(user, "export", str(foreign), "-o", str(tmp_path / "f.onnx"))
     monkeypatch.delenv("BNNC_ALLOW_ARCH")
     run(user, "report", str(foreign), "--arch", "usermodels:build", "--data", "{d}/d.npz", "--samples", "64",
-        "--json", str(tmp_path / "r.json"))
+        "--json-out", str(tmp_path / "r.json"))
     assert json.loads((tmp_path / "r.json").read_text())["accuracy"]["onnx_torch_agreement"] == 1.0
 
 
@@ -222,7 +222,7 @@ def test_int8_first_and_last_layers_through_every_step(user: Path, tmp_path: Pat
     run(user, "compress", "{d}/mlp_sd.pt", "--arch", "usermodels:build", "--data", "{d}/d.npz", "--epochs", "1",
         "--first", "int8", "--last", "int8", "--format", "onnx,openvino", "-o", str(out), "--samples", "64")
     ft = load_checkpoint(out / "mlp_sd.finetuned.bnnc")
-    precisions = {la["name"]: la["precision"] for la in ft.binarized["plan"]["layers"]}
+    precisions = {la["name"]: la["precision"] for la in ft.binarized.plan.to_dict()["layers"]}
     assert precisions == {"1": "int8", "4": "binary", "7": "int8"}
     assert float(ft.model.get_submodule("1").input_scale) > 0 and float(ft.model.get_submodule("7").input_scale) > 0
     report = json.loads((out / "report.json").read_text())

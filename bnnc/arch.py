@@ -1,0 +1,127 @@
+"""``--arch pkg.module:factory``: the architecture a state dict is loaded into, resolved only to what
+the user allowed.
+
+An ``nn.Module`` subclass is accepted wherever the reference comes from; a function only when the
+user named it (``--arch``, ``BNNC_ALLOW_ARCH``) or the file naming it carries this user's seal
+(:mod:`bnnc.seal`); nothing in the standard library, torch or bnnc's own modules (but its sample
+architectures, :mod:`bnnc.zoo`) at all — so a tampered reference can't call ``os:system``,
+``sympy:sympify`` or ``bnnc.loading:load_model``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import inspect
+import os
+import sys
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from bnnc import seal
+from bnnc.errors import ModelLoadError, UntrustedModelError, first_line
+
+_REFUSED_TOP_LEVEL = {"torch", "builtins", "__main__"} | set(sys.stdlib_module_names)
+
+
+@contextlib.contextmanager
+def _cwd_on_path() -> Iterator[None]:
+    """Let ``--arch mymodels:Net`` import ``mymodels.py`` from the working directory, as python -m does."""
+    cwd = os.getcwd()
+    added = cwd not in sys.path
+    if added:
+        sys.path.insert(0, cwd)
+    try:
+        yield
+    finally:
+        if added and cwd in sys.path:
+            sys.path.remove(cwd)
+
+
+def resolve_arch(ref: str, *, named_by_user: bool = True, source: Path | None = None) -> Callable[..., Any]:
+    """Import ``pkg.module:factory`` (factory may be ``Class`` or ``obj.attr``) and check it is safe.
+
+    An ``nn.Module`` subclass is accepted wherever the reference comes from; a function only when the
+    user named it (``--arch``, the ``arch=`` argument) or ``source``, the file that names it, carries
+    this user's seal (:mod:`bnnc.seal`). Nothing from the standard library, torch, or bnnc itself
+    (but its sample architectures, :mod:`bnnc.zoo`) is accepted at all.
+    """
+    module_name, sep, attr = ref.partition(":")
+    if not sep or not module_name or not attr:
+        raise ModelLoadError(f"architecture reference {ref!r} is not of the form pkg.module:factory",
+                             "e.g. --arch torchvision.models:resnet18 or --arch mymodels:Net")
+    if not_user_code(module_name):
+        raise ModelLoadError(f"architecture reference {ref!r} points into {module_name.split('.')[0]!r}, "
+                             "which can't define a model architecture", "name the module that defines your model")
+    try:
+        with _cwd_on_path():
+            obj: Any = importlib.import_module(module_name)
+    except Exception as e:  # noqa: BLE001 - the user's module can raise anything on import
+        raise ModelLoadError(f"can't import {module_name!r} for architecture {ref!r} ({first_line(e)})",
+                             "install the package that defines the model, or run bnnc from its folder") from None
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise ModelLoadError(f"{module_name!r} has no attribute {attr!r} (architecture {ref!r})",
+                                 "check the spelling of the factory or class name")
+        obj = getattr(obj, part)
+    is_module_class = inspect.isclass(obj) and issubclass(obj, nn.Module)
+    is_function = inspect.isfunction(obj) or inspect.ismethod(obj)
+    if not (is_module_class or is_function):
+        raise ModelLoadError(f"architecture {ref!r} is a {type(obj).__name__}, not an nn.Module class or a function",
+                             "point --arch at the class or the function that builds the model")
+    defined_in = getattr(obj, "__module__", "") or ""
+    if not_user_code(defined_in):
+        raise ModelLoadError(f"architecture {ref!r} is defined in {defined_in!r}, not in a model package",
+                             "name the module that defines your model")
+    if is_function and not named_by_user:
+        raise UntrustedModelError(
+            f"{source} names the function {ref!r} as its architecture; bnnc calls a function named by a file "
+            "only if this user's bnnc recorded it there (a file from elsewhere could name any function)",
+            f"if you trust it to build the model, pass --arch {ref} or set BNNC_ALLOW_ARCH={ref}")
+    return obj
+
+
+def not_user_code(name: str) -> bool:
+    """Whether module ``name`` is one a reference from outside may never name as code to call: the standard
+    library, torch, ``__main__``, bnnc's own modules (but its sample architectures, ``bnnc.zoo``)."""
+    top = name.split(".")[0]
+    return top in _REFUSED_TOP_LEVEL or (top == "bnnc" and name != "bnnc.zoo")
+
+
+def allowed(ref: str, allow_arch: str | None) -> bool:
+    """Whether the user allowed the function ``ref`` for this command: ``--arch`` or ``BNNC_ALLOW_ARCH``."""
+    return ref == allow_arch or seal.allowed(ref)
+
+
+def build_model(ref: str, kwargs: Mapping[str, Any] | None = None, *, named_by_user: bool = True,
+                source: Path | None = None) -> nn.Module:
+    """Instantiate the architecture ``ref`` with ``kwargs`` (JSON-like values only); see :func:`resolve_arch`."""
+    factory = resolve_arch(ref, named_by_user=named_by_user, source=source)
+    kwargs = dict(kwargs or {})
+    for key, value in kwargs.items():
+        if not is_plain(value):
+            raise ModelLoadError(f"argument {key!r} for architecture {ref!r} is a {type(value).__name__}",
+                                 "architecture arguments must be numbers, strings, booleans, lists or dicts")
+    try:
+        model = factory(**kwargs)
+    except Exception as e:  # noqa: BLE001
+        raise ModelLoadError(f"building architecture {ref!r} with {kwargs} failed ({first_line(e)})",
+                             "check the architecture's arguments (--arch-kwargs)") from None
+    if not isinstance(model, nn.Module):
+        raise ModelLoadError(f"architecture {ref!r} returned a {type(model).__name__}, not an nn.Module",
+                             "point --arch at a function that returns the model")
+    return model
+
+
+def is_plain(v: Any) -> bool:
+    if v is None or isinstance(v, (bool, int, float, str)):
+        return True
+    if isinstance(v, (list, tuple)):
+        return all(is_plain(x) for x in v)
+    if isinstance(v, dict):
+        return all(isinstance(k, str) and is_plain(x) for k, x in v.items())
+    return False
+

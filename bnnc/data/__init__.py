@@ -1,0 +1,79 @@
+"""Every ``--data`` form -> normalised (train, val) datasets + the preprocessing to record.
+
+Accepted forms of ``spec``:
+
+* a folder of IDX files with MNIST names (``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``,
+  ``t10k-images-idx3-ubyte``, ``t10k-labels-idx1-ubyte``, each optionally ``.gz``);
+* a ``.npz`` with ``x_train``/``y_train``/``x_test``/``y_test``, or only ``x``/``y`` (a seeded
+  ``val_fraction`` is then split off), and optionally ``class_names``;
+* a ``.pt``/``.pth`` dict of tensors with the same keys, read with ``torch.load(weights_only=True)``;
+* a folder of images with one sub-folder per class (class names are the sorted sub-folder names),
+  or ``train/`` and ``val/`` (or ``test/``) folders laid out that way; needs Pillow;
+* ``pkg.module:function`` returning a ``DataSplits`` (used as it is) or ``(train, val)`` datasets of
+  raw ``(x, y)`` samples (normalised here like every other form).
+
+Raw samples are uint8 pixels or floats already in the model's pixel range. Every problem a user
+can cause is a ``DataError`` naming the file and what was expected.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from bnnc.config import FUNCTION_SPEC
+from bnnc.data.functions import from_function
+from bnnc.data.normalise import check_labels, finish, reshaped
+from bnnc.data.preprocessing import DataSpec, DataSplits, Preprocessing
+from bnnc.data.readers import FORMS_HINT, read_idx, read_path
+from bnnc.errors import DataError
+
+__all__ = ["FORMS_HINT", "DataSpec", "DataSplits", "Preprocessing", "check_labels", "load_data", "read_idx",
+           "reshaped", "sample_data_path"]
+
+
+def load_data(
+    spec: DataSpec,
+    *,
+    preprocessing: Preprocessing | None = None,
+    input_shape: Sequence[int] | None = None,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+) -> DataSplits:
+    """Read ``spec`` (see the module docstring for the forms) into normalised train/val splits.
+
+    With ``preprocessing`` (the one recorded in a model) the data must fit it: reshapeable to its
+    ``input_shape``, labels within its ``class_names``. Without it, one is derived from the data:
+    uint8 data gets ``pixel_scale`` 1/255 and the train split's per-channel mean/std; float data
+    gets ``pixel_scale`` 1, mean 0 and std 1 (left as it is). The samples take the model's
+    ``input_shape`` when it is given (a plan knows it) and fits them: data shaped ``(N, C, L)``
+    is then fed to a Conv1d model as it is, not as ``(N, H, W)`` images given a channel axis.
+    ``val_fraction`` and ``seed`` only matter for forms with no separate test split.
+    ``DataSplits`` already loaded (e.g. by ``compress``, once for all its steps) are returned as
+    they are if they were normalised with ``preprocessing``.
+    """
+    if isinstance(spec, DataSplits):
+        if preprocessing is not None and spec.preprocessing.to_dict() != preprocessing.to_dict():
+            raise DataError(f"{spec.source} was normalised as {spec.preprocessing.to_dict()}, "
+                            f"but the model expects {preprocessing.to_dict()}", "load the data for this model")
+        return spec
+    if not 0 < val_fraction < 1:
+        raise DataError(f"val_fraction must be between 0 and 1, got {val_fraction}")
+    text = os.fspath(spec)
+    path = Path(text).expanduser()
+    if isinstance(spec, str) and not path.exists() and FUNCTION_SPEC.match(text):
+        return from_function(text, preprocessing, input_shape)
+    raw = read_path(path, preprocessing, val_fraction, seed)
+    return finish(raw, preprocessing, input_shape)
+
+
+def sample_data_path() -> Path:
+    """The bundled Fashion-MNIST sample, which lives beside the package in the repository."""
+    path = Path(__file__).resolve().parents[2] / "sample_models" / "data" / "fashion-mnist-sample.npz"
+    if not path.is_file():
+        raise DataError(
+            f"the bundled data sample is missing: {path}",
+            "it ships with the source repository; install bnnc from a checkout with `pip install -e .`",
+        )
+    return path

@@ -1,0 +1,73 @@
+"""``--data pkg.module:function``: a data loader of the user's own code, resolved only to what they named."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from torch.utils.data import Dataset, TensorDataset
+
+from bnnc.arch import not_user_code
+from bnnc.data.normalise import finish
+from bnnc.data.preprocessing import DataSplits, Preprocessing
+from bnnc.data.readers import Raw, to_numpy
+from bnnc.errors import DataError, first_line
+
+
+def from_function(spec: str, pre: Preprocessing | None, input_shape: Sequence[int] | None) -> DataSplits:
+    """The splits the user's function returns: used as they are (a ``DataSplits``), or normalised here."""
+    module_name, func_name = spec.split(":")
+    if not_user_code(module_name):  # the rule --arch follows: only the user's own code
+        top = module_name.split(".")[0]
+        raise DataError(f"{spec}: {top!r} defines no data loader", "name a function of your own, pkg.module:function")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # noqa: BLE001 - the user's module can raise anything on import
+        raise DataError(
+            f"{spec}: can't import module '{module_name}' ({first_line(exc, with_type=False)})", "is it on PYTHONPATH?"
+        ) from exc
+    func = getattr(module, func_name, None)
+    if not inspect.isfunction(func) or func.__module__ != module.__name__:
+        raise DataError(f"{spec}: module '{module_name}' defines no function '{func_name}'",
+                        "name a Python function defined in that module (not one it imports)")
+    try:
+        result = func()
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - the user's function can raise anything
+        raise DataError(f"{spec}: the data function raised {first_line(exc)}") from None
+    if isinstance(result, DataSplits):
+        if pre is not None and result.preprocessing != pre:
+            raise DataError(
+                f"{spec}: returned preprocessing {result.preprocessing.to_dict()} differs from the model's "
+                f"{pre.to_dict()}",
+                "return (train, val) datasets of raw samples and bnnc normalises them the model's way",
+            )
+        return result
+    if not (isinstance(result, (tuple, list)) and len(result) == 2):
+        raise DataError(f"{spec}: expected (train_dataset, val_dataset) or a DataSplits, got {type(result).__name__}")
+    arrays = [_materialise(ds, spec, split) for ds, split in zip(result, ("train", "val"), strict=True)]
+    raw = Raw(*arrays[0], *arrays[1], (), spec, "function")
+    return finish(raw, pre, input_shape)
+
+
+def _materialise(dataset: Any, spec: str, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """A map-style dataset of ``(x, y)`` pairs -> stacked arrays."""
+    if isinstance(dataset, TensorDataset) and len(dataset.tensors) == 2:
+        return to_numpy(dataset.tensors[0]), to_numpy(dataset.tensors[1])
+    if not isinstance(dataset, Dataset) or not hasattr(dataset, "__len__"):
+        raise DataError(f"{spec}: the {split} split must be a map-style torch Dataset, got {type(dataset).__name__}")
+    xs, ys = [], []
+    for i in range(len(dataset)):
+        item = dataset[i]
+        if not (isinstance(item, (tuple, list)) and len(item) == 2):
+            raise DataError(f"{spec}: {split} sample {i} must be an (x, y) pair, got {type(item).__name__}")
+        xs.append(np.asarray(item[0]))
+        ys.append(np.asarray(item[1]))
+    if not xs:
+        return np.zeros((0,), np.uint8), np.zeros((0,), np.int64)
+    try:
+        return np.stack(xs), np.stack(ys)
+    except ValueError as exc:
+        raise DataError(f"{spec}: {split} samples differ in shape ({exc})") from exc

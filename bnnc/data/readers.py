@@ -1,0 +1,332 @@
+"""Reading the file forms of ``--data`` (IDX folders, ``.npz``, ``.pt``, image folders) into raw arrays,
+each problem a ``DataError`` naming the file and what was expected."""
+
+from __future__ import annotations
+
+import gzip
+import math
+import pickle
+import re
+import zipfile
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from bnnc.data.preprocessing import Preprocessing
+from bnnc.errors import DataError, first_line
+from bnnc.formats import archive_problem
+
+FORMS_HINT = (
+    "give a folder of MNIST-style IDX files, a .npz or .pt with x_train/y_train/x_test/y_test "
+    "(or x/y), a folder of class sub-folders of images, or pkg.module:function"
+)
+IDX_NAMES = {
+    "x_train": "train-images-idx3-ubyte",
+    "y_train": "train-labels-idx1-ubyte",
+    "x_test": "t10k-images-idx3-ubyte",
+    "y_test": "t10k-labels-idx1-ubyte",
+}
+IDX_DTYPES: dict[int, np.dtype[Any]] = {
+    0x08: np.dtype(np.uint8),
+    0x09: np.dtype(np.int8),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
+IMAGE_SUFFIXES = frozenset(
+    {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm"}
+)
+GREY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "F"})
+SPLIT_KEYS = ("x_train", "y_train", "x_test", "y_test")
+
+
+@dataclass(frozen=True)
+class Raw:
+    """Arrays as read from disk, before checks and normalisation."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    class_names: tuple[str, ...]
+    where: str
+    form: str
+
+
+def read_path(path: Path, pre: Preprocessing | None, val_fraction: float, seed: int) -> Raw:
+    if not path.exists():
+        raise DataError(f"data not found: {path}", FORMS_HINT)
+    if path.is_dir():
+        idx_files = _find_idx_files(path)
+        if any(idx_files.values()):
+            return _read_idx_folder(path, idx_files)
+        nested = next((p for p in _class_folders(path) if any(_find_idx_files(p).values())), None)
+        if nested is not None:
+            raise DataError(f"{path}: no IDX files here, but {nested} has some", f"pass {nested} as the data")
+        if _class_folders(path) or _split_folders(path):
+            return _read_image_folder(path, pre, val_fraction, seed)
+        raise DataError(f"{path}: no IDX files or class sub-folders of images found", FORMS_HINT)
+    suffix = path.suffix.lower()
+    if suffix == ".npz":
+        return _split(_read_npz(path), path, "npz", val_fraction, seed)
+    if suffix in {".pt", ".pth"}:
+        return _split(_read_pt(path), path, "pt", val_fraction, seed)
+    raise DataError(f"{path}: unsupported data file type {suffix or '(no suffix)'}", FORMS_HINT)
+
+
+def _find_idx_files(folder: Path) -> dict[str, Path | None]:
+    """Each split's IDX file in ``folder`` (raw or .gz), or None where absent."""
+    found: dict[str, Path | None] = {}
+    for key, name in IDX_NAMES.items():
+        candidates = [folder / name, folder / f"{name}.gz"]
+        found[key] = next((p for p in candidates if p.is_file()), None)
+    return found
+
+
+def _read_idx_folder(folder: Path, files: dict[str, Path | None]) -> Raw:
+    missing = [IDX_NAMES[k] for k, p in files.items() if p is None]
+    if missing:
+        raise DataError(f"{folder}: missing IDX files {', '.join(missing)} (raw or .gz)", FORMS_HINT)
+    arrays = {key: read_idx(p) for key, p in files.items() if p is not None}
+    for key, ndim in (("x_train", 3), ("y_train", 1), ("x_test", 3), ("y_test", 1)):
+        if arrays[key].ndim != ndim:
+            raise DataError(
+                f"{files[key]}: expected a {ndim}-D IDX array ({'images' if ndim == 3 else 'labels'}), "
+                f"got shape {arrays[key].shape}"
+            )
+    return Raw(
+        arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"], (), str(folder), "IDX folder"
+    )
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Parse one IDX file (gzip-compressed or not): magic ``0 0 dtype ndim``, big-endian dims, data."""
+    try:
+        data = path.read_bytes()
+        if data[:2] == b"\x1f\x8b":
+            data = gzip.decompress(data)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DataError(
+            f"{path}: can't read as an IDX file ({first_line(exc, with_type=False)})",
+            "the file may be truncated or corrupted",
+        ) from exc
+    if len(data) < 4 or data[:2] != b"\0\0" or data[2] not in IDX_DTYPES or data[3] == 0:
+        raise DataError(
+            f"{path}: not an IDX file (bad magic number {data[:4].hex() or 'empty'})",
+            "expected 0x00000803 for images or 0x00000801 for labels",
+        )
+    dtype, ndim = IDX_DTYPES[data[2]], data[3]
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise DataError(f"{path}: IDX header truncated", "the file may be truncated")
+    dims = tuple(int(d) for d in np.frombuffer(data, ">u4", count=ndim, offset=4))
+    expected = math.prod(dims) * dtype.itemsize
+    if len(data) - header != expected:
+        raise DataError(
+            f"{path}: IDX dims {dims} need {expected} data bytes, found {len(data) - header}",
+            "the file may be truncated or corrupted",
+        )
+    return np.frombuffer(data, dtype, offset=header).reshape(dims).astype(dtype.newbyteorder("="))
+
+
+def _read_npz(path: Path) -> dict[str, Any]:
+    if not zipfile.is_zipfile(path):
+        raise DataError(
+            f"{path}: can't read as a .npz archive (not a zip file)",
+            "it may be truncated; save arrays with numpy.savez",
+        )
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return {key: npz[key] for key in npz.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        raise DataError(
+            f"{path}: can't read as a .npz archive ({first_line(exc, with_type=False)})",
+            "it may be truncated, or hold pickled objects; save plain arrays with numpy.savez",
+        ) from exc
+
+
+def _read_pt(path: Path) -> dict[str, Any]:
+    if (problem := archive_problem(path)) is not None:
+        raise DataError(f"{path}: not a data file bnnc will unpack: {problem}", "save plain tensors with torch.save")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch's unpickler raises anything on corrupt bytes
+        refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        if isinstance(exc, pickle.UnpicklingError) and refused:
+            raise DataError(
+                f"{path}: holds a {refused.group(1)}, not only tensors (torch.load with weights_only=True refused it)",
+                "save it with torch.save({'x_train': ..., 'y_train': ..., 'x_test': ..., 'y_test': ...}, path)",
+            ) from exc
+        raise DataError(f"{path}: can't read as a torch .pt file", "the file may be truncated or corrupted") from exc
+    if not isinstance(obj, Mapping):
+        raise DataError(f"{path}: expected a dict of tensors, got {type(obj).__name__}", FORMS_HINT)
+    return {str(k): to_numpy(v) if isinstance(v, torch.Tensor) else v for k, v in obj.items()}
+
+
+def to_numpy(t: torch.Tensor) -> np.ndarray:
+    """numpy has no bfloat16 (or other small floats): those become float32."""
+    t = t.detach().cpu()
+    if t.is_floating_point() and t.dtype not in {torch.float16, torch.float32, torch.float64}:
+        t = t.float()
+    return t.numpy()
+
+
+def _split(arrays: dict[str, Any], path: Path, form: str, val_fraction: float, seed: int) -> Raw:
+    """Arrays from a keyed file -> train/val; only ``x``/``y`` are split with the seed."""
+    names = _class_names(arrays.get("class_names", ()), path)
+    if all(k in arrays for k in SPLIT_KEYS):
+        x_train, y_train, x_test, y_test = (_as_array(arrays[k], path, k) for k in SPLIT_KEYS)
+        return Raw(x_train, y_train, x_test, y_test, names, str(path), form)
+    if "x" in arrays and "y" in arrays:
+        x, y = _as_array(arrays["x"], path, "x"), _as_array(arrays["y"], path, "y")
+        check_pair(x, y, path, "x", "y")
+        n_val = round(len(x) * val_fraction)
+        if not 0 < n_val < len(x):
+            raise DataError(f"{path}: {len(x)} samples are too few to split off val_fraction {val_fraction}")
+        order = np.random.default_rng(seed).permutation(len(x))
+        val, train = order[:n_val], order[n_val:]
+        return Raw(x[train], y[train], x[val], y[val], names, str(path), f"{form}, val split seed {seed}")
+    raise DataError(
+        f"{path}: expected keys {', '.join(SPLIT_KEYS)} (or x, y), found {', '.join(sorted(arrays)) or 'none'}",
+        FORMS_HINT,
+    )
+
+
+def _as_array(value: Any, path: Path, key: str) -> np.ndarray:
+    if not isinstance(value, np.ndarray):
+        raise DataError(f"{path}: '{key}' must be an array or tensor, got {type(value).__name__}")
+    return value
+
+
+def _class_names(value: Any, path: Path) -> tuple[str, ...]:
+    names = value.tolist() if isinstance(value, np.ndarray) else value
+    if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
+        raise DataError(f"{path}: class_names must be a list of strings")
+    return tuple(names)
+
+
+def _class_folders(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _split_folders(folder: Path) -> tuple[Path, Path] | None:
+    """``train/`` and ``val/`` (or ``test/``) when the image folder comes split."""
+    train = folder / "train"
+    val = next((folder / n for n in ("val", "test") if (folder / n).is_dir()), None)
+    return (train, val) if train.is_dir() and val is not None else None
+
+
+def _read_image_folder(folder: Path, pre: Preprocessing | None, val_fraction: float, seed: int) -> Raw:
+    """Images as uint8 ``(N, H, W)`` or ``(N, 3, H, W)``; labels index the class names."""
+    image_module = _pillow()
+    splits = _split_folders(folder)
+    roots = list(splits) if splits else [folder]
+    names = pre.class_names if pre and pre.class_names else tuple(p.name for p in _class_folders(roots[0]))
+    files = [_image_files(root, names) for root in roots]
+    all_files = [p for split in files for p, _ in split]
+    if not all_files:
+        raise DataError(
+            f"{folder}: no images found in its class sub-folders", f"expected {', '.join(sorted(IMAGE_SUFFIXES))}"
+        )
+    images = [_open_image(image_module, p) for p in all_files]
+    mode = _image_mode(images, pre)
+    size = _image_size(images, all_files, pre)
+    pixels = np.stack([_image_array(image_module, im, mode, size) for im in images])
+    labels = np.array([label for split in files for _, label in split], dtype=np.int64)
+    if splits:
+        n_train = len(files[0])
+        return Raw(pixels[:n_train], labels[:n_train], pixels[n_train:], labels[n_train:], names,
+                    str(folder), "image folder, train/val")
+    raw = _split({"x": pixels, "y": labels}, folder, "image folder", val_fraction, seed)
+    return Raw(raw.x_train, raw.y_train, raw.x_val, raw.y_val, names, raw.where, raw.form)
+
+
+def _pillow() -> Any:
+    try:
+        from PIL import Image
+    except ImportError as exc:
+        raise DataError("reading a folder of images needs Pillow, which isn't installed", "pip install pillow") from exc
+    return Image
+
+
+def _image_files(root: Path, names: Sequence[str]) -> list[tuple[Path, int]]:
+    """(file, label) for each image under ``root/<class>/``; a class folder not in ``names`` is an error."""
+    index = {name: i for i, name in enumerate(names)}
+    pairs = []
+    for class_dir in _class_folders(root):
+        if class_dir.name not in index:
+            raise DataError(
+                f"{class_dir}: class '{class_dir.name}' is not one of the model's classes",
+                f"expected sub-folders named {', '.join(names)}",
+            )
+        images = sorted(p for p in class_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        pairs += [(p, index[class_dir.name]) for p in images]
+    return pairs
+
+
+def _open_image(image_module: Any, path: Path) -> Any:
+    try:
+        with image_module.open(path) as im:
+            im.load()
+            return im.convert("L") if im.mode in GREY_MODES else im.convert("RGB")
+    except (OSError, ValueError, SyntaxError, EOFError, image_module.DecompressionBombError) as exc:
+        # Pillow raises SyntaxError ("broken PNG file") for some corrupt chunks
+        raise DataError(f"{path}: can't read as an image ({first_line(exc, with_type=False)})",
+                        "remove or replace the file") from exc
+
+
+def _image_mode(images: Sequence[Any], pre: Preprocessing | None) -> str:
+    """Greyscale or RGB: from the model's channels when known, else RGB unless all are greyscale."""
+    if pre is not None and len(pre.input_shape) == 3 and pre.input_shape[0] in {1, 3}:
+        return "L" if pre.input_shape[0] == 1 else "RGB"
+    if pre is not None:
+        return "L"
+    return "L" if all(im.mode == "L" for im in images) else "RGB"
+
+
+def _image_size(images: Sequence[Any], files: Sequence[Path], pre: Preprocessing | None) -> tuple[int, int]:
+    """(width, height): the model's when known (images are resized to it), else all must agree."""
+    if pre is not None and len(pre.input_shape) == 3:
+        return pre.input_shape[2], pre.input_shape[1]
+    first = images[0].size
+    for im, path in zip(images, files, strict=True):
+        if im.size != first:
+            raise DataError(
+                f"{path}: image size {im.size[0]}x{im.size[1]} differs from {first[0]}x{first[1]} of {files[0]}",
+                "resize the images to one size",
+            )
+    return first
+
+
+def _image_array(image_module: Any, image: Any, mode: str, size: tuple[int, int]) -> np.ndarray:
+    image = image.convert(mode)
+    if image.size != size:
+        image = image.resize(size, image_module.Resampling.BILINEAR)
+    pixels = np.asarray(image, dtype=np.uint8)  # (H, W) or (H, W, 3)
+    return pixels.transpose(2, 0, 1) if pixels.ndim == 3 else pixels
+
+
+def check_pair(x: np.ndarray, y: np.ndarray, where: str | Path, x_key: str, y_key: str) -> None:
+    if x.ndim == 0 or len(x) == 0:
+        raise DataError(f"{where}: '{x_key}' has no samples (shape {x.shape})", "expected shape (N, ...) with N > 0")
+    if x.ndim == 1:
+        raise DataError(f"{where}: '{x_key}' has shape {x.shape}", "expected shape (N, ...): one array per sample")
+    if not (x.dtype == np.uint8 or np.issubdtype(x.dtype, np.floating)):
+        raise DataError(f"{where}: '{x_key}' has dtype {x.dtype}", "expected uint8 pixels or floats")
+    if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
+        raise DataError(f"{where}: '{x_key}' contains NaN or infinite values")
+    if x.dtype == np.float64 and np.abs(x).max() > np.finfo(np.float32).max:  # 1e300 is inf as float32
+        raise DataError(f"{where}: '{x_key}' holds values too large for float32 (largest |x|: "
+                        f"{float(np.abs(x).max()):.3g})", "scale the data to a float32 range")
+    if y.ndim != 1 or len(y) != len(x):
+        raise DataError(
+            f"{where}: '{y_key}' has shape {y.shape}", f"expected ({len(x)},): one label per sample of '{x_key}'"
+        )
+    if not np.issubdtype(y.dtype, np.integer):
+        raise DataError(f"{where}: '{y_key}' has dtype {y.dtype}", "expected integer class indices")

@@ -1,0 +1,234 @@
+"""Loading a model file of any accepted form, safely: the first step of every command.
+
+(a) a bnnc checkpoint (:mod:`bnnc.checkpoint`) or any dict naming its ``arch``; (b) a plain state
+dict plus ``--arch`` (:mod:`bnnc.arch`); (c) a ``torch.export`` program (:mod:`bnnc.program`);
+(d) a whole pickled ``nn.Module``, only when the user trusts the file. What a file is, is found out
+before anything is unpickled (:mod:`bnnc.formats`). A converted checkpoint comes back as its
+binarized model: the FP32 architecture rebuilt, then swapped by its recorded plan (:mod:`bnnc.swap`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from bnnc import program, seal
+from bnnc.arch import allowed, build_model, is_plain
+from bnnc.checkpoint import FORMAT, PROGRAM_FORM, BinarizedInfo, parse
+from bnnc.errors import ModelLoadError, UntrustedModelError
+from bnnc.formats import check_readable, file_sha256, refuse_other_formats, torch_load, zip_names
+from bnnc.swap import convert
+
+_STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model")
+
+
+@dataclass
+class ModelFile:
+    """A loaded model and everything its file said about it."""
+
+    model: nn.Module
+    path: Path
+    sha256: str
+    form: str                                   # how it was stored, for messages
+    arch: str | None = None
+    arch_kwargs: dict[str, Any] = field(default_factory=dict)
+    preprocessing: dict[str, Any] | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    binarized: BinarizedInfo | None = None      # how a converted checkpoint was made
+    example_shape: tuple[int, ...] | None = None  # per-sample input shape a torch.export program was made with
+    arch_named_by_user: bool = True             # arch from --arch, or sealed by this user's bnnc (bnnc.seal)
+
+    @property
+    def is_binarized(self) -> bool:
+        return self.binarized is not None
+
+    @property
+    def input_shape(self) -> tuple[int, ...] | None:
+        """The per-sample input shape the file states: its preprocessing's, or its plan's if given
+        (not guessed); data without recorded preprocessing is shaped so."""
+        if self.preprocessing and self.preprocessing.get("input_shape"):
+            return tuple(int(n) for n in self.preprocessing["input_shape"])
+        if self.example_shape is not None:
+            return self.example_shape
+        if self.binarized is not None and not self.binarized.plan.input_shape_inferred:
+            return self.binarized.plan.input_shape
+        return None
+
+
+def check_finite(state_dict: Mapping[str, torch.Tensor], path: Path) -> None:
+    """Refuse NaN/inf weights: binarizing them would silently produce a meaningless model."""
+    for key, t in state_dict.items():
+        if isinstance(t, torch.Tensor) and t.is_floating_point() and not torch.isfinite(t).all():
+            raise ModelLoadError(f"{path}: tensor {key!r} contains NaN or inf values",
+                                 "the model diverged during training; use an earlier checkpoint")
+
+
+def load_weights(model: nn.Module, state_dict: Mapping[str, Any], path: Path, ref: str | None) -> None:
+    """``load_state_dict(strict=True)`` with a message that names what differs."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    mismatched = [
+        f"{k} {tuple(state_dict[k].shape)} vs {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state_dict and isinstance(state_dict[k], torch.Tensor) and state_dict[k].shape != v.shape
+    ]
+    if missing or unexpected or mismatched:
+        parts = []
+        for label, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched)):
+            if items:
+                parts.append(f"{label}: {', '.join(items[:4])}{', ...' if len(items) > 4 else ''}")
+        raise ModelLoadError(f"the weights in {path} don't fit architecture {ref or '(pickled module)'}: "
+                             + "; ".join(parts), "check --arch and --arch-kwargs")
+    check_finite(state_dict, path)
+    model.load_state_dict(state_dict, strict=True)
+
+
+def _nested_state_dict(obj: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    if obj and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
+        return obj
+    for key in _STATE_DICT_KEYS:
+        inner = obj.get(key)
+        if isinstance(inner, Mapping) and inner and all(isinstance(v, torch.Tensor) for v in inner.values()):
+            return inner
+    return None
+
+
+def load_checkpoint(
+    path: str | os.PathLike[str],
+    *,
+    arch: str | None = None,
+    arch_kwargs: Mapping[str, Any] | None = None,
+    trust_model: bool = False,
+    recorded_arch: tuple[str, Mapping[str, Any], bool] | None = None,
+    allow_arch: str | None = None,
+) -> ModelFile:
+    """Load a model file in any accepted form (see the README's "Model files").
+
+    (a) a bnnc checkpoint or any dict naming its ``arch``; (b) a plain state dict with ``arch``;
+    (c) a whole pickled ``nn.Module``, only with ``trust_model=True``. A converted (binarized)
+    bnnc checkpoint comes back as the binarized model. ``arch`` overrides the file's reference.
+    ``recorded_arch`` (reference, kwargs, named by the user) builds a plain state dict when ``arch``
+    isn't given: the architecture a converted checkpoint recorded for its FP32 source (see
+    :func:`resolve_arch` for when a recorded function may be called). ``allow_arch``: a factory the
+    user named for this command (``--arch``), which the file's own reference may then call.
+    """
+    path = Path(path)
+    check_readable(path)
+    refuse_other_formats(path)
+    sha = file_sha256(path)
+    names = zip_names(path)
+    if program.is_program(names):
+        if arch is not None:
+            raise ModelLoadError(f"{path} is a torch.export program: it carries its own graph", "drop --arch")
+        program.check_archive(path, names, trust_model)
+        model, shape = program.load_program(path)
+        check_finite(model.state_dict(), path)
+        return ModelFile(model=model, path=path, sha256=sha, form=PROGRAM_FORM, example_shape=shape)
+    obj = torch_load(path, trust_model)
+
+    if isinstance(obj, nn.Module):
+        if arch is not None:
+            raise ModelLoadError(f"{path} holds a whole pickled module; --arch applies to state dicts",
+                                 "drop --arch")
+        check_finite(obj.state_dict(), path)
+        return ModelFile(model=obj.cpu(), path=path, sha256=sha, form="pickled nn.Module (trusted)")
+    if not isinstance(obj, Mapping):
+        raise ModelLoadError(f"{path} holds a {type(obj).__name__}, not a model checkpoint",
+                             "save a state dict, a bnnc checkpoint, or (trusted) a whole nn.Module")
+
+    if "arch" in obj or obj.get("format") == FORMAT:
+        return _load_described(path, sha, obj, arch, arch_kwargs, trust_model, allow_arch)
+
+    state_dict = _nested_state_dict(obj)
+    if state_dict is None:
+        raise ModelLoadError(f"{path} is a dict with keys {sorted(map(str, obj))[:6]} but no state dict in it",
+                             "save model.state_dict(), or a dict with 'arch' and 'state_dict'")
+    named_by_user = True
+    if arch is None and recorded_arch is not None:
+        arch, arch_kwargs, named_by_user = recorded_arch
+        named_by_user = named_by_user or allowed(arch, allow_arch)
+    if arch is None:
+        raise ModelLoadError(f"{path} is a plain state dict: it holds weights but not the architecture",
+                             "pass --arch pkg.module:factory (the class or function that builds the model)")
+    model = build_model(arch, arch_kwargs, named_by_user=named_by_user, source=path)
+    load_weights(model, state_dict, path, arch)
+    return ModelFile(model=model, path=path, sha256=sha, form="state dict + --arch",
+                     arch=arch, arch_kwargs=dict(arch_kwargs or {}), arch_named_by_user=named_by_user)
+
+
+def _load_described(
+    path: Path, sha: str, obj: Mapping[str, Any], arch: str | None,
+    arch_kwargs: Mapping[str, Any] | None, trust_model: bool, allow_arch: str | None,
+) -> ModelFile:
+    checkpoint = parse(obj, path)
+    ref = arch or checkpoint.arch
+    kwargs = dict(arch_kwargs if arch_kwargs is not None else checkpoint.arch_kwargs)
+    binarized = checkpoint.binarized
+    if ref is None and binarized is None:
+        raise ModelLoadError(f"{path} has an empty architecture reference", "pass --arch pkg.module:factory")
+    if not is_plain(kwargs):
+        raise ModelLoadError(f"{path}: 'arch_kwargs' holds values other than plain data", "fix the checkpoint")
+    named_by_user = arch is not None or (ref is not None and (
+        allowed(ref, allow_arch) or seal.verify(ref, kwargs, checkpoint.arch_seal)))
+    if ref is not None:
+        model = build_model(ref, kwargs, named_by_user=named_by_user, source=path)
+    else:
+        model = _load_source(path, binarized, trust_model)  # type: ignore[arg-type]
+    if binarized is not None:
+        model = convert(model, binarized.plan, binarized.options)
+    load_weights(model, checkpoint.state_dict, path, ref)
+    return ModelFile(model=model, path=path, sha256=sha,
+                     form="bnnc checkpoint (binarized)" if binarized is not None else "bnnc checkpoint",
+                     arch=ref, arch_kwargs=kwargs, preprocessing=checkpoint.preprocessing,
+                     metrics=dict(checkpoint.metrics), binarized=binarized, arch_named_by_user=named_by_user)
+
+
+def _load_source(path: Path, binarized: BinarizedInfo, trust_model: bool) -> nn.Module:
+    """A model converted from a file with no ``arch`` reference is rebuilt from that source file:
+    a torch.export program (checked as always), or a pickled module (trusted only)."""
+    recorded = Path(binarized.source.path if binarized.source else "")
+    from_program = binarized.source is not None and binarized.source.form == PROGRAM_FORM
+    if not trust_model and not from_program:
+        raise UntrustedModelError(
+            f"{path} was converted from a pickled nn.Module ({recorded}); rebuilding it loads that file, "
+            "which runs code from it", "pass --trust-model only if you trust its author")
+    src, same = locate_source(path, binarized)
+    if src is None:
+        raise ModelLoadError(f"{path} was converted from {recorded}, which is no longer there",
+                             "put the source model back, or convert from a state dict with --arch")
+    if not same:
+        raise ModelLoadError(f"{src} changed since {path} was converted from it",
+                             "re-run bnnc convert on the current source model")
+    return load_checkpoint(src, trust_model=trust_model).model
+
+
+def locate_source(path: Path, binarized: BinarizedInfo) -> tuple[Path | None, bool]:
+    """The FP32 file a converted checkpoint was made from, and whether its SHA-256 still matches.
+
+    Looked for at its recorded path, then beside the checkpoint (files moved together).
+    """
+    source = binarized.source
+    recorded = Path(source.path if source else "")
+    if source is None or not recorded.name:
+        return None, False
+    found = next((p for p in (recorded, path.parent / recorded.name) if p.is_file()), None)
+    return found, found is not None and file_sha256(found) == source.sha256
+
+
+def load_model(
+    path: str | os.PathLike[str],
+    *,
+    arch: str | None = None,
+    arch_kwargs: Mapping[str, Any] | None = None,
+    trust_model: bool = False,
+) -> nn.Module:
+    """The model in ``path`` (binarized if it is a converted bnnc checkpoint); see :func:`load_checkpoint`."""
+    return load_checkpoint(path, arch=arch, arch_kwargs=arch_kwargs, trust_model=trust_model).model
+

@@ -1,0 +1,63 @@
+"""How to fine-tune: :class:`FinetuneConfig`, every switch of the recipe with its measured default."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+from bnnc import defaults
+from bnnc.errors import BnncError
+
+Optimizer = Literal["adam", "adamax", "shift-adamax"]
+Schedule = Literal["cosine", "step", "constant"]
+DEFAULT_LR: dict[str, float] = {"adam": 1e-3, "adamax": 2e-3, "shift-adamax": 2e-3}
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """How to fine-tune. Defaults chosen by measurement on the sample models (see the README)."""
+
+    epochs: int = defaults.FINETUNE_EPOCHS
+    batch_size: int = defaults.BATCH_SIZE
+    lr: float | None = None                   # None: DEFAULT_LR of the optimizer
+    optimizer: Optimizer = "adam"
+    schedule: Schedule = "cosine"
+    weight_decay: float = defaults.WEIGHT_DECAY
+    distill: bool = True
+    temperature: float = defaults.TEMPERATURE
+    distill_weight: float = defaults.DISTILL_WEIGHT            # loss = (1 - w) * CE + w * T^2 * KL(teacher || student)
+    glorot_lr: bool = False                   # the paper's per-layer learning-rate scaling
+    shift_bn: bool = False                    # the paper's shift-based BatchNorm
+    stochastic: bool = False                  # stochastic activation binarization at train time
+    recalibrate: bool = True                  # BN statistics + thresholds before training
+    calibration_batches: int = 20
+    seed: int = defaults.SEED
+    device: str = "auto"
+    workers: int = defaults.WORKERS
+    amp: bool = True                          # bfloat16 autocast of the FP32 parts, on GPUs that have it
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
+            (self.batch_size >= 1, f"batch size must be >= 1, got {self.batch_size}"),
+            (self.lr is None or (math.isfinite(self.lr) and self.lr > 0), f"learning rate must be > 0, got {self.lr}"),
+            (self.optimizer in DEFAULT_LR, f"optimizer must be adam, adamax or shift-adamax, got {self.optimizer!r}"),
+            (self.schedule in ("cosine", "step", "constant"), f"schedule must be cosine, step or constant, "
+                                                               f"got {self.schedule!r}"),
+            (self.weight_decay >= 0, f"weight decay must be >= 0, got {self.weight_decay}"),
+            (self.temperature > 0, f"temperature must be > 0, got {self.temperature}"),
+            (0 <= self.distill_weight <= 1, f"distill weight must be in [0, 1], got {self.distill_weight}"),
+            (self.calibration_batches >= 1, f"calibration batches must be >= 1, got {self.calibration_batches}"),
+            (self.workers >= 0, f"workers must be >= 0, got {self.workers}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise BnncError(message)
+
+    @property
+    def learning_rate(self) -> float:
+        return self.lr if self.lr is not None else DEFAULT_LR[self.optimizer]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

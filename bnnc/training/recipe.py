@@ -1,0 +1,76 @@
+"""The pieces of the fine-tuning recipe, each a small function: distillation, the optimizer and its
+per-layer learning rates, the schedule, and how many binary weights flipped sign."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, cast
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from bnnc.layers import binary_layers
+from bnnc.shift import ShiftAdaMax
+from bnnc.training.config import FinetuneConfig, Schedule
+
+
+@torch.no_grad()
+def teacher_logits(teacher: nn.Module, data: TensorDataset, device: torch.device) -> torch.Tensor:
+    """The teacher's logits for every training sample, computed once (the data isn't augmented)."""
+    teacher.eval()
+    return torch.cat([teacher(x.to(device)) for x, _ in DataLoader(data, batch_size=1024)])
+
+
+def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    """``T^2 * KL(softmax(teacher / T) || softmax(student / T))`` (Hinton et al., 2015), batch mean."""
+    t = temperature
+    return F.kl_div(F.log_softmax(student / t, 1), F.log_softmax(teacher / t, 1),
+                    reduction="batchmean", log_target=True) * t * t
+
+
+def glorot_scale(layer: nn.Module) -> float:
+    """The paper's per-layer learning-rate factor ``1 / sqrt(1.5 / (fan_in + fan_out))``."""
+    w = cast(torch.Tensor, layer.weight)
+    receptive = math.prod(w.shape[2:]) if w.dim() > 2 else 1
+    fan_in, fan_out = w.shape[1] * receptive, w.shape[0] * receptive
+    return 1.0 / math.sqrt(1.5 / (fan_in + fan_out))
+
+
+def make_optimizer(model: nn.Module, config: FinetuneConfig) -> torch.optim.Optimizer:
+    """Latent binary weights in their own groups (Glorot-scaled if asked), everything else in one."""
+    lr = config.learning_rate
+    groups: list[dict[str, Any]] = []
+    latent: set[int] = set()
+    for _, layer in binary_layers(model):
+        latent.add(id(layer.weight))
+        groups.append({"params": [layer.weight], "lr": lr * (glorot_scale(layer) if config.glorot_lr else 1.0)})
+    rest = [p for p in model.parameters() if id(p) not in latent and p.requires_grad]
+    groups.append({"params": rest, "lr": lr})
+    decay = config.weight_decay
+    if config.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=lr, weight_decay=decay)
+    if config.optimizer == "adamax":
+        return torch.optim.Adamax(groups, lr=lr, weight_decay=decay)
+    return ShiftAdaMax(groups, lr=lr, weight_decay=decay)
+
+
+def lr_factor(schedule: Schedule, step: int, total: int) -> float:
+    """Learning-rate multiplier at optimizer step ``step`` of ``total``."""
+    progress = min(step / max(total, 1), 1.0)
+    if schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * progress))
+    if schedule == "step":
+        return 0.1 ** ((progress >= 0.5) + (progress >= 0.75))
+    return 1.0
+
+
+def weight_signs(model: nn.Module) -> list[torch.Tensor]:
+    return [layer.weight.detach() >= 0 for _, layer in binary_layers(model)]
+
+
+def flip_share(before: list[torch.Tensor], after: list[torch.Tensor]) -> float:
+    total = sum(b.numel() for b in before)
+    flipped = sum(int((b != a).sum()) for b, a in zip(before, after, strict=True))
+    return flipped / total if total else 0.0
