@@ -18,6 +18,7 @@ import statistics
 import tempfile
 import time
 from dataclasses import replace
+from itertools import product
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,12 @@ ABLATIONS: dict[str, tuple[dict[str, Any], ConvertOptions]] = {  # (finetune cha
     "shift-based AdaMax": ({"optimizer": "shift-adamax"}, ConvertOptions()),
     "shift-based BatchNorm": ({"shift_bn": True}, ConvertOptions()),
     "stochastic binarization": ({"stochastic": True}, ConvertOptions()),
+    "ApproxSign gradient": ({"ste": "approxsign"}, ConvertOptions()),
+    "two-step (real weights first)": ({"two_step": True}, ConvertOptions()),
+    "BN re-estimation": ({"bn_reestimate": True}, ConvertOptions()),
+    "5% learning-rate warm-up": ({"warmup": 0.05}, ConvertOptions()),
+    "distillation weight 0.9": ({"distill_weight": 0.9}, ConvertOptions()),
+    "distillation temperature 2": ({"temperature": 2.0}, ConvertOptions()),
 }
 
 
@@ -98,6 +105,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="+", default=["mlp", "vgg", "resnet"], choices=["mlp", "vgg", "resnet"])
     ap.add_argument("--epochs", type=int, default=5)
+    ap.add_argument("--seeds", type=int, default=1, help="runs of each row, seeds 0..N-1 (the spread)")
     ap.add_argument("--data", choices=["auto", "full", "sample"], default="auto")
     ap.add_argument("--ablation", action="store_true", help="run the recipe ablation (one run per row)")
     ap.add_argument("--step-time", action="store_true", help="only time training steps")
@@ -121,12 +129,12 @@ def main() -> None:
             for model in args.models:
                 splits = data_for(REPO / "sample_models" / f"{model}.pt", args.data, args.smoke)
                 out["data"] = splits.source
-                for name, (change, options) in rows.items():
-                    config = replace(FinetuneConfig(epochs=epochs), **change)
+                for (name, (change, options)), seed in product(rows.items(), range(args.seeds)):
+                    config = replace(FinetuneConfig(epochs=epochs, seed=seed), **change)
                     r = run(model, splits, config, options, Path(d))
-                    r["recipe"] = name
+                    r.update(recipe=name, seed=seed)
                     out["runs"].append(r)
-                    print(f"{model:7s} {name:32s} fp32 {r['fp32']:.2%}  converted {r['converted']:.2%}  "
+                    print(f"{model:7s} {name:32s} seed {seed} fp32 {r['fp32']:.2%}  converted {r['converted']:.2%}  "
                           f"recalibrated {r['recalibrated'] or float('nan'):.2%}  best {r['best']:.2%} "
                           f"(epoch {r['best_epoch']})  drop {r['drop_pt']} pt  {r['seconds']} s", flush=True)
     if args.json:

@@ -173,6 +173,31 @@ def calibrate_thresholds(
     return samples
 
 
+@torch.no_grad()
+def reestimate_batchnorm(model: nn.Module, train: Dataset[Any], batches: int, *, seed: int = 0) -> int:
+    """Every BatchNorm's running statistics re-estimated on up to ``batches`` training batches with the
+    model's weights as they are now (a cumulative average; everything else in eval mode): after
+    fine-tuning the statistics were averaged over weights that kept changing (Bi-Real Net's BN
+    re-estimation). Nothing else changes. Returns the number of samples used."""
+    norms = [m for m in model.modules() if isinstance(m, _BatchNorm)]
+    if not norms:
+        return 0
+    device = next(model.parameters()).device
+    was_training = model.training
+    momenta = [bn.momentum for bn in norms]
+    model.eval()
+    for bn in norms:
+        bn.reset_running_stats()
+        bn.momentum = None
+        bn.train()
+    try:
+        return _run(model, calibration_loader(train, seed), batches, device, _Progress(None, batches))
+    finally:
+        model.train(was_training)
+        for bn, momentum in zip(norms, momenta, strict=True):
+            bn.momentum = momentum
+
+
 def _set_threshold(module: InputBinarizer, rows: list[torch.Tensor]) -> None:
     beta = balanced_threshold(torch.cat(rows, 1))
     module.beta.copy_(beta.to(module.beta))  # type: ignore[union-attr]

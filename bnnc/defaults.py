@@ -1,5 +1,7 @@
-"""Defaults that the library and the CLI share, declared once. This module imports nothing, so the CLI can
+"""Defaults that the library and the CLI share, declared once. This module imports nothing but typing, so the CLI can
 show them in ``--help`` without importing torch."""
+
+from typing import Literal
 
 MIN_PARAMS = 1024
 """Hidden layers with fewer weights stay FP32: keeping them costs at most 4 KiB."""
@@ -24,6 +26,15 @@ TEMPERATURE = 4.0
 DISTILL_WEIGHT = 0.5
 SEED = 0
 WORKERS = 0
+
+STE: Literal["hardtanh", "approxsign"] = "hardtanh"
+"""Fine-tuning: the activations' gradient (``hardtanh``, the paper's; ``approxsign``, Bi-Real Net's)."""
+TWO_STEP = False
+"""Fine-tuning: binary activations with real weights for the first half of the epochs (ReActNet)."""
+BN_REESTIMATE = False
+"""Fine-tuning: BatchNorm statistics re-estimated on training data before each validation (Bi-Real Net)."""
+WARMUP = 0.0
+"""Fine-tuning: share of the steps with a linear learning-rate warm-up."""
 
 CHECK_SAMPLES = 512
 """Inputs every export is checked on against the PyTorch model."""

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bnnc.quantizers import binarize, stochastic_binarize
+from bnnc.quantizers import approx_sign, binarize, stochastic_binarize
 
 
 class InputBinarizer(nn.Module):
@@ -41,6 +41,7 @@ class InputBinarizer(nn.Module):
         self.channels = channels
         self.channel_dim = channel_dim
         self.stochastic = stochastic
+        self.approx_sign = False  # fine-tuning's choice of gradient (FinetuneConfig.ste); not stored
         self.beta: nn.Parameter | None
         if threshold:
             self.beta = nn.Parameter(torch.zeros(channels))
@@ -57,10 +58,28 @@ class InputBinarizer(nn.Module):
         z = self.shifted(x)
         if self.stochastic and self.training:
             return stochastic_binarize(z)
+        if self.approx_sign and self.training:
+            return approx_sign(z)
         return binarize(z)
 
     def extra_repr(self) -> str:
         return f"channels={self.channels}, threshold={self.beta is not None}, stochastic={self.stochastic}"
+
+
+def real_weights(w: torch.Tensor) -> torch.Tensor:
+    """The latent weights scaled per output channel to the binary weights' magnitude, ``W_c / mean|W_c|``:
+    what a layer trains with in the first step of two-step fine-tuning (binary activations, real
+    weights; ReActNet), so that switching to ``binarize(W)`` keeps every output's scale."""
+    norm = w.detach().abs().flatten(1).mean(1).clamp_min(torch.finfo(w.dtype).tiny)
+    return w / channel_view(norm, w.dim(), 0)
+
+
+def use_real_weights(model: nn.Module, on: bool) -> None:
+    """Train every binary layer of ``model`` with :func:`real_weights` (``on``) or ``binarize(W)``; evaluation
+    always uses the binary weights. Not saved with the model."""
+    for module in model.modules():
+        if isinstance(module, BinaryLayer):
+            module.__dict__["real_weights"] = on
 
 
 def channel_view(v: torch.Tensor, ndim: int, channel_dim: int) -> torch.Tensor:
@@ -103,6 +122,8 @@ class BinaryLayer(nn.Module):
         repeated inference doesn't binarize millions of weights on every call.
         """
         w = self.weight
+        if self.training and self.__dict__.get("real_weights", False):
+            return real_weights(w)
         if torch.is_grad_enabled() and w.requires_grad:
             return binarize(w)
         key = (w._version, w.data_ptr(), w.dtype, w.device)

@@ -45,6 +45,25 @@ class _StochasticSignSTE(torch.autograd.Function):
         return grad * ste_mask(x), None
 
 
+def approx_sign_grad(x: torch.Tensor) -> torch.Tensor:
+    """ApproxSign's gradient factor ``(2 - 2|x|) * 1_{|x| <= 1}`` (Bi-Real Net, Liu et al., 2018): the
+    derivative of the piecewise quadratic ``2x + x^2`` (x < 0), ``2x - x^2`` (x >= 0), clipped to +-1,
+    which follows sign closer than hard-tanh's box."""
+    return (2 - 2 * x.abs()).clamp_min(0).to(x.dtype)
+
+
+class _ApproxSignSTE(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        return torch.where(x >= 0, 1.0, -1.0).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (x,) = ctx.saved_tensors
+        return grad * approx_sign_grad(x)
+
+
 def binarize(x: torch.Tensor) -> torch.Tensor:
     """Deterministic binarization with the straight-through estimator.
 
@@ -52,6 +71,16 @@ def binarize(x: torch.Tensor) -> torch.Tensor:
     Backward: ``dL/dx = dL/dx_b * 1_{|x| <= 1}`` (hard-tanh STE, paper eq. 4).
     """
     return _SignSTE.apply(x)
+
+
+def approx_sign(x: torch.Tensor) -> torch.Tensor:
+    """Deterministic binarization with Bi-Real Net's ApproxSign gradient.
+
+    Forward:  ``x_b = +1 if x >= 0 else -1``, exactly :func:`binarize` (so the export is unchanged).
+    Backward: ``dL/dx = dL/dx_b * (2 - 2|x|) * 1_{|x| <= 1}`` (:func:`approx_sign_grad`): large near 0,
+    where a small change flips the sign, and fading to 0 at +-1.
+    """
+    return _ApproxSignSTE.apply(x)
 
 
 def stochastic_binarize(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

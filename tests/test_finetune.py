@@ -169,3 +169,77 @@ def test_a_second_writer_of_the_same_output_stops_with_one_error(tmp_path, subse
     assert not out.exists()
     finetune(small_bnnc, subset, FinetuneConfig(epochs=1), out)  # the lock released: it runs
     assert out.exists() and not (tmp_path / ".same.bnnc.lock").exists()
+
+
+# ----------------------------------------------------------------------------- the recipe's switches
+
+
+def test_warm_up_ramps_the_learning_rate_linearly_then_follows_the_schedule():
+    assert lr_factor("constant", 0, 100, warmup=0.1) == pytest.approx(0.1)
+    assert lr_factor("constant", 4, 100, warmup=0.1) == pytest.approx(0.5)
+    assert lr_factor("constant", 9, 100, warmup=0.1) == 1
+    assert lr_factor("cosine", 50, 100, warmup=0.1) == lr_factor("cosine", 50, 100) == pytest.approx(0.5)
+    with pytest.raises(BnncError, match="warm-up"):
+        FinetuneConfig(warmup=1.0)
+
+
+def test_approx_sign_switch_changes_the_activations_gradient_only_in_training(small_bnnc):
+    from bnnc.layers import InputBinarizer
+
+    model = load_checkpoint(small_bnnc).model
+    binarizer = next(m for m in model.modules() if isinstance(m, InputBinarizer))
+    x = torch.tensor([[0.0, 0.5, 1.5] * (binarizer.channels // 3) + [0.0] * (binarizer.channels % 3)],
+                     requires_grad=True)
+    grads = {}
+    for approx in (False, True):
+        binarizer.approx_sign = approx
+        binarizer.beta.data.zero_()
+        x.grad = None
+        binarizer.train()(x).sum().backward()
+        grads[approx] = x.grad[0, :3].tolist()
+    assert grads == {False: [1.0, 1.0, 0.0], True: [2.0, 1.0, 0.0]}
+    binarizer.eval()
+    assert torch.equal(binarizer(x), torch.where(x >= 0, 1.0, -1.0))
+
+
+def test_real_weights_keep_the_binary_weights_scale_and_never_reach_evaluation(small_bnnc):
+    from bnnc.layers import BinaryLayer, use_real_weights
+
+    model = load_checkpoint(small_bnnc).model
+    layer = next(m for m in model.modules() if isinstance(m, BinaryLayer))
+    use_real_weights(model, True)
+    layer.train()
+    w = layer.binary_weight()
+    assert not torch.equal(w.abs(), torch.ones_like(w))                  # real values
+    assert torch.allclose(w.abs().mean(1), torch.ones(w.shape[0]))        # mean |w| 1 per channel, as +-1 has
+    assert torch.equal(torch.sign(w), torch.where(layer.weight >= 0, 1.0, -1.0) * (layer.weight != 0))
+    layer.eval()
+    assert torch.equal(layer.binary_weight().abs(), torch.ones_like(w))  # evaluation: binary
+    use_real_weights(model, False)
+    layer.train()
+    assert torch.equal(layer.binary_weight().abs(), torch.ones_like(w))
+
+
+def test_batchnorm_reestimation_changes_running_statistics_and_nothing_else(small_bnnc, subset):
+    from bnnc.calibrate import reestimate_batchnorm
+
+    model = load_checkpoint(small_bnnc).model.eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    assert reestimate_batchnorm(model, subset.train, 2) == 512
+    after = model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.endswith(("running_mean", "running_var", "num_batches_tracked")) for k in changed)
+    assert not model.training and not any(m.training for m in model.modules())  # modes as they were
+
+
+def test_two_step_trains_real_weights_first_and_ships_only_binary_epochs(tmp_path, subset, small_bnnc):
+    events = []
+    result = finetune(small_bnnc, subset, FinetuneConfig(epochs=2, two_step=True, distill=False),
+                      tmp_path / "t.bnnc", on_event=events.append)
+    ends = [e for e in events if isinstance(e, EpochEnd)]
+    assert [e.best for e in ends] == [False, True] and result.best_epoch == 2  # epoch 1 trained real weights
+    calibrations = [i for i, e in enumerate(events) if type(e).__name__ == "Calibrating"]
+    first_end = events.index(ends[0])
+    assert any(i > first_end for i in calibrations)  # BN and thresholds re-estimated when weights turn binary
+    model = load_checkpoint(result.output).model
+    assert all(not m.__dict__.get("real_weights", False) for m in model.modules())

@@ -47,3 +47,13 @@ def test_stochastic_is_seeded():
     a = stochastic_binarize(x, generator=torch.Generator().manual_seed(1))
     b = stochastic_binarize(x, generator=torch.Generator().manual_seed(1))
     assert torch.equal(a, b)
+
+
+def test_approx_sign_forward_is_binarize_and_its_gradient_is_bi_reals():
+    from bnnc.quantizers import approx_sign
+
+    x = torch.tensor([-1.5, -1.0, -0.5, 0.0, 0.25, 0.5, 1.0, 1.5], requires_grad=True)
+    y = approx_sign(x)
+    assert torch.equal(y, binarize(x.detach()))
+    y.sum().backward()
+    assert x.grad.tolist() == [0.0, 0.0, 1.0, 2.0, 1.5, 1.0, 0.0, 0.0]  # (2 - 2|x|) inside [-1, 1]

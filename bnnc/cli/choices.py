@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from enum import Enum
 
+from bnnc import defaults
+
 
 class PrecisionChoice(str, Enum):
     fp32 = "fp32"
@@ -27,6 +29,14 @@ class ScheduleChoice(str, Enum):
     cosine = "cosine"
     step = "step"
     constant = "constant"
+
+
+class SteChoice(str, Enum):
+    hardtanh = "hardtanh"
+    approxsign = "approxsign"
+
+
+DEFAULT_STE = SteChoice(defaults.STE)
 
 
 class BatchNormChoice(str, Enum):

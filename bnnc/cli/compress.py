@@ -15,7 +15,7 @@ from rich.console import Console
 from bnnc import defaults
 from bnnc.cli import options as opt
 from bnnc.cli import render
-from bnnc.cli.choices import BatchNormChoice, BinarizeChoice, OptimizerChoice, ScheduleChoice
+from bnnc.cli.choices import DEFAULT_STE, BatchNormChoice, BinarizeChoice, OptimizerChoice, ScheduleChoice
 from bnnc.cli.convert import parse_kwargs, parse_shape, plan_rules
 from bnnc.cli.errors import reported_errors
 from bnnc.cli.finetune import finetune_config
@@ -61,6 +61,10 @@ def compress_command(
     glorot_lr: opt.GlorotLr = False,
     bn: opt.BatchNorm = BatchNormChoice.standard,
     recalibrate: opt.Recalibrate = True,
+    ste: opt.Ste = DEFAULT_STE,
+    two_step: opt.TwoStep = defaults.TWO_STEP,
+    bn_reestimate: opt.BnReestimate = defaults.BN_REESTIMATE,
+    warmup: opt.Warmup = defaults.WARMUP,
     workers: opt.Workers = defaults.WORKERS,
     device: opt.Device = "auto",
     amp: opt.Amp = True,
@@ -100,9 +104,12 @@ def compress_command(
         if "data" not in o:
             raise BnncError("no data", "pass --data, or set data in bnnc.toml")
         folder = output or model.with_name(f"{model.stem}-bnnc")
-        ft_config = finetune_config(o.get("epochs", defaults.COMPRESS_EPOCHS), o.get("batch_size", defaults.BATCH_SIZE),
-                                    lr, optimizer, schedule, weight_decay, distill, temperature, distill_weight,
-                                    glorot_lr, bn, binarize, recalibrate, seed, device, workers, amp)
+        ft_config = finetune_config(
+            epochs=o.get("epochs", defaults.COMPRESS_EPOCHS), batch_size=o.get("batch_size", defaults.BATCH_SIZE),
+            lr=lr, optimizer=optimizer, schedule=schedule, weight_decay=weight_decay, distill=distill,
+            temperature=temperature, distill_weight=distill_weight, glorot_lr=glorot_lr, bn=bn, binarize=binarize,
+            recalibrate=recalibrate, ste=ste, two_step=two_step, bn_reestimate=bn_reestimate, warmup=warmup,
+            seed=seed, device=device, workers=workers, amp=amp)
         report_options = {k: v for k, v in (("threads", o.get("threads")), ("samples", o.get("samples")),
                                              ("batches", (1, o["batch"]) if "batch" in o else None)) if v is not None}
         with render.FinetuneProgress(err) as progress:

@@ -16,7 +16,7 @@ from rich.console import Console
 from bnnc import defaults
 from bnnc.cli import options as opt
 from bnnc.cli import render
-from bnnc.cli.choices import BatchNormChoice, BinarizeChoice, OptimizerChoice, ScheduleChoice
+from bnnc.cli.choices import DEFAULT_STE, BatchNormChoice, BinarizeChoice, OptimizerChoice, ScheduleChoice, SteChoice
 from bnnc.cli.convert import parse_kwargs
 from bnnc.cli.errors import reported_errors
 
@@ -46,6 +46,10 @@ def finetune_command(
     bn: opt.BatchNorm = BatchNormChoice.standard,
     binarize: opt.Binarize = BinarizeChoice.deterministic,
     recalibrate: opt.Recalibrate = True,
+    ste: opt.Ste = DEFAULT_STE,
+    two_step: opt.TwoStep = defaults.TWO_STEP,
+    bn_reestimate: opt.BnReestimate = defaults.BN_REESTIMATE,
+    warmup: opt.Warmup = defaults.WARMUP,
     batch_size: opt.BatchSize = defaults.BATCH_SIZE,
     workers: opt.Workers = defaults.WORKERS,
     device: opt.Device = "auto",
@@ -68,8 +72,11 @@ def finetune_command(
         from bnnc.distributed import World, launched_by_torchrun, local_batch_size, main_process
         from bnnc.training import finetune, prepare
 
-        config = finetune_config(epochs, batch_size, lr, optimizer, schedule, weight_decay, distill, temperature,
-                                 distill_weight, glorot_lr, bn, binarize, recalibrate, seed, device, workers, amp)
+        config = finetune_config(
+            epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, schedule=schedule,
+            weight_decay=weight_decay, distill=distill, temperature=temperature, distill_weight=distill_weight,
+            glorot_lr=glorot_lr, bn=bn, binarize=binarize, recalibrate=recalibrate, ste=ste, two_step=two_step,
+            bn_reestimate=bn_reestimate, warmup=warmup, seed=seed, device=device, workers=workers, amp=amp)
         if nproc > 1 and not launched_by_torchrun():  # bad input gets its one line here, not once per process
             resolve_device(device)
             local_batch_size(batch_size, World(0, nproc))
@@ -88,19 +95,14 @@ def finetune_command(
         render.finetuned(result, Console())
 
 
-def finetune_config(epochs: int, batch_size: int, lr: float | None, optimizer: OptimizerChoice,
-                    schedule: ScheduleChoice, weight_decay: float, distill: bool, temperature: float,
-                    distill_weight: float, glorot_lr: bool, bn: BatchNormChoice, binarize: BinarizeChoice,
-                    recalibrate: bool, seed: int, device: str, workers: int, amp: bool) -> FinetuneConfig:
-    """The fine-tuning options as the library's config (shared with ``bnnc compress``)."""
+def finetune_config(*, optimizer: OptimizerChoice, schedule: ScheduleChoice, bn: BatchNormChoice,
+                    binarize: BinarizeChoice, ste: SteChoice, **options: Any) -> FinetuneConfig:
+    """The fine-tuning options as the library's config (shared with ``bnnc compress``): the choices as their
+    values, ``bn`` and ``binarize`` as the config's switches, every other option by its own name."""
     from bnnc.training import FinetuneConfig
 
-    return FinetuneConfig(
-        epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer.value, schedule=schedule.value,
-        weight_decay=weight_decay, distill=distill, temperature=temperature, distill_weight=distill_weight,
-        glorot_lr=glorot_lr, shift_bn=bn is BatchNormChoice.shift, stochastic=binarize is BinarizeChoice.stochastic,
-        recalibrate=recalibrate, seed=seed, device=device, workers=workers, amp=amp,
-    )
+    return FinetuneConfig(optimizer=optimizer.value, schedule=schedule.value, shift_bn=bn is BatchNormChoice.shift,
+                          stochastic=binarize is BinarizeChoice.stochastic, ste=ste.value, **options)
 
 
 def _torchrun(ctx: typer.Context, nproc: int) -> int:

@@ -13,7 +13,14 @@ from typing import Annotated, Any, Optional
 import typer
 
 from bnnc import defaults
-from bnnc.cli.choices import BatchNormChoice, BinarizeChoice, OptimizerChoice, PrecisionChoice, ScheduleChoice
+from bnnc.cli.choices import (
+    BatchNormChoice,
+    BinarizeChoice,
+    OptimizerChoice,
+    PrecisionChoice,
+    ScheduleChoice,
+    SteChoice,
+)
 
 
 def finite(value: float | None) -> float | None:
@@ -80,6 +87,15 @@ Teacher = Annotated[Optional[Path], typer.Option(help="Teacher model (default: t
 GlorotLr = Annotated[bool, flag("--glorot-lr", help="The paper's per-layer Glorot learning-rate scaling.")]
 BatchNorm = Annotated[BatchNormChoice, typer.Option("--bn", help="BatchNorm kind: standard or the paper's "
                                                                  "shift-based (AP2).")]
+Ste = Annotated[SteChoice, typer.Option(help="The activations' gradient: hardtanh (the paper's 1_{|x|<=1}) or "
+                                               "approxsign (Bi-Real Net's 2-2|x|).")]
+TwoStep = Annotated[bool, flag("--two-step/--no-two-step", help="Train binary activations with real weights for "
+                                                                "the first half of the epochs, then binary weights.")]
+BnReestimate = Annotated[bool, flag("--bn-reestimate/--no-bn-reestimate", help="Re-estimate BatchNorm statistics "
+                                                                              "on training data before each "
+                                                                              "validation.")]
+Warmup = Annotated[float, typer.Option(help="Share of the steps with a linear learning-rate warm-up.", min=0,
+                                       max=0.99, callback=finite)]
 Recalibrate = Annotated[bool, flag("--recalibrate/--no-recalibrate", help="Re-estimate BatchNorm statistics and "
                                                                           "thresholds before training.")]
 BatchSize = Annotated[int, typer.Option(help="Fine-tuning batch size.", min=1, max=1 << 20)]

@@ -11,6 +11,7 @@ from bnnc.errors import BnncError
 
 Optimizer = Literal["adam", "adamax", "shift-adamax"]
 Schedule = Literal["cosine", "step", "constant"]
+Ste = Literal["hardtanh", "approxsign"]
 DEFAULT_LR: dict[str, float] = {"adam": 1e-3, "adamax": 2e-3, "shift-adamax": 2e-3}
 
 
@@ -26,11 +27,15 @@ class FinetuneConfig:
     weight_decay: float = defaults.WEIGHT_DECAY
     distill: bool = True
     temperature: float = defaults.TEMPERATURE
-    distill_weight: float = defaults.DISTILL_WEIGHT            # loss = (1 - w) * CE + w * T^2 * KL(teacher || student)
+    distill_weight: float = defaults.DISTILL_WEIGHT  # loss = (1 - w) * CE + w * T^2 * KL(teacher || student)
     glorot_lr: bool = False                   # the paper's per-layer learning-rate scaling
     shift_bn: bool = False                    # the paper's shift-based BatchNorm
     stochastic: bool = False                  # stochastic activation binarization at train time
     recalibrate: bool = True                  # BN statistics + thresholds before training
+    ste: Ste = defaults.STE                   # activations' gradient: the paper's box, or Bi-Real's ApproxSign
+    two_step: bool = defaults.TWO_STEP        # ReActNet: real weights (binary activations) for the first half
+    bn_reestimate: bool = defaults.BN_REESTIMATE  # BN statistics re-estimated before each validation (Bi-Real)
+    warmup: float = defaults.WARMUP           # share of the steps with a linear learning-rate warm-up
     calibration_batches: int = 20
     seed: int = defaults.SEED
     device: str = "auto"
@@ -50,6 +55,8 @@ class FinetuneConfig:
             (0 <= self.distill_weight <= 1, f"distill weight must be in [0, 1], got {self.distill_weight}"),
             (self.calibration_batches >= 1, f"calibration batches must be >= 1, got {self.calibration_batches}"),
             (self.workers >= 0, f"workers must be >= 0, got {self.workers}"),
+            (self.ste in ("hardtanh", "approxsign"), f"ste must be hardtanh or approxsign, got {self.ste!r}"),
+            (0 <= self.warmup < 1, f"warm-up must be a share of the steps in [0, 1), got {self.warmup}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -58,6 +65,11 @@ class FinetuneConfig:
     @property
     def learning_rate(self) -> float:
         return self.lr if self.lr is not None else DEFAULT_LR[self.optimizer]
+
+    @property
+    def real_weight_epochs(self) -> int:
+        """Epochs of the two-step schedule's first step (binary activations, real weights): half, rounded down."""
+        return self.epochs // 2 if self.two_step else 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -3,7 +3,9 @@
 The recipe (each part switchable in :class:`FinetuneConfig`): re-estimate BatchNorm statistics
 and calibrate input thresholds on training batches; train with the straight-through estimator
 on cross-entropy plus distillation from the FP32 source model; clip latent weights to [-1, 1]
-after every step. Progress goes to ``on_event``; this module never prints.
+after every step. Optional: ApproxSign's gradient, the two-step schedule (real weights first),
+BatchNorm re-estimation before each validation, a learning-rate warm-up. Progress goes to
+``on_event``; this module never prints.
 
 Reproducibility: epoch ``e`` shuffles with seed ``seed * 1000 + e`` and reseeds torch's global
 generator (stochastic binarization, dropout) with ``seed + e``, so a run resumed at an epoch
@@ -31,14 +33,14 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from bnnc import distributed
-from bnnc.calibrate import calibrate_on
+from bnnc.calibrate import calibrate_on, reestimate_batchnorm
 from bnnc.checkpoint import FinetuneInfo, save_checkpoint
 from bnnc.data import DataSpec, DataSplits
 from bnnc.device import resolve_device
 from bnnc.distributed import World
 from bnnc.errors import BnncError, DataError, OutputError
 from bnnc.evaluation import evaluate
-from bnnc.layers import InputBinarizer, clip_latent_weights
+from bnnc.layers import InputBinarizer, clip_latent_weights, use_real_weights
 from bnnc.loading import ModelFile, load_checkpoint
 from bnnc.outputs import check_outputs, output_lock, write_text
 from bnnc.resolve import data_for_model, load_teacher, require_binarized
@@ -177,10 +179,10 @@ def _finetune(run: Prepared, config: FinetuneConfig, resume: bool, device: torch
     options = loaded.binarized.options  # type: ignore[union-attr]
     if config.shift_bn and not options.shift_bn:
         use_shift_batchnorm(model)
-    if config.stochastic:
-        for m in model.modules():
-            if isinstance(m, InputBinarizer):
-                m.stochastic = True
+    for m in model.modules():
+        if isinstance(m, InputBinarizer):
+            m.stochastic = m.stochastic or config.stochastic
+            m.approx_sign = config.ste == "approxsign"
     options = replace(options, shift_bn=options.shift_bn or config.shift_bn,
                       stochastic=options.stochastic or config.stochastic)
     model.to(device)
@@ -214,17 +216,22 @@ def _finetune(run: Prepared, config: FinetuneConfig, resume: bool, device: torch
     steps_per_epoch = local // batch_size if drop else math.ceil(local / batch_size)
     total_steps = steps_per_epoch * config.epochs
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_factor(config.schedule, step, total_steps))
+        optimizer, lambda step: lr_factor(config.schedule, step, total_steps, config.warmup))
     if saved is not None:
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
 
     started = time.perf_counter()
     for epoch in range(state.epoch + 1, config.epochs + 1):
+        real_weights = epoch <= config.real_weight_epochs
+        use_real_weights(model, real_weights)
+        if config.two_step and epoch == config.real_weight_epochs + 1:  # weights binary from here: BN adapts
+            calibrate_on(model, splits.train, config.calibration_batches, seed=config.seed + epoch, batchnorm=True,
+                         on_batch=lambda done, total: emit(Calibrating(done, total)))
         record = _train_epoch(trainer, model, splits, targets, optimizer, scheduler, config, epoch, batch_size,
                               drop, device, world, emit)
         state.history.append(asdict(record))
-        is_best = record.val_accuracy > state.best_accuracy
+        is_best = not real_weights and record.val_accuracy > state.best_accuracy  # a real-weight epoch can't ship
         if is_best:
             state.best_accuracy, state.best_epoch = record.val_accuracy, epoch
         state.epoch = epoch
@@ -293,6 +300,8 @@ def _train_epoch(
                       samples_per_s=seen / max(time.perf_counter() - t0, 1e-9)))
     seconds = time.perf_counter() - t0
     loss_sum, total_correct, total_seen = distributed.total([loss_sum, correct, seen], world, device)
+    if config.bn_reestimate:
+        reestimate_batchnorm(model, splits.train, config.calibration_batches, seed=config.seed + epoch)
     val_acc, val_loss = evaluate(model, splits.val, device)
     return EpochRecord(
         epoch=epoch, train_loss=loss_sum / total_seen, train_accuracy=total_correct / total_seen, val_loss=val_loss,

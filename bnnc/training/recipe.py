@@ -56,14 +56,16 @@ def make_optimizer(model: nn.Module, config: FinetuneConfig) -> torch.optim.Opti
     return ShiftAdaMax(groups, lr=lr, weight_decay=decay)
 
 
-def lr_factor(schedule: Schedule, step: int, total: int) -> float:
-    """Learning-rate multiplier at optimizer step ``step`` of ``total``."""
+def lr_factor(schedule: Schedule, step: int, total: int, warmup: float = 0.0) -> float:
+    """Learning-rate multiplier at optimizer step ``step`` of ``total``: the schedule, times a linear warm-up
+    from ``1 / warmup_steps`` to 1 over the first ``warmup`` share of the steps."""
     progress = min(step / max(total, 1), 1.0)
+    ramp = min(1.0, (step + 1) / (warmup * total)) if warmup > 0 and total > 0 else 1.0
     if schedule == "cosine":
-        return 0.5 * (1 + math.cos(math.pi * progress))
+        return ramp * 0.5 * (1 + math.cos(math.pi * progress))
     if schedule == "step":
-        return 0.1 ** ((progress >= 0.5) + (progress >= 0.75))
-    return 1.0
+        return ramp * 0.1 ** ((progress >= 0.5) + (progress >= 0.75))
+    return ramp
 
 
 def weight_signs(model: nn.Module) -> list[torch.Tensor]:
