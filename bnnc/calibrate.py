@@ -11,7 +11,8 @@ BatchNorm statistics after it are stale: re-estimating them (measured on the sam
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sized
+import contextlib
+from collections.abc import Callable, Iterable, Iterator, Sized
 from typing import Any
 
 import numpy as np
@@ -142,32 +143,23 @@ def calibrate_thresholds(
     handles = [b.register_forward_pre_hook(pre_hook) for b in binarizers]
     handles += [m.register_forward_pre_hook(range_hook) for m in int8]
     device = next(model.parameters()).device
-    was_training = model.training
-    momenta = [bn.momentum for bn in norms]
     again = bool(norms) and iter(batches) is not batches  # re-iterable: thresholds again, on the final statistics
     count = min(max_batches, len(batches)) if isinstance(batches, Sized) else max_batches
     progress = _Progress(on_batch, count * (1 + again))
-    model.eval()
-    for bn in norms:
-        bn.reset_running_stats()
-        bn.momentum = None  # cumulative average
-        bn.train()
     samples = 0
     try:
-        samples = _run(model, batches, max_batches, device, progress)
-        _finish_pass(binarizers, seen)
-        if again:
-            for bn in norms:
-                bn.eval()
-            for v in seen.values():
-                v.clear()
-            ranges.clear()
-            _run(model, batches, max_batches, device, progress)
+        with _fresh_batchnorm_statistics(model, norms):
+            samples = _run(model, batches, max_batches, device, progress)
             _finish_pass(binarizers, seen)
+            if again:
+                for bn in norms:
+                    bn.eval()
+                for v in seen.values():
+                    v.clear()
+                ranges.clear()
+                _run(model, batches, max_batches, device, progress)
+                _finish_pass(binarizers, seen)
     finally:
-        model.train(was_training)
-        for bn, momentum in zip(norms, momenta, strict=True):
-            bn.momentum = momentum
         for h in handles:
             h.remove()
     return samples
@@ -183,15 +175,23 @@ def reestimate_batchnorm(model: nn.Module, train: Dataset[Any], batches: int, *,
     if not norms:
         return 0
     device = next(model.parameters()).device
+    with _fresh_batchnorm_statistics(model, norms):
+        return _run(model, calibration_loader(train, seed), batches, device, _Progress(None, batches))
+
+
+@contextlib.contextmanager
+def _fresh_batchnorm_statistics(model: nn.Module, norms: list[_BatchNorm]) -> Iterator[None]:
+    """Within: the model in eval mode but ``norms`` in train mode, their running statistics reset and
+    averaged cumulatively over the batches run; after: modes and momenta as they were."""
     was_training = model.training
     momenta = [bn.momentum for bn in norms]
     model.eval()
     for bn in norms:
         bn.reset_running_stats()
-        bn.momentum = None
+        bn.momentum = None  # cumulative average
         bn.train()
     try:
-        return _run(model, calibration_loader(train, seed), batches, device, _Progress(None, batches))
+        yield
     finally:
         model.train(was_training)
         for bn, momentum in zip(norms, momenta, strict=True):

@@ -52,11 +52,8 @@ def approx_sign_grad(x: torch.Tensor) -> torch.Tensor:
     return (2 - 2 * x.abs()).clamp_min(0).to(x.dtype)
 
 
-class _ApproxSignSTE(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(x)
-        return torch.where(x >= 0, 1.0, -1.0).to(x.dtype)
+class _ApproxSignSTE(_SignSTE):
+    """The same sign forward; only the gradient differs."""
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:

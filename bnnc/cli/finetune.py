@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Set as AbstractSet
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
@@ -117,7 +118,7 @@ def _torchrun(ctx: typer.Context, nproc: int) -> int:
                            env=env, preexec_fn=die_with_parent)
 
 
-def command_line(ctx: typer.Context, *, drop: set[str] = frozenset()) -> list[str]:  # type: ignore[assignment]
+def command_line(ctx: typer.Context, *, drop: AbstractSet[str] = frozenset()) -> list[str]:
     """The arguments that run ``ctx``'s command again as it was parsed (global options, the command's name,
     every parameter not at its default, in canonical spelling), less the parameters in ``drop``."""
     parent = ctx.parent
@@ -125,7 +126,7 @@ def command_line(ctx: typer.Context, *, drop: set[str] = frozenset()) -> list[st
     return [*args, str(ctx.info_name), *_arguments(ctx.command.params, ctx.params, drop)]
 
 
-def _arguments(params: list[Any], values: dict[str, Any], drop: set[str]) -> list[str]:
+def _arguments(params: list[Any], values: dict[str, Any], drop: AbstractSet[str]) -> list[str]:
     """click parameters (typer's own click, or click) and their parsed values, as command-line arguments."""
     args: list[str] = []
     for param in params:
