@@ -41,6 +41,7 @@ _EXPORTS = {
     "FinetuneResult": "bnnc.training",
     "export_onnx": "bnnc.export",
     "export_openvino": "bnnc.export",
+    "export_c": "bnnc.export",
     "ExportResult": "bnnc.export",
     "report": "bnnc.reporting",
     "Report": "bnnc.reporting",
@@ -69,7 +70,7 @@ if TYPE_CHECKING:
     from bnnc.conversion import ConvertOptions, convert, convert_file
     from bnnc.data import DataSplits, Preprocessing, load_data, sample_data_path
     from bnnc.errors import BnncError
-    from bnnc.export import ExportResult, export_onnx, export_openvino
+    from bnnc.export import ExportResult, export_c, export_onnx, export_openvino
     from bnnc.int8 import Int8Conv1d, Int8Conv2d, Int8Linear
     from bnnc.layers import BinaryConv1d, BinaryConv2d, BinaryLinear, InputBinarizer, clip_latent_weights
     from bnnc.loading import ModelFile, load_checkpoint, load_model

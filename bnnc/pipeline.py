@@ -13,7 +13,8 @@ from bnnc.conversion import ConvertOptions, convert_file
 from bnnc.data import DataSpec
 from bnnc.errors import BnncError, OutputError
 from bnnc.events import OnEvent, Stage, emitter
-from bnnc.export import ExportResult, export_onnx, export_openvino
+from bnnc.export import ExportResult, export_c, export_onnx, export_openvino
+from bnnc.export.csource import c_name
 from bnnc.loading import load_checkpoint
 from bnnc.outputs import check_outputs, write_text
 from bnnc.planning import PlanRules
@@ -43,14 +44,15 @@ class CompressResult:
     report: Report
     warnings: tuple[str, ...] = ()   # the plan's, from convert
     openvino: ExportResult | None = None  # the OpenVINO export (.xml and .bin), when asked for
+    c: ExportResult | None = None         # the C export (NAME-c/: .h, .c, README.md), when asked for
 
     @property
     def exported(self) -> list[Path]:
-        """Every exported model file, ONNX and OpenVINO."""
-        return [f for e in (self.export, self.openvino) if e is not None for f in e.files]
+        """Every exported model file, ONNX, OpenVINO and C."""
+        return [f for e in (self.export, self.openvino, self.c) if e is not None for f in e.files]
 
 
-FORMATS = ("onnx", "openvino")
+FORMATS = ("onnx", "openvino", "c")
 
 
 def outputs(model_path: Path, folder: Path, formats: Sequence[str] = ("onnx",)) -> dict[str, Path]:
@@ -64,6 +66,10 @@ def outputs(model_path: Path, folder: Path, formats: Sequence[str] = ("onnx",)) 
         files["onnx"] = folder / f"{stem}.onnx"
     if "openvino" in formats:
         files.update(openvino=folder / f"{stem}.xml", openvino_bin=folder / f"{stem}.bin")
+    if "c" in formats:
+        ident = c_name(stem)
+        c_folder = folder / f"{stem}-c"
+        files.update(c=c_folder / f"{ident}.c", c_h=c_folder / f"{ident}.h", c_readme=c_folder / "README.md")
     return files
 
 
@@ -96,7 +102,7 @@ def compress(
 
     Every option of the four steps is taken and passed on: the plan (``rules``, ``options``,
     ``input_shape``, ``calibration_batches``), fine-tuning (``config``, ``teacher``), export
-    (``formats``: "onnx", "openvino" or both; ``uint8_input``, ``float_ops``, ``check_samples``,
+    (``formats``: any of "onnx", "openvino", "c"; ``uint8_input``, ``float_ops``, ``check_samples``,
     ``reference_check``) and the report
     (``limits``, ``report_options``). ``folder`` is created if its parent exists. Every output is
     checked, and the model and data are loaded, before anything is written: bad input stops the
@@ -124,8 +130,8 @@ def compress(
 
         openvino_module()  # missing openvino: said before any work
     files = outputs(src, out, formats)
-    if out.is_dir():
-        check_outputs(files.values(), (src, data, teacher), overwrite=overwrite)
+    if out.is_dir():  # (the C export's folder, if not there yet, is made by the export)
+        check_outputs([p for p in files.values() if p.parent.is_dir()], (src, data, teacher), overwrite=overwrite)
     loaded = require_fp32(load_checkpoint(src, arch=arch, arch_kwargs=arch_kwargs, trust_model=trust_model))
     splits = data_for_model(data, loaded, input_shape=stated_input_shape(loaded, input_shape))
     config = config or FinetuneConfig(epochs=defaults.COMPRESS_EPOCHS)
@@ -146,7 +152,7 @@ def compress(
                       arch=arch, arch_kwargs=arch_kwargs, trust_model=trust_model, history_path=files["history"],
                       on_event=event)
         stage("export")
-        ex = ov = None
+        ex = ov = cx = None
         if "onnx" in files:
             ex = export_onnx(ft.output, files["onnx"], data=splits, uint8_input=uint8_input, float_ops=float_ops,
                              check_samples=check_samples, reference_check=reference_check, overwrite=overwrite,
@@ -154,6 +160,9 @@ def compress(
         if "openvino" in files:
             ov = export_openvino(ft.output, files["openvino"], data=splits, uint8_input=uint8_input,
                                  check_samples=check_samples, overwrite=overwrite, trust_model=trust_model)
+        if "c" in files:
+            cx = export_c(ft.output, files["c"].parent, name=files["c"].stem, data=splits,
+                          check_samples=check_samples, overwrite=overwrite, trust_model=trust_model)
         stage("report")
         rep = report(ft.output, splits, onnx_path=files.get("onnx"), arch=arch,
                      arch_kwargs=arch_kwargs, limits=limits, trust_model=trust_model, on_event=event,
@@ -164,12 +173,15 @@ def compress(
         _remove(created, out if made_folder else None)
         raise
     return CompressResult(out, converted.output, ft.output, ft.history_path, files.get("onnx"),
-                          {k: files[k] for k in ("json", "markdown", "html")}, ft, ex, rep, converted.warnings, ov)
+                          {k: files[k] for k in ("json", "markdown", "html")}, ft, ex, rep, converted.warnings, ov, cx)
 
 
 def _remove(created: list[Path], folder: Path | None) -> None:
     """Undo a failed run: the files it created, then the folder if it made it and nothing else is there."""
     for path in created:
         path.unlink(missing_ok=True)
+    for sub in {p.parent for p in created if p.parent != folder and p.parent.is_dir()}:
+        if not any(sub.iterdir()):
+            sub.rmdir()
     if folder is not None and folder.is_dir() and not any(folder.iterdir()):
         folder.rmdir()

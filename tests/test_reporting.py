@@ -31,7 +31,7 @@ def test_report_schema_is_complete_and_consistent(converted):
     model, data = converted
     rep = report(model, data, limits=Limits(min_compression=2.0), **FAST)
     d = json.loads(rep.to_json())
-    assert d["schema"] == "bnnc-report" and d["schema_version"] == 3
+    assert d["schema"] == "bnnc-report" and d["schema_version"] == 4
     for section, keys in {
         "size": ["fp32_onnx_bytes", "int8_onnx_bytes", "bnnc_onnx_bytes", "theoretical_bytes", "compression_vs_fp32",
                  "compression_vs_int8"],

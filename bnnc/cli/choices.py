@@ -47,3 +47,4 @@ class BatchNormChoice(str, Enum):
 class FormatChoice(str, Enum):
     onnx = "onnx"
     openvino = "openvino"
+    c = "c"

@@ -74,7 +74,7 @@ def compress_command(
     float_ops: opt.FloatOps = False,
     fmt: Annotated[str, typer.Option("--format", help="Export formats, comma-separated: onnx (stock ONNX "
                                      "Runtime), openvino (XNOR-popcount IR, .xml + .bin; needs the openvino "
-                                     "package).")] = "onnx",
+                                     "package), c (MODEL-c/NAME.h + NAME.c: dependency-free C99).")] = "onnx",
     check_samples: opt.CheckSamples = defaults.CHECK_SAMPLES,
     reference: opt.Reference = False,
     batch: opt.Batch = None,

@@ -25,11 +25,15 @@ def export_command(
                                           "`bnnc finetune`).")],
     output: Annotated[Optional[str], typer.Option("-o", "--output", help="File to write (default: MODEL with suffix "
                                                    ".onnx, or .xml for OpenVINO, whose weights go beside it in "
-                                                   ".bin).")] = None,
+                                                   ".bin); for C a folder (default: MODEL-c).")] = None,
     fmt: Annotated[FormatChoice, typer.Option("--format", help="onnx: stock ONNX Runtime, integer kernels, "
                                               "portable. openvino: an OpenVINO IR whose binary layers run "
-                                              "XNOR-popcount kernels (x86 CPUs; needs the openvino package).")
+                                              "XNOR-popcount kernels (x86 CPUs; needs the openvino package). "
+                                              "c: NAME.h + NAME.c, dependency-free C99 with XNOR-popcount "
+                                              "kernels (microcontrollers and anything with a C compiler).")
                    ] = FormatChoice.onnx,
+    name: Annotated[Optional[str], typer.Option("--name", help="C: the model's name in the files and functions "
+                                                "(NAME_predict; default: MODEL's name).")] = None,
     float_ops: opt.FloatOps = False,
     uint8_input: Annotated[bool, opt.flag("--uint8-input", help="Take raw 8-bit pixels: the recorded preprocessing "
                                           "runs inside the model and the first layer on the integer path.")] = False,
@@ -43,17 +47,25 @@ def export_command(
     as_json: Annotated[bool, opt.flag("--json", help="Print the result as JSON on stdout.")] = False,
     force: opt.Force = False,
 ) -> None:
-    """Export a binarized model to ONNX or OpenVINO: 1 bit per binarized weight, same predictions."""
+    """Export a binarized model to ONNX, OpenVINO or C: 1 bit per binarized weight, same predictions."""
     err = Console(stderr=True)
     with reported_errors(ctx):
         from bnnc.errors import BnncError
-        from bnnc.export import export_onnx, export_openvino
+        from bnnc.export import export_c, export_onnx, export_openvino
 
-        if fmt is FormatChoice.openvino and (float_ops or reference):
+        if fmt is not FormatChoice.onnx and (float_ops or reference):
             raise BnncError(f"{'--float' if float_ops else '--reference'} applies to --format onnx only",
                             "drop it, or export with --format onnx")
+        if fmt is FormatChoice.c and uint8_input:
+            raise BnncError("--uint8-input applies to --format onnx and openvino; the C model always has "
+                            "NAME_predict_u8 when the checkpoint records its preprocessing", "drop --uint8-input")
+        if fmt is not FormatChoice.c and name is not None:
+            raise BnncError("--name applies to --format c only", "drop it")
         with err.status(f"exporting {model}" + (" and checking it against PyTorch" if check else "")):
-            if fmt is FormatChoice.openvino:
+            if fmt is FormatChoice.c:
+                result = export_c(model, output, name=name, check=check, data=data, check_samples=check_samples,
+                                  overwrite=force, trust_model=trust_model)
+            elif fmt is FormatChoice.openvino:
                 result = export_openvino(model, output, uint8_input=uint8_input, check=check, data=data,
                                          check_samples=check_samples, overwrite=force, trust_model=trust_model)
             else:

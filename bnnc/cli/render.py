@@ -189,25 +189,41 @@ def exported(result: ExportResult, console: Console) -> None:
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
     grid.add_column()
-    what = "OpenVINO IR" if result.format == "openvino" else "ONNX file"
-    grid.add_row(what, f"{size(result.onnx_bytes)}  ({result.size_ratio:.2f}x the "
-                       f"{size(result.theoretical_bytes)} of data it stores — 1-bit weights, folded "
-                       "thresholds, FP32 layers; the rest is the graph)")
-    if result.format == "openvino":
+    if result.format == "c" and result.c is not None:
+        c = result.c
+        obj = c.get("object")
+        built = (f"; compiled ({obj['compiler']} {obj['flags']}): flash {size(obj['flash'])}, RAM {size(obj['ram'])}"
+                 if obj else "")
+        grid.add_row("C source", f"{c['name']}.h + {c['name']}.c: {size(c['weight_bytes'])} of weights and parameters "
+                                 f"(const, flash), {size(c['ram_bytes'])} of static buffers (RAM){built}")
+    else:
+        what = "OpenVINO IR" if result.format == "openvino" else "ONNX file"
+        grid.add_row(what, f"{size(result.onnx_bytes)}  ({result.size_ratio:.2f}x the "
+                           f"{size(result.theoretical_bytes)} of data it stores — 1-bit weights, folded "
+                           "thresholds, FP32 layers; the rest is the graph)")
+    if result.format == "c":
+        grid.add_row("Compute", f"{result.binary_nodes} binary layers as XNOR-popcount on packed bits, "
+                                "thresholds folded; portable C, SIMD where the compiler targets it")
+    elif result.format == "openvino":
         grid.add_row("Compute", f"{result.xnor_layers} of {result.binary_nodes} binary layers as XNOR-popcount "
                                 "BinaryConvolution; compile with INFERENCE_PRECISION_HINT=f32 for these results")
     else:
         grid.add_row("Compute", f"{result.mode}: {result.binary_nodes} binary layers, {result.fused_chains} with "
                                 "BatchNorm/scale/ReLU folded into integer thresholds")
-    grid.add_row("Input", "raw uint8 pixels (preprocessing inside)" if result.uint8_input
-                 else "the FP32 model's input (drop-in replacement)")
+    if result.format == "c":
+        grid.add_row("Input", "NAME_predict: the FP32 model's input" + (
+            "; NAME_predict_u8: raw uint8 pixels (preprocessing inside)" if result.uint8_input else ""))
+    else:
+        grid.add_row("Input", "raw uint8 pixels (preprocessing inside)" if result.uint8_input
+                     else "the FP32 model's input (drop-in replacement)")
     for p in result.parity:
         verdict = "[green]match[/]" if p.ok else "[red]MISMATCH[/]"
         ties = f", {p.at_ties} at float rounding ties" if p.at_ties else ""
         grid.add_row(f"Check ({p.runtime})", f"{verdict}: argmax agrees on {p.argmax_agreement:.2%} of {p.samples}; "
                      f"max relative logit difference {p.max_rel_diff:.1e}{ties}; inputs: {p.inputs}")
     if not result.parity:
-        grid.add_row("Check", "[yellow]skipped[/] (--no-check)")
+        why = "no C compiler" if result.c is not None and result.c.get("checked") is False else "--no-check"
+        grid.add_row("Check", f"[yellow]skipped[/] ({why})")
     for note in result.notes:
         grid.add_row("Note", note)
     console.print(grid)
@@ -215,7 +231,7 @@ def exported(result: ExportResult, console: Console) -> None:
 
 def report(rep: Report, console: Console) -> None:
     """The summary table, the checks and the layers, for a person."""
-    from bnnc.reporting import INT8_HEADER, OPENVINO_HEADER, openvino_rows, summary_rows
+    from bnnc.reporting import C_HEADER, INT8_HEADER, OPENVINO_HEADER, c_rows, openvino_rows, summary_rows
 
     d = rep.to_dict()
     table = Table(title=f"bnnc report: {Path(d['model']['path']).name} on {d['data']['samples']:,} samples",
@@ -232,6 +248,13 @@ def report(rep: Report, console: Console) -> None:
         for ov_row in openvino_rows(d):
             ov.add_row(*ov_row)
         console.print(ov)
+    if c_rows(d):
+        c_table = Table(title="C", title_justify="left")
+        for header in C_HEADER:
+            c_table.add_column(header, overflow="fold")
+        for c_row in c_rows(d):
+            c_table.add_row(*c_row)
+        console.print(c_table)
     layers = Table(title="Layers", title_justify="left")
     for name in ("layer", "type", "precision", "params", "bits", "MACs"):
         layers.add_column(name, justify="left" if name in ("layer", "type", "precision") else "right")

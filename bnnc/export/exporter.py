@@ -59,6 +59,7 @@ class ExportResult:
     format: str = "onnx"
     files: list[Path] = field(default_factory=list)  # every file written (an IR is two)
     xnor_layers: int | None = None                    # OpenVINO: layers run as XNOR-popcount
+    c: dict[str, Any] | None = None                   # C: name, weight/RAM bytes, the object's size, checked
 
     @property
     def size_ratio(self) -> float:
@@ -72,7 +73,7 @@ class ExportResult:
             "mode": self.mode, "uint8_input": self.uint8_input, "binary_nodes": self.binary_nodes,
             "fused_chains": self.fused_chains,
             "parity": [p.to_dict() for p in self.parity], "notes": self.notes, "format": self.format,
-            "files": [str(f) for f in self.files], "xnor_layers": self.xnor_layers,
+            "files": [str(f) for f in self.files], "xnor_layers": self.xnor_layers, "c": self.c,
         }
 
 

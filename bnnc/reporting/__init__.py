@@ -11,8 +11,10 @@ from bnnc.reporting.collect import report
 from bnnc.reporting.document import SCHEMA_VERSION, Report, ReportError
 from bnnc.reporting.limits import Check, Limits, check_limits
 from bnnc.reporting.render import (
+    C_HEADER,
     INT8_HEADER,
     OPENVINO_HEADER,
+    c_rows,
     openvino_rows,
     plots,
     render_html,
@@ -20,8 +22,9 @@ from bnnc.reporting.render import (
     summary_rows,
 )
 
-__all__ = ["INT8_HEADER", "OPENVINO_HEADER", "SCHEMA_VERSION", "Check", "Limits", "Report", "ReportError",
-           "check_limits", "openvino_rows", "plots", "render_html", "render_markdown", "report", "summary_rows"]
+__all__ = ["C_HEADER", "INT8_HEADER", "OPENVINO_HEADER", "SCHEMA_VERSION", "Check", "Limits", "Report",
+           "ReportError", "c_rows", "check_limits", "openvino_rows", "plots", "render_html", "render_markdown",
+           "report", "summary_rows"]
 
 
 def __getattr__(name: str) -> Any:

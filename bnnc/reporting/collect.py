@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,8 +23,9 @@ from bnnc import defaults
 from bnnc.data import DataSpec, DataSplits
 from bnnc.errors import BnncError
 from bnnc.events import OnEvent, Stage, emitter
-from bnnc.export import ExportError, ov_runtime, payload_bytes, to_fp32_onnx, to_onnx
+from bnnc.export import ExportError, csource, ov_runtime, payload_bytes, to_fp32_onnx, to_onnx
 from bnnc.export import openvino as ov_export
+from bnnc.export.ctoolchain import CORTEX_M4, FLAGS, compile_library, find_compiler, object_size
 from bnnc.export.pixels import pixel_model
 from bnnc.loading import ModelFile, load_checkpoint
 from bnnc.measure import (
@@ -161,6 +164,10 @@ def report(
     for b in batches:
         progress(f"latency at batch {b} ({threads} threads)")
         by_batch[str(b)] = _latency_row(models, b, threads, rounds, repeats)
+    c_doc = None
+    if find_compiler() is not None:
+        progress("compiling and measuring the C model")
+        c_doc = _c_section(loaded.model, x, y, torch_predictions, by_batch.get("1"))
 
     plan = loaded.binarized.plan  # type: ignore[union-attr]
     doc: dict[str, Any] = {
@@ -180,6 +187,7 @@ def report(
                    for layer in plan.layers],
         "totals": _totals(plan),
         "openvino": ov_doc,
+        "c": c_doc,
         "finetune": _history(path),
     }
     return Report(doc, check_limits(doc, limits or Limits()))
@@ -259,6 +267,38 @@ def _add_openvino(models: _Models, binarized: nn.Module, x: torch.Tensor, y: tor
             "xnor_layers": len(record.xnor), "notes": record.notes,
             "accuracy": {"bnnc": acc_ov, "fp32_default_precision": acc_fp32_ov,
                          "torch_agreement": float((pred_ov == torch_predictions).mean())}}
+
+
+def _c_section(binarized: nn.Module, x: torch.Tensor, y: torch.Tensor, torch_predictions: np.ndarray,
+               batch1: dict[str, Any] | None) -> dict[str, Any]:
+    """The ``c`` section: the C model compiled here (accuracy, one-thread latency at batch 1 timed inside C,
+    the object's flash and RAM), and for a Cortex-M4 when ``arm-none-eabi-gcc`` is installed."""
+    compiler = find_compiler()
+    shape = tuple(x.shape[1:])
+    try:
+        program = csource.generate(binarized, shape, "model")
+        with tempfile.TemporaryDirectory() as tmp:
+            lib = compile_library(program.name, program.header, program.source, Path(tmp))
+            logits, _ = lib.run(x.numpy())
+            latency_ms = lib.latency_us(x[:1].numpy()) / 1e3
+        host = object_size(program.name, program.header, program.source)
+        m4 = (object_size(program.name, program.header, program.source, compiler="arm-none-eabi-gcc",
+                          flags=CORTEX_M4) if shutil.which("arm-none-eabi-gcc") else None)
+    except ExportError as e:
+        return {"compiler": compiler, "error": e.message}
+    predictions = logits.argmax(1)
+    doc: dict[str, Any] = {
+        "compiler": compiler, "flags": " ".join((*FLAGS, "-march=native")), "weight_bytes": program.weight_bytes,
+        "ram_bytes": program.ram_bytes, "object": host.to_dict() if host else None,
+        "cortex_m4": m4.to_dict() if m4 else None,
+        "accuracy": float((predictions == y.numpy()).mean()),
+        "torch_agreement": float((predictions == torch_predictions).mean()), "latency_batch1_ms": latency_ms}
+    if batch1 is not None:
+        int8 = batch1["int8" if batch1["int8_fastest"] == "static" else "int8_dynamic"]["median_ms"]
+        doc.update(speedup_vs_fp32=batch1["fp32"]["median_ms"] / latency_ms, speedup_vs_int8=int8 / latency_ms)
+        if "bnnc_openvino" in batch1:
+            doc["speedup_vs_openvino"] = batch1["bnnc_openvino"]["median_ms"] / latency_ms
+    return doc
 
 
 def _latency_row(models: _Models, batch: int, threads: int, rounds: int, repeats: int) -> dict[str, Any]:

@@ -10,8 +10,8 @@ and the fine-tuning history. Limits (:mod:`bnnc.reporting.limits`) turn the figu
 for a CI pipeline. :class:`Report` renders to a dict (the JSON schema below), Markdown and a
 self-contained HTML page; it never prints.
 
-JSON schema (``schema_version`` 3; 2 added ``openvino`` and the ``*_openvino`` latencies; 3 made ``int8`` ORT's
-static quantization, added ``int8_dynamic*`` where measured, ``int8_fastest`` and the ``int8`` section;
+JSON schema (``schema_version`` 4; 4 added ``c``; 2 added ``openvino`` and the ``*_openvino`` latencies; 3 made
+``int8`` ORT's static quantization, added ``int8_dynamic*`` where measured, ``int8_fastest`` and the ``int8`` section;
 ``speedup_vs_int8`` is against the faster of the two)::
 
     {"schema": "bnnc-report", "schema_version": 3, "bnnc_version": str,
@@ -30,6 +30,10 @@ static quantization, added ``int8_dynamic*`` where measured, ``int8_fastest`` an
                  "openvino_speedup_vs_fastest_alternative"}}},
      "openvino": null | {"version", "error"} | {"version", "bnnc_ir_bytes", "fp32_ir_bytes", "xnor_layers",
                  "notes", "accuracy": {"bnnc", "fp32_default_precision", "torch_agreement"}},
+     "c": null | {"compiler", "error"} | {"compiler", "flags", "weight_bytes", "ram_bytes", "object": {"compiler",
+                 "flags", "text", "data", "bss", "flash", "ram"} | null, "cortex_m4": same | null,
+                 "accuracy", "torch_agreement", "latency_batch1_ms", "speedup_vs_fp32", "speedup_vs_int8",
+                 ["speedup_vs_openvino"]},
      "layers": [{"name", "kind", "precision", "params", "bits", "macs", "reason"}],
      "totals": {"params", "binary_params", "macs", "binary_mac_share", "binary_weight_mac_share"},
      "finetune": null | {"best_epoch", "best_val_accuracy", "seconds", "epochs": [{"epoch",
@@ -48,7 +52,7 @@ from bnnc.errors import BnncError
 from bnnc.reporting.limits import Check
 from bnnc.reporting.render import render_html, render_markdown
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 class ReportError(BnncError):

@@ -72,6 +72,34 @@ def openvino_rows(d: dict[str, Any]) -> list[tuple[str, str, str]]:
     return rows
 
 
+C_HEADER = ("", "bnnc as C (XNOR-popcount, 1 thread)")
+
+
+def c_rows(d: dict[str, Any]) -> list[tuple[str, str]]:
+    """(what, value) rows of the C model: empty when it wasn't measured (no C compiler)."""
+    c = d.get("c")
+    if not c:
+        return []
+    if "error" in c:
+        return [("not measured", c["error"])]
+
+    def built(o: dict[str, Any] | None) -> str:
+        return (f"flash {_kib(o['flash'])} (text {o['text']:,} + data {o['data']:,}), RAM {_kib(o['ram'])} "
+                f"(bss {o['bss']:,}); {o['compiler']} {o['flags']}") if o else "not compiled"
+    rows = [("Weights and parameters (const)", _kib(c["weight_bytes"])),
+            ("Object (host)", built(c["object"]))]
+    if c.get("cortex_m4"):
+        rows.append(("Object (Cortex-M4)", built(c["cortex_m4"])))
+    rows.append(("Accuracy (C)", f"{_pct(c['accuracy'])} (same prediction as PyTorch on {_pct(c['torch_agreement'])})"))
+    speed = ""
+    if "speedup_vs_fp32" in c:
+        speed = (f" ({c['speedup_vs_fp32']:.2f}x vs ORT FP32, {c['speedup_vs_int8']:.2f}x vs ORT int8"
+                 + (f", {c['speedup_vs_openvino']:.2f}x vs bnnc in OpenVINO" if "speedup_vs_openvino" in c else "")
+                 + f", those at {d['latency']['threads']} threads)")
+    rows.append(("Latency, batch 1", f"{c['latency_batch1_ms']:.3f} ms{speed}; {c['compiler']} {c['flags']}"))
+    return rows
+
+
 def render_markdown(d: dict[str, Any]) -> str:
     verdict = "all checks passed" if d["passed"] else "**checks FAILED**"
     lines = [f"# bnnc report: {Path(d['model']['path']).name}", "",
@@ -84,6 +112,9 @@ def render_markdown(d: dict[str, Any]) -> str:
         lines += ["", f"## OpenVINO {d['openvino']['version']}", "", "| " + " | ".join(OPENVINO_HEADER) + " |",
                   "|---|---|---|"]
         lines += [f"| {r[0]} | {r[1]} | {r[2]} |" for r in openvino_rows(d)]
+    if c_rows(d):
+        lines += ["", "## C", "", "| " + " | ".join(C_HEADER) + " |", "|---|---|"]
+        lines += [f"| {r[0]} | {r[1]} |" for r in c_rows(d)]
     if d["checks"]:
         lines += ["", "## Checks", "", "| check | value | limit | result |", "|---|---|---|---|"]
         for c in d["checks"]:
@@ -174,6 +205,8 @@ def render_html(d: dict[str, Any]) -> str:
     if openvino_rows(d):
         parts += [f"<h2>OpenVINO {e(d['openvino']['version'])}</h2>",
                   table(list(OPENVINO_HEADER), [list(r) for r in openvino_rows(d)])]
+    if c_rows(d):
+        parts += ["<h2>C</h2>", table(list(C_HEADER), [list(r) for r in c_rows(d)])]
     if d["checks"]:
         rows = [[c["name"], f"{c['value']:.4g}", f"{c['op']} {c['limit']:g}", "pass" if c["passed"] else "FAIL"]
                 for c in d["checks"]]

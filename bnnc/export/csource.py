@@ -1,0 +1,1117 @@
+"""A binarized model as dependency-free C99: one ``NAME.h`` and one ``NAME.c``, for microcontrollers and hosts.
+
+The model is lowered exactly as for ONNX and OpenVINO (:mod:`bnnc.export.lowering`: every binary layer
+one node, the chains between binary layers folded into integer thresholds), traced with ``torch.fx`` and
+its shapes propagated at batch 1; each node becomes one step of a straight-line ``NAME_predict``:
+
+* a binary layer: bit-packed input (64 channels a word, per position), XNOR-popcount against ``const``
+  1-bit weights (flash), and either the folded threshold compare straight into the next layer's packed
+  bits (max pooling as OR of bits) or a real-valued output ``s * scale + shift``; the paper's first
+  layer (real input, +-1 weights) sums signed inputs; an int8 layer quantizes its input as torch does;
+* the FP32 layers kept (convolutions, Linear, BatchNorm, activations, pooling, adds, concatenations,
+  permutes) as plain loops.
+
+Activations live in three statically sized arenas (float, 64-bit words, int32) whose slots are reused
+once a tensor is dead (first fit over lifetimes): no malloc, and the RAM the header states. The
+kernels are :file:`c_runtime.h`, copied into ``NAME.c``.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+from bnnc.errors import ExportError
+from bnnc.export.batchnorm import affine_as_torch
+from bnnc.export.lowering import lower
+from bnnc.export.nodes import BinaryNode, NodeSpec
+from bnnc.export.pixels import Normalize
+from bnnc.int8 import Int8Layer
+from bnnc.layers import BinaryLayer
+from bnnc.shift import ShiftBatchNorm, ap2
+from bnnc.version import __version__
+
+WORD = 64
+BLOCK = 8  # output channels per XNOR block (one AVX-512 vector of 64-bit counts)
+CHUNK = 64  # outputs computed at a time (BNNC_CHUNK): the scratch holds one chunk of sums
+FLT_MAX = float(np.finfo(np.float32).max)
+
+
+def runtime_source() -> str:
+    """The shared kernels, copied into every generated ``NAME.c``."""
+    return resources.files("bnnc.export").joinpath("c_runtime.h").read_text()
+
+
+def c_name(text: str) -> str:
+    """A C identifier from a model's name: ``mlp-bnnc`` -> ``mlp_bnnc``."""
+    name = re.sub(r"[^0-9A-Za-z_]", "_", text).strip("_").lower() or "model"
+    return f"m_{name}" if name[0].isdigit() else name
+
+
+@dataclass(frozen=True)
+class BitsLayout:
+    """Packed bits of ``channels`` x ``positions``: at each position the channels of each group in
+    ``wpg`` words (``cg`` channels a group)."""
+
+    positions: int
+    channels: int
+    groups: int = 1
+
+    @property
+    def cg(self) -> int:
+        return self.channels // self.groups
+
+    @property
+    def wpg(self) -> int:
+        return -(-self.cg // WORD)
+
+    @property
+    def wpp(self) -> int:
+        return self.groups * self.wpg
+
+    @property
+    def words(self) -> int:
+        return self.positions * self.wpp
+
+    def c(self) -> str:
+        return f"{{{self.positions}, {self.cg}, {self.wpg}, {self.wpp}}}"
+
+
+@dataclass
+class Tensor:
+    name: str
+    ctype: str                       # "float", "uint64_t", "int32_t" or "uint8_t" (the pixel input)
+    size: int                        # elements
+    shape: tuple[int, ...] = ()      # without the batch (NCHW); bits: the torch shape they stand for
+    layout: BitsLayout | None = None
+    alias: Tensor | None = None      # a view (flatten, reshape...) of another tensor's storage
+    fixed: str | None = None         # "input" / "logits": the caller's buffer
+    first: int = 0
+    last: int = 0
+    offset: int = 0
+
+    def root(self) -> Tensor:
+        return self.alias.root() if self.alias is not None else self
+
+    def ref(self) -> str:
+        return f"@{self.name}@"
+
+
+_ARENAS = {"float": "bnnc_f", "uint64_t": "bnnc_w", "int32_t": "bnnc_i"}
+
+
+class _Tracer(fx.Tracer):
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return isinstance(m, (BinaryNode, Normalize, ShiftBatchNorm)) or super().is_leaf_module(m, qualname)
+
+
+def _graph_module(model: nn.Module) -> fx.GraphModule:
+    if isinstance(model, fx.GraphModule):
+        return model
+    try:
+        return fx.GraphModule(model, _Tracer().trace(model))
+    except Exception as e:  # noqa: BLE001 - any tracing failure: one line
+        raise ExportError(f"the C export needs a model torch.fx can trace ({type(e).__name__}: {str(e)[:160]})",
+                          "export to ONNX or OpenVINO instead, or make the forward traceable") from None
+
+
+def _pairs(v: Any, n: int) -> tuple[int, ...]:
+    return tuple(int(a) for a in v) if isinstance(v, (tuple, list)) else (int(v),) * n
+
+
+def _hw(shape: tuple[int, ...]) -> tuple[int, int]:
+    """(H, W) of an NCHW shape without batch; a 1-d one (C, L) is (1, L)."""
+    return (1, shape[1]) if len(shape) == 2 else (shape[1], shape[2])
+
+
+def _float_literal(v: float) -> str:
+    v = float(np.float32(v))
+    if math.isnan(v) or math.isinf(v):
+        raise ExportError("the model has a non-finite parameter; C can't store it",
+                          "check the checkpoint (a BatchNorm with zero variance and eps 0?)")
+    return np.format_float_scientific(np.float32(v), unique=True, trim="-") + "f"
+
+
+class Emitter:
+    """Collects constants, tensors and steps, then allocates the arenas and writes the C source."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.consts: dict[tuple[str, bytes], str] = {}
+        self.const_lines: list[str] = []
+        self.const_bytes = 0
+        self.tensors: list[Tensor] = []
+        self.steps: list[str] = []
+        self.math = False
+        self.inplace: list[tuple[int, Tensor, Tensor]] = []  # (step, x, out): out may take x's storage
+        self.pixel_slot: Tensor | None = None
+        self.scratch = {"si": 1, "sf": 1, "pw": 1, "pf": 1, "ph": 1}
+
+    # -- constants -------------------------------------------------------------------------------
+    def const(self, ctype: str, values: np.ndarray | list[Any], hint: str) -> str:
+        arr = np.asarray(values)
+        dtype = {"float": np.float32, "uint64_t": np.uint64, "int32_t": np.int32, "int8_t": np.int8,
+                 "uint16_t": np.uint16, "int": np.int32}[ctype]
+        arr = arr.astype(dtype).reshape(-1)
+        key = (ctype, arr.tobytes())
+        if key in self.consts:
+            return self.consts[key]
+        name = f"bnnc_{c_name(hint)}_{len(self.consts)}"
+        if ctype == "float":
+            items = [_float_literal(v) for v in arr]
+        elif ctype == "uint64_t":
+            items = [f"0x{int(v):016x}ULL" for v in arr]
+        else:
+            items = [str(int(v)) for v in arr]
+        lines = [", ".join(items[i:i + 8]) for i in range(0, len(items), 8)] or ["0"]
+        body = ",\n    ".join(lines)
+        self.const_lines.append(f"static const {ctype} {name}[{max(len(arr), 1)}] = {{\n    {body}\n}};")
+        self.const_bytes += arr.nbytes
+        self.consts[key] = name
+        return name
+
+    # -- tensors ---------------------------------------------------------------------------------
+    def tensor(self, ctype: str, size: int, shape: tuple[int, ...] = (), layout: BitsLayout | None = None,
+               fixed: str | None = None, alias: Tensor | None = None) -> Tensor:
+        t = Tensor(f"t{len(self.tensors)}", ctype, int(size), tuple(shape), layout, alias, fixed,
+                   first=len(self.steps), last=len(self.steps))
+        self.tensors.append(t)
+        return t
+
+    def step(self, code: str, *tensors: Tensor) -> None:
+        """One statement of ``predict``, reading or writing ``tensors`` (their lifetimes reach it)."""
+        for t in tensors:
+            r = t.root()
+            r.last = max(r.last, len(self.steps))
+            r.first = min(r.first, len(self.steps))
+        self.steps.append(code)
+
+    def need_scratch(self, **sizes: int) -> None:
+        for k, v in sizes.items():
+            self.scratch[k] = max(self.scratch[k], int(v))
+
+    # -- allocation and output -------------------------------------------------------------------
+    def allocate(self) -> dict[str, int]:
+        """First-fit offsets per arena over the tensors' lifetimes; the arenas' sizes in elements. An
+        elementwise step whose input dies there writes over it."""
+        for step, x, out in self.inplace:
+            r = x.root()
+            if (r.fixed is None and r.last == step and out.alias is None and out.fixed is None
+                    and r.ctype == out.ctype and r.size == out.size):
+                out.alias = r
+                r.last = max(r.last, out.last)
+        sizes = {k: 0 for k in _ARENAS}
+        placed: dict[str, list[Tensor]] = {k: [] for k in _ARENAS}
+        for t in sorted((t for t in self.tensors if t.alias is None and t.fixed is None),
+                        key=lambda t: (t.first, -t.size)):
+            others = [o for o in placed[t.ctype] if not (o.last < t.first or t.last < o.first)]
+            offset = 0
+            for o in sorted(others, key=lambda o: o.offset):
+                if offset + t.size <= o.offset:
+                    break
+                offset = max(offset, o.offset + o.size)
+            t.offset = offset
+            placed[t.ctype].append(t)
+            sizes[t.ctype] = max(sizes[t.ctype], offset + t.size)
+        return sizes
+
+    def expression(self, t: Tensor) -> str:
+        r = t.root()
+        if r.fixed == "input":
+            return "input"
+        if r.fixed == "logits":
+            return "out"
+        return f"({_ARENAS[r.ctype]} + {r.offset})"
+
+    def source(self, header: str, input_desc: str, outputs: int, pixels: str | None) -> tuple[str, str, dict[str, int]]:
+        sizes = self.allocate()
+        body = "\n".join(self.steps)
+        for t in self.tensors:
+            body = body.replace(t.ref(), self.expression(t))
+        ram = {f"{k}_bytes": v * {"float": 4, "uint64_t": 8, "int32_t": 4}[k] for k, v in sizes.items()}
+        scratch_bytes = (self.scratch["si"] * 4 + self.scratch["sf"] * 4 + self.scratch["pw"] * 16
+                         + self.scratch["pf"] * 4 + self.scratch["ph"] * 2)
+        ram_total = sum(ram.values()) + scratch_bytes + (outputs * 4)
+        name, upper = self.name, self.name.upper()
+        arenas = "\n".join(f"static {ctype} {var}[{max(sizes[ctype], 1)}];" for ctype, var in _ARENAS.items())
+        scratch = (f"static int32_t bnnc_si[{self.scratch['si']}];\nstatic float bnnc_sf[{self.scratch['sf']}];\n"
+                   f"static uint64_t bnnc_pw[{self.scratch['pw']}];\nstatic float bnnc_pf[{self.scratch['pf']}];\n"
+                   f"static uint64_t bnnc_pm[{self.scratch['pw']}];\nstatic int16_t bnnc_ph[{self.scratch['ph']}];\n"
+                   "static const bnnc_scratch bnnc_S = {bnnc_si, bnnc_sf, bnnc_pw, bnnc_pf, bnnc_pm, bnnc_ph};")
+        pixel_fn = ""
+        if pixels is not None:
+            pixel_fn = pixels.replace("@NAME@", name)
+        c = "\n".join([
+            header,
+            f'#include "{name}.h"',
+            "#include <float.h>",
+            *(["#include <math.h>"] if self.math else []),
+            "",
+            runtime_source(),
+            "",
+            "/* ---- weights, thresholds and parameters (const: flash) ---- */",
+            *self.const_lines,
+            "",
+            "/* ---- activations (RAM): slots reused once a tensor is dead ---- */",
+            arenas,
+            scratch,
+            f"static float bnnc_logits[{outputs}];",
+            "",
+            "static int bnnc_run(const float *input, float *logits) {",
+            "    float *out = logits ? logits : bnnc_logits;",
+            "    int best = 0, i;",
+            body,
+            f"    for (i = 1; i < {upper}_OUTPUTS; ++i)",
+            "        if (out[i] > out[best]) best = i;",
+            "    return best;",
+            "}",
+            "",
+            f"int {name}_predict(const float *input, float *logits) {{",
+            "    return bnnc_run(input, logits);",
+            "}",
+            pixel_fn.replace("@SLOT@", self.expression(self.pixel_slot)) if self.pixel_slot else pixel_fn,
+        ]) + "\n"
+        h = "\n".join([
+            header,
+            f"#ifndef {upper}_H",
+            f"#define {upper}_H",
+            "",
+            "#include <stdint.h>",
+            "",
+            "#ifdef __cplusplus",
+            'extern "C" {',
+            "#endif",
+            "",
+            f"/* Input: {input_desc}. */",
+            f"#define {upper}_INPUTS {self.input_size}",
+            f"#define {upper}_OUTPUTS {outputs}",
+            f"/* Flash: {self.const_bytes} bytes of weights and parameters. RAM: {ram_total} bytes of statically",
+            "   allocated activations and scratch (no malloc; the stack holds a few words). */",
+            f"#define {upper}_WEIGHT_BYTES {self.const_bytes}",
+            f"#define {upper}_RAM_BYTES {ram_total}",
+            "",
+            f"/* Writes the {outputs} outputs (logits) to `logits` (or keeps them inside when NULL) and returns",
+            "   the index of the largest. Not reentrant: one call at a time (static buffers). */",
+            f"int {name}_predict(const float *input, float *logits);",
+            *(["/* The same on raw 8-bit pixels: the recorded preprocessing runs first. */",
+               f"#define {upper}_HAS_U8 1",
+               f"int {name}_predict_u8(const uint8_t *pixels, float *logits);"] if pixels else []),
+            "",
+            "#ifdef __cplusplus",
+            "}",
+            "#endif",
+            f"#endif /* {upper}_H */",
+        ]) + "\n"
+        stats = {"weight_bytes": self.const_bytes, "ram_bytes": ram_total, "steps": len(self.steps)}
+        return h, c, stats
+
+    input_size = 0
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    return int(np.prod(shape)) if shape else 1
+
+
+@dataclass
+class Program:
+    """The generated C (header and source), what it computes with, and how big it is."""
+
+    name: str
+    header: str
+    source: str
+    input_shape: tuple[int, ...]
+    outputs: int
+    weight_bytes: int
+    ram_bytes: int
+    binary_layers: int
+    pixels: bool
+    notes: list[str] = field(default_factory=list)
+
+
+def generate(model: nn.Module, input_shape: tuple[int, ...], name: str, *, preprocessing: dict[str, Any] | None = None,
+             comment: str = "") -> Program:
+    """The C program of the binarized ``model`` (CPU, eval), taking one ``input_shape`` sample."""
+    from torch.fx.passes.shape_prop import ShapeProp
+
+    from bnnc.export.exporter import example_input
+
+    model = model.cpu().float().eval()
+    lowered = lower(model, example_input(tuple(input_shape)), integer=True)
+    gm = _graph_module(lowered.model)
+    with torch.no_grad():
+        ShapeProp(gm).propagate(example_input(tuple(input_shape), n=1))
+    em = Emitter(c_name(name))
+    builder = _Builder(gm, em, lowered.specs)
+    outputs = builder.run(tuple(input_shape))
+    em.input_size = _numel(tuple(input_shape))
+    header = (f"/* {em.name}: generated by bnnc {__version__}{' from ' + comment if comment else ''}.\n"
+              "   C99; no malloc; depends on <stdint.h>, <string.h>, <float.h>"
+              + (", <math.h> (link with -lm)" if em.math else "") + ". */")
+    pixels = None
+    if preprocessing:
+        pixels = _pixel_function(preprocessing, tuple(input_shape))
+        # the pixels' float values live in the float arena while the model reads its input
+        readers = [t for t in em.tensors if t.root().fixed == "input"]
+        em.pixel_slot = em.tensor("float", em.input_size, tuple(input_shape))
+        em.pixel_slot.first, em.pixel_slot.last = 0, max(t.root().last for t in readers)
+    h, c, stats = em.source(header, f"float32, shape {list(input_shape)} (preprocessed as in training)",
+                            outputs, pixels)
+    return Program(em.name, h, c, tuple(input_shape), outputs, stats["weight_bytes"], stats["ram_bytes"],
+                   len(lowered.specs), pixels is not None, list(lowered.notes))
+
+
+def _pixel_function(preprocessing: dict[str, Any], input_shape: tuple[int, ...]) -> str:
+    """``NAME_predict_u8``: ``(p * pixel_scale - mean) / std`` per channel, in float32 as torch, then predict."""
+    from bnnc.data import Preprocessing
+
+    pre = Preprocessing.from_dict(preprocessing)
+    channels = input_shape[0]
+    inner = _numel(input_shape[1:])
+    mean = np.broadcast_to(np.asarray(pre.mean, np.float32), (channels,))
+    std = np.broadcast_to(np.asarray(pre.std, np.float32), (channels,))
+    scale = _float_literal(pre.pixel_scale)
+    body = "\n".join([
+        "",
+        "int @NAME@_predict_u8(const uint8_t *pixels, float *logits) {",
+        "    float *x = @SLOT@;",
+        f"    static const float mean[{channels}] = {{{', '.join(_float_literal(v) for v in mean)}}};",
+        f"    static const float std[{channels}] = {{{', '.join(_float_literal(v) for v in std)}}};",
+        "    int c, i;",
+        f"    for (c = 0; c < {channels}; ++c)",
+        f"        for (i = 0; i < {inner}; ++i)",
+        f"            x[c * {inner} + i] = ((float)pixels[c * {inner} + i] * {scale} - mean[c]) / std[c];",
+        "    return bnnc_run(x, logits);",
+        "}",
+    ])
+    return body
+
+
+_VIEWS_METHODS = {"view", "reshape", "flatten", "contiguous", "squeeze", "unsqueeze", "view_as", "reshape_as"}
+_VIEW_FUNCTIONS = {torch.flatten, torch.reshape, torch.squeeze, torch.unsqueeze}
+_IDENTITY_MODULES = (nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.AlphaDropout, nn.Flatten, nn.Unflatten)
+_BINARY_OPS: dict[Any, int] = {operator.add: 0, torch.add: 0, operator.sub: 1, torch.sub: 1, operator.mul: 2,
+                               torch.mul: 2, operator.truediv: 3, torch.div: 3, operator.iadd: 0, operator.imul: 2}
+_UNARY_FUNCTIONS: dict[Any, str] = {F.relu: "relu", torch.relu: "relu", torch.tanh: "tanh", torch.sigmoid: "sigmoid",
+                                    F.sigmoid: "sigmoid", F.tanh: "tanh", F.relu6: "relu6", F.silu: "silu",
+                                    F.gelu: "gelu", F.hardswish: "hardswish", F.hardsigmoid: "hardsigmoid",
+                                    F.elu: "elu", F.leaky_relu: "leaky_relu", F.hardtanh: "hardtanh"}
+
+
+class _Builder:
+    """Walks the traced, lowered graph and emits one step per node."""
+
+    def __init__(self, gm: fx.GraphModule, em: Emitter, specs: list[NodeSpec]) -> None:
+        self.gm, self.em, self.specs = gm, em, specs
+        self.values: dict[fx.Node, Any] = {}
+        self.producers: dict[fx.Node, tuple[NodeSpec, tuple[int, ...]]] = {}  # fused layer -> its bits' shape
+
+    def shape(self, node: fx.Node) -> tuple[int, ...]:
+        meta = node.meta.get("tensor_meta")
+        if meta is None or not hasattr(meta, "shape"):
+            raise ExportError(f"{node.name}: the C export needs one tensor here (a tuple or a non-tensor value)",
+                              "export to ONNX or OpenVINO instead")
+        shape = tuple(int(s) for s in meta.shape)
+        if not shape or shape[0] != 1:
+            raise ExportError(f"{node.name}: a tensor without the batch dimension first; the C export runs one "
+                              "sample at a time", "export to ONNX or OpenVINO instead")
+        return shape[1:]
+
+    def run(self, input_shape: tuple[int, ...]) -> int:
+        out_node = None
+        for node in self.gm.graph.nodes:
+            if node.op == "placeholder":
+                self.values[node] = self.em.tensor("float", _numel(input_shape), input_shape, fixed="input")
+            elif node.op == "output":
+                out_node = node
+            elif node.op == "get_attr":
+                value = self.gm
+                for part in str(node.target).split("."):
+                    value = getattr(value, part)
+                self.values[node] = value
+            else:
+                self.values[node] = self.emit(node)
+        assert out_node is not None
+        result = out_node.args[0]
+        if isinstance(result, (tuple, list)):
+            if len(result) != 1:
+                raise ExportError("the model returns several outputs; the C export writes one",
+                                  "export to ONNX or OpenVINO instead")
+            result = result[0]
+        t = self.values[result]
+        if not isinstance(t, Tensor) or t.ctype != "float" or t.layout is not None:
+            raise ExportError("the model's output is not a float tensor", "export to ONNX or OpenVINO instead")
+        root = t.root()
+        if root.fixed == "input":  # the output is the input itself: copy
+            out = self.em.tensor("float", t.size, t.shape, fixed="logits")
+            self.em.step(f"    memcpy({out.ref()}, {t.ref()}, sizeof(float) * {t.size});", out, t)
+        else:
+            root.fixed = "logits"
+        return t.size
+
+    # ---------------------------------------------------------------------------------------------
+    def arg(self, node: fx.Node, i: int = 0) -> Tensor:
+        v = self.values[node.args[i]] if isinstance(node.args[i], fx.Node) else None
+        if not isinstance(v, Tensor):
+            raise ExportError(f"{node.name}: the C export expected a tensor input here", "export to ONNX instead")
+        return v
+
+    def float_out(self, node: fx.Node) -> Tensor:
+        shape = self.shape(node)
+        return self.em.tensor("float", _numel(shape), shape)
+
+    def unsupported(self, node: fx.Node, what: str) -> ExportError:
+        return ExportError(f"{node.name}: the C export has no kernel for {what}",
+                           "export to ONNX or OpenVINO instead (bnnc export --format onnx)")
+
+    def emit(self, node: fx.Node) -> Any:
+        if node.op == "call_module":
+            module = self.gm.get_submodule(str(node.target))
+            return self.module(node, module)
+        if node.op == "call_function":
+            return self.function(node, node.target)
+        if node.op == "call_method":
+            return self.method(node, str(node.target))
+        raise self.unsupported(node, node.op)
+
+    # -- modules ---------------------------------------------------------------------------------
+    def module(self, node: fx.Node, m: nn.Module) -> Any:
+        if isinstance(m, BinaryNode):
+            return self.binary(node, m.spec)
+        if isinstance(m, (BinaryLayer, Int8Layer)):
+            raise self.unsupported(node, f"a {type(m).__name__} the lowering didn't replace")
+        if isinstance(m, _IDENTITY_MODULES):
+            return self.view(node, self.arg(node))
+        if type(m) in (nn.Linear, nn.Conv1d, nn.Conv2d):
+            return self.fp32_layer(node, m)
+        if isinstance(m, ShiftBatchNorm):
+            return self.shift_batchnorm(node, m)
+        if type(m) in (nn.BatchNorm1d, nn.BatchNorm2d):
+            return self.batchnorm(node, m)
+        if isinstance(m, (nn.MaxPool1d, nn.MaxPool2d)):
+            if m.return_indices:
+                raise self.unsupported(node, "max pooling that returns indices")
+            return self.pool(node, m, "max")
+        if isinstance(m, (nn.AvgPool1d, nn.AvgPool2d)):
+            if getattr(m, "divisor_override", None):
+                raise self.unsupported(node, "average pooling with divisor_override")
+            return self.pool(node, m, "avg")
+        if isinstance(m, (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d)):
+            return self.adaptive_avg(node)
+        if isinstance(m, nn.LayerNorm):
+            return self.layernorm(node, m)
+        if isinstance(m, (nn.Softmax, nn.LogSoftmax)):
+            return self.softmax(node, m.dim, isinstance(m, nn.LogSoftmax))
+        if isinstance(m, Normalize):
+            return self.normalize(node, m)
+        if isinstance(m, nn.PReLU):
+            return self.prelu(node, m)
+        unary = _unary_module(m)
+        if unary is not None:
+            return self.unary(node, self.arg(node), *unary)
+        raise self.unsupported(node, type(m).__name__)
+
+    # -- functions and methods -------------------------------------------------------------------
+    def function(self, node: fx.Node, target: Any) -> Any:
+        if target in _VIEW_FUNCTIONS:
+            return self.view(node, self.arg(node))
+        if target in _BINARY_OPS:
+            return self.binary_op(node, _BINARY_OPS[target])
+        if target in _UNARY_FUNCTIONS:
+            kind = _UNARY_FUNCTIONS[target]
+            params = _function_params(kind, node)
+            return self.unary(node, self.arg(node), kind, params)
+        if target in (torch.cat, torch.concat):
+            return self.cat(node)
+        if target in (F.adaptive_avg_pool1d, F.adaptive_avg_pool2d):
+            return self.adaptive_avg(node)
+        if target in (torch.transpose, torch.permute):
+            return self.permute(node, list(node.args[1:]), target is torch.transpose)
+        if target is torch.mean:
+            return self.mean(node)
+        if target in (getattr, operator.getitem) and not isinstance(self.values.get(node.args[0]), Tensor):
+            return None  # x.shape[0] and the like: only feeds a view's arguments; shapes are static here
+        if target is operator.getitem:
+            raise self.unsupported(node, "indexing")
+        raise self.unsupported(node, getattr(target, "__name__", str(target)))
+
+    def method(self, node: fx.Node, name: str) -> Any:
+        if name == "size" or name == "dim":
+            return None  # only feeds a view's arguments; shapes are static here
+        if name in _VIEWS_METHODS:
+            return self.view(node, self.arg(node))
+        if name in ("add", "sub", "mul", "div", "add_", "mul_"):
+            return self.binary_op(node, {"add": 0, "sub": 1, "mul": 2, "div": 3}[name.rstrip("_")])
+        if name in ("relu", "sigmoid", "tanh"):
+            return self.unary(node, self.arg(node), name, {})
+        if name in ("transpose", "permute"):
+            return self.permute(node, list(node.args[1:]), name == "transpose")
+        if name == "mean":
+            return self.mean(node)
+        raise self.unsupported(node, f".{name}()")
+
+    # -- steps -----------------------------------------------------------------------------------
+    def view(self, node: fx.Node, x: Tensor) -> Tensor:
+        shape = self.shape(node)
+        if x.layout is not None:
+            raise self.unsupported(node, "a view of packed bits")
+        return self.em.tensor(x.ctype, x.size, shape, alias=x)
+
+    def unary(self, node: fx.Node, x: Tensor, kind: str, params: dict[str, float]) -> Tensor:
+        out = self.float_out(node)
+        expr = _unary_expression(kind, params)
+        if kind in ("tanh", "sigmoid", "silu", "gelu", "elu", "gelu_tanh"):
+            self.em.math = True
+        self.em.inplace.append((len(self.em.steps), x, out))
+        self.em.step(f"    {{ const float *x = {x.ref()}; float *y = {out.ref()}; long i;\n"
+                     f"      for (i = 0; i < {out.size}; ++i) {{ const float v = x[i]; y[i] = {expr}; }} }}", x, out)
+        return out
+
+    def prelu(self, node: fx.Node, m: nn.PReLU) -> Tensor:
+        x = self.arg(node)
+        out = self.float_out(node)
+        w = m.weight.detach().float().numpy()
+        channels = x.shape[0] if len(x.shape) > 1 and w.size > 1 else 1
+        inner = x.size // channels if w.size > 1 else x.size
+        a = self.em.const("float", w, f"{node.target}_w")
+        self.em.step(f"    {{ const float *x = {x.ref()}; float *y = {out.ref()}; long c, i;\n"
+                     f"      for (c = 0; c < {channels}; ++c) for (i = 0; i < {inner}; ++i) {{\n"
+                     f"        const float v = x[c * {inner} + i]; y[c * {inner} + i] = v >= 0.0f ? v : "
+                     f"{a}[{'c' if w.size > 1 else '0'}] * v; }} }}", x, out)
+        return out
+
+    def channel_affine(self, node: fx.Node, x: Tensor, ops: list[tuple[str, np.ndarray]]) -> Tensor:
+        """Per-channel steps along dim 1 (of the batched tensor): ``v = v op c[ch]`` in order."""
+        out = self.float_out(node)
+        channels = x.shape[0] if x.shape else 1
+        inner = max(x.size // max(channels, 1), 1)
+        parts = []
+        for op, values in ops:
+            c = self.em.const("float", values, f"{node.target}_{len(parts)}")
+            parts.append(f"v = v {op} {c}[c];")
+        self.em.inplace.append((len(self.em.steps), x, out))
+        self.em.step(f"    {{ const float *x = {x.ref()}; float *y = {out.ref()}; long c, i;\n"
+                     f"      for (c = 0; c < {channels}; ++c) for (i = 0; i < {inner}; ++i) {{\n"
+                     f"        float v = x[c * {inner} + i]; {' '.join(parts)} y[c * {inner} + i] = v; }} }}", x, out)
+        return out
+
+    def batchnorm(self, node: fx.Node, m: nn.Module) -> Tensor:
+        x = self.arg(node)
+        if m.running_mean is None:
+            raise self.unsupported(node, "BatchNorm without running statistics")
+        c = m.num_features
+        weight = m.weight.detach().numpy() if m.weight is not None else np.ones(c, np.float32)
+        bias = m.bias.detach().numpy() if m.bias is not None else np.zeros(c, np.float32)
+        a, b = affine_as_torch(m.running_mean.numpy(), m.running_var.numpy(), weight, bias, m.eps)
+        return self.channel_affine(node, x, [("*", a), ("+", b)])
+
+    def shift_batchnorm(self, node: fx.Node, m: ShiftBatchNorm) -> Tensor:
+        x = self.arg(node)
+        with torch.no_grad():
+            k = ap2(torch.rsqrt(m.running_var + m.eps)).numpy()
+            ops = [("-", m.running_mean.numpy()), ("*", k)]
+            if m.affine:
+                ops += [("*", ap2(m.weight.detach()).numpy()), ("+", m.bias.detach().numpy())]
+        return self.channel_affine(node, x, ops)
+
+    def normalize(self, node: fx.Node, m: Normalize) -> Tensor:
+        x = self.arg(node)
+        c = x.shape[0]
+        mean = np.broadcast_to(m.mean.flatten().numpy(), (c,))
+        std = np.broadcast_to(m.std.flatten().numpy(), (c,))
+        return self.channel_affine(node, x, [("*", np.full(c, m.pixel_scale, np.float32)), ("-", mean), ("/", std)])
+
+    def binary_op(self, node: fx.Node, op: int) -> Tensor:
+        args = [a for a in node.args[:2]]
+        out = self.float_out(node)
+        shape = (1, *out.shape)
+        ops = []
+        for a in args:
+            if isinstance(a, fx.Node) and isinstance(self.values.get(a), Tensor):
+                t = self.values[a]
+                if t.layout is not None:
+                    raise self.unsupported(node, "arithmetic on packed bits")
+                ops.append(t)
+            elif isinstance(a, (int, float)):
+                ops.append(float(a))
+            else:
+                raise self.unsupported(node, f"an operand of type {type(a).__name__}")
+        if node.kwargs.get("alpha", 1) != 1:
+            raise self.unsupported(node, "add/sub with alpha")
+        symbol = "+-*/"[op]
+        if all(isinstance(o, Tensor) and o.size == out.size for o in ops):
+            a, b = ops
+            self.em.step(f"    {{ const float *a = {a.ref()}, *b = {b.ref()}; float *y = {out.ref()}; long i;\n"
+                         f"      for (i = 0; i < {out.size}; ++i) y[i] = a[i] {symbol} b[i]; }}", a, b, out)
+            return out
+        if any(isinstance(o, float) for o in ops):
+            t = next(o for o in ops if isinstance(o, Tensor))
+            s = _float_literal(next(o for o in ops if isinstance(o, float)))
+            expr = f"x[i] {symbol} {s}" if isinstance(ops[0], Tensor) else f"{s} {symbol} x[i]"
+            self.em.step(f"    {{ const float *x = {t.ref()}; float *y = {out.ref()}; long i;\n"
+                         f"      for (i = 0; i < {out.size}; ++i) y[i] = {expr}; }}", t, out)
+            return out
+        a, b = ops
+        arg_shapes = [(1, *self.shape(n)) for n in args]
+        rank = len(shape)
+        if rank > 8:
+            raise self.unsupported(node, "broadcasting over more than 8 dimensions")
+
+        def strides(s: tuple[int, ...]) -> list[int]:
+            s = (1,) * (rank - len(s)) + s
+            st, acc = [0] * rank, 1
+            for d in range(rank - 1, -1, -1):
+                st[d] = 0 if s[d] == 1 and shape[d] != 1 else acc
+                acc *= s[d]
+            return st
+        dims = self.em.const("int", list(shape), f"{node.name}_shape")
+        sa = self.em.const("int", strides(arg_shapes[0]), f"{node.name}_sa")
+        sb = self.em.const("int", strides(arg_shapes[1]), f"{node.name}_sb")
+        self.em.step(f"    bnnc_broadcast({a.ref()}, {b.ref()}, {out.ref()}, {op}, {rank}, {dims}, {sa}, {sb});",
+                     a, b, out)
+        return out
+
+    def cat(self, node: fx.Node) -> Tensor:
+        parts = node.args[0]
+        dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
+        out = self.float_out(node)
+        rank = len(out.shape) + 1
+        dim = int(dim) % rank
+        if dim == 0:
+            raise self.unsupported(node, "concatenation along the batch")
+        outer = _numel((1, *out.shape)[:dim])
+        code, at, ins = [], 0, []
+        for p in parts:
+            t = self.values[p]
+            if not isinstance(t, Tensor) or t.layout is not None:
+                raise self.unsupported(node, "concatenating something other than float tensors")
+            chunk = t.size // outer
+            code.append(f"      for (o = 0; o < {outer}; ++o) memcpy({out.ref()} + o * {out.size // outer} + {at}, "
+                        f"{t.ref()} + o * {chunk}, sizeof(float) * {chunk});")
+            at += chunk
+            ins.append(t)
+        self.em.step("    { long o;\n" + "\n".join(code) + " }", out, *ins)
+        return out
+
+    def permute(self, node: fx.Node, dims: list[Any], transpose: bool) -> Tensor:
+        x = self.arg(node)
+        rank = len(x.shape) + 1
+        if len(dims) == 1 and isinstance(dims[0], (list, tuple)):
+            dims = list(dims[0])
+        if transpose:
+            a, b = (int(d) % rank for d in dims)
+            order = list(range(rank))
+            order[a], order[b] = order[b], order[a]
+        else:
+            order = [int(d) % rank for d in dims]
+        if order[0] != 0:
+            raise self.unsupported(node, "a permutation that moves the batch")
+        in_shape = (1, *x.shape)
+        in_strides = [_numel(in_shape[d + 1:]) for d in range(rank)]
+        out = self.float_out(node)
+        shape = self.em.const("int", [in_shape[d] for d in order], f"{node.name}_shape")
+        strides = self.em.const("int", [in_strides[d] for d in order], f"{node.name}_strides")
+        self.em.step(f"    bnnc_permute({x.ref()}, {out.ref()}, {rank}, {shape}, {strides});", x, out)
+        return out
+
+    def mean(self, node: fx.Node) -> Tensor:
+        x = self.arg(node)
+        dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+        dims = [dims] if isinstance(dims, int) else list(dims or [])
+        rank = len(x.shape) + 1
+        dims = sorted(int(d) % rank for d in dims)
+        if not dims or dims != list(range(dims[0], rank)) or dims[0] < 1:
+            raise self.unsupported(node, "a mean other than over the trailing dimensions")
+        out = self.float_out(node)
+        inner = _numel((1, *x.shape)[dims[0]:])
+        self.em.step(f"    {{ const float *x = {x.ref()}; float *y = {out.ref()}; long o, i;\n"
+                     f"      for (o = 0; o < {out.size}; ++o) {{ float s = 0.0f; for (i = 0; i < {inner}; ++i) "
+                     f"s += x[o * {inner} + i]; y[o] = s / {float(inner)}f; }} }}", x, out)
+        return out
+
+    def adaptive_avg(self, node: fx.Node) -> Tensor:
+        x = self.arg(node)
+        out = self.float_out(node)
+        (ih, iw), (oh, ow) = _hw(x.shape), _hw(out.shape)
+        self.em.step(f"    bnnc_adaptive_avg_pool({x.ref()}, {x.shape[0]}, {ih}, {iw}, {oh}, {ow}, {out.ref()});",
+                     x, out)
+        return out
+
+    def layernorm(self, node: fx.Node, m: nn.LayerNorm) -> Tensor:
+        x = self.arg(node)
+        out = self.float_out(node)
+        n = _numel(tuple(m.normalized_shape))
+        rows = x.size // n
+        weight = m.weight.detach().numpy() if m.weight is not None else np.ones(n)
+        w = self.em.const("float", weight, f"{node.target}_w")
+        b = self.em.const("float", m.bias.detach().numpy() if m.bias is not None else np.zeros(n), f"{node.target}_b")
+        self.em.math = True
+        self.em.step(f"    {{ const float *x = {x.ref()}; float *y = {out.ref()}; long r, i;\n"
+                     f"      for (r = 0; r < {rows}; ++r) {{ const float *v = x + r * {n}; double m = 0.0, q = 0.0; "
+                     f"float mean, rstd;\n"
+                     f"        for (i = 0; i < {n}; ++i) m += v[i];\n        mean = (float)(m / {n});\n"
+                     f"        for (i = 0; i < {n}; ++i) q += ((double)v[i] - mean) * ((double)v[i] - mean);\n"
+                     f"        rstd = (float)(1.0 / sqrt(q / {n} + {float(m.eps)!r}));\n"
+                     f"        for (i = 0; i < {n}; ++i)\n"
+                     f"          y[r * {n} + i] = (v[i] - mean) * rstd * {w}[i] + {b}[i]; }} }}",
+                     x, out)
+        return out
+
+    def softmax(self, node: fx.Node, dim: int | None, log: bool) -> Tensor:
+        x = self.arg(node)
+        rank = len(x.shape) + 1
+        if dim is None or int(dim) % rank != rank - 1:
+            raise self.unsupported(node, "softmax over other than the last dimension")
+        out = self.float_out(node)
+        n = (1, *x.shape)[-1]
+        self.em.math = True
+        last = "y[r * N + i] = (float)(v[i] - mx - log(s));" if log else "y[r * N + i] = (float)(exp(v[i] - mx) / s);"
+        self.em.step(f"    {{ const float *x = {x.ref()}; float *y = {out.ref()}; long r, i; const long N = {n};\n"
+                     f"      for (r = 0; r < {x.size // n}; ++r) {{ const float *v = x + r * N; float mx = v[0]; "
+                     f"double s = 0.0;\n        for (i = 1; i < N; ++i) if (v[i] > mx) mx = v[i];\n"
+                     f"        for (i = 0; i < N; ++i) s += exp(v[i] - mx);\n"
+                     f"        for (i = 0; i < N; ++i) {last} }} }}",
+                     x, out)
+        return out
+
+    def pool(self, node: fx.Node, m: nn.Module, kind: str) -> Tensor:
+        x = self.arg(node)
+        out = self.float_out(node)
+        geometry = self.pool_geometry(m, x.shape, out.shape)
+        if kind == "max":
+            self.em.step(f"    {{ static const bnnc_pool P = {geometry};\n"
+                         f"      bnnc_max_pool({x.ref()}, 0, {x.shape[0]}, &P, {out.ref()}); }}", x, out)
+        else:
+            self.em.step(f"    {{ static const bnnc_pool P = {geometry};\n"
+                         f"      bnnc_avg_pool({x.ref()}, {x.shape[0]}, &P, {int(bool(m.count_include_pad))}, "
+                         f"{out.ref()}); }}", x, out)
+        return out
+
+    @staticmethod
+    def pool_geometry(m: nn.Module, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> str:
+        n = 1 if len(in_shape) == 2 else 2
+        k = _pairs(m.kernel_size, n)
+        s = _pairs(m.stride if m.stride is not None else m.kernel_size, n)
+        p = _pairs(m.padding, n)
+        d = _pairs(getattr(m, "dilation", 1), n)
+        if n == 1:
+            k, s, p, d = (1, *k), (1, *s), (0, *p), (1, *d)
+        (ih, iw), (oh, ow) = _hw(in_shape), _hw(out_shape)
+        return "{" + ", ".join(str(v) for v in (ih, iw, oh, ow, *k, *s, *p, *d)) + "}"
+
+    # -- layers ----------------------------------------------------------------------------------
+    def conv_geometry(self, layer: Any, x_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> dict[str, int]:
+        conv1d = layer.weight.dim() == 3
+        k = tuple(layer.kernel_size)
+        s, d = tuple(layer.stride), tuple(layer.dilation)
+        if isinstance(layer.padding, str):
+            if layer.padding == "valid":
+                p = (0,) * len(k)
+            else:
+                p = tuple(dd * (kk - 1) // 2 for dd, kk in zip(d, k, strict=True))
+        else:
+            p = tuple(layer.padding)
+        if conv1d:
+            k, s, p, d = (1, *k), (1, *s), (0, *p), (1, *d)
+        (ih, iw), (oh, ow) = _hw(x_shape), _hw(out_shape)
+        return dict(ih=ih, iw=iw, oh=oh, ow=ow, kh=k[0], kw=k[1], sh=s[0], sw=s[1], ph=p[0], pw=p[1], dh=d[0], dw=d[1])
+
+    def layer_struct(self, fields: dict[str, Any]) -> str:
+        order = ["in_kind", "out_mode", "linear", "rows", "cin", "cout", "groups", "ih", "iw", "oh", "ow", "kh", "kw",
+                 "sh", "sw", "ph", "pw", "dh", "dw", "in_wpg", "k_valid", "wbits", "wq", "wf", "scale",
+                 "shift", "ti", "tf", "out", "q_scale", "q_zero"]
+        defaults = {"rows": 1, "groups": 1, "ih": 1, "iw": 1, "oh": 1, "ow": 1, "kh": 1, "kw": 1, "sh": 1, "sw": 1,
+                    "ph": 0, "pw": 0, "dh": 1, "dw": 1, "in_wpg": 0, "k_valid": 0, "wbits": "0",
+                    "wq": "0", "wf": "0", "scale": "0", "shift": "0", "ti": "0", "tf": "0", "out": "{0, 0, 0, 0}",
+                    "q_scale": "1.0f", "q_zero": 0, "linear": 0}
+        values = [str(fields.get(k, defaults.get(k))) for k in order]
+        return "{" + ", ".join(values) + "}"
+
+    def fp32_layer(self, node: fx.Node, m: nn.Module) -> Tensor:
+        x = self.arg(node)
+        out = self.float_out(node)
+        w = m.weight.detach().float()
+        groups = getattr(m, "groups", 1)
+        per_group = w.reshape(groups, w.shape[0] // groups, -1).transpose(1, 2)  # [g][K][o]: see bnnc_dot_rows
+        wf = self.em.const("float", per_group.contiguous().numpy(), f"{node.target}_w")
+        bias = self.em.const("float", m.bias.detach().numpy(), f"{node.target}_b") if m.bias is not None else "0"
+        fields: dict[str, Any] = {"in_kind": "BNNC_IN_FP32", "out_mode": "BNNC_OUT_AFFINE", "wf": wf, "shift": bias}
+        if isinstance(m, nn.Linear):
+            fields.update(linear=1, rows=x.size // m.in_features, cin=m.in_features, cout=m.out_features)
+            self.em.need_scratch(sf=min(m.out_features, CHUNK))
+        else:
+            if m.padding_mode != "zeros":
+                raise self.unsupported(node, f"padding_mode={m.padding_mode!r}")
+            fields.update(cin=m.in_channels, cout=m.out_channels, groups=m.groups,
+                          **self.conv_geometry(m, x.shape, out.shape))
+            self.em.need_scratch(sf=min(m.out_channels, CHUNK), pf=w[0].numel())
+        self.em.step(f"    {{ static const bnnc_layer L = {self.layer_struct(fields)};\n"
+                     f"      bnnc_layer_run(&L, {x.ref()}, {out.ref()}, &bnnc_S); }}", x, out)
+        return out
+
+    @staticmethod
+    def input_layout(spec: NodeSpec, x_shape: tuple[int, ...],
+                     producer: NodeSpec | None, producer_shape: tuple[int, ...] | None) -> BitsLayout:
+        """How ``spec``'s layer wants its input bits packed."""
+        layer: Any = spec.layer
+        if spec.is_conv:
+            h, w = _hw(x_shape)
+            return BitsLayout(h * w, layer.in_channels, layer.groups)
+        if producer is not None and producer.is_conv:  # a conv's bits, flattened: packed as the conv lays them
+            assert producer_shape is not None
+            h, w = _hw(producer_shape)
+            return BitsLayout(h * w, producer.layer.weight.shape[0])
+        return BitsLayout(1, layer.in_features)
+
+    def binary(self, node: fx.Node, spec: NodeSpec) -> Any:
+        layer: Any = spec.layer
+        x_node = node.args[0]
+        x = self.arg(node)
+        out_shape = self.shape(node)
+        weights = spec.weight_signs()
+        cout = int(weights.shape[0])
+        fields: dict[str, Any] = {"cout": cout}
+        producer = self.producers.get(x_node) if isinstance(x_node, fx.Node) else None
+        # the input
+        if spec.input in ("bits", "float"):
+            if spec.is_conv:
+                layout = self.input_layout(spec, self.shape(x_node), None, None)
+            else:
+                prod_spec, prod_shape = producer if producer else (None, None)
+                layout = self.input_layout(spec, self.shape(x_node), prod_spec, prod_shape)
+            if spec.input == "float":
+                bits = self.em.tensor("uint64_t", layout.words, layout=layout)
+                beta = layer.input_binarizer.beta
+                b = self.em.const("float", beta.detach().numpy(), f"{spec.name}_beta") if beta is not None else "0"
+                channels, positions = (layer.in_channels, layout.positions) if spec.is_conv else (layer.in_features, 1)
+                if not spec.is_conv and x.size != layer.in_features:
+                    raise self.unsupported(node, "a binary Linear layer on several rows")
+                self.em.step(f"    {{ static const bnnc_bits_layout l = {layout.c()};\n"
+                             f"      bnnc_binarize({x.ref()}, {channels}, {positions}, {b}, 0, &l, {bits.ref()}); }}",
+                             x, bits)
+                x = bits
+            elif x.layout != layout:
+                raise ExportError(f"{spec.name}: its input bits are packed for another layout (a bnnc bug)",
+                                  "re-run with --debug and report it; --format onnx exports the model")
+            fields.update(in_kind="BNNC_IN_BITS", in_wpg=layout.wpg if spec.is_conv else layout.words)
+            wbits = self.xnor_weights(spec, weights, layout, producer)
+            fields.update(wbits=self.em.const("uint64_t", wbits, f"{spec.name}_w"))
+            if not spec.is_conv:
+                fields.update(k_valid=layer.in_features)
+            taps = int(np.prod(weights.shape[2:])) if spec.is_conv else 1
+            self.em.need_scratch(si=min(cout, CHUNK) + BLOCK, pw=taps * layout.wpg)
+        elif spec.input == "real":
+            k = int(weights[0].numel())
+            rows = np.packbits((weights.reshape(cout, -1) >= 0).numpy(), axis=1, bitorder="little")
+            words = -(-k // WORD)
+            padded = np.zeros((cout, words * 8), np.uint8)
+            padded[:, :rows.shape[1]] = rows
+            fields.update(in_kind="BNNC_IN_REAL", wbits=self.em.const("uint64_t", padded.view("<u8"), f"{spec.name}_w"))
+            self.em.need_scratch(sf=min(cout, CHUNK), **({"pf": k} if spec.is_conv else {}))
+        elif spec.input == "quantize":
+            k = int(weights[0].numel())
+            fields.update(in_kind="BNNC_IN_INT8", wq=self.em.const("int8_t", weights.to(torch.int64).numpy(),
+                                                                    f"{spec.name}_w"),
+                          q_scale=_float_literal(float(layer.input_scale.detach())),
+                          q_zero=int(layer.input_zero_point.detach()))
+            self.em.need_scratch(si=min(cout, CHUNK), ph=k)
+        else:
+            raise self.unsupported(node, f"a binary layer with input {spec.input!r}")
+        # the geometry
+        if spec.is_conv:
+            if getattr(layer, "padding_mode", "zeros") != "zeros":
+                raise self.unsupported(node, f"padding_mode={layer.padding_mode!r}")
+            conv_out = self.conv_out_shape(node, spec)
+            fields.update(cin=layer.in_channels, groups=layer.groups,
+                          **self.conv_geometry(layer, self.shape(x_node), conv_out))
+        else:
+            rows = x.size // layer.in_features if x.layout is None else 1
+            fields.update(linear=1, rows=rows, cin=layer.in_features)
+            conv_out = out_shape
+        # the output
+        integer = spec.input != "real"
+        if spec.fused is None:
+            scale, shift = spec.output_affine()
+            out = self.float_out(node)
+            fields.update(out_mode="BNNC_OUT_AFFINE",
+                          scale=self.em.const("float", scale.float().numpy(), f"{spec.name}_scale")
+                          if scale is not None else "0",
+                          shift=self.em.const("float", shift.float().numpy(), f"{spec.name}_shift")
+                          if shift is not None else "0")
+            self.layer_step(fields, x, out)
+            return out
+        consumer = next(iter(node.users))
+        cspec = self.gm.get_submodule(str(consumer.target)).spec if consumer.op == "call_module" and isinstance(
+            self.gm.get_submodule(str(consumer.target)), BinaryNode) else None
+        if cspec is None or len(node.users) != 1:
+            raise ExportError(f"{spec.name}: a fused chain whose bits go elsewhere than one binary layer (a bnnc bug)",
+                              "re-run with --debug and report it; --format onnx exports the model")
+        pooled_shape = self.pooled_shape(spec, conv_out)
+        self.producers[node] = (spec, pooled_shape)
+        layout = self.input_layout(cspec, pooled_shape, spec, pooled_shape)
+        out = self.em.tensor("uint64_t", layout.words, out_shape, layout=layout)
+        t = spec.fused.thresholds.threshold
+        f = spec.fused
+        if f.per_position:
+            positions = _numel(conv_out[1:])
+            stage = self.em.tensor("int32_t" if integer else "float", cout * positions, conv_out)
+            fields.update(out_mode="BNNC_OUT_SUMS")
+            self.layer_step(fields, x, stage)
+            if f.pool is not None:
+                pooled = self.em.tensor(stage.ctype, cout * _numel(pooled_shape[1:]), pooled_shape)
+                geometry = self.pool_geometry(f.pool, conv_out, pooled_shape)
+                self.em.step(f"    {{ static const bnnc_pool P = {geometry};\n"
+                             f"      bnnc_max_pool({stage.ref()}, {int(integer)}, {cout}, &P, {pooled.ref()}); }}",
+                             stage, pooled)
+                stage = pooled
+            tname = self.em.const("int32_t" if integer else "float", _thresholds(t, integer), f"{spec.name}_t")
+            ti, tf = (tname, "0") if integer else ("0", tname)
+            si, sf = (stage.ref(), "0") if integer else ("0", stage.ref())
+            self.em.step(f"    {{ static const bnnc_bits_layout l = {layout.c()};\n"
+                         f"      bnnc_threshold_positions({si}, {sf}, {ti}, {tf}, {cout}, "
+                         f"{_numel(pooled_shape[1:])}, &l, {out.ref()}); }}", stage, out)
+            return out
+        tname = self.em.const("int32_t" if integer else "float", _thresholds(t[:, 0], integer), f"{spec.name}_t")
+        fields.update(out_mode="BNNC_OUT_BITS", **({"ti": tname} if integer else {"tf": tname}))
+        if f.pool is not None:
+            full = BitsLayout(_numel(conv_out[1:]), layout.channels, layout.groups)
+            stage = self.em.tensor("uint64_t", full.words, conv_out, layout=full)
+            fields.update(out=full.c())
+            self.layer_step(fields, x, stage)
+            self.em.step(f"    {{ static const bnnc_pool P = {self.pool_geometry(f.pool, conv_out, pooled_shape)};\n"
+                         f"      bnnc_pool_bits({stage.ref()}, &P, {layout.wpp}, {out.ref()}); }}", stage, out)
+            return out
+        fields.update(out=layout.c())
+        self.layer_step(fields, x, out)
+        return out
+
+    def layer_step(self, fields: dict[str, Any], x: Tensor, out: Tensor) -> None:
+        self.em.step(f"    {{ static const bnnc_layer L = {self.layer_struct(fields)};\n"
+                     f"      bnnc_layer_run(&L, {x.ref()}, {out.ref()}, &bnnc_S); }}", x, out)
+
+    def conv_out_shape(self, node: fx.Node, spec: NodeSpec) -> tuple[int, ...]:
+        """The convolution's own output shape (before the fused chain's pool and flatten)."""
+        layer: Any = spec.layer
+        x_shape = self.shape(node.args[0])  # type: ignore[arg-type]
+        with torch.no_grad():
+            probe = torch.zeros((1, *x_shape))
+            y = layer._conv_forward(probe, torch.zeros_like(layer.weight), None)
+        return tuple(int(s) for s in y.shape[1:])
+
+    @staticmethod
+    def pooled_shape(spec: NodeSpec, conv_out: tuple[int, ...]) -> tuple[int, ...]:
+        f = spec.fused
+        if f is None or f.pool is None:
+            return conv_out
+        with torch.no_grad():
+            y = f.pool(torch.zeros((1, *conv_out)))
+        return tuple(int(s) for s in y.shape[1:])
+
+    def xnor_weights(self, spec: NodeSpec, w: torch.Tensor, layout: BitsLayout,
+                     producer: tuple[NodeSpec, tuple[int, ...]] | None) -> np.ndarray:
+        """The +-1 weights as bits in the input's layout, blocked for the XNOR kernel: [g][o / 8][word][o % 8]."""
+        signs = (w >= 0).numpy()
+        cout = signs.shape[0]
+        if spec.is_conv:
+            groups = spec.layer.groups
+            og = cout // groups
+            cg = signs.shape[1]
+            taps = int(np.prod(signs.shape[2:]))
+            per_tap = signs.reshape(cout, cg, taps).transpose(0, 2, 1)            # (o, tap, c)
+            bits = np.zeros((cout, taps, layout.wpg * WORD), bool)
+            bits[:, :, :cg] = per_tap
+            rows = bits.reshape(cout, taps * layout.wpg * WORD)
+        else:
+            groups, og = 1, cout
+            k = signs.shape[1]
+            rows = np.zeros((cout, layout.words * WORD), bool)
+            if producer is not None and producer[0].is_conv:
+                positions = layout.positions
+                c, p = np.divmod(np.arange(k), positions)                        # flatten order: channel-major
+                rows[:, p * layout.wpp * WORD + c] = signs
+            else:
+                rows[:, :k] = signs
+        words = np.packbits(rows, axis=1, bitorder="little").view("<u8")       # (o, words)
+        nw = words.shape[1]
+        o8 = -(-og // BLOCK) * BLOCK
+        blocked = np.zeros((groups, o8, nw), np.uint64)
+        blocked[:, :og] = words.reshape(groups, og, nw)
+        blocked = blocked.reshape(groups, o8 // BLOCK, BLOCK, nw).transpose(0, 1, 3, 2)
+        return np.ascontiguousarray(blocked).reshape(-1)
+
+
+def _thresholds(t: torch.Tensor, integer: bool) -> np.ndarray:
+    if integer:
+        return t.clamp(-(2**31), 2**31 - 1).to(torch.int64).numpy().reshape(-1)
+    v = t.to(torch.float32).numpy().reshape(-1)
+    return np.clip(np.nan_to_num(v, posinf=FLT_MAX, neginf=-FLT_MAX), -FLT_MAX, FLT_MAX)
+
+
+def _unary_module(m: nn.Module) -> tuple[str, dict[str, float]] | None:
+    if type(m) is nn.ReLU:
+        return "relu", {}
+    if type(m) is nn.ReLU6:
+        return "hardtanh", {"min": 0.0, "max": 6.0}
+    if type(m) is nn.Hardtanh:
+        return "hardtanh", {"min": float(m.min_val), "max": float(m.max_val)}
+    if type(m) is nn.LeakyReLU:
+        return "leaky_relu", {"slope": float(m.negative_slope)}
+    if type(m) is nn.ELU:
+        return "elu", {"alpha": float(m.alpha)}
+    if type(m) is nn.GELU:
+        return ("gelu_tanh" if m.approximate == "tanh" else "gelu"), {}
+    simple: dict[type[nn.Module], str] = {nn.SiLU: "silu", nn.Tanh: "tanh", nn.Sigmoid: "sigmoid",
+                                          nn.Hardswish: "hardswish", nn.Hardsigmoid: "hardsigmoid"}
+    kind = simple.get(type(m))
+    return (kind, {}) if kind else None
+
+
+def _function_params(kind: str, node: fx.Node) -> dict[str, float]:
+    def arg(i: int, key: str, default: float) -> float:
+        if len(node.args) > i:
+            return float(node.args[i])  # type: ignore[arg-type]
+        return float(node.kwargs.get(key, default))
+    if kind == "hardtanh":
+        return {"min": arg(1, "min_val", -1.0), "max": arg(2, "max_val", 1.0)}
+    if kind == "relu6":
+        return {}
+    if kind == "leaky_relu":
+        return {"slope": arg(1, "negative_slope", 0.01)}
+    if kind == "elu":
+        return {"alpha": arg(1, "alpha", 1.0)}
+    if kind == "gelu" and node.kwargs.get("approximate", "none") == "tanh":
+        return {"tanh": 1.0}
+    return {}
+
+
+def _unary_expression(kind: str, p: dict[str, float]) -> str:
+    if kind == "gelu" and p.get("tanh"):
+        kind = "gelu_tanh"
+    lit = _float_literal
+    expressions: dict[str, Callable[[], str]] = {
+        "relu": lambda: "v > 0.0f ? v : 0.0f",
+        "relu6": lambda: "v < 0.0f ? 0.0f : v > 6.0f ? 6.0f : v",
+        "hardtanh": lambda: f"v < {lit(p['min'])} ? {lit(p['min'])} : v > {lit(p['max'])} ? {lit(p['max'])} : v",
+        "leaky_relu": lambda: f"v > 0.0f ? v : v * {lit(p['slope'])}",
+        "elu": lambda: f"v > 0.0f ? v : {lit(p['alpha'])} * (float)expm1((double)v)",
+        "tanh": lambda: "(float)tanh((double)v)",
+        "sigmoid": lambda: "(float)(1.0 / (1.0 + exp(-(double)v)))",
+        "silu": lambda: "(float)((double)v / (1.0 + exp(-(double)v)))",
+        "gelu": lambda: "(float)(0.5 * (double)v * (1.0 + erf((double)v * 0.70710678118654752440)))",
+        "gelu_tanh": lambda: "(float)(0.5 * (double)v * (1.0 + tanh(0.79788456080286535588 * ((double)v + "
+                             "0.044715 * (double)v * (double)v * (double)v))))",
+        "hardswish": lambda: "v <= -3.0f ? 0.0f : v >= 3.0f ? v : v * (v + 3.0f) / 6.0f",
+        "hardsigmoid": lambda: "v <= -3.0f ? 0.0f : v >= 3.0f ? 1.0f : v / 6.0f + 0.5f",
+    }
+    if kind not in expressions:
+        raise ExportError(f"the C export has no kernel for {kind}", "export to ONNX or OpenVINO instead")
+    return expressions[kind]()

@@ -1,0 +1,198 @@
+"""``--format c``: the generated C compiled with the machine's compiler and run against torch."""
+
+from __future__ import annotations
+
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from archs import Branches, conv1d_net, grouped_net
+from test_export import binarized
+from test_export_fuzz import random_net
+from torch import nn
+
+from bnnc.export import ExportError, export_c
+from bnnc.export import csource as csource_module
+from bnnc.export.csource import generate
+from bnnc.export.ctoolchain import CORTEX_M4, compile_library, find_compiler, object_size
+from bnnc.export.parity import parity_of
+from bnnc.layers import binary_layers
+from bnnc.planning import PlanRules, Precision
+
+pytestmark = pytest.mark.skipif(find_compiler() is None, reason="no C compiler (set CC or install gcc)")
+
+
+def run_c(net: nn.Module, shape: tuple[int, ...], tmp: Path, x: torch.Tensor | None = None,
+          flags: tuple[str, ...] | None = None, native: bool = True) -> tuple[np.ndarray, torch.Tensor]:
+    program = generate(net, shape, "net")
+    kwargs = {"flags": flags} if flags is not None else {}
+    lib = compile_library(program.name, program.header, program.source, tmp, native=native, **kwargs)
+    x = torch.randn(96, *shape, generator=torch.Generator().manual_seed(1)) if x is None else x
+    y, labels = lib.run(x.numpy())
+    assert (labels == y.argmax(1)).all()
+    return y, x
+
+
+def assert_parity(net: nn.Module, shape: tuple[int, ...], tmp: Path) -> None:
+    y, x = run_c(net, shape, tmp)
+    parity = parity_of(y, net, x, inputs="random", runtime="c")
+    assert parity.ok, parity
+    assert parity.argmax_agreement == 1.0 or parity.at_ties, parity
+
+
+def mlp() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(784, 96), nn.BatchNorm1d(96), nn.ReLU(), nn.Linear(96, 80),
+                         nn.BatchNorm1d(80), nn.Hardtanh(), nn.Linear(80, 70), nn.BatchNorm1d(70), nn.ReLU(),
+                         nn.Linear(70, 10))
+
+
+def convnet() -> nn.Module:
+    """Padding, stride, max pooling (fused on bits and per position before a flatten), a 5x5 kernel, 72 channels
+    (two words a position)."""
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+        nn.Conv2d(16, 72, 3, stride=2, padding=1), nn.BatchNorm2d(72), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(72, 24, 5, padding=2), nn.BatchNorm2d(24), nn.ReLU(), nn.MaxPool2d(2, ceil_mode=True),
+        nn.Flatten(), nn.Linear(24 * 4 * 4, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Linear(32, 10))
+
+
+@pytest.mark.parametrize("first", [None, Precision.INT8])
+def test_mlp_matches_torch(tmp_path, first):
+    net = binarized(mlp(), rules=PlanRules(first=first, min_params=0, min_fan_in=0))
+    assert_parity(net, (1, 28, 28), tmp_path)
+
+
+def test_conv_net_with_padding_stride_and_pooling_matches_torch(tmp_path):
+    assert_parity(binarized(convnet()), (1, 28, 28), tmp_path)
+
+
+def test_residual_and_concatenation_match_torch(tmp_path):
+    assert_parity(binarized(Branches(), (1, 16, 16)), (1, 16, 16), tmp_path)
+
+
+def test_conv1d_net_matches_torch(tmp_path):
+    torch.manual_seed(0)
+    assert_parity(binarized(conv1d_net(), (1, 64)), (1, 64), tmp_path)
+
+
+def test_grouped_and_depthwise_convolutions_match_torch(tmp_path):
+    torch.manual_seed(0)
+    assert_parity(binarized(grouped_net(), (1, 16, 16)), (1, 16, 16), tmp_path)
+
+
+C_SEEDS = list(range(30))
+
+
+@pytest.mark.parametrize("seed", C_SEEDS)
+def test_fuzzed_architectures_match_torch(tmp_path, seed):
+    model, shape = random_net(seed)
+    rng = random.Random(seed + 1)
+    first, last = rng.choice([None, None, Precision.INT8]), rng.choice([None, None, Precision.INT8])
+    net = binarized(model, shape, PlanRules(first=first, last=last, min_params=0, min_fan_in=0), seed=seed)
+    if not binary_layers(net):
+        return
+    y, x = run_c(net, shape, tmp_path)
+    parity = parity_of(y, net, x, inputs="random", runtime="c")
+    assert parity.unexplained == 0, (seed, parity)  # ties beyond the share are the model's, as for ONNX
+
+
+def variants() -> list[tuple[str, tuple[str, ...]]]:
+    """The kernels this machine can run: plain C, the compiler's popcount, and each SIMD extension it has."""
+    flags = open("/proc/cpuinfo").read() if Path("/proc/cpuinfo").exists() else ""
+    found = [("portable", ("-DBNNC_PORTABLE",)), ("builtin", ())]
+    if " avx2" in flags:
+        found.append(("avx2", ("-mavx2",)))
+    if " avx512_vpopcntdq" in flags:
+        found.append(("avx512", ("-mavx512f", "-mavx512vpopcntdq")))
+    return found
+
+
+def test_every_simd_variant_computes_the_same(tmp_path):
+    """Bit-exact across kernels: an FP32 first layer (plain loops, one order), then binary layers (integers)."""
+    net = binarized(convnet(), rules=PlanRules(first=Precision.FP32, min_params=0, min_fan_in=0))
+    outputs = {}
+    for name, extra in variants():
+        y, _ = run_c(net, (1, 28, 28), tmp_path / name, flags=("-std=c99", "-O2", "-ffp-contract=off", *extra),
+                     native=False)
+        outputs[name] = y
+    assert len(outputs) >= 2
+    first = next(iter(outputs.values()))
+    for name, y in outputs.items():
+        assert np.array_equal(y, first), name
+
+
+def test_the_real_valued_first_layer_agrees_across_variants(tmp_path):
+    """The paper's first layer sums floats in a kernel-specific order: equal within rounding, same classes."""
+    net = binarized(mlp())
+    outputs = [run_c(net, (1, 28, 28), tmp_path / n, flags=("-std=c99", "-O2", "-ffp-contract=off", *f),
+                     native=False)[0] for n, f in variants()]
+    for y in outputs[1:]:
+        np.testing.assert_allclose(y, outputs[0], rtol=1e-5, atol=1e-4)
+
+
+def test_export_writes_header_source_and_readme_and_checks(tmp_path, fp32_checkpoint):
+    from bnnc import convert_file
+
+    src = fp32_checkpoint("mlp", preprocessing={"mean": [0.5], "std": [0.25], "pixel_scale": 1 / 255,
+                                                "input_shape": [1, 28, 28]})
+    converted = convert_file(src, tmp_path / "m.bnnc").output
+    result = export_c(converted, tmp_path / "out", check_samples=64)
+    names = sorted(p.name for p in result.files)
+    assert names == ["README.md", "m.c", "m.h"]
+    header = (tmp_path / "out" / "m.h").read_text()
+    assert "int m_predict(const float *input, float *logits);" in header
+    assert "int m_predict_u8(const uint8_t *pixels, float *logits);" in header
+    source = (tmp_path / "out" / "m.c").read_text()
+    assert "malloc(" not in source and "#include <math.h>" not in source
+    assert result.c["checked"] and result.parity and result.parity[0].ok
+    with pytest.raises(Exception, match="exists"):
+        export_c(converted, tmp_path / "out", check=False)
+
+
+def test_a_wrong_threshold_fails_the_check_and_writes_nothing(tmp_path, monkeypatch):
+    net = binarized(mlp())
+    real = csource_module._thresholds
+    monkeypatch.setattr(csource_module, "_thresholds", lambda t, integer: real(t, integer) + (3 if integer else 0.5))
+    with pytest.raises(ExportError, match="doesn't match"):
+        export_c(net, tmp_path / "out", input_shape=(1, 28, 28), check_samples=64)
+    assert not (tmp_path / "out").exists()
+
+
+def test_without_a_compiler_the_files_are_written_and_the_check_is_skipped(tmp_path, monkeypatch):
+    import bnnc.export.c_export as c_export
+
+    monkeypatch.setattr(c_export, "find_compiler", lambda: None)
+    result = export_c(binarized(mlp()), tmp_path / "out", input_shape=(1, 28, 28))
+    assert result.c["checked"] is False and not result.parity
+    assert any("no C compiler" in n for n in result.notes)
+    assert (tmp_path / "out" / "out.c").exists()
+
+
+def test_unsupported_operations_are_refused_in_one_line(tmp_path):
+    class Odd(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = nn.Linear(16, 16), nn.Linear(16, 4)
+
+        def forward(self, x):
+            return self.b(torch.cumsum(self.a(x), dim=1))
+
+    net = binarized(Odd(), (16,), PlanRules(min_params=0, min_fan_in=0, first=Precision.BINARY))
+    with pytest.raises(ExportError, match="no kernel for cumsum"):
+        export_c(net, tmp_path / "out", input_shape=(16,))
+
+
+@pytest.mark.skipif(shutil.which("arm-none-eabi-gcc") is None, reason="no arm-none-eabi-gcc (apt-get install "
+                    "gcc-arm-none-eabi libnewlib-arm-none-eabi)")
+def test_cortex_m4_build_fits_flash_and_ram(tmp_path):
+    net = binarized(mlp())
+    program = generate(net, (1, 28, 28), "m4")
+    size = object_size(program.name, program.header, program.source, compiler="arm-none-eabi-gcc", flags=CORTEX_M4)
+    assert size is not None
+    assert program.weight_bytes <= size.flash <= 1.1 * program.weight_bytes + 16384  # the kernels' code
+    assert size.bss == program.ram_bytes
