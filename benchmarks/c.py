@@ -50,7 +50,8 @@ def main() -> None:
             print(f"| {name} | {lat['fp32']['median_ms']:.3f} | {int8:.3f} ({lat['int8_fastest']}) | "
                   f"{ov:.3f} | {c['latency_batch1_ms']:.3f} | {c['speedup_vs_int8']:.2f}x | "
                   f"{(c.get('speedup_vs_openvino') or float('nan')):.2f}x | {c['weight_bytes']:,} | "
-                  f"{m4.get('flash', 0):,} | {m4.get('ram', 0):,} | {c['torch_agreement']:.2%} of {d['data']['samples']:,} | "
+                  f"{m4.get('flash', 0):,} | {m4.get('ram', 0):,} | "
+                  f"{c['torch_agreement']:.2%} of {d['data']['samples']:,} | "
                   f"{c['accuracy']:.2%} |")
 
 
