@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import random
+import re
 import shutil
 from pathlib import Path
 
+import families
 import numpy as np
 import pytest
 import torch
 from archs import Branches, conv1d_net, grouped_net
+from families import FAMILIES
 from test_export import binarized
 from test_export_fuzz import random_net
 from torch import nn
@@ -88,8 +91,7 @@ def test_grouped_and_depthwise_convolutions_match_torch(tmp_path):
 C_SEEDS = list(range(30))
 
 
-@pytest.mark.parametrize("seed", C_SEEDS)
-def test_fuzzed_architectures_match_torch(tmp_path, seed):
+def check_fuzzed(tmp_path: Path, seed: int) -> None:
     model, shape = random_net(seed)
     rng = random.Random(seed + 1)
     first, last = rng.choice([None, None, Precision.INT8]), rng.choice([None, None, Precision.INT8])
@@ -99,6 +101,34 @@ def test_fuzzed_architectures_match_torch(tmp_path, seed):
     y, x = run_c(net, shape, tmp_path)
     parity = parity_of(y, net, x, inputs="random", runtime="c")
     assert parity.unexplained == 0, (seed, parity)  # ties beyond the share are the model's, as for ONNX
+
+
+@pytest.mark.parametrize("seed", C_SEEDS)
+def test_fuzzed_architectures_match_torch(tmp_path, seed):
+    check_fuzzed(tmp_path, seed)
+
+
+@pytest.mark.fuzz
+@pytest.mark.parametrize("seed", range(30, 300))
+def test_fuzzed_architectures_long(tmp_path, seed):
+    check_fuzzed(tmp_path, seed)
+
+
+REFUSED = {"vit": ".expand()", "timm_vit": ".expand()"}  # attention: no C kernels (ONNX and OpenVINO export them)
+
+
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_architecture_families_match_torch_or_are_refused_in_one_line(tmp_path, name):
+    torch.manual_seed(0)
+    shape = (1, FAMILIES[name], FAMILIES[name])
+    net = binarized(getattr(families, name)(), shape)
+    if name in REFUSED:
+        with pytest.raises(ExportError, match=re.escape(REFUSED[name])):
+            generate(net, shape, name)
+        return
+    y, x = run_c(net, shape, tmp_path, x=torch.randn(24, *shape, generator=torch.Generator().manual_seed(2)))
+    parity = parity_of(y, net, x, inputs="random", runtime="c")
+    assert parity.ok, (name, parity)
 
 
 def variants() -> list[tuple[str, tuple[str, ...]]]:
@@ -196,3 +226,23 @@ def test_cortex_m4_build_fits_flash_and_ram(tmp_path):
     assert size is not None
     assert program.weight_bytes <= size.flash <= 1.1 * program.weight_bytes + 16384  # the kernels' code
     assert size.bss == program.ram_bytes
+
+
+def test_cli_export_format_c_writes_the_folder_and_refuses_onnx_only_options(tmp_path, fp32_checkpoint):
+    from typer.testing import CliRunner
+
+    from bnnc import convert_file
+    from bnnc.cli import app
+
+    converted = convert_file(fp32_checkpoint("mlp"), tmp_path / "net.bnnc").output
+    runner = CliRunner()
+    r = runner.invoke(app, ["export", str(converted), "--format", "c", "--check-samples", "32", "--json"])
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in (tmp_path / "net-c").iterdir()) == ["README.md", "net.c", "net.h"]
+    assert '"format": "c"' in r.stdout
+    r = runner.invoke(app, ["export", str(converted), "--format", "c", "--float"])
+    assert r.exit_code != 0 and "applies to --format onnx only" in r.output
+    r = runner.invoke(app, ["export", str(converted), "--format", "c", "--name", "my_net", "-o",
+                            str(tmp_path / "named"), "--no-check"])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "named" / "my_net.h").read_text().count("int my_net_predict(") == 1

@@ -58,6 +58,17 @@ def test_report_schema_is_complete_and_consistent(converted):
     assert [la["name"] for la in d["layers"]] == ["features.1", "features.4", "classifier"]
     ov = d["openvino"]  # the test extras install openvino: measured by default
     assert ov["xnor_layers"] == 1 and ov["accuracy"]["torch_agreement"] == 1.0
+    from bnnc.export.ctoolchain import find_compiler
+
+    c = d["c"]  # measured wherever a C compiler is
+    if find_compiler() is None:
+        assert c is None
+    else:
+        assert c["torch_agreement"] == 1.0 and c["accuracy"] == a["binarized_torch"]
+        assert c["object"]["flash"] >= c["weight_bytes"] > 0 and c["latency_batch1_ms"] > 0
+        one = d["latency"]["by_batch"]["1"]
+        assert c["speedup_vs_fp32"] == pytest.approx(one["fp32"]["median_ms"] / c["latency_batch1_ms"])
+        assert "## C" in rep.to_markdown()
     assert ov["accuracy"]["bnnc"] == a["binarized_torch"]
     for lat in d["latency"]["by_batch"].values():
         fastest = min(lat[k]["median_ms"] for k in ("fp32", "int8", "int8_dynamic", "fp32_openvino"))

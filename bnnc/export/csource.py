@@ -98,10 +98,15 @@ class Tensor:
     fixed: str | None = None         # "input" / "logits": the caller's buffer
     first: int = 0
     last: int = 0
-    offset: int = 0
+    offset: int = 0                  # in its arena (roots)
+    view_offset: int = 0             # elements from the start of ``alias`` (a channel slice)
 
     def root(self) -> Tensor:
         return self.alias.root() if self.alias is not None else self
+
+    def start(self) -> int:
+        """Elements from the start of its root's storage."""
+        return self.view_offset + (self.alias.start() if self.alias is not None else 0)
 
     def ref(self) -> str:
         return f"@{self.name}@"
@@ -226,12 +231,12 @@ class Emitter:
         return sizes
 
     def expression(self, t: Tensor) -> str:
-        r = t.root()
+        r, at = t.root(), t.start()
         if r.fixed == "input":
-            return "input"
+            return f"(input + {at})" if at else "input"
         if r.fixed == "logits":
-            return "out"
-        return f"({_ARENAS[r.ctype]} + {r.offset})"
+            return f"(out + {at})" if at else "out"
+        return f"({_ARENAS[r.ctype]} + {r.offset + at})"
 
     def source(self, header: str, input_desc: str, outputs: int, pixels: str | None) -> tuple[str, str, dict[str, int]]:
         sizes = self.allocate()
@@ -451,7 +456,7 @@ class _Builder:
         if not isinstance(t, Tensor) or t.ctype != "float" or t.layout is not None:
             raise ExportError("the model's output is not a float tensor", "export to ONNX or OpenVINO instead")
         root = t.root()
-        if root.fixed == "input":  # the output is the input itself: copy
+        if root.fixed == "input" or t.start() or t.size != root.size:  # the input itself, or a slice: copy
             out = self.em.tensor("float", t.size, t.shape, fixed="logits")
             self.em.step(f"    memcpy({out.ref()}, {t.ref()}, sizeof(float) * {t.size});", out, t)
         else:
@@ -507,7 +512,7 @@ class _Builder:
             return self.pool(node, m, "avg")
         if isinstance(m, (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d)):
             return self.adaptive_avg(node)
-        if isinstance(m, nn.LayerNorm):
+        if type(m) is nn.LayerNorm:
             return self.layernorm(node, m)
         if isinstance(m, (nn.Softmax, nn.LogSoftmax)):
             return self.softmax(node, m.dim, isinstance(m, nn.LogSoftmax))
@@ -538,8 +543,19 @@ class _Builder:
             return self.permute(node, list(node.args[1:]), target is torch.transpose)
         if target is torch.mean:
             return self.mean(node)
-        if target in (getattr, operator.getitem) and not isinstance(self.values.get(node.args[0]), Tensor):
-            return None  # x.shape[0] and the like: only feeds a view's arguments; shapes are static here
+        if target in (torch.chunk, torch.split):
+            return self.split(node)
+        if target is F.layer_norm:
+            return self.layer_norm_function(node)
+        tensors = [a for a in node.args if isinstance(a, fx.Node) and isinstance(self.values.get(a), Tensor)]
+        if target is getattr or not tensors and target is not operator.getitem:
+            return None  # x.shape, x.size(1) // 2 and the like: only feed a view's arguments; shapes are static here
+        if target is operator.getitem:
+            value = self.values.get(node.args[0])
+            if isinstance(value, tuple):
+                return value[int(node.args[1])]  # type: ignore[arg-type]
+            if not isinstance(value, Tensor):
+                return None
         if target is operator.getitem:
             raise self.unsupported(node, "indexing")
         raise self.unsupported(node, getattr(target, "__name__", str(target)))
@@ -557,6 +573,8 @@ class _Builder:
             return self.permute(node, list(node.args[1:]), name == "transpose")
         if name == "mean":
             return self.mean(node)
+        if name in ("chunk", "split"):
+            return self.split(node)
         raise self.unsupported(node, f".{name}()")
 
     # -- steps -----------------------------------------------------------------------------------
@@ -631,39 +649,47 @@ class _Builder:
         return self.channel_affine(node, x, [("*", np.full(c, m.pixel_scale, np.float32)), ("-", mean), ("/", std)])
 
     def binary_op(self, node: fx.Node, op: int) -> Tensor:
-        args = [a for a in node.args[:2]]
+        """``a op b`` for tensors (broadcast), a tensor and a number, or a tensor and a constant (a parameter)."""
         out = self.float_out(node)
         shape = (1, *out.shape)
-        ops = []
-        for a in args:
-            if isinstance(a, fx.Node) and isinstance(self.values.get(a), Tensor):
-                t = self.values[a]
-                if t.layout is not None:
+        exprs: list[str] = []
+        shapes: list[tuple[int, ...]] = []
+        used: list[Tensor] = []
+        number: str | None = None
+        for a in node.args[:2]:
+            value = self.values.get(a) if isinstance(a, fx.Node) else a
+            if isinstance(value, Tensor):
+                if value.layout is not None:
                     raise self.unsupported(node, "arithmetic on packed bits")
-                ops.append(t)
-            elif isinstance(a, (int, float)):
-                ops.append(float(a))
+                exprs.append(value.ref())
+                shapes.append((1, *value.shape))
+                used.append(value)
+            elif isinstance(value, torch.Tensor) and value.dtype.is_floating_point and value.numel() > 1:
+                exprs.append(self.em.const("float", value.detach().float().numpy(), f"{node.name}_c"))
+                shapes.append(tuple(value.shape))
+            elif isinstance(value, (int, float)) or isinstance(value, torch.Tensor) and value.numel() == 1:
+                number = _float_literal(float(value))
+                exprs.append("@NUMBER@")
+                shapes.append(())
             else:
-                raise self.unsupported(node, f"an operand of type {type(a).__name__}")
+                raise self.unsupported(node, f"an operand of type {type(value).__name__}")
         if node.kwargs.get("alpha", 1) != 1:
             raise self.unsupported(node, "add/sub with alpha")
+        if not used:
+            raise self.unsupported(node, "arithmetic on constants alone")
         symbol = "+-*/"[op]
-        if all(isinstance(o, Tensor) and o.size == out.size for o in ops):
-            a, b = ops
-            self.em.step(f"    {{ const float *a = {a.ref()}, *b = {b.ref()}; float *y = {out.ref()}; long i;\n"
-                         f"      for (i = 0; i < {out.size}; ++i) y[i] = a[i] {symbol} b[i]; }}", a, b, out)
-            return out
-        if any(isinstance(o, float) for o in ops):
-            t = next(o for o in ops if isinstance(o, Tensor))
-            s = _float_literal(next(o for o in ops if isinstance(o, float)))
-            expr = f"x[i] {symbol} {s}" if isinstance(ops[0], Tensor) else f"{s} {symbol} x[i]"
+        if number is not None:
+            t = used[0]
+            expr = f"x[i] {symbol} {number}" if exprs[0] != "@NUMBER@" else f"{number} {symbol} x[i]"
             self.em.step(f"    {{ const float *x = {t.ref()}; float *y = {out.ref()}; long i;\n"
                          f"      for (i = 0; i < {out.size}; ++i) y[i] = {expr}; }}", t, out)
             return out
-        a, b = ops
-        arg_shapes = [(1, *self.shape(n)) for n in args]
+        if all(_numel(sh) == out.size for sh in shapes):
+            self.em.step(f"    {{ const float *a = {exprs[0]}, *b = {exprs[1]}; float *y = {out.ref()}; long i;\n"
+                         f"      for (i = 0; i < {out.size}; ++i) y[i] = a[i] {symbol} b[i]; }}", *used, out)
+            return out
         rank = len(shape)
-        if rank > 8:
+        if rank > 8 or any(len(sh) > rank for sh in shapes):
             raise self.unsupported(node, "broadcasting over more than 8 dimensions")
 
         def strides(s: tuple[int, ...]) -> list[int]:
@@ -674,11 +700,42 @@ class _Builder:
                 acc *= s[d]
             return st
         dims = self.em.const("int", list(shape), f"{node.name}_shape")
-        sa = self.em.const("int", strides(arg_shapes[0]), f"{node.name}_sa")
-        sb = self.em.const("int", strides(arg_shapes[1]), f"{node.name}_sb")
-        self.em.step(f"    bnnc_broadcast({a.ref()}, {b.ref()}, {out.ref()}, {op}, {rank}, {dims}, {sa}, {sb});",
-                     a, b, out)
+        sa = self.em.const("int", strides(shapes[0]), f"{node.name}_sa")
+        sb = self.em.const("int", strides(shapes[1]), f"{node.name}_sb")
+        self.em.step(f"    bnnc_broadcast({exprs[0]}, {exprs[1]}, {out.ref()}, {op}, {rank}, {dims}, {sa}, {sb});",
+                     *used, out)
         return out
+
+    def split(self, node: fx.Node) -> tuple[Tensor, ...]:
+        """``chunk``/``split`` along a dimension: views of the input where each piece is contiguous (along the
+        channels of one sample), copies otherwise."""
+        x = self.arg(node)
+        if x.layout is not None:
+            raise self.unsupported(node, "splitting packed bits")
+        metas = node.meta.get("tensor_meta")
+        if not isinstance(metas, (tuple, list)):
+            raise self.unsupported(node, "a split whose pieces are unknown")
+        dim = node.args[2] if len(node.args) > 2 else node.kwargs.get("dim", 0)
+        rank = len(x.shape) + 1
+        dim = int(dim) % rank  # type: ignore[call-overload]
+        if dim == 0:
+            raise self.unsupported(node, "splitting the batch")
+        full = (1, *x.shape)
+        outer, inner = _numel(full[:dim]), _numel(full[dim + 1:])
+        pieces, at = [], 0
+        for meta in metas:
+            shape = tuple(int(v) for v in meta.shape[1:])
+            size = shape[dim - 1] * inner
+            if outer == 1:
+                piece = self.em.tensor("float", _numel(shape), shape, alias=x)
+                piece.view_offset = at
+            else:
+                piece = self.em.tensor("float", _numel(shape), shape)
+                self.em.step(f"    {{ long o;\n      for (o = 0; o < {outer}; ++o) memcpy({piece.ref()} + o * {size}, "
+                             f"{x.ref()} + o * {full[dim] * inner} + {at}, sizeof(float) * {size}); }}", piece, x)
+            pieces.append(piece)
+            at += size
+        return tuple(pieces)
 
     def cat(self, node: fx.Node) -> Tensor:
         parts = node.args[0]
@@ -729,13 +786,15 @@ class _Builder:
         dims = [dims] if isinstance(dims, int) else list(dims or [])
         rank = len(x.shape) + 1
         dims = sorted(int(d) % rank for d in dims)
-        if not dims or dims != list(range(dims[0], rank)) or dims[0] < 1:
-            raise self.unsupported(node, "a mean other than over the trailing dimensions")
+        if not dims or dims != list(range(dims[0], dims[-1] + 1)) or dims[0] < 1:
+            raise self.unsupported(node, "a mean over the batch or over dimensions that aren't adjacent")
         out = self.float_out(node)
-        inner = _numel((1, *x.shape)[dims[0]:])
-        self.em.step(f"    {{ const float *x = {x.ref()}; float *y = {out.ref()}; long o, i;\n"
-                     f"      for (o = 0; o < {out.size}; ++o) {{ float s = 0.0f; for (i = 0; i < {inner}; ++i) "
-                     f"s += x[o * {inner} + i]; y[o] = s / {float(inner)}f; }} }}", x, out)
+        full = (1, *x.shape)
+        outer, count, inner = _numel(full[:dims[0]]), _numel(full[dims[0]:dims[-1] + 1]), _numel(full[dims[-1] + 1:])
+        self.em.step(f"    {{ const float *x = {x.ref()}; float *y = {out.ref()}; long o, r, i;\n"
+                     f"      for (o = 0; o < {outer}; ++o) for (i = 0; i < {inner}; ++i) {{ float s = 0.0f;\n"
+                     f"        for (r = 0; r < {count}; ++r) s += x[(o * {count} + r) * {inner} + i];\n"
+                     f"        y[o * {inner} + i] = s / {float(count)}f; }} }}", x, out)
         return out
 
     def adaptive_avg(self, node: fx.Node) -> Tensor:
@@ -747,20 +806,33 @@ class _Builder:
         return out
 
     def layernorm(self, node: fx.Node, m: nn.LayerNorm) -> Tensor:
+        return self.layernorm_of(node, tuple(m.normalized_shape), m.weight, m.bias, m.eps)
+
+    def layer_norm_function(self, node: fx.Node) -> Tensor:
+        args = [*node.args, *[None] * 5][:5]
+        shape, weight, bias = args[1], args[2], args[3]
+        eps = args[4] if args[4] is not None else node.kwargs.get("eps", 1e-5)
+        weight, bias = (self.values.get(a) if isinstance(a, fx.Node) else a for a in (weight, bias))
+        if not all(v is None or isinstance(v, torch.Tensor) for v in (weight, bias)):
+            raise self.unsupported(node, "layer_norm with computed parameters")
+        return self.layernorm_of(node, tuple(shape), weight, bias, float(eps))  # type: ignore[arg-type]
+
+    def layernorm_of(self, node: fx.Node, normalized_shape: tuple[int, ...], weight_t: torch.Tensor | None,
+                     bias_t: torch.Tensor | None, eps: float) -> Tensor:
         x = self.arg(node)
         out = self.float_out(node)
-        n = _numel(tuple(m.normalized_shape))
+        n = _numel(normalized_shape)
         rows = x.size // n
-        weight = m.weight.detach().numpy() if m.weight is not None else np.ones(n)
-        w = self.em.const("float", weight, f"{node.target}_w")
-        b = self.em.const("float", m.bias.detach().numpy() if m.bias is not None else np.zeros(n), f"{node.target}_b")
+        weight = weight_t.detach().numpy() if weight_t is not None else np.ones(n)
+        w = self.em.const("float", weight, f"{node.name}_w")
+        b = self.em.const("float", bias_t.detach().numpy() if bias_t is not None else np.zeros(n), f"{node.name}_b")
         self.em.math = True
         self.em.step(f"    {{ const float *x = {x.ref()}; float *y = {out.ref()}; long r, i;\n"
                      f"      for (r = 0; r < {rows}; ++r) {{ const float *v = x + r * {n}; double m = 0.0, q = 0.0; "
                      f"float mean, rstd;\n"
                      f"        for (i = 0; i < {n}; ++i) m += v[i];\n        mean = (float)(m / {n});\n"
                      f"        for (i = 0; i < {n}; ++i) q += ((double)v[i] - mean) * ((double)v[i] - mean);\n"
-                     f"        rstd = (float)(1.0 / sqrt(q / {n} + {float(m.eps)!r}));\n"
+                     f"        rstd = (float)(1.0 / sqrt(q / {n} + {float(eps)!r}));\n"
                      f"        for (i = 0; i < {n}; ++i)\n"
                      f"          y[r * {n} + i] = (v[i] - mean) * rstd * {w}[i] + {b}[i]; }} }}",
                      x, out)
@@ -881,6 +953,7 @@ class _Builder:
         cout = int(weights.shape[0])
         fields: dict[str, Any] = {"cout": cout}
         producer = self.producers.get(x_node) if isinstance(x_node, fx.Node) else None
+        rows_input: Tensor | None = None  # a binary Linear on a float input of several rows
         # the input
         if spec.input in ("bits", "float"):
             if spec.is_conv:
@@ -893,11 +966,12 @@ class _Builder:
                 beta = layer.input_binarizer.beta
                 b = self.em.const("float", beta.detach().numpy(), f"{spec.name}_beta") if beta is not None else "0"
                 channels, positions = (layer.in_channels, layout.positions) if spec.is_conv else (layer.in_features, 1)
-                if not spec.is_conv and x.size != layer.in_features:
-                    raise self.unsupported(node, "a binary Linear layer on several rows")
-                self.em.step(f"    {{ static const bnnc_bits_layout l = {layout.c()};\n"
-                             f"      bnnc_binarize({x.ref()}, {channels}, {positions}, {b}, 0, &l, {bits.ref()}); }}",
-                             x, bits)
+                binarize = f"bnnc_binarize(@X@, {channels}, {positions}, {b}, 0, &l, {bits.ref()});"
+                if not spec.is_conv and x.size != layer.in_features:  # rows: binarized and computed one by one
+                    rows_input = x
+                else:
+                    self.em.step(f"    {{ static const bnnc_bits_layout l = {layout.c()};\n"
+                                 f"      {binarize.replace('@X@', x.ref())} }}", x, bits)
                 x = bits
             elif x.layout != layout:
                 raise ExportError(f"{spec.name}: its input bits are packed for another layout (a bnnc bug)",
@@ -947,8 +1021,19 @@ class _Builder:
                           if scale is not None else "0",
                           shift=self.em.const("float", shift.float().numpy(), f"{spec.name}_shift")
                           if shift is not None else "0")
+            if rows_input is not None:
+                rows = rows_input.size // layer.in_features
+                self.em.step(f"    {{ static const bnnc_bits_layout l = {x.layout.c()};\n"  # type: ignore[union-attr]
+                             f"      static const bnnc_layer L = {self.layer_struct(fields)};\n      long r;\n"
+                             f"      for (r = 0; r < {rows}; ++r) {{\n"
+                             f"        {binarize.replace('@X@', f'{rows_input.ref()} + r * {layer.in_features}')}\n"
+                             f"        bnnc_layer_run(&L, {x.ref()}, {out.ref()} + r * {cout}, &bnnc_S); }} }}",
+                             rows_input, x, out)
+                return out
             self.layer_step(fields, x, out)
             return out
+        if rows_input is not None:
+            raise self.unsupported(node, "fused thresholds after a Linear layer on several rows")
         consumer = next(iter(node.users))
         cspec = self.gm.get_submodule(str(consumer.target)).spec if consumer.op == "call_module" and isinstance(
             self.gm.get_submodule(str(consumer.target)), BinaryNode) else None

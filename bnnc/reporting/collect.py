@@ -167,7 +167,7 @@ def report(
     c_doc = None
     if find_compiler() is not None:
         progress("compiling and measuring the C model")
-        c_doc = _c_section(loaded.model, x, y, torch_predictions, by_batch.get("1"))
+        c_doc = _c_section(loaded.model, x, y, torch_predictions, by_batch.get("1"), rounds)
 
     plan = loaded.binarized.plan  # type: ignore[union-attr]
     doc: dict[str, Any] = {
@@ -270,7 +270,7 @@ def _add_openvino(models: _Models, binarized: nn.Module, x: torch.Tensor, y: tor
 
 
 def _c_section(binarized: nn.Module, x: torch.Tensor, y: torch.Tensor, torch_predictions: np.ndarray,
-               batch1: dict[str, Any] | None) -> dict[str, Any]:
+               batch1: dict[str, Any] | None, rounds: int) -> dict[str, Any]:
     """The ``c`` section: the C model compiled here (accuracy, one-thread latency at batch 1 timed inside C,
     the object's flash and RAM), and for a Cortex-M4 when ``arm-none-eabi-gcc`` is installed."""
     compiler = find_compiler()
@@ -280,7 +280,7 @@ def _c_section(binarized: nn.Module, x: torch.Tensor, y: torch.Tensor, torch_pre
         with tempfile.TemporaryDirectory() as tmp:
             lib = compile_library(program.name, program.header, program.source, Path(tmp))
             logits, _ = lib.run(x.numpy())
-            latency_ms = lib.latency_us(x[:1].numpy()) / 1e3
+            latency_ms = lib.latency_us(x[:1].numpy(), min_seconds=0.05 * rounds, rounds=max(rounds, 3)) / 1e3
         host = object_size(program.name, program.header, program.source)
         m4 = (object_size(program.name, program.header, program.source, compiler="arm-none-eabi-gcc",
                           flags=CORTEX_M4) if shutil.which("arm-none-eabi-gcc") else None)
