@@ -143,12 +143,13 @@ def variants() -> list[tuple[str, tuple[str, ...]]]:
 
 
 def test_every_simd_variant_computes_the_same(tmp_path):
-    """Bit-exact across kernels: an FP32 first layer (plain loops, one order), then binary layers (integers)."""
+    """Bit-exact across kernels: an FP32 first layer (plain loops, one order), then binary layers (integers); each
+    variant compiles without a warning (-Wall -Wextra -pedantic)."""
     net = binarized(convnet(), rules=PlanRules(first=Precision.FP32, min_params=0, min_fan_in=0))
     outputs = {}
     for name, extra in variants():
-        y, _ = run_c(net, (1, 28, 28), tmp_path / name, flags=("-std=c99", "-O2", "-ffp-contract=off", *extra),
-                     native=False)
+        y, _ = run_c(net, (1, 28, 28), tmp_path / name, native=False,  # and warning-free in every variant
+                     flags=("-std=c99", "-O2", "-ffp-contract=off", "-Wall", "-Wextra", "-pedantic", "-Werror", *extra))
         outputs[name] = y
     assert len(outputs) >= 2
     first = next(iter(outputs.values()))
@@ -246,3 +247,17 @@ def test_cli_export_format_c_writes_the_folder_and_refuses_onnx_only_options(tmp
                             str(tmp_path / "named"), "--no-check"])
     assert r.exit_code == 0, r.output
     assert (tmp_path / "named" / "my_net.h").read_text().count("int my_net_predict(") == 1
+
+
+@pytest.mark.skipif(shutil.which("arm-none-eabi-gcc") is None, reason="no arm-none-eabi-gcc")
+def test_the_neon_kernels_compile_for_a_cortex_a(tmp_path):
+    """No ARM board here to run them: the NEON path at least compiles (and is the one selected)."""
+    import subprocess
+
+    program = generate(binarized(convnet()), (1, 28, 28), "neon")
+    (tmp_path / "neon.h").write_text(program.header)
+    (tmp_path / "neon.c").write_text(program.source + "\n#ifndef BNNC_NEON\n#error NEON not selected\n#endif\n")
+    done = subprocess.run(["arm-none-eabi-gcc", "-mcpu=cortex-a7", "-mfpu=neon-vfpv4", "-mfloat-abi=hard", "-O2",
+                           "-std=c99", "-Wall", "-Werror", "-c", "-o", str(tmp_path / "neon.o"),
+                           str(tmp_path / "neon.c")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]

@@ -248,7 +248,7 @@ class Emitter:
                          + self.scratch["pf"] * 4 + self.scratch["ph"] * 2)
         ram_total = sum(ram.values()) + scratch_bytes + (outputs * 4)
         name, upper = self.name, self.name.upper()
-        arenas = "\n".join(f"static {ctype} {var}[{max(sizes[ctype], 1)}];" for ctype, var in _ARENAS.items())
+        arenas = "\n".join(f"static {ctype} {var}[{sizes[ctype]}];" for ctype, var in _ARENAS.items() if sizes[ctype])
         scratch = (f"static int32_t bnnc_si[{self.scratch['si']}];\nstatic float bnnc_sf[{self.scratch['sf']}];\n"
                    f"static uint64_t bnnc_pw[{self.scratch['pw']}];\nstatic float bnnc_pf[{self.scratch['pf']}];\n"
                    f"static uint64_t bnnc_pm[{self.scratch['pw']}];\nstatic int16_t bnnc_ph[{self.scratch['ph']}];\n"
