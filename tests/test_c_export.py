@@ -11,7 +11,7 @@ import families
 import numpy as np
 import pytest
 import torch
-from archs import Branches, conv1d_net, grouped_net
+from archs import Branches, TokenMLP, conv1d_net, grouped_net
 from families import FAMILIES
 from test_export import binarized
 from test_export_fuzz import random_net
@@ -81,6 +81,21 @@ def test_residual_and_concatenation_match_torch(tmp_path):
 def test_conv1d_net_matches_torch(tmp_path):
     torch.manual_seed(0)
     assert_parity(binarized(conv1d_net(), (1, 64)), (1, 64), tmp_path)
+
+
+def test_linear_layers_on_token_rows_match_torch(tmp_path):
+    torch.manual_seed(0)
+    assert_parity(binarized(TokenMLP(), (8, 16)), (8, 16), tmp_path)
+
+
+def test_real_input_conv_flattened_into_per_position_thresholds_matches_torch(tmp_path):
+    """The paper's first layer as a conv whose output, flattened, meets one binarizer threshold per feature."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 8, 3, stride=2), nn.BatchNorm2d(8), nn.Flatten(), nn.Linear(8 * 13 * 13, 20),
+                          nn.BatchNorm1d(20), nn.ReLU(), nn.Linear(20, 5))
+    net = binarized(model)
+    assert "bnnc_threshold_positions(" in generate(net, (1, 28, 28), "n").source
+    assert_parity(net, (1, 28, 28), tmp_path)
 
 
 def test_grouped_and_depthwise_convolutions_match_torch(tmp_path):
