@@ -57,3 +57,22 @@ def test_approx_sign_forward_is_binarize_and_its_gradient_is_bi_reals():
     assert torch.equal(y, binarize(x.detach()))
     y.sum().backward()
     assert x.grad.tolist() == [0.0, 0.0, 1.0, 2.0, 1.5, 1.0, 0.0, 0.0]  # (2 - 2|x|) inside [-1, 1]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_the_fast_sign_and_ste_kernels_equal_their_definitions(dtype):
+    """sign_of and ste_gradient (the fused kernels fine-tuning runs) against the formulas, at the edges: exactly
+    +-1 (clipped latent weights sit there), one ulp either side, +-0, NaN."""
+    import math
+
+    from bnnc.quantizers import sign_of, ste_gradient, ste_mask
+
+    one = torch.tensor(1.0, dtype=dtype)
+    edges = [torch.nextafter(one, one * 2), one, torch.nextafter(one, one * 0), torch.tensor(0.0, dtype=dtype)]
+    edges = torch.stack([*edges, *[-e for e in edges], torch.tensor(math.nan, dtype=dtype)])
+    x = torch.cat([edges, torch.randn(1000, generator=torch.Generator().manual_seed(0)).to(dtype) * 1.5])
+    g = torch.randn(len(x), generator=torch.Generator().manual_seed(1)).to(dtype)
+    assert torch.equal(sign_of(x), torch.where(x >= 0, 1.0, -1.0).to(dtype))
+    assert sign_of(torch.tensor([-0.0], dtype=dtype)).item() == 1.0
+    finite = ~torch.isnan(x)
+    assert torch.equal(ste_gradient(g, x)[finite], (g * ste_mask(x))[finite])
