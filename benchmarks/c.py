@@ -8,25 +8,14 @@ fine-tuning). Prints a Markdown table and the CPU flags it ran on.
 from __future__ import annotations
 
 import argparse
-import platform
-import subprocess
 import tempfile
 from pathlib import Path
 
+from benchmarks.architectures import cpu_flags
 from bnnc import convert_file, report
 from bnnc.data import sample_data_path
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def cpu_flags() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    except OSError:
-        return platform.processor()
-    lines = {k.strip(): v.strip() for k, _, v in (ln.partition(":") for ln in out.splitlines())}
-    keep = ("avx2", "avx512f", "avx512_vpopcntdq", "avx512_vnni", "amx_int8")
-    return f"{lines.get('Model name', '?')}; " + " ".join(f for f in lines.get("Flags", "").split() if f in keep)
 
 
 def main() -> None:

@@ -32,7 +32,7 @@ def run_c(net: nn.Module, shape: tuple[int, ...], tmp: Path, x: torch.Tensor | N
           flags: tuple[str, ...] | None = None, native: bool = True) -> tuple[np.ndarray, torch.Tensor]:
     program = generate(net, shape, "net")
     kwargs = {"flags": flags} if flags is not None else {}
-    lib = compile_library(program.name, program.header, program.source, tmp, native=native, **kwargs)
+    lib = compile_library(program, tmp, native=native, **kwargs)
     x = torch.randn(96, *shape, generator=torch.Generator().manual_seed(1)) if x is None else x
     y, labels = lib.run(x.numpy())
     assert (labels == y.argmax(1)).all()
@@ -238,7 +238,7 @@ def test_unsupported_operations_are_refused_in_one_line(tmp_path):
 def test_cortex_m4_build_fits_flash_and_ram(tmp_path):
     net = binarized(mlp())
     program = generate(net, (1, 28, 28), "m4")
-    size = object_size(program.name, program.header, program.source, compiler="arm-none-eabi-gcc", flags=CORTEX_M4)
+    size = object_size(program, compiler="arm-none-eabi-gcc", flags=CORTEX_M4)
     assert size is not None
     assert program.weight_bytes <= size.flash <= 1.1 * program.weight_bytes + 16384  # the kernels' code
     assert size.bss == program.ram_bytes

@@ -136,7 +136,7 @@ def _export(model: str | os.PathLike[str] | nn.Module, folder: Path | None, iden
     elif check:
         x, described = check_inputs(src.input_shape, src.splits, check_samples)
         with tempfile.TemporaryDirectory() as tmp:
-            lib = compile_library(ident, program.header, program.source, Path(tmp), compiler=compiler)
+            lib = compile_library(program, Path(tmp), compiler=compiler)
             got, labels = lib.run(x.numpy())
             parity = parity_of(got, src.net, x, inputs=described, runtime=f"C ({Path(compiler).name} "
                                f"{' '.join(FLAGS)} -march=native)")
@@ -154,7 +154,7 @@ def _export(model: str | os.PathLike[str] | nn.Module, folder: Path | None, iden
                 require_match(parity_u8, "C (uint8 pixels)")
         result.c["checked"] = True
     if compiler is not None:
-        size = object_size(ident, program.header, program.source, compiler=compiler)
+        size = object_size(program, compiler=compiler)
         if size is not None:
             result.c["object"] = size.to_dict()
     if folder is not None:

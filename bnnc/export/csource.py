@@ -34,7 +34,7 @@ from torch import fx, nn
 from bnnc.errors import ExportError
 from bnnc.export.batchnorm import affine_as_torch
 from bnnc.export.lowering import lower
-from bnnc.export.nodes import BinaryNode, NodeSpec
+from bnnc.export.nodes import BinaryNode, NodeSpec, conv_geometry
 from bnnc.export.pixels import Normalize
 from bnnc.int8 import Int8Layer
 from bnnc.layers import BinaryLayer
@@ -879,21 +879,14 @@ class _Builder:
         return "{" + ", ".join(str(v) for v in (ih, iw, oh, ow, *k, *s, *p, *d)) + "}"
 
     # -- layers ----------------------------------------------------------------------------------
-    def conv_geometry(self, layer: Any, x_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> dict[str, int]:
-        conv1d = layer.weight.dim() == 3
-        k = tuple(layer.kernel_size)
-        s, d = tuple(layer.stride), tuple(layer.dilation)
-        if isinstance(layer.padding, str):
-            if layer.padding == "valid":
-                p = (0,) * len(k)
-            else:
-                p = tuple(dd * (kk - 1) // 2 for dd, kk in zip(d, k, strict=True))
-        else:
-            p = tuple(layer.padding)
-        if conv1d:
-            k, s, p, d = (1, *k), (1, *s), (0, *p), (1, *d)
+    @staticmethod
+    def conv_geometry(layer: Any, x_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> dict[str, int]:
+        """The bnnc_layer fields of a convolution's geometry (a Conv1d as 1 x k)."""
+        (sh, sw), (ph, pw), _, (dh, dw) = conv_geometry(layer)
+        kernel = tuple(layer.kernel_size)
+        kh, kw = (1, *kernel) if len(kernel) == 1 else kernel
         (ih, iw), (oh, ow) = _hw(x_shape), _hw(out_shape)
-        return dict(ih=ih, iw=iw, oh=oh, ow=ow, kh=k[0], kw=k[1], sh=s[0], sw=s[1], ph=p[0], pw=p[1], dh=d[0], dw=d[1])
+        return dict(ih=ih, iw=iw, oh=oh, ow=ow, kh=kh, kw=kw, sh=sh, sw=sw, ph=ph, pw=pw, dh=dh, dw=dw)
 
     def layer_struct(self, fields: dict[str, Any]) -> str:
         order = ["in_kind", "out_mode", "linear", "rows", "cin", "cout", "groups", "ih", "iw", "oh", "ow", "kh", "kw",

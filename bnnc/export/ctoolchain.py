@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from bnnc.errors import ExportError
+from bnnc.export.csource import Program
 
 FLAGS = ("-std=c99", "-O3", "-ffp-contract=off")
 """What the check compiles with; ``-march=native`` is added for the host's SIMD kernels."""
@@ -118,34 +119,23 @@ class Compiled:
         return float(ns) / 1e3
 
 
-def compile_library(name: str, header: str, source: str, folder: Path, *, compiler: str | None = None,
+def compile_library(program: Program, folder: Path, *, compiler: str | None = None,
                     flags: tuple[str, ...] = FLAGS, native: bool = True) -> Compiled:
-    """``NAME.c`` + the harness as a shared library in ``folder``, loaded."""
+    """The program's ``NAME.c`` + the harness as a shared library in ``folder``, loaded."""
+    name = program.name
     cc = compiler or find_compiler()
     if cc is None:
         raise ExportError("no C compiler found", "install one (apt-get install gcc) or set CC")
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{name}.h").write_text(header)
-    (folder / f"{name}.c").write_text(source)
+    (folder / f"{name}.h").write_text(program.header)
+    (folder / f"{name}.c").write_text(program.source)
     (folder / "harness.c").write_text(_harness(name))
     lib = folder / f"lib{name}.so"
     cmd = [cc, *flags, *(["-march=native"] if native else []), "-fPIC", "-shared",
            "-o", str(lib),
            str(folder / f"{name}.c"), str(folder / "harness.c"), "-lm"]
     _run(cmd, "compile the generated C")
-    loaded = ctypes.CDLL(str(lib))
-    upper = name.upper()
-    inputs = _define(header, f"{upper}_INPUTS")
-    outputs = _define(header, f"{upper}_OUTPUTS")
-    return Compiled(name, inputs, outputs, lib, loaded)
-
-
-def _define(header: str, key: str) -> int:
-    for line in header.splitlines():
-        parts = line.split()
-        if len(parts) == 3 and parts[0] == "#define" and parts[1] == key:
-            return int(parts[2])
-    raise ExportError(f"the generated header has no {key} (a bnnc bug)", "re-run with --debug and report it")
+    return Compiled(name, int(np.prod(program.input_shape)), program.outputs, lib, ctypes.CDLL(str(lib)))
 
 
 def _run(cmd: list[str], what: str) -> str:
@@ -183,9 +173,9 @@ class ObjectSize:
                 "bss": self.bss, "flash": self.flash, "ram": self.ram}
 
 
-def object_size(name: str, header: str, source: str, *, compiler: str | None = None,
+def object_size(program: Program, *, compiler: str | None = None,
                 flags: tuple[str, ...] = ("-std=c99", "-Os", "-ffp-contract=off")) -> ObjectSize | None:
-    """Compile ``NAME.c`` alone to an object file and read its sections with ``size`` (the compiler's own,
+    """Compile the program's ``NAME.c`` alone to an object file and read its sections with ``size`` (the compiler's own,
     e.g. ``arm-none-eabi-size`` beside ``arm-none-eabi-gcc``); None without a compiler or ``size``."""
     cc = compiler or find_compiler()
     if cc is None:
@@ -196,8 +186,9 @@ def object_size(name: str, header: str, source: str, *, compiler: str | None = N
         return None
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        (folder / f"{name}.h").write_text(header)
-        (folder / f"{name}.c").write_text(source)
+        name = program.name
+        (folder / f"{name}.h").write_text(program.header)
+        (folder / f"{name}.c").write_text(program.source)
         obj = folder / f"{name}.o"
         _run([cc, *flags, "-c", "-o", str(obj), str(folder / f"{name}.c")], "compile the generated C")
         out = _run([size_tool, str(obj)], "read the object's size")

@@ -133,6 +133,22 @@ class NodeSpec:
         return self._fused_bits(layer._op(layer.integer_input(x).double(), self.weight_signs().double()))
 
 
+def conv_geometry(layer: Any) -> tuple[list[int], list[int], list[int], list[int]]:
+    """strides, pads_begin, pads_end, dilations of a Conv1d/Conv2d (2-d form for a Conv1d: a 1 x k
+    convolution); ``padding="same"`` pads ``total // 2`` first, as torch does."""
+    kernel = list(layer.kernel_size)
+    if isinstance(layer.padding, str):
+        total = [0] * len(kernel) if layer.padding == "valid" else [
+            d * (k - 1) for d, k in zip(layer.dilation, kernel, strict=True)]
+        begin, end = [t // 2 for t in total], [t - t // 2 for t in total]
+    else:
+        begin, end = list(layer.padding), list(layer.padding)
+    strides, dilations = list(layer.stride), list(layer.dilation)
+    if len(kernel) == 1:
+        return [1, *strides], [0, *begin], [0, *end], [1, *dilations]
+    return strides, begin, end, dilations
+
+
 def _max_pool(pool: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``pool(x)`` as a function call (a module call inside the exported function confuses the tracer)."""
     fn = F.max_pool1d if isinstance(pool, nn.MaxPool1d) else F.max_pool2d

@@ -55,7 +55,7 @@ from bnnc.export.exporter import (
     require_match,
 )
 from bnnc.export.lowering import lower
-from bnnc.export.nodes import NodeSpec
+from bnnc.export.nodes import NodeSpec, conv_geometry
 from bnnc.export.ov_runtime import IR, PRECISION, OpenVINOSession, openvino_module
 from bnnc.export.parity import parity_of
 from bnnc.export.runtime import run_ort
@@ -142,22 +142,6 @@ def _can_xnor(spec: NodeSpec) -> str | None:
     return None
 
 
-def _conv_geometry(spec: NodeSpec) -> tuple[list[int], list[int], list[int], list[int]]:
-    """strides, pads_begin, pads_end, dilations of the layer (2-d form for a Conv1d)."""
-    layer: Any = spec.layer
-    kernel = list(layer.kernel_size)
-    if isinstance(layer.padding, str):
-        total = [0] * len(kernel) if layer.padding == "valid" else [
-            d * (k - 1) for d, k in zip(layer.dilation, kernel, strict=True)]
-        begin, end = [t // 2 for t in total], [t - t // 2 for t in total]
-    else:
-        begin, end = list(layer.padding), list(layer.padding)
-    strides, dilations = list(layer.stride), list(layer.dilation)
-    if len(kernel) == 1:
-        return [1, *strides], [0, *begin], [0, *end], [1, *dilations]
-    return strides, begin, end, dilations
-
-
 def _binary_layer(ctx: Any, spec: NodeSpec, record: _Layers) -> list[Any]:
     """The OpenVINO subgraph of one ``bnnc::Binary`` node (see the module docstring).
 
@@ -241,7 +225,7 @@ def _xnor(x: Any, spec: NodeSpec, w: torch.Tensor, low: np.ndarray, record: _Lay
     lead = None
     if spec.is_conv:
         kernel = w
-        strides, begin, end, dilations = _conv_geometry(spec)
+        strides, begin, end, dilations = conv_geometry(spec.layer)
         if w.dim() == 3:
             x, kernel = op.unsqueeze(x, op.constant(np.array([2], dtype=np.int64))), w.unsqueeze(2)
     else:
@@ -327,7 +311,7 @@ def _convolve(x: Any, weights: Any, spec: NodeSpec, kernel_shape: tuple[int, ...
     conv1d = layer.weight.dim() == 3
     if conv1d:
         x = op.unsqueeze(x, op.constant(np.array([2], dtype=np.int64)))
-    strides, begin, end, dilations = _conv_geometry(spec)
+    strides, begin, end, dilations = conv_geometry(spec.layer)
     if layer.groups == 1:
         s = op.convolution(x, weights, strides, begin, end, dilations, name=f"{spec.name}/Convolution")
     else:

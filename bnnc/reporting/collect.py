@@ -278,11 +278,11 @@ def _c_section(binarized: nn.Module, x: torch.Tensor, y: torch.Tensor, torch_pre
     try:
         program = csource.generate(binarized, shape, "model")
         with tempfile.TemporaryDirectory() as tmp:
-            lib = compile_library(program.name, program.header, program.source, Path(tmp))
+            lib = compile_library(program, Path(tmp))
             logits, _ = lib.run(x.numpy())
             latency_ms = lib.latency_us(x[:1].numpy(), min_seconds=0.05 * rounds, rounds=max(rounds, 3)) / 1e3
-        host = object_size(program.name, program.header, program.source)
-        m4 = (object_size(program.name, program.header, program.source, compiler="arm-none-eabi-gcc",
+        host = object_size(program)
+        m4 = (object_size(program, compiler="arm-none-eabi-gcc",
                           flags=CORTEX_M4) if shutil.which("arm-none-eabi-gcc") else None)
     except ExportError as e:
         return {"compiler": compiler, "error": e.message}
