@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bnnc.quantizers import approx_sign, binarize, stochastic_binarize
+from bnnc.quantizers import approx_sign, binarize, binarize_clipped, stochastic_binarize
 
 
 class InputBinarizer(nn.Module):
@@ -125,8 +125,9 @@ class BinaryLayer(nn.Module):
         if self.training and self.__dict__.get("real_weights", False):
             return real_weights(w)
         if torch.is_grad_enabled() and w.requires_grad:
-            return binarize(w)
-        key = (w._version, w.data_ptr(), w.dtype, w.device)
+            clipped = self.__dict__.get("_clipped") == _version_key(w)  # untouched since clip_latent_weights
+            return binarize_clipped(w) if clipped else binarize(w)
+        key = _version_key(w)
         cached = self.__dict__.get("_binary_weight_cache")
         if cached is None or cached[0] != key:
             cached = (key, binarize(w.detach()))
@@ -275,3 +276,10 @@ def clip_latent_weights(model: nn.Module) -> None:
     """
     for _, layer in binary_layers(model):
         layer.weight.clamp_(-1, 1)
+        layer.__dict__["_clipped"] = _version_key(layer.weight)  # binary_weight's gradient can skip the STE mask
+
+
+def _version_key(w: torch.Tensor) -> tuple[Any, ...]:
+    """Identifies ``w``'s values: its version counter moves with every in-place update (optimizer steps, clipping,
+    loading), and a new tensor has another address."""
+    return (w._version, w.data_ptr(), w.dtype, w.device)

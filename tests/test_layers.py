@@ -150,3 +150,32 @@ def test_binary_layers_compute_in_float32_under_autocast():
         assert torch.equal(mixed, layer(x.to(torch.bfloat16).float()))
         if plain is not None:
             assert plain.dtype == torch.bfloat16  # autocast is on for everything else
+
+
+def test_clipped_weights_take_the_unmasked_gradient_until_they_change():
+    """After clip_latent_weights the STE's mask is 1 everywhere, so binary_weight skips it: the same gradient
+    without the pass. Any in-place change (an optimizer step) brings the masked gradient back until the next clip."""
+    torch.manual_seed(0)
+    layer = BinaryConv2d.from_float(nn.Conv2d(3, 4, 3), binary_input=True)
+    with torch.no_grad():
+        layer.weight.mul_(30)  # most weights beyond +-1
+    x = torch.randn(2, 3, 6, 6)
+
+    def weight_grad() -> torch.Tensor:
+        layer.weight.grad = None
+        layer(x).square().sum().backward()
+        return layer.weight.grad.clone()
+
+    unclipped = weight_grad()
+    assert type(layer.binary_weight().grad_fn).__name__ == "_SignSTEBackward"
+    assert (unclipped[layer.weight.detach().abs() > 1] == 0).all()  # cancelled beyond +-1
+    clip_latent_weights(nn.Sequential(layer))
+    assert type(layer.binary_weight().grad_fn).__name__ == "_ClippedSignSTEBackward"
+    fast = weight_grad()
+    layer.__dict__.pop("_clipped")  # the masked path on the same clipped weights
+    torch.testing.assert_close(fast, weight_grad(), rtol=0, atol=0)
+    clip_latent_weights(nn.Sequential(layer))
+    with torch.no_grad():
+        layer.weight.mul_(2)  # changed in place since the clip
+    assert type(layer.binary_weight().grad_fn).__name__ == "_SignSTEBackward"
+    assert (weight_grad()[layer.weight.detach().abs() > 1] == 0).all()

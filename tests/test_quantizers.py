@@ -74,5 +74,7 @@ def test_the_fast_sign_and_ste_kernels_equal_their_definitions(dtype):
     g = torch.randn(len(x), generator=torch.Generator().manual_seed(1)).to(dtype)
     assert torch.equal(sign_of(x), torch.where(x >= 0, 1.0, -1.0).to(dtype))
     assert sign_of(torch.tensor([-0.0], dtype=dtype)).item() == 1.0
+    for strided in (x[:1000].reshape(40, 25).t(), x[:1000].reshape(10, 4, 5, 5).to(memory_format=torch.channels_last)):
+        assert torch.equal(sign_of(strided), torch.where(strided >= 0, 1.0, -1.0).to(dtype))  # conv weights' layouts
     finite = ~torch.isnan(x)
     assert torch.equal(ste_gradient(g, x)[finite], (g * ste_mask(x))[finite])
