@@ -35,6 +35,10 @@ BN_REESTIMATE = False
 """Fine-tuning: BatchNorm statistics re-estimated on training data before each validation (Bi-Real Net)."""
 WARMUP = 0.0
 """Fine-tuning: share of the steps with a linear learning-rate warm-up."""
+LATENT_LR = 0.05
+"""Fine-tuning: each binary layer's latent weights learn at this share of their mean |W| (0: the global learning
+rate). Adam moves a weight by about its learning rate a step, so this fixes how far a step goes relative to the
+weights, whatever their scale. Measured (README): ResNet sample 4.94 -> 3.89 pt drop at 5 epochs."""
 
 CHECK_SAMPLES = 512
 """Inputs every export is checked on against the PyTorch model."""

@@ -56,7 +56,8 @@ def test_short_finetune_raises_accuracy_of_the_sample_mlp(tmp_path, subset):
 
 
 def test_history_file_and_latent_weights_clipped(tmp_path, subset, small_bnnc):
-    result = finetune(small_bnnc, subset, FinetuneConfig(epochs=2, lr=0.5), tmp_path / "o.bnnc")
+    config = FinetuneConfig(epochs=2, lr=0.5, latent_lr=0.0)  # the latent weights at lr 0.5 too
+    result = finetune(small_bnnc, subset, config, tmp_path / "o.bnnc")
     history = json.loads(result.history_path.read_text())
     assert [e["epoch"] for e in history["epochs"]] == [1, 2]
     for key in ("train_loss", "train_accuracy", "val_accuracy", "lr", "flip_share", "seconds", "samples_per_s"):
@@ -64,8 +65,9 @@ def test_history_file_and_latent_weights_clipped(tmp_path, subset, small_bnnc):
     assert history["epochs"][0]["flip_share"] > 0  # lr 0.5 flips signs
     assert history["epochs"][1]["lr"] < history["epochs"][0]["lr"]  # cosine
     model = load_checkpoint(result.output).model
-    for _, layer in binary_layers(model):
-        assert layer.weight.abs().max() <= 1.0
+    peaks = [float(layer.weight.detach().abs().max()) for _, layer in binary_layers(model)]
+    assert max(peaks) == 1.0  # reached the clip, and
+    assert all(p <= 1.0 for p in peaks)  # none beyond it
 
 
 def test_same_seed_same_weights(tmp_path, subset, small_bnnc):
@@ -151,6 +153,34 @@ def test_schedules_and_glorot():
     assert lr_factor("constant", 9, 10) == 1
     layer = torch.nn.Linear(100, 50)
     assert glorot_scale(layer) == pytest.approx(1 / (1.5 / 150) ** 0.5)
+
+
+def test_latent_weights_step_a_share_of_their_own_mean_magnitude(small_bnnc, subset):
+    """latent_lr: Adam's first step moves every weight by its group's learning rate, so each binary layer's
+    weights move by latent_lr * their mean |W|, whatever the global rate; 0 gives them the global rate."""
+    from bnnc.training import make_optimizer
+
+    model = load_checkpoint(small_bnnc).model.eval()  # BatchNorm by running statistics: every weight has a gradient
+    layers = [layer for _, layer in binary_layers(model)]
+    layers[0].weight.data.mul_(4)  # layers of different scales
+    before = [layer.weight.detach().clone() for layer in layers]
+    optimizer = make_optimizer(model, FinetuneConfig(lr=1e-3, latent_lr=0.05))
+    x, y = subset.train.tensors[0][:64], subset.train.tensors[1][:64]
+    torch.nn.functional.cross_entropy(model(x), y).backward()
+    optimizer.step()
+    for layer, w0 in zip(layers, before, strict=True):
+        moved = (layer.weight.detach() - w0).abs()
+        step = 0.05 * float(w0.abs().mean())
+        clear = layer.weight.grad.abs() > 1e-5  # Adam's first step is lr * g / (|g| + eps): lr where g >> eps
+        assert clear.any() and torch.allclose(moved[clear], torch.full_like(moved[clear], step), rtol=1e-3)
+    assert optimizer.param_groups[-1]["lr"] == 1e-3  # everything else: the global rate
+    assert {g["lr"] for g in make_optimizer(model, FinetuneConfig(lr=1e-3, latent_lr=0.0)).param_groups} == {1e-3}
+    layers[1].weight.data.zero_()  # no scale to take a share of: the global rate
+    assert make_optimizer(model, FinetuneConfig(lr=1e-3)).param_groups[1]["lr"] == 1e-3
+    glorot = make_optimizer(model, FinetuneConfig(lr=1e-3, latent_lr=0.05, glorot_lr=True)).param_groups[0]["lr"]
+    assert glorot == pytest.approx(0.05 * float(layers[0].weight.detach().abs().mean()) * glorot_scale(layers[0]))
+    with pytest.raises(BnncError, match="latent learning rate"):
+        FinetuneConfig(latent_lr=-0.1)
 
 
 def test_a_second_writer_of_the_same_output_stops_with_one_error(tmp_path, subset, small_bnnc):

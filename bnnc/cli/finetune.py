@@ -51,6 +51,7 @@ def finetune_command(
     two_step: opt.TwoStep = defaults.TWO_STEP,
     bn_reestimate: opt.BnReestimate = defaults.BN_REESTIMATE,
     warmup: opt.Warmup = defaults.WARMUP,
+    latent_lr: opt.LatentLr = defaults.LATENT_LR,
     batch_size: opt.BatchSize = defaults.BATCH_SIZE,
     workers: opt.Workers = defaults.WORKERS,
     device: opt.Device = "auto",
@@ -77,7 +78,8 @@ def finetune_command(
             epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, schedule=schedule,
             weight_decay=weight_decay, distill=distill, temperature=temperature, distill_weight=distill_weight,
             glorot_lr=glorot_lr, bn=bn, binarize=binarize, recalibrate=recalibrate, ste=ste, two_step=two_step,
-            bn_reestimate=bn_reestimate, warmup=warmup, seed=seed, device=device, workers=workers, amp=amp)
+            bn_reestimate=bn_reestimate, warmup=warmup, latent_lr=latent_lr, seed=seed, device=device,
+            workers=workers, amp=amp)
         if nproc > 1 and not launched_by_torchrun():  # bad input gets its one line here, not once per process
             resolve_device(device)
             local_batch_size(batch_size, World(0, nproc))

@@ -96,6 +96,9 @@ BnReestimate = Annotated[bool, flag("--bn-reestimate/--no-bn-reestimate", help="
                                                                               "validation.")]
 Warmup = Annotated[float, typer.Option(help="Share of the steps with a linear learning-rate warm-up.", min=0,
                                        max=0.99, callback=finite)]
+LatentLr = Annotated[float, typer.Option(help="Each binary layer's latent weights learn at this share of their mean "
+                                              "|W| (a step the same size relative to every layer's weights); 0: "
+                                              "the global --lr.", min=0, max=1e3, callback=finite)]
 Recalibrate = Annotated[bool, flag("--recalibrate/--no-recalibrate", help="Re-estimate BatchNorm statistics and "
                                                                           "thresholds before training.")]
 BatchSize = Annotated[int, typer.Option(help="Fine-tuning batch size.", min=1, max=1 << 20)]

@@ -36,6 +36,7 @@ class FinetuneConfig:
     two_step: bool = defaults.TWO_STEP        # ReActNet: real weights (binary activations) for the first half
     bn_reestimate: bool = defaults.BN_REESTIMATE  # BN statistics re-estimated before each validation (Bi-Real)
     warmup: float = defaults.WARMUP           # share of the steps with a linear learning-rate warm-up
+    latent_lr: float = defaults.LATENT_LR     # latent weights' lr as a share of their layer's mean |W| (0: lr)
     calibration_batches: int = 20
     seed: int = defaults.SEED
     device: str = "auto"
@@ -57,6 +58,8 @@ class FinetuneConfig:
             (self.workers >= 0, f"workers must be >= 0, got {self.workers}"),
             (self.ste in ("hardtanh", "approxsign"), f"ste must be hardtanh or approxsign, got {self.ste!r}"),
             (0 <= self.warmup < 1, f"warm-up must be a share of the steps in [0, 1), got {self.warmup}"),
+            (math.isfinite(self.latent_lr) and self.latent_lr >= 0,
+             f"latent learning rate must be a share >= 0 of the weights' mean |W|, got {self.latent_lr}"),
         ]
         for ok, message in checks:
             if not ok:

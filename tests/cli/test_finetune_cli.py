@@ -31,11 +31,12 @@ def test_the_recipe_switches_reach_the_config_from_the_command_line(tmp_path, fp
     model = convert_file(fp32_checkpoint("mlp", preprocessing=PRE), tmp_path / "m.bnnc").output
     data = learnable_npz(tmp_path, 256, 64)
     r = runner.invoke(app, ["finetune", str(model), "--data", str(data), "--epochs", "2", "--batch-size", "64",
-                            "--ste", "approxsign", "--two-step", "--bn-reestimate", "--warmup", "0.1"])
+                            "--ste", "approxsign", "--two-step", "--bn-reestimate", "--warmup", "0.1",
+                            "--latent-lr", "0.02"])
     assert r.exit_code == 0, r.output
     config = torch.load(tmp_path / "m.finetuned.bnnc", weights_only=True)["binarized"]["finetune"]["config"]
-    assert (config["ste"], config["two_step"], config["bn_reestimate"], config["warmup"]) == ("approxsign", True,
-                                                                                              True, 0.1)
+    switches = ("ste", "two_step", "bn_reestimate", "warmup", "latent_lr")
+    assert tuple(config[k] for k in switches) == ("approxsign", True, True, 0.1, 0.02)
     r = runner.invoke(app, ["finetune", str(model), "--data", str(data), "--ste", "box", "--force"])
     assert r.exit_code == 2 and "--ste" in r.stderr
 
