@@ -30,10 +30,8 @@ def sign_of(x: torch.Tensor) -> torch.Tensor:
     more than its matrix products."""
     out = torch.empty_like(x)
     torch.ge(x, 0, out=out)
-    return torch.add(_MINUS_ONE, out, alpha=2, out=out)
-
-
-_MINUS_ONE = torch.tensor(-1.0)  # a 0-dim CPU tensor acts as a scalar on any device and dtype
+    minus_one = torch.full((), -1.0, dtype=x.dtype)  # a 0-dim CPU tensor acts as a scalar on any device
+    return torch.add(minus_one, out, alpha=2, out=out)
 
 
 _OPEN_BOUNDS = {torch.float32: (float(np.nextafter(np.float32(-1), np.float32(-2))),
