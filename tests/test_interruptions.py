@@ -107,6 +107,7 @@ _SIGNAL_AT = """
 import os, runpy, signal, sys
 finals = set(sys.argv[1].split(os.pathsep))
 sig, step = getattr(signal, sys.argv[2]), sys.argv[3]
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal: a background job inherits SIGINT ignored
 def _writes(args):
     return args[1] is not None and any(c in str(args[1]) for c in "wax+") or bool(args[2] & (os.O_WRONLY | os.O_RDWR))
 def hook(event, args):
