@@ -125,7 +125,7 @@ class BinaryLayer(nn.Module):
         if self.training and self.__dict__.get("real_weights", False):
             return real_weights(w)
         if torch.is_grad_enabled() and w.requires_grad:
-            clipped = self.__dict__.get("_clipped") == _version_key(w)  # untouched since clip_latent_weights
+            clipped = self.training and self.__dict__.get("_clipped") == _version_key(w)  # untouched since the clip
             return binarize_clipped(w) if clipped else binarize(w)
         key = _version_key(w)
         cached = self.__dict__.get("_binary_weight_cache")

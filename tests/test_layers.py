@@ -171,6 +171,8 @@ def test_clipped_weights_take_the_unmasked_gradient_until_they_change():
     assert (unclipped[layer.weight.detach().abs() > 1] == 0).all()  # cancelled beyond +-1
     clip_latent_weights(nn.Sequential(layer))
     assert type(layer.binary_weight().grad_fn).__name__ == "_ClippedSignSTEBackward"
+    assert type(layer.eval().binary_weight().grad_fn).__name__ == "_SignSTEBackward"  # training only
+    layer.train()
     fast = weight_grad()
     layer.__dict__.pop("_clipped")  # the masked path on the same clipped weights
     torch.testing.assert_close(fast, weight_grad(), rtol=0, atol=0)
