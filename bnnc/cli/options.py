@@ -72,8 +72,9 @@ CalibrationBatches = Annotated[int, typer.Option(help="Batches of 256 training s
 
 # ----------------------------------------------------------------------------- fine-tuning
 LearningRate = Annotated[Optional[float], typer.Option("--lr", help="Learning rate (default: 1e-3 for adam, 2e-3 "
-                                                                    "for adamax and shift-adamax).", min=0, max=10,
-                                                       callback=finite)]
+                                                                    "for adamax and shift-adamax); the latent "
+                                                                    "weights' is --latent-lr's unless that is 0.",
+                                                       min=0, max=10, callback=finite)]
 Optimizer = Annotated[OptimizerChoice, typer.Option(help="adam, adamax, or the paper's shift-based AdaMax.")]
 Schedule = Annotated[ScheduleChoice, typer.Option(help="Learning-rate schedule.")]
 WeightDecay = Annotated[float, typer.Option(help="Weight decay.", min=0, max=1, callback=finite)]
