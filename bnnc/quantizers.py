@@ -100,11 +100,7 @@ def binarize(x: torch.Tensor) -> torch.Tensor:
     return _SignSTE.apply(x)
 
 
-class _ClippedSignSTE(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        return sign_of(x)
-
+class _ClippedSignSTE(_SignSTE):
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
         return grad

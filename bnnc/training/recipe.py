@@ -45,8 +45,11 @@ def latent_learning_rate(weight: torch.Tensor, config: FinetuneConfig) -> float:
     small weights (an MLP's 0.02) several times further, relative to the weights, than layers with larger ones (a
     narrow conv's 0.05): the sample MLP fine-tuned best at 1e-3, the sample ResNet at three times that. A share
     of the mean |W| steps every layer the same relative distance."""
-    scale = float(weight.detach().abs().mean()) if config.latent_lr > 0 else 0.0
-    return config.latent_lr * scale if scale > 0 else config.learning_rate
+    if config.latent_lr > 0:
+        scale = float(weight.detach().abs().mean())
+        if scale > 0:
+            return config.latent_lr * scale
+    return config.learning_rate
 
 
 def make_optimizer(model: nn.Module, config: FinetuneConfig) -> torch.optim.Optimizer:
