@@ -191,3 +191,75 @@ def test_an_int8_input_at_a_rounding_step_is_a_tie_and_one_between_steps_is_not(
     layer.input_scale.fill_(abs(float(v[2, 5])) / 40.5)  # sample 2 sits on a rounding step
     layer.input_zero_point.fill_(128)
     assert rounding_ties(net, x).tolist() == [False, False, True, False]
+
+
+# ----------------------------------------------------------------------------- requantization in one step
+
+
+def _between(proto: onnx.ModelProto, start: str, end_op: str) -> list[str]:
+    """The ops from the consumer of tensor ``start`` to the first ``end_op``, following single consumers."""
+    ops, x = [], start
+    while True:
+        (node,) = [n for n in proto.graph.node if x in n.input]
+        ops.append(node.op_type)
+        if node.op_type == end_op:
+            return ops
+        x = node.output[0]
+
+
+def test_a_binary_sum_reaches_the_int8_last_layer_through_one_affine_step():
+    """Binary Linear -> alpha -> BatchNorm (one channel decreasing) -> ReLU -> int8 Linear: the float steps that
+    fed QuantizeLinear become one Mul and one Add on the int32 sum (int16 offsets), and the export stays exact."""
+    net = int8_net("mlp", PlanRules(last=Precision.INT8, min_params=0, min_fan_in=0))
+    bn = [m for m in net.modules() if isinstance(m, nn.BatchNorm1d)][-1]
+    with torch.no_grad():
+        bn.weight[0] = -bn.weight[0]  # a decreasing channel: a negative slope
+        bn.weight[1] = 0.0            # a constant channel
+    proto, low = to_onnx(net, (1, 28, 28))
+    last_binary = [n for n in proto.graph.node if n.op_type == "MatMulInteger"][-2]
+    assert _between(proto, last_binary.output[0], "QuantizeLinear") == ["Cast", "Mul", "Add", "QuantizeLinear"]
+    assert not any(i.data_type == onnx.TensorProto.DOUBLE for i in proto.graph.initializer)
+    offsets = [numpy_helper.to_array(i) for i in proto.graph.initializer if i.name.endswith("rq.b")]
+    assert len(offsets) == 1 and offsets[0].dtype == np.int16 and offsets[0].shape == (bn.num_features,)
+    result = export_onnx(net, input_shape=(1, 28, 28), check_samples=512, reference_check=True)
+    for p in result.parity:
+        assert p.argmax_agreement == 1.0 and p.max_abs_diff == 0.0, p
+
+
+def test_the_affine_step_reproduces_every_reachable_sum_or_is_not_used(monkeypatch):
+    """The fit is exact on its table (rising, falling, constant and one-step channels), refuses a table no affine step
+    gives, and the runtime's own check keeps the old graph when the fit is wrong."""
+    from bnnc.export import requantize
+
+    k = 64
+    sums = np.arange(-k, k + 1, 2, dtype=np.float64)
+    rng = np.random.default_rng(0)
+    slopes = np.concatenate([rng.uniform(0.1, 3, 6), -rng.uniform(0.1, 3, 3), [0.0, 0.0, 40.0, 500.0]])
+    offsets = np.concatenate([rng.uniform(-60, 200, len(slopes) - 4), [17.9, -9.0, 49.9, -500.0 * 60 + 3]])
+    table = np.clip(np.rint(sums[:, None] * slopes + offsets), 0, 255).astype(np.uint8)  # the last: one step, at 60
+
+    def exact(fit, table):
+        a, b, step = fit
+        y = (sums[:, None].astype(np.float32) * a).astype(np.float32) + b.astype(np.float32) * np.float32(step)
+        return np.array_equal(np.clip(np.rint(y), 0, 255), table)
+
+    usual = requantize.fit_affine(sums, table[:, :-1])
+    assert exact(usual, table[:, :-1]) and usual[1].dtype == np.int16  # 2 bytes a channel
+    steep = requantize.fit_affine(sums, table)  # the one-step channel's offset (-30,000) leaves the int16 grid too
+    assert exact(steep, table) and steep[1].dtype == np.float32 and steep[2] == 1.0  # coarse: float32 offsets
+    bumpy = table.copy()
+    bumpy[k // 2, 0] = bumpy[k // 2 + 1, 0] + 3  # not monotone: no affine step
+    assert requantize.fit_affine(sums, bumpy) is None
+
+    net = int8_net("mlp", PlanRules(last=Precision.INT8, min_params=0, min_fan_in=0))
+    before = [n.op_type for n in to_onnx(net, (1, 28, 28))[0].graph.node]
+    real_fit = requantize.fit_affine
+
+    def off_by_one(s, t):
+        a, b, step = real_fit(s, t)
+        return a, b + np.int16(round(1 / step)), step  # every value one step too high
+
+    monkeypatch.setattr(requantize, "fit_affine", off_by_one)
+    proto, _ = to_onnx(net, (1, 28, 28))
+    ops = [n.op_type for n in proto.graph.node]
+    assert ops != before and "Relu" in ops  # the old chain stayed

@@ -33,6 +33,7 @@ from bnnc.export.lowering import Lowered, lower
 from bnnc.export.nodes import NodeSpec
 from bnnc.export.parity import MAX_TIE_SHARE, Parity, check_parity
 from bnnc.export.pixels import pixel_model
+from bnnc.export.requantize import fold_requantization
 from bnnc.layers import binary_layers, set_submodule
 from bnnc.loading import ModelFile, load_checkpoint
 from bnnc.outputs import atomic_write, check_outputs
@@ -192,6 +193,8 @@ def to_onnx(model: nn.Module, input_shape: tuple[int, ...], *, integer: bool = T
     proto = _torch_export(lowered.model, example, opset, custom=bool(lowered.specs))
     _replace_placeholders(proto, lowered.specs)
     match_torch_batchnorm(proto)
+    if integer:
+        fold_requantization(proto)
     _prune(proto)
     try:
         onnx.checker.check_model(proto, full_check=True)
