@@ -44,6 +44,7 @@ from bnnc import __version__
 from bnnc.conversion import convert_file
 from bnnc.data import sample_data_path
 from bnnc.loading import load_checkpoint
+from bnnc.measure import needs_reduce_range
 from bnnc.planning import PlanRules, Precision, plan
 from bnnc.training import FinetuneConfig, finetune
 
@@ -155,6 +156,7 @@ def markdown(doc: dict[str, Any]) -> str:
              f"CPU: {env.get('cpu', '?')}. "
              f"Command: `{env['command']}`. Accuracy is on the full 10,000-image Fashion-MNIST test set.", "",
              *targets(doc)]
+    weights = ", 7-bit weights (no VNNI)" if env.get("int8_reduce_range") else ""
     for r in doc["runs"]:
         a, fp32b = r["accuracy"], r["bytes"]["fp32"]
         after = ", ".join(f"{e} epoch{'s' if e != '1' else ''} {v:.2%}" for e, v in a["after_epochs"].items())
@@ -169,7 +171,8 @@ def markdown(doc: dict[str, Any]) -> str:
                   f"| after recalibration | {a['after_recalibration'] or 0:.2%} |",
                   f"| fine-tuned ({after}) | best epoch {a['best_epoch']} |",
                   f"| bnnc ONNX in ONNX Runtime | {a['onnx']['bnnc']:.2%} |",
-                  f"| ORT int8 (static QDQ, per-channel, calibrated) in ONNX Runtime | {a['onnx']['int8']:.2%} |",
+                  f"| ORT int8 (static QDQ, per-channel{weights}, calibrated) in ONNX Runtime | "
+                  f"{a['onnx']['int8']:.2%} |",
                   *([f"| ORT int8 (dynamic) in ONNX Runtime | {a['onnx']['int8-dynamic']:.2%} |"]
                     if "int8-dynamic" in a["onnx"] else []), "",
                   f"Drop vs FP32: {drop} pt (target ≤ {r['drop_target_pt']} pt: {met}). "
@@ -204,7 +207,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(max(args.threads))
     env = {"date": dt.date.today().isoformat(), "platform": platform.platform(), "cpus": torch.get_num_threads(),
-           "cpu": cpu_flags(),
+           "cpu": cpu_flags(), "int8_reduce_range": needs_reduce_range(),
            "python": platform.python_version(), "torch": torch.__version__, "onnx": onnx.__version__,
            "onnxruntime": onnxruntime.__version__, "bnnc": __version__,
            "command": "python -m benchmarks " + " ".join(

@@ -9,7 +9,7 @@ from conftest import build, images
 from onnx import numpy_helper
 
 from bnnc.export import to_fp32_onnx
-from bnnc.measure import has_convolutions, int8_static
+from bnnc.measure import has_convolutions, int8_static, needs_reduce_range
 
 
 def _optimized_ops(blob: bytes, tmp_path) -> list[str]:
@@ -35,6 +35,25 @@ def test_static_int8_is_qdq_per_channel_with_batchnorm_folded_and_runs_qlinearco
         assert dq.op_type == "DequantizeLinear" and inits[dq.input[0]].dtype == np.int8
         assert inits[dq.input[1]].shape == (inits[dq.input[0]].shape[0],)
     assert "QLinearConv" in _optimized_ops(blob, tmp_path) and "ConvInteger" not in _optimized_ops(blob, tmp_path)
+
+
+def test_static_int8_weights_keep_to_7_bits_where_the_cpu_has_no_vnni(monkeypatch):
+    """Without VNNI, ORT's uint8 x int8 kernels sum product pairs in saturating 16 bits: the baseline's weights
+    then use ORT's reduce_range (|q| <= 64), as users on such CPUs are told to; with VNNI the full int8 range."""
+    import platform
+
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
+    assert needs_reduce_range({"avx2", "fma"}) and needs_reduce_range({"avx512f", "avx512bw"})
+    assert not needs_reduce_range({"avx2", "avx_vnni"}) and not needs_reduce_range({"avx512f", "avx512_vnni"})
+    monkeypatch.setattr(platform, "machine", lambda: "aarch64")
+    assert not needs_reduce_range(set())
+    fp32 = to_fp32_onnx(build("cnn"), (1, 28, 28)).SerializeToString()
+    for reduce in (True, False):
+        monkeypatch.setattr("bnnc.measure.needs_reduce_range", lambda reduce=reduce: reduce)
+        graph = onnx.load_from_string(int8_static(fp32, images(64).numpy())).graph
+        weights = [numpy_helper.to_array(i) for i in graph.initializer if numpy_helper.to_array(i).dtype == np.int8]
+        largest = max(int(np.abs(w.astype(np.int32)).max()) for w in weights)
+        assert (largest <= 64) if reduce else (largest == 127), largest
 
 
 def test_static_int8_activation_ranges_come_from_the_calibration_data():
