@@ -19,6 +19,17 @@ from bnnc.checkpoint import save_checkpoint
 os.environ["BNNC_CONFIG_DIR"] = tempfile.mkdtemp(prefix="bnnc-test-config-")
 os.environ.pop("BNNC_ALLOW_ARCH", None)
 
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:  # pytest -n N: the workers share the cores, as torchrun's processes do
+    _threads = str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+    os.environ.setdefault("OMP_NUM_THREADS", _threads)  # the subprocesses tests start
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked ``long`` first (a stable sort): with ``-n`` a long test collected last would leave one
+    worker running it alone at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("long") is None)
+
 SMALL_ARCHS: dict[str, tuple[str, dict[str, Any]]] = {
     "mlp": ("bnnc.zoo:MLP", {"hidden": [64, 48], "in_features": 784}),
     "cnn": ("bnnc.zoo:VGG", {"width": 4, "fc": 32}),
