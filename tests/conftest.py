@@ -25,11 +25,6 @@ if "PYTEST_XDIST_WORKER_COUNT" in os.environ:  # pytest -n N: the workers share 
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests marked ``long`` first (a stable sort): with ``-n`` a long test collected last would leave one
-    worker running it alone at the end."""
-    items.sort(key=lambda item: item.get_closest_marker("long") is None)
-
 SMALL_ARCHS: dict[str, tuple[str, dict[str, Any]]] = {
     "mlp": ("bnnc.zoo:MLP", {"hidden": [64, 48], "in_features": 784}),
     "cnn": ("bnnc.zoo:VGG", {"width": 4, "fc": 32}),

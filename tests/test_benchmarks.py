@@ -5,12 +5,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.long
 def test_finetune_benchmark_smoke(tmp_path):
     out = tmp_path / "f.json"
     for extra in ([], ["--step-time"]):
@@ -20,7 +17,6 @@ def test_finetune_benchmark_smoke(tmp_path):
         assert runs and runs[0]["model"] == "mlp"
 
 
-@pytest.mark.long
 def test_export_benchmark_smoke(tmp_path):
     out = tmp_path / "e.json"
     subprocess.run([sys.executable, "-m", "benchmarks.export", "--smoke", "--batches", "1", "--json", str(out)],
@@ -31,7 +27,6 @@ def test_export_benchmark_smoke(tmp_path):
     assert set(run["latency"]["threads=2,batch=1"]) == set(run["bytes"])
 
 
-@pytest.mark.long
 def test_benchmarks_entry_point_smoke(tmp_path):
     out = tmp_path / "results"
     subprocess.run([sys.executable, "-m", "benchmarks", "--smoke", "--models", "mlp", "--threads", "2", "--data",

@@ -60,7 +60,6 @@ def two_processes(converted: Path) -> tuple[dict, str, Path]:
     return json.loads(r.stdout[r.stdout.index("{"):]), r.stderr, out
 
 
-@pytest.mark.long
 def test_two_processes_write_a_valid_improved_checkpoint(two_processes):
     result, stderr, out = two_processes
     assert "× 2 processes" in stderr
@@ -119,7 +118,6 @@ def _processes_naming(text: str) -> list[int]:
     return found
 
 
-@pytest.mark.long
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signals are Linux's")
 def test_kill_9_of_bnnc_takes_torchrun_and_its_workers_down(converted: Path, tmp_path: Path):
     import signal

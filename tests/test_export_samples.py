@@ -13,7 +13,6 @@ from bnnc.export import export_onnx
 SAMPLE_MODELS = Path(__file__).resolve().parent.parent / "sample_models"
 
 
-@pytest.mark.long
 @pytest.mark.accuracy
 @pytest.mark.parametrize("name", ["mlp", "vgg", "resnet"])
 def test_sample_model_export_matches_pytorch_on_the_test_split(tmp_path, name):

@@ -54,7 +54,6 @@ def _trained(name: str, data: Path, folder: Path) -> Path:
     return path
 
 
-@pytest.mark.long
 @pytest.mark.parametrize("name", list(FAMILIES))
 def test_family_through_compress_from_a_state_dict(name: str, data: dict[int, Path], tmp_path: Path):
     sd = _trained(name, data[FAMILIES[name]], tmp_path)

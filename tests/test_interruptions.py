@@ -55,7 +55,6 @@ def model(tmp_path: Path, fp32_checkpoint) -> Path:
     return convert_file(fp32_checkpoint("mlp", preprocessing=PRE), tmp_path / "m.bnnc").output
 
 
-@pytest.mark.long
 def test_kill_9_mid_epoch_then_resume_equals_an_uninterrupted_run(tmp_path: Path, model: Path):
     data = learnable_npz(tmp_path, 4096, 128)
     common = ["--data", str(data), "--epochs", "3", "--batch-size", "32", "--seed", "7"]
@@ -143,7 +142,6 @@ def _export_or_report(command: str, tmp_path: Path, model: Path) -> tuple[list[P
                     "--markdown", str(finals[1]), "--batch", "8"]
 
 
-@pytest.mark.long
 @pytest.mark.parametrize("command", ["export", "report"])
 def test_kill_9_during_export_or_report_never_leaves_a_partial_output(tmp_path: Path, model: Path, command: str):
     """Killed with the first output whole but not yet under its name: nothing under any final name, and

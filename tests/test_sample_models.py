@@ -80,7 +80,6 @@ def test_checkpoint_is_self_describing_and_matches_models_json(name: str) -> Non
     assert entry["file_bytes"] == (SAMPLE_MODELS / f"{name}.pt").stat().st_size
 
 
-@pytest.mark.long
 @pytest.mark.accuracy
 @pytest.mark.parametrize("name", MODELS)
 def test_accuracy_on_the_test_split_is_as_recorded(name: str) -> None:

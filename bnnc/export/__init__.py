@@ -1,7 +1,8 @@
 """Export: a binarized model -> mixed-precision ONNX with 1-bit weights and an integer path.
 
 lower (:mod:`~bnnc.export.lowering`, thresholds: :mod:`~bnnc.export.thresholds`) -> torch.onnx
--> replace placeholders (:mod:`~bnnc.export.graph`, bits: :mod:`~bnnc.export.packing`), or convert
+-> replace placeholders (:mod:`~bnnc.export.graph`, bits: :mod:`~bnnc.export.packing`; torch's BatchNorm rounding:
+:mod:`~bnnc.export.batchnorm`, int8 requantization: :mod:`~bnnc.export.requantize`), or convert
 them with OpenVINO into XNOR-popcount layers (:mod:`~bnnc.export.openvino`), or write C
 (:mod:`~bnnc.export.csource`, kernels in ``c_runtime.h``, compiled by :mod:`~bnnc.export.ctoolchain`) -> check
 (:mod:`~bnnc.export.parity`, runtimes: :mod:`~bnnc.export.runtime`).

@@ -20,6 +20,8 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
+from bnnc.export.onnxfacts import constants, shapes
+
 _PROBE = 2.0**40  # x * a + b with x = 2^40: b vanishes and a is exact, so f(2^40) / 2^40 = a
 
 
@@ -50,23 +52,6 @@ def torch_uses_fma() -> bool | None:
         unfused = (x.numpy() * a.reshape(view)).astype(np.float32) + b.reshape(view)
         verdicts.add(True if np.array_equal(fused, y) else False if np.array_equal(unfused, y) else None)
     return verdicts.pop() if len(verdicts) == 1 else None
-
-
-def _constants(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
-    values = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
-    for node in graph.node:  # the exporter shares equal initializers through Identity nodes
-        if node.op_type == "Identity" and node.input[0] in values:
-            values[node.output[0]] = values[node.input[0]]
-    return values
-
-
-def _ranks(proto: onnx.ModelProto) -> dict[str, int]:
-    inferred = onnx.shape_inference.infer_shapes(proto)
-    ranks = {}
-    for vi in (*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output):
-        if vi.type.tensor_type.HasField("shape"):
-            ranks[vi.name] = len(vi.type.tensor_type.shape.dim)
-    return ranks
 
 
 # Ops through which a last-ulp difference reaches a binarizer unchanged in kind (elementwise or
@@ -107,8 +92,8 @@ def match_torch_batchnorm(proto: onnx.ModelProto) -> int:
     if fma is None:
         return 0
     graph = proto.graph
-    consts = _constants(graph)
-    ranks = _ranks(proto)
+    consts = constants(graph)
+    ranks = {name: len(shape) for name, shape in shapes(proto).items()}
     feeding = _feeds_binarizer(graph)
     nodes: list[onnx.NodeProto] = []
     inits: list[onnx.TensorProto] = []

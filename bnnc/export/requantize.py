@@ -25,6 +25,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from bnnc.export.onnxfacts import shapes
+
 _ELEMENTWISE = {"Cast", "Mul", "Add", "Sub", "Div", "Relu", "Clip", "Max", "Min", "Identity"}
 """Ops a chain from the sum to the quantization may hold (other operands constant and per channel)."""
 
@@ -52,7 +54,7 @@ def fold_requantization(proto: onnx.ModelProto) -> int:
     graph = proto.graph
     if not {"MatMulInteger", "QuantizeLinear"} <= {n.op_type for n in graph.node}:
         return 0
-    shapes = _shapes(proto)
+    known = shapes(proto)
     opset = next(op.version for op in proto.opset_import if op.domain in ("", "ai.onnx"))
     outputs = {o.name for o in graph.output}
     folded = 0
@@ -63,7 +65,7 @@ def fold_requantization(proto: onnx.ModelProto) -> int:
         for n in graph.node:
             for i in n.input:
                 consumers.setdefault(i, []).append(n)
-        chain = _find_chain(producer[sum_name], inits, producer, consumers, shapes, outputs)
+        chain = _find_chain(producer[sum_name], inits, producer, consumers, known, outputs)
         if chain is None:
             continue
         replacement = _replacement(chain, inits, opset)
@@ -83,18 +85,6 @@ def fold_requantization(proto: onnx.ModelProto) -> int:
         graph.initializer.extend(new_inits)
         folded += 1
     return folded
-
-
-def _shapes(proto: onnx.ModelProto) -> dict[str, list[int | None]]:
-    inferred = onnx.shape_inference.infer_shapes(proto)
-    out: dict[str, list[int | None]] = {}
-    for vi in (*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output):
-        t = vi.type.tensor_type
-        if t.HasField("shape"):
-            out[vi.name] = [d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim]
-    for i in proto.graph.initializer:
-        out[i.name] = list(i.dims)
-    return out
 
 
 def _scalar(inits: dict[str, onnx.TensorProto], name: str) -> np.ndarray | None:
