@@ -20,7 +20,8 @@ os.environ["BNNC_CONFIG_DIR"] = tempfile.mkdtemp(prefix="bnnc-test-config-")
 os.environ.pop("BNNC_ALLOW_ARCH", None)
 
 if "PYTEST_XDIST_WORKER_COUNT" in os.environ:  # pytest -n N: the workers share the cores, as torchrun's processes do
-    _threads = str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+    _cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    _threads = str(max(1, _cores // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
     os.environ.setdefault("OMP_NUM_THREADS", _threads)  # the subprocesses tests start
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
