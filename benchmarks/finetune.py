@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import TensorDataset
 
+from bnnc import defaults
 from bnnc.conversion import ConvertOptions, convert_file
 from bnnc.data import DataSplits, Preprocessing, load_data, sample_data_path
 from bnnc.layers import clip_latent_weights
@@ -49,6 +50,7 @@ ABLATIONS: dict[str, tuple[dict[str, Any], ConvertOptions]] = {  # (finetune cha
     "distillation weight 0.9": ({"distill_weight": 0.9}, ConvertOptions()),
     "distillation temperature 2": ({"temperature": 2.0}, ConvertOptions()),
     "latent weights at the global lr (before 2026-12-01)": ({"latent_lr": 0.0}, ConvertOptions()),
+    "batch 128 (before 2026-12-01)": ({"batch_size": 128}, ConvertOptions()),
 }
 
 
@@ -75,7 +77,7 @@ def run(model: str, splits: DataSplits, config: FinetuneConfig, options: Convert
     }
 
 
-def step_time(model: str, batch: int = 128, steps: int = 30) -> dict[str, float]:
+def step_time(model: str, batch: int = defaults.BATCH_SIZE, steps: int = 30) -> dict[str, float]:
     """Median seconds of one training step (forward, backward, optimizer, clip): binarized vs FP32."""
     src = REPO / "sample_models" / f"{model}.pt"
     with tempfile.TemporaryDirectory() as d:
@@ -99,7 +101,8 @@ def step_time(model: str, batch: int = 128, steps: int = 30) -> dict[str, float]
             if i >= 5:
                 samples.append(time.perf_counter() - t0)
         times[name] = statistics.median(samples)
-    return {"fp32_s": times["fp32"], "binarized_s": times["binarized"], "ratio": times["binarized"] / times["fp32"]}
+    return {"batch": batch, "fp32_s": times["fp32"], "binarized_s": times["binarized"],
+            "ratio": times["binarized"] / times["fp32"]}
 
 
 def main() -> None:
@@ -122,8 +125,8 @@ def main() -> None:
         for model in args.models:
             t = step_time(model, steps=3 if args.smoke else 30)
             out["runs"].append({"model": model, **t})
-            print(f"{model:7s} step fp32 {t['fp32_s'] * 1e3:7.1f} ms  binarized {t['binarized_s'] * 1e3:7.1f} ms  "
-                  f"ratio {t['ratio']:.2f}x")
+            print(f"{model:7s} step (batch {t['batch']}) fp32 {t['fp32_s'] * 1e3:7.1f} ms  "
+                  f"binarized {t['binarized_s'] * 1e3:7.1f} ms  ratio {t['ratio']:.2f}x")
     else:
         rows = ABLATIONS if args.ablation else {"default recipe": ABLATIONS["default recipe"]}
         with tempfile.TemporaryDirectory() as d:

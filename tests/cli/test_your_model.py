@@ -83,6 +83,7 @@ def test_compress_a_state_dict_with_distillation(user: Path, tmp_path: Path, mon
         "--epochs", "1", "-o", str(tmp_path / "out"))
     history = json.loads((tmp_path / "out" / "mlp_sd.finetuned.history.json").read_text())
     assert history["config"]["distill"] is True
+    assert history["config"]["batch_size"] == 64  # the measured default reaches the CLI's runs
     assert history["fp32_accuracy"] > 0.5  # measured on the teacher: the state dict rebuilt with the recorded arch
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["accuracy"]["onnx_torch_agreement"] == 1.0
