@@ -49,6 +49,7 @@ ABLATIONS: dict[str, tuple[dict[str, Any], ConvertOptions]] = {  # (finetune cha
     "5% learning-rate warm-up": ({"warmup": 0.05}, ConvertOptions()),
     "distillation weight 0.9": ({"distill_weight": 0.9}, ConvertOptions()),
     "distillation temperature 2": ({"temperature": 2.0}, ConvertOptions()),
+    "Bop (no latent weights)": ({"bop": True}, ConvertOptions()),
     "latent weights at the global lr (before 2026-12-01)": ({"latent_lr": 0.0}, ConvertOptions()),
     "batch 128 (before 2026-12-01)": ({"batch_size": 128}, ConvertOptions()),
 }

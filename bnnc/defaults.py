@@ -44,6 +44,16 @@ LATENT_LR = 0.05
 rate). Adam moves a weight by about its learning rate a step, so this fixes how far a step goes relative to the
 weights, whatever their scale. Measured (README): ResNet sample 4.94 -> 3.89 pt drop at 5 epochs."""
 
+BOP = False
+"""Fine-tuning: Bop's flips for the binary weights instead of latent weights (``bnnc.training.bop``). Off: it
+lost on all three sample models (README), as it throws away what the FP32 weights' magnitudes say about how
+sure each sign is."""
+BOP_GAMMA = 1e-4
+"""Bop: the gradient averages' rate, scaled by the learning-rate schedule (a window of about 1 / gamma steps)."""
+BOP_THRESHOLD = 0.03
+"""Bop: a weight flips where its averaged gradient, over its root mean square, pushes across zero by more.
+With ``BOP_GAMMA`` the best of four pairs on the sample MLP (README)."""
+
 CHECK_SAMPLES = 512
 """Inputs every export is checked on against the PyTorch model."""
 

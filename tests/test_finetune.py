@@ -1,4 +1,5 @@
 import json
+from collections import defaultdict
 from pathlib import Path
 
 import pytest
@@ -273,3 +274,94 @@ def test_two_step_trains_real_weights_first_and_ships_only_binary_epochs(tmp_pat
     assert any(i > first_end for i in calibrations)  # BN and thresholds re-estimated when weights turn binary
     model = load_checkpoint(result.output).model
     assert all(not m.__dict__.get("real_weights", False) for m in model.modules())
+
+
+def test_bop_flips_do_not_depend_on_the_gradients_scale_and_need_evidence_first():
+    """m / sqrt(v) over the same window is dimensionless and bounded by sqrt(1 - (1 - gamma)^t): the same
+    gradients at any scale flip the same weights, and none flips before about tau^2 / gamma steps."""
+    from bnnc.training.bop import bop_step
+
+    gamma, tau = 0.01, 0.3  # sqrt(1 - 0.99^t) > 0.3 from t = 10 on
+    seen = []
+    for scale in (1e-9, 1.0, 1e6):
+        g = torch.Generator().manual_seed(0)
+        w = torch.nn.Parameter(torch.rand(5000, generator=g) - 0.5)
+        w0, state, group = w.detach().clone(), defaultdict(dict), {"params": [w], "lr": gamma, "threshold": tau}
+        history = []
+        for _ in range(30):
+            w.grad = (torch.randn(5000, generator=g) + 2 * torch.sign(w0)) * scale  # most pushed across zero
+            bop_step(group, state)
+            assert w.grad is None  # consumed: the optimizer around it skips the binary weights
+            history.append((w.detach() != w0).clone())
+        assert not any(h.any() for h in history[:9]) and history[-1].float().mean() > 0.5
+        assert torch.equal(w.detach().abs(), w0.abs())  # flips only
+        seen.append(torch.stack(history))
+    assert torch.equal(seen[0], seen[1]) and torch.equal(seen[1], seen[2])
+
+
+def test_bop_flips_a_weight_whose_gradient_pushes_it_across_zero():
+    from bnnc.training.bop import bop_flips
+
+    w = torch.tensor([0.3, -0.3, 0.0, 0.3, -0.7])
+    m = torch.tensor([0.5, 0.5, 0.5, 0.05, -0.5])
+    flips = bop_flips(w, m, torch.ones(5), threshold=0.1)
+    # descent lowers +0.3 (g > 0): flip; raises nothing for -0.3 (g > 0 pushes it further down); 0 counts as +1;
+    # a push of 0.05 stays under the threshold; -0.7 with g < 0 is pushed up across zero
+    assert flips.tolist() == [True, False, True, False, True]
+
+
+def test_bop_flips_binary_weights_after_tau_squared_over_gamma_steps_and_adam_steps_the_rest(small_bnnc, subset):
+    """With --bop the binary weights change only by sign flips, keep their magnitudes, and flip only where the
+    gradient has pushed long enough; every other parameter still learns with Adam."""
+    from bnnc.training import make_optimizer
+
+    model = load_checkpoint(small_bnnc).model.eval()  # running statistics: the same gradient every step
+    layers = [layer for _, layer in binary_layers(model)]
+    before = [layer.weight.detach().clone() for layer in layers]
+    others = {n: p.detach().clone() for n, p in model.named_parameters() if not n.endswith(".weight")
+              or not any(p is layer.weight for layer in layers)}
+    gamma, tau = 0.01, 0.3  # a constant gradient reaches tau after log(1 - tau^2) / log(1 - gamma) = 9.4 steps
+    optimizer = make_optimizer(model, FinetuneConfig(bop=True, bop_gamma=gamma, bop_threshold=tau))
+    assert [g.get("bop", False) for g in optimizer.param_groups] == [True, False]
+    x, y = subset.train.tensors[0][:64], subset.train.tensors[1][:64]
+    grads = None
+    for step in range(1, 11):
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        if grads is None:
+            grads = [layer.weight.grad.clone() for layer in layers]
+        optimizer.step()
+        flipped = sum(int(((layer.weight >= 0) != (w0 >= 0)).sum()) for layer, w0 in zip(layers, before, strict=True))
+        if step <= 9:
+            assert flipped == 0, step
+    assert flipped > 0
+    for layer, w0, g in zip(layers, before, grads, strict=True):
+        w = layer.weight.detach()
+        assert torch.equal(w.abs(), w0.abs())  # flips only: no latent weight moves
+        changed = (w >= 0) != (w0 >= 0)
+        assert (torch.where(w0 >= 0, 1.0, -1.0)[changed] * g[changed] > 0).all()  # each pushed across zero
+    assert any(not torch.equal(p.detach(), others[n]) for n, p in model.named_parameters() if n in others)
+
+
+def test_bop_finetunes_resumes_and_refuses_what_it_cannot_do(tmp_path, subset, small_bnnc):
+    cfg = FinetuneConfig(epochs=2, bop=True)
+    result = finetune(small_bnnc, subset, cfg, tmp_path / "b.bnnc")
+    assert all(r.flip_share > 0 for r in result.history)
+
+    def stop_after_first(event):
+        if isinstance(event, EpochEnd) and event.record.epoch == 1:
+            raise _Interrupt
+
+    with pytest.raises(_Interrupt):
+        finetune(small_bnnc, subset, cfg, tmp_path / "cut.bnnc", on_event=stop_after_first)
+    finetune(small_bnnc, subset, cfg, tmp_path / "cut.bnnc", resume=True)  # Bop's averages restored
+    full, cut = (torch.load(tmp_path / f"{n}.bnnc.state", weights_only=True)["model"] for n in ("b", "cut"))
+    assert all(torch.equal(full[k], cut[k]) for k in full)
+    model = load_checkpoint(result.output).model
+    start = load_checkpoint(small_bnnc).model
+    for (_, a), (_, b) in zip(binary_layers(model), binary_layers(start), strict=True):
+        assert torch.equal(a.weight.abs(), b.weight.abs())  # the latent magnitudes never learned
+    for bad, message in [({"bop": True, "two_step": True}, "choose one"), ({"bop_gamma": 0.0}, "gamma"),
+                         ({"bop_threshold": 1.0}, "threshold"), ({"bop_threshold": float("nan")}, "threshold")]:
+        with pytest.raises(BnncError, match=message):
+            FinetuneConfig(**bad)

@@ -100,6 +100,14 @@ Warmup = Annotated[float, typer.Option(help="Share of the steps with a linear le
 LatentLr = Annotated[float, typer.Option(help="Each binary layer's latent weights learn at this share of their mean "
                                               "|W| (a step the same size relative to every layer's weights); 0: "
                                               "the global --lr.", min=0, max=1e3, callback=finite)]
+Bop = Annotated[bool, flag("--bop/--no-bop", help="Train the binary weights with Bop's sign flips instead of latent "
+                                                  "weights (Helwegen et al. 2019, with a scale-free threshold); "
+                                                  "--latent-lr and --glorot-lr then don't apply.")]
+BopGamma = Annotated[float, typer.Option(help="Bop: rate of the gradient's moving averages (the schedule scales "
+                                              "it).", min=0, max=1, callback=finite)]
+BopThreshold = Annotated[float, typer.Option(help="Bop: a weight flips where its averaged gradient over its root "
+                                                  "mean square pushes across zero by more than this.", min=0, max=1,
+                                             callback=finite)]
 Recalibrate = Annotated[bool, flag("--recalibrate/--no-recalibrate", help="Re-estimate BatchNorm statistics and "
                                                                           "thresholds before training.")]
 BatchSize = Annotated[int, typer.Option(help="Fine-tuning batch size.", min=1, max=1 << 20)]

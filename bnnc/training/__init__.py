@@ -1,6 +1,7 @@
 """Fine-tuning a binarized checkpoint (``bnnc finetune``): the loop (:mod:`~bnnc.training.loop`), its
-settings (:mod:`~bnnc.training.config`), the recipe's pieces (:mod:`~bnnc.training.recipe`), what it
-reports (:mod:`~bnnc.training.events`) and the files it writes (:mod:`~bnnc.training.files`)."""
+settings (:mod:`~bnnc.training.config`), the recipe's pieces (:mod:`~bnnc.training.recipe`, Bop in
+:mod:`~bnnc.training.bop`), what it reports (:mod:`~bnnc.training.events`) and the files it writes
+(:mod:`~bnnc.training.files`)."""
 
 from bnnc.training.config import DEFAULT_LR, FinetuneConfig, Optimizer, Schedule
 from bnnc.training.events import BatchEnd, Calibrating, EpochEnd, EpochRecord, Event, FinetuneResult, Started

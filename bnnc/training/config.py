@@ -37,6 +37,9 @@ class FinetuneConfig:
     bn_reestimate: bool = defaults.BN_REESTIMATE  # BN statistics re-estimated before each validation (Bi-Real)
     warmup: float = defaults.WARMUP           # share of the steps with a linear learning-rate warm-up
     latent_lr: float = defaults.LATENT_LR     # latent weights' lr as a share of their layer's mean |W| (0: lr)
+    bop: bool = defaults.BOP                  # Bop's flips for the binary weights instead of latent weights
+    bop_gamma: float = defaults.BOP_GAMMA     # Bop: rate of the gradient averages (the schedule scales it)
+    bop_threshold: float = defaults.BOP_THRESHOLD  # Bop: flip where sign(w) * m / sqrt(v) exceeds it
     calibration_batches: int = 20
     seed: int = defaults.SEED
     device: str = "auto"
@@ -60,6 +63,10 @@ class FinetuneConfig:
             (0 <= self.warmup < 1, f"warm-up must be a share of the steps in [0, 1), got {self.warmup}"),
             (math.isfinite(self.latent_lr) and self.latent_lr >= 0,
              f"latent learning rate must be a share >= 0 of the weights' mean |W|, got {self.latent_lr}"),
+            (0 < self.bop_gamma <= 1, f"Bop's gamma must be in (0, 1], got {self.bop_gamma}"),
+            (0 < self.bop_threshold < 1, f"Bop's threshold must be in (0, 1), got {self.bop_threshold}"),
+            (not (self.bop and self.two_step), "Bop trains binary weights and the two-step schedule's first half "
+                                               "real ones: choose one of --bop and --two-step"),
         ]
         for ok, message in checks:
             if not ok:

@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from bnnc.layers import binary_layers
 from bnnc.shift import ShiftAdaMax
+from bnnc.training.bop import AdamaxBop, AdamBop, ShiftAdaMaxBop
 from bnnc.training.config import FinetuneConfig, Schedule
 
 
@@ -55,22 +56,27 @@ def latent_learning_rate(weight: torch.Tensor, config: FinetuneConfig) -> float:
 def make_optimizer(model: nn.Module, config: FinetuneConfig) -> torch.optim.Optimizer:
     """Latent binary weights in their own groups (:func:`latent_learning_rate`, Glorot-scaled if asked), everything
     else in one at the global learning rate. The rates are fixed when fine-tuning starts (a resumed run restores
-    them with the optimizer's state)."""
+    them with the optimizer's state). With ``bop`` the binary weights form one Bop group instead (its ``lr`` is
+    gamma, so the schedule scales it; :mod:`bnnc.training.bop`) and the optimizer steps only the rest."""
     lr = config.learning_rate
-    groups: list[dict[str, Any]] = []
-    latent: set[int] = set()
-    for _, layer in binary_layers(model):
-        latent.add(id(layer.weight))
-        glorot = glorot_scale(layer) if config.glorot_lr else 1.0
-        groups.append({"params": [layer.weight], "lr": latent_learning_rate(layer.weight, config) * glorot})
+    binary = [layer for _, layer in binary_layers(model)]
+    groups: list[dict[str, Any]]
+    if config.bop:
+        groups = [{"params": [layer.weight for layer in binary], "lr": config.bop_gamma, "bop": True,
+                   "threshold": config.bop_threshold, "weight_decay": 0.0}] if binary else []
+    else:
+        glorot = [glorot_scale(layer) if config.glorot_lr else 1.0 for layer in binary]
+        groups = [{"params": [layer.weight], "lr": latent_learning_rate(layer.weight, config) * g}
+                  for layer, g in zip(binary, glorot, strict=True)]
+    latent = {id(layer.weight) for layer in binary}
     rest = [p for p in model.parameters() if id(p) not in latent and p.requires_grad]
     groups.append({"params": rest, "lr": lr})
     decay = config.weight_decay
     if config.optimizer == "adam":
-        return torch.optim.Adam(groups, lr=lr, weight_decay=decay)
+        return (AdamBop if config.bop else torch.optim.Adam)(groups, lr=lr, weight_decay=decay)
     if config.optimizer == "adamax":
-        return torch.optim.Adamax(groups, lr=lr, weight_decay=decay)
-    return ShiftAdaMax(groups, lr=lr, weight_decay=decay)
+        return (AdamaxBop if config.bop else torch.optim.Adamax)(groups, lr=lr, weight_decay=decay)
+    return (ShiftAdaMaxBop if config.bop else ShiftAdaMax)(groups, lr=lr, weight_decay=decay)
 
 
 def lr_factor(schedule: Schedule, step: int, total: int, warmup: float = 0.0) -> float:

@@ -39,6 +39,14 @@ def test_the_recipe_switches_reach_the_config_from_the_command_line(tmp_path, fp
     assert tuple(config[k] for k in switches) == ("approxsign", True, True, 0.1, 0.02)
     r = runner.invoke(app, ["finetune", str(model), "--data", str(data), "--ste", "box", "--force"])
     assert r.exit_code == 2 and "--ste" in r.stderr
+    r = runner.invoke(app, ["finetune", str(model), "--data", str(data), "--epochs", "1", "--batch-size", "64",
+                            "--bop", "--bop-gamma", "0.002", "--bop-threshold", "0.2", "--force"])
+    assert r.exit_code == 0, r.output
+    config = torch.load(tmp_path / "m.finetuned.bnnc", weights_only=True)["binarized"]["finetune"]["config"]
+    assert (config["bop"], config["bop_gamma"], config["bop_threshold"]) == (True, 0.002, 0.2)
+    for bad in (["--bop", "--two-step"], ["--bop-threshold", "1"], ["--bop-gamma", "0"]):
+        r = runner.invoke(app, ["finetune", str(model), "--data", str(data), *bad, "--force"])
+        assert r.exit_code == 2 and "Traceback" not in r.output, (bad, r.output)
 
 
 def test_finetune_bad_input(tmp_path, fp32_checkpoint):
