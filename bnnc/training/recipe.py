@@ -63,7 +63,7 @@ def make_optimizer(model: nn.Module, config: FinetuneConfig) -> torch.optim.Opti
     groups: list[dict[str, Any]]
     if config.bop:
         groups = [{"params": [layer.weight for layer in binary], "lr": config.bop_gamma, "bop": True,
-                   "threshold": config.bop_threshold, "weight_decay": 0.0}] if binary else []
+                   "threshold": config.bop_threshold}] if binary else []
     else:
         glorot = [glorot_scale(layer) if config.glorot_lr else 1.0 for layer in binary]
         groups = [{"params": [layer.weight], "lr": latent_learning_rate(layer.weight, config) * g}
