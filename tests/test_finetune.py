@@ -361,7 +361,8 @@ def test_bop_finetunes_resumes_and_refuses_what_it_cannot_do(tmp_path, subset, s
     start = load_checkpoint(small_bnnc).model
     for (_, a), (_, b) in zip(binary_layers(model), binary_layers(start), strict=True):
         assert torch.equal(a.weight.abs(), b.weight.abs())  # the latent magnitudes never learned
-    for bad, message in [({"bop": True, "two_step": True}, "choose one"), ({"bop_gamma": 0.0}, "gamma"),
+    for bad, message in [({"bop": True, "two_step": True}, "choose one"),
+                         ({"bop": True, "glorot_lr": True}, "choose one"), ({"bop_gamma": 0.0}, "gamma"),
                          ({"bop_threshold": 1.0}, "threshold"), ({"bop_threshold": float("nan")}, "threshold")]:
         with pytest.raises(BnncError, match=message):
             FinetuneConfig(**bad)

@@ -102,7 +102,7 @@ LatentLr = Annotated[float, typer.Option(help="Each binary layer's latent weight
                                               "the global --lr.", min=0, max=1e3, callback=finite)]
 Bop = Annotated[bool, flag("--bop/--no-bop", help="Train the binary weights with Bop's sign flips instead of latent "
                                                   "weights (Helwegen et al. 2019, with a scale-free threshold); "
-                                                  "--latent-lr and --glorot-lr then don't apply.")]
+                                                  "--latent-lr then doesn't apply.")]
 BopGamma = Annotated[float, typer.Option(help="Bop: rate of the gradient's moving averages (the schedule scales "
                                               "it).", min=0, max=1, callback=finite)]
 BopThreshold = Annotated[float, typer.Option(help="Bop: a weight flips where its averaged gradient over its root "

@@ -67,6 +67,8 @@ class FinetuneConfig:
             (0 < self.bop_threshold < 1, f"Bop's threshold must be in (0, 1), got {self.bop_threshold}"),
             (not (self.bop and self.two_step), "Bop trains binary weights and the two-step schedule's first half "
                                                "real ones: choose one of --bop and --two-step"),
+            (not (self.bop and self.glorot_lr), "Bop has no latent weights for --glorot-lr to scale: choose one of "
+                                                "--bop and --glorot-lr"),
         ]
         for ok, message in checks:
             if not ok:

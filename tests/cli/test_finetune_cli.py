@@ -44,7 +44,7 @@ def test_the_recipe_switches_reach_the_config_from_the_command_line(tmp_path, fp
     assert r.exit_code == 0, r.output
     config = torch.load(tmp_path / "m.finetuned.bnnc", weights_only=True)["binarized"]["finetune"]["config"]
     assert (config["bop"], config["bop_gamma"], config["bop_threshold"]) == (True, 0.002, 0.2)
-    for bad in (["--bop", "--two-step"], ["--bop-threshold", "1"], ["--bop-gamma", "0"]):
+    for bad in (["--bop", "--two-step"], ["--bop", "--glorot-lr"], ["--bop-threshold", "1"], ["--bop-gamma", "0"]):
         r = runner.invoke(app, ["finetune", str(model), "--data", str(data), *bad, "--force"])
         assert r.exit_code == 2 and "Traceback" not in r.output, (bad, r.output)
 
