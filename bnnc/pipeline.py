@@ -14,7 +14,7 @@ from bnnc.data import DataSpec
 from bnnc.errors import BnncError, OutputError
 from bnnc.events import OnEvent, Stage, emitter
 from bnnc.export import ExportResult, export_c, export_onnx, export_openvino
-from bnnc.export.csource import c_name
+from bnnc.export.csource import c_name, generate
 from bnnc.loading import load_checkpoint
 from bnnc.outputs import check_outputs, write_text
 from bnnc.planning import PlanRules
@@ -147,6 +147,9 @@ def compress(
         converted = convert_file(src, files["converted"], arch=arch, arch_kwargs=arch_kwargs, trust_model=trust_model,
                                  rules=rules, options=options, input_shape=input_shape, data=splits,
                                  calibration_batches=calibration_batches, overwrite=overwrite, on_event=event)
+        if "c" in files:  # an operation the C export lacks: said now, not after fine-tuning
+            c_model = load_checkpoint(converted.output, trust_model=trust_model, allow_arch=arch).model
+            generate(c_model, tuple(splits.preprocessing.input_shape), files["c"].stem)
         stage("fine-tune")
         ft = finetune(converted.output, splits, config, files["finetuned"], overwrite=overwrite, teacher=teacher,
                       arch=arch, arch_kwargs=arch_kwargs, trust_model=trust_model, history_path=files["history"],

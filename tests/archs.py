@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -25,6 +26,40 @@ def grouped_net(classes: int = 4, groups: int = 4) -> nn.Module:
         nn.Conv2d(32, 32, 1), nn.BatchNorm2d(32), nn.AvgPool2d(2),
         nn.Flatten(), nn.Dropout(0.1), nn.Linear(32 * 4 * 4, classes),
     )
+
+
+class FunctionalNet(nn.Module):
+    """PyTorch's own MNIST example (pytorch/examples mnist/main.py), narrower: pooling, dropout and log-softmax
+    called as functions in ``forward``, no BatchNorm."""
+
+    def __init__(self, classes: int = 10) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 16, 3, 1)
+        self.conv2 = nn.Conv2d(16, 32, 3, 1)
+        self.dropout1 = nn.Dropout(0.25)
+        self.fc1 = nn.Linear(32 * 12 * 12, 64)
+        self.fc2 = nn.Linear(64, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.conv1(x))
+        x = F.relu(self.conv2(x))
+        x = F.max_pool2d(x, 2)
+        x = self.dropout1(x)
+        x = torch.flatten(x, 1)
+        x = F.relu(self.fc1(x))
+        x = F.dropout(x, 0.5, self.training)
+        return F.log_softmax(self.fc2(x), dim=1)
+
+
+class Cumulative(nn.Module):
+    """An MLP with a running sum between its layers: an operation the C export has no kernel for."""
+
+    def __init__(self, classes: int = 10) -> None:
+        super().__init__()
+        self.a, self.b, self.c = nn.Linear(784, 64), nn.Linear(64, 64), nn.Linear(64, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.c(torch.cumsum(self.b(torch.relu(self.a(x.flatten(1)))), dim=1))
 
 
 class TokenMLP(nn.Module):

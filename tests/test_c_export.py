@@ -11,7 +11,8 @@ import families
 import numpy as np
 import pytest
 import torch
-from archs import Branches, TokenMLP, conv1d_net, grouped_net
+from archs import Branches, Cumulative, FunctionalNet, TokenMLP, conv1d_net, grouped_net
+from conftest import PRE, learnable_npz
 from families import FAMILIES
 from test_export import binarized
 from test_export_fuzz import random_net
@@ -76,6 +77,11 @@ def test_conv_net_with_padding_stride_and_pooling_matches_torch(tmp_path):
 
 def test_residual_and_concatenation_match_torch(tmp_path):
     assert_parity(binarized(Branches(), (1, 16, 16)), (1, 16, 16), tmp_path)
+
+
+def test_pooling_dropout_and_log_softmax_called_as_functions_match_torch(tmp_path):
+    """PyTorch's MNIST example calls them in ``forward`` (``F.max_pool2d(x, 2)``): the C export knows them."""
+    assert_parity(binarized(FunctionalNet()), (1, 28, 28), tmp_path)
 
 
 def test_conv1d_net_matches_torch(tmp_path):
@@ -231,6 +237,22 @@ def test_unsupported_operations_are_refused_in_one_line(tmp_path):
     net = binarized(Odd(), (16,), PlanRules(min_params=0, min_fan_in=0, first=Precision.BINARY))
     with pytest.raises(ExportError, match="no kernel for cumsum"):
         export_c(net, tmp_path / "out", input_shape=(16,))
+
+
+def test_compress_says_what_the_c_export_lacks_before_fine_tuning(tmp_path):
+    """Not after the epochs: the C program is generated from the converted model first; nothing is left behind."""
+    from bnnc import compress
+    from bnnc.checkpoint import save_checkpoint
+    from bnnc.events import Stage
+
+    torch.manual_seed(0)
+    src = tmp_path / "cum.pt"
+    save_checkpoint(src, state_dict=Cumulative().state_dict(), arch="archs:Cumulative", preprocessing=PRE)
+    stages: list[str] = []
+    with pytest.raises(ExportError, match="no kernel for cumsum"):
+        compress(src, learnable_npz(tmp_path, 64, 32), tmp_path / "out", formats=("onnx", "c"), arch="archs:Cumulative",
+                 on_event=lambda e: stages.append(e.text) if isinstance(e, Stage) else None)
+    assert stages == [f"convert {src}"] and not (tmp_path / "out").exists()
 
 
 @pytest.mark.skipif(shutil.which("arm-none-eabi-gcc") is None, reason="no arm-none-eabi-gcc (apt-get install "

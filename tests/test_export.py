@@ -6,6 +6,8 @@ import numpy as np
 import onnx
 import pytest
 import torch
+import torch.nn.functional as F
+from archs import FunctionalNet
 from conftest import build, images
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -96,6 +98,22 @@ def test_lowered_model_computes_what_the_binarized_model_computes(kind):
     with torch.no_grad():  # exact up to a folded last BatchNorm's rounding
         torch.testing.assert_close(low.model(x), net(x), rtol=1e-5, atol=1e-6)
     assert any(s.fused is not None for s in low.specs)  # BN/ReLU chains folded into thresholds
+
+
+def test_pooling_called_as_a_function_fuses_like_the_module():
+    """``F.max_pool2d(x, 2)`` between two binary layers (PyTorch's MNIST example) becomes a MaxPool2d module, so the
+    chain folds into thresholds on pooled bits; inactive functional dropout drops out; log-softmax becomes a module."""
+    net = binarized(FunctionalNet())
+    x = images(32, seed=3)
+    low = lower(net, x[:2])
+    with torch.no_grad():
+        torch.testing.assert_close(low.model(x), net(x), rtol=1e-5, atol=1e-6)
+    pooled = [s for s in low.specs if s.fused is not None and s.fused.pool is not None]
+    assert [s.name for s in pooled] == ["conv2"] and pooled[0].fused.pool.kernel_size == 2
+    functions = {n.target for n in low.model.graph.nodes if n.op == "call_function"}
+    assert not functions & {F.max_pool2d, F.dropout, F.log_softmax}
+    modules = [type(m) for m in low.model.modules()]
+    assert nn.LogSoftmax in modules and nn.MaxPool2d in modules
 
 
 # ----------------------------------------------------------------------------- the ONNX graph

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import operator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,6 +76,7 @@ def lower(model: nn.Module, example: torch.Tensor, *, integer: bool = True) -> L
                          "binary layers exported one by one, without fused thresholds")
             traced = None
         if traced is not None:
+            functions_as_modules(traced)
             return _lower_traced(traced, example, notes)
     specs = []
     layers = [(n, m) for n, m in model.named_modules() if isinstance(m, (BinaryLayer, Int8Layer))]
@@ -83,6 +85,55 @@ def lower(model: nn.Module, example: torch.Tensor, *, integer: bool = True) -> L
         set_submodule(model, name, BinaryNode(spec))
         specs.append(spec)
     return Lowered(model, specs, notes)
+
+
+# functional call -> (its parameters after the input, with defaults; the module doing the same)
+_FUNCTION_MODULES: dict[Any, tuple[tuple[tuple[str, Any], ...], Callable[..., nn.Module]]] = {
+    **{f: ((("kernel_size", None), ("stride", None), ("padding", 0), ("dilation", 1), ("ceil_mode", False),
+            ("return_indices", False)), m) for f, m in ((F.max_pool1d, nn.MaxPool1d), (F.max_pool2d, nn.MaxPool2d))},
+    **{f: ((("kernel_size", None), ("stride", None), ("padding", 0), ("ceil_mode", False),
+            ("count_include_pad", True)), m) for f, m in ((F.avg_pool1d, nn.AvgPool1d), (F.avg_pool2d, nn.AvgPool2d))},
+    **{f: ((("dim", None), ("_stacklevel", 3), ("dtype", None)), m)
+       for f, m in ((F.softmax, nn.Softmax), (F.log_softmax, nn.LogSoftmax))},
+    **{f: ((("dim", None), ("dtype", None)), m)
+       for f, m in ((torch.softmax, nn.Softmax), ("softmax", nn.Softmax), (torch.log_softmax, nn.LogSoftmax),
+                    ("log_softmax", nn.LogSoftmax))},
+}
+_DROPOUTS = (F.dropout, F.dropout1d, F.dropout2d, F.alpha_dropout)
+
+
+def functions_as_modules(gm: fx.GraphModule) -> None:
+    """Pooling, softmax and (inactive) dropout called as functions in ``forward`` — ``F.max_pool2d(x, 2)``, as in
+    PyTorch's own MNIST example — become the modules that compute the same, so chains through them fuse and every
+    exporter knows them. Calls with computed arguments, or that the module can't express, stay as they are."""
+    for node in list(gm.graph.nodes):
+        key = node.target if node.op in ("call_function", "call_method") else None
+        if key in _DROPOUTS:
+            if node.kwargs.get("training", node.args[2] if len(node.args) > 2 else True) is False:
+                node.replace_all_uses_with(node.args[0])
+                gm.graph.erase_node(node)
+            continue
+        params, module_type = _FUNCTION_MODULES.get(key, (None, None))
+        if params is None or not node.args or len(node.args) > len(params) + 1:
+            continue
+        bound = {name: default for name, default in params}
+        bound.update(zip([name for name, _ in params], node.args[1:], strict=False))
+        bound.update(node.kwargs)
+        if set(bound) - {name for name, _ in params} or any(isinstance(v, fx.Node) for v in bound.values()):
+            continue
+        if bound.pop("return_indices", False) or bound.pop("dtype", None) is not None or (
+                "dim" in bound and bound["dim"] is None) or ("kernel_size" in bound and bound["kernel_size"] is None):
+            continue
+        bound.pop("_stacklevel", None)
+        name = f"_bnnc_{node.name}"
+        gm.add_submodule(name, module_type(**bound))
+        with gm.graph.inserting_before(node):
+            call = gm.graph.call_module(name, (node.args[0],))
+        call.meta = dict(node.meta)
+        node.replace_all_uses_with(call)
+        gm.graph.erase_node(node)
+    gm.graph.lint()
+    gm.recompile()
 
 
 def _input_mode(layer: BinaryLayer | Int8Layer, receives_bits: bool) -> str:
