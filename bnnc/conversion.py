@@ -17,7 +17,7 @@ from torch import nn
 from bnnc import defaults
 from bnnc.calibrate import calibrate_on
 from bnnc.checkpoint import BinarizedInfo, CalibrationInfo, SourceInfo, save_checkpoint
-from bnnc.data import DataSpec, DataSplits
+from bnnc.data import DataSpec, DataSplits, Normalisation
 from bnnc.errors import BnncError
 from bnnc.events import Calibrating, MeasuringLayer, OnEvent, emitter
 from bnnc.export import predicted_payload
@@ -56,6 +56,7 @@ def convert_file(
     options: ConvertOptions | None = None,
     input_shape: Sequence[int] | None = None,
     data: DataSpec | None = None,
+    normalisation: Normalisation | None = None,
     calibration_batches: int = defaults.CALIBRATION_BATCHES,
     measure_sensitivity: bool = False,
     budget: Budget | None = None,
@@ -71,9 +72,11 @@ def convert_file(
     thresholds stay 0 (plain sign), and ``bnnc finetune`` calibrates them before training.
     With ``measure_sensitivity`` each layer's accuracy drop, binarized alone, is measured on
     ``data``; with a ``budget`` the plan binarizes the least-sensitive layers until it is met
-    (see :mod:`bnnc.sensitivity`). ``on_event`` receives :class:`~bnnc.events.MeasuringLayer` for each
-    layer measured and :class:`~bnnc.events.Calibrating` while thresholds are calibrated (``on_layer``
-    and ``on_calibration``, the callbacks' old names, are deprecated).
+    (see :mod:`bnnc.sensitivity`). ``normalisation`` states the mean/std the model was trained with
+    (recorded with the data's shape; else they are derived from ``data``). ``on_event`` receives
+    :class:`~bnnc.events.MeasuringLayer` for each layer measured and :class:`~bnnc.events.Calibrating`
+    while thresholds are calibrated (``on_layer`` and ``on_calibration``, the callbacks' old names,
+    are deprecated).
     """
     emit = emitter(on_event, "convert_file", on_layer=(on_layer, MeasuringLayer, lambda e: (e.name,)),
                    on_calibration=(on_calibration, Calibrating, lambda e: (e.done, e.total)))
@@ -85,8 +88,11 @@ def convert_file(
         raise BnncError(f"calibration batches must be >= 1, got {calibration_batches}")
     if (measure_sensitivity or budget is not None) and data is None:
         raise BnncError("measuring sensitivity needs data", "pass --data")
+    if normalisation is not None and data is None:
+        raise BnncError("--mean/--std say how data is normalised, but no data was given",
+                        "pass --data, or give --mean/--std to bnnc finetune")
     shape = stated_input_shape(loaded, input_shape)
-    splits = None if data is None else data_for_model(data, loaded, input_shape=shape)
+    splits = None if data is None else data_for_model(data, loaded, input_shape=shape, normalisation=normalisation)
     options = options or ConvertOptions()
 
     the_plan = make_plan(loaded.model, rules, input_shape=splits.preprocessing.input_shape if splits else shape)

@@ -10,7 +10,7 @@ from typing import Any
 
 from bnnc import defaults
 from bnnc.conversion import ConvertOptions, convert_file
-from bnnc.data import DataSpec
+from bnnc.data import DataSpec, Normalisation
 from bnnc.errors import BnncError, OutputError
 from bnnc.events import OnEvent, Stage, emitter
 from bnnc.export import ExportResult, export_c, export_onnx, export_openvino
@@ -88,6 +88,7 @@ def compress(
     rules: PlanRules | None = None,
     options: ConvertOptions | None = None,
     input_shape: Sequence[int] | None = None,
+    normalisation: Normalisation | None = None,
     calibration_batches: int = defaults.CALIBRATION_BATCHES,
     teacher: str | os.PathLike[str] | None = None,
     check_samples: int = defaults.CHECK_SAMPLES,
@@ -101,7 +102,7 @@ def compress(
     """Convert ``model_path``, fine-tune it on ``data``, export it and report on it, all into ``folder``.
 
     Every option of the four steps is taken and passed on: the plan (``rules``, ``options``,
-    ``input_shape``, ``calibration_batches``), fine-tuning (``config``, ``teacher``), export
+    ``input_shape``, ``normalisation``, ``calibration_batches``), fine-tuning (``config``, ``teacher``), export
     (``formats``: any of "onnx", "openvino", "c"; ``uint8_input``, ``float_ops``, ``check_samples``,
     ``reference_check``) and the report
     (``limits``, ``report_options``). ``folder`` is created if its parent exists. Every output is
@@ -133,7 +134,8 @@ def compress(
     if out.is_dir():  # (the C export's folder, if not there yet, is made by the export)
         check_outputs([p for p in files.values() if p.parent.is_dir()], (src, data, teacher), overwrite=overwrite)
     loaded = require_fp32(load_checkpoint(src, arch=arch, arch_kwargs=arch_kwargs, trust_model=trust_model))
-    splits = data_for_model(data, loaded, input_shape=stated_input_shape(loaded, input_shape))
+    splits = data_for_model(data, loaded, input_shape=stated_input_shape(loaded, input_shape),
+                            normalisation=normalisation)
     config = config or FinetuneConfig(epochs=defaults.COMPRESS_EPOCHS)
     if config.distill and teacher is not None:
         load_checkpoint(teacher, arch=arch, arch_kwargs=arch_kwargs, trust_model=trust_model,

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from bnnc.data import DataSpec, DataSplits, Preprocessing, check_labels, load_data, reshaped
+from bnnc.data import DataSpec, DataSplits, Normalisation, Preprocessing, check_labels, load_data, reshaped
 from bnnc.errors import BnncError, DataError, ModelLoadError
 from bnnc.loading import ModelFile, load_checkpoint, locate_source
 from bnnc.tracing import input_shape_for
@@ -99,26 +99,29 @@ def load_teacher(loaded: ModelFile, teacher: str | os.PathLike[str] | None, trus
                             role="the distillation teacher", flag="--teacher", alternative=", or --no-distill").model
 
 
-def data_for_model(spec: DataSpec, loaded: ModelFile, *, input_shape: Sequence[int] | None = None) -> DataSplits:
-    """``spec`` loaded for ``loaded``'s model: normalised by its recorded preprocessing, shaped for its
-    input, labels within its outputs. ``input_shape`` overrides the file's stated shape (see
-    :func:`stated_input_shape`). Without either, the data's own sample shape is tried on the model,
-    then the same values flattened; a shape the model doesn't take is one error naming both."""
+def data_for_model(spec: DataSpec, loaded: ModelFile, *, input_shape: Sequence[int] | None = None,
+                   normalisation: Normalisation | None = None) -> DataSplits:
+    """``spec`` loaded for ``loaded``'s model: normalised by its recorded preprocessing (else with
+    ``normalisation``, else the data's own statistics), shaped for its input, labels within its
+    outputs. ``input_shape`` overrides the file's stated shape (see :func:`stated_input_shape`).
+    Without either, the data's own sample shape is tried on the model, then the same values
+    flattened; a shape the model doesn't take is one error naming both."""
     recorded = loaded.preprocessing
     if recorded:
-        splits = load_data(spec, preprocessing=Preprocessing.from_dict(recorded))
+        splits = load_data(spec, preprocessing=Preprocessing.from_dict(recorded), normalisation=normalisation)
     else:
         stated = tuple(input_shape) if input_shape is not None else loaded.input_shape
-        splits = load_data(spec, input_shape=stated)
+        splits = load_data(spec, input_shape=stated, normalisation=normalisation)
         if stated is None:
-            splits = _fit_shape(spec, splits, loaded.model)
+            splits = _fit_shape(spec, splits, loaded.model, normalisation)
     outputs = output_size(loaded.model, splits.preprocessing.input_shape)
     if outputs is not None:
         check_labels(splits, outputs)
     return splits
 
 
-def _fit_shape(spec: DataSpec, splits: DataSplits, model: nn.Module) -> DataSplits:
+def _fit_shape(spec: DataSpec, splits: DataSplits, model: nn.Module,
+               normalisation: Normalisation | None) -> DataSplits:
     """Data of the data's own shape, reshaped to the shape the model takes (see :func:`input_shape_for`)."""
     natural = splits.preprocessing.input_shape
     shape = input_shape_for(model, natural)
@@ -130,7 +133,7 @@ def _fit_shape(spec: DataSpec, splits: DataSplits, model: nn.Module) -> DataSpli
         return splits
     if isinstance(spec, DataSplits) or len(set(splits.preprocessing.mean)) == 1:
         return reshaped(splits, shape)
-    return load_data(spec, input_shape=shape)  # normalised again, for the model's shape
+    return load_data(spec, input_shape=shape, normalisation=normalisation)  # normalised again, for that shape
 
 
 @torch.no_grad()

@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-from bnnc.data import DataSplits, Preprocessing, load_data, read_idx
+from bnnc.data import DataSplits, Normalisation, Preprocessing, load_data, read_idx
 from bnnc.errors import DataError
 
 N_TRAIN, N_TEST, SIDE = 30, 12, 6
@@ -139,6 +139,33 @@ def test_given_preprocessing_is_applied_exactly(tmp_path: Path) -> None:
     assert splits.preprocessing == pre
     assert splits.train.tensors[0].shape == (N_TRAIN, SIDE * SIDE)
     torch.testing.assert_close(splits.train.tensors[0], normalised(data["x_train"], pre))
+
+
+def test_a_stated_normalisation_replaces_the_datas_statistics(tmp_path: Path) -> None:
+    """--mean/--std: uint8 pixels scaled by 1/255 then normalised per channel; float data normalised as it is."""
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (8, 3, SIDE, SIDE), dtype=np.uint8)
+    y = np.zeros(8, np.int64)
+    np.savez(tmp_path / "rgb.npz", x_train=x, y_train=y, x_test=x, y_test=y)
+    stated = Normalisation(mean=(0.1, 0.2, 0.3), std=(0.5, 0.25, 2.0))
+    splits = load_data(tmp_path / "rgb.npz", normalisation=stated)
+    assert (splits.preprocessing.mean, splits.preprocessing.std) == (stated.mean, stated.std)
+    stat = torch.tensor(stated.mean).reshape(3, 1, 1), torch.tensor(stated.std).reshape(3, 1, 1)
+    torch.testing.assert_close(splits.train.tensors[0], (torch.from_numpy(x).float() / 255 - stat[0]) / stat[1])
+    floats = x.astype(np.float32)
+    np.savez(tmp_path / "f.npz", x_train=floats, y_train=y, x_test=floats, y_test=y)
+    one = load_data(tmp_path / "f.npz", normalisation=Normalisation(mean=(100.0,), std=(50.0,)))
+    assert one.preprocessing.pixel_scale == 1.0
+    torch.testing.assert_close(one.train.tensors[0], (torch.from_numpy(floats) - 100) / 50)
+    expect_error(lambda: load_data(tmp_path / "rgb.npz", normalisation=Normalisation((0.1, 0.2), (1.0, 1.0))),
+                 "--mean gives 2 values", "has 3 channels", "give 1 or 3 values")
+    recorded = Preprocessing(input_shape=(3, SIDE, SIDE), mean=(0.1,), std=(0.5,))
+    load_data(tmp_path / "rgb.npz", preprocessing=recorded, normalisation=Normalisation((0.1,) * 3, (0.5,) * 3))
+    expect_error(lambda: load_data(tmp_path / "rgb.npz", preprocessing=recorded, normalisation=stated),
+                 "records mean [0.1], std [0.5]", "drop --mean/--std")
+    expect_error(lambda: load_data(splits, normalisation=Normalisation((0.0,), (1.0,))), "not the mean/std stated")
+    expect_error(lambda: Normalisation((0.0,), (0.0,)), "--std must be positive")
+    expect_error(lambda: Normalisation((float("nan"),), (1.0,)), "--mean must be finite")
 
 
 def test_nhwc_rgb_arrays_become_nchw(tmp_path: Path) -> None:

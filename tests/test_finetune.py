@@ -366,3 +366,36 @@ def test_bop_finetunes_resumes_and_refuses_what_it_cannot_do(tmp_path, subset, s
                          ({"bop_threshold": 1.0}, "threshold"), ({"bop_threshold": float("nan")}, "threshold")]:
         with pytest.raises(BnncError, match=message):
             FinetuneConfig(**bad)
+
+
+def test_fine_tuning_never_ships_a_model_worse_than_its_start(tmp_path, subset, monkeypatch):
+    """Recalibration that lowers validation accuracy is undone, and the start competes with the epochs: with both
+    made harmful here, the output is the converted model itself, as best epoch 0."""
+    from dataclasses import replace
+
+    from bnnc.evaluation import evaluate
+    from bnnc.training import loop
+
+    converted = convert_file(SAMPLE_MLP, tmp_path / "mlp.bnnc", data=subset).output  # thresholds calibrated
+
+    def harmful_calibration(model, *args, **kwargs):
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm1d):
+                m.running_mean.fill_(100.0)
+
+    def harmful_epoch(trainer, model, splits, *args, **kwargs):
+        record = real_epoch(trainer, model, splits, *args, **kwargs)
+        with torch.no_grad():
+            model.get_submodule("classifier").weight.neg_()
+        return replace(record, val_accuracy=evaluate(model, splits.val, torch.device("cpu"))[0])
+
+    real_epoch = loop._train_epoch
+    monkeypatch.setattr(loop, "calibrate_on", harmful_calibration)
+    monkeypatch.setattr(loop, "_train_epoch", harmful_epoch)
+    result = finetune(converted, subset, FinetuneConfig(epochs=2, two_step=False), tmp_path / "ft.bnnc")
+    assert result.recalibrated_accuracy < result.converted_accuracy - 0.2
+    assert max(r.val_accuracy for r in result.history) < result.converted_accuracy
+    assert (result.best_epoch, result.best_accuracy) == (0, result.converted_accuracy)
+    start, shipped = _weights(converted), _weights(result.output)
+    assert start.keys() == shipped.keys() and all(torch.equal(start[k], shipped[k]) for k in start)
+    assert json.loads(result.history_path.read_text())["best_epoch"] == 0

@@ -16,7 +16,7 @@ from bnnc import defaults
 from bnnc.cli import options as opt
 from bnnc.cli import render
 from bnnc.cli.choices import DEFAULT_STE, BatchNormChoice, BinarizeChoice, OptimizerChoice, ScheduleChoice
-from bnnc.cli.convert import parse_kwargs, parse_shape, plan_rules
+from bnnc.cli.convert import parse_kwargs, parse_normalisation, parse_shape, plan_rules
 from bnnc.cli.errors import reported_errors
 from bnnc.cli.finetune import finetune_config
 from bnnc.cli.report import finish, limits_from
@@ -35,6 +35,8 @@ def compress_command(
     arch_kwargs: opt.ArchKwargs = None,
     trust_model: opt.TrustModel = False,
     input_shape: opt.InputShape = None,
+    mean: opt.Mean = None,
+    std: opt.Std = None,
     first: opt.First = None,
     last: opt.Last = None,
     keep: opt.Keep = None,
@@ -95,6 +97,7 @@ def compress_command(
     err = Console(stderr=True)
     shape = parse_shape(input_shape)
     kwargs = parse_kwargs(arch_kwargs)
+    normalisation = parse_normalisation(mean, std)
     with reported_errors(ctx):
         from bnnc.config import load_config, merge
         from bnnc.conversion import ConvertOptions
@@ -125,7 +128,8 @@ def compress_command(
                 rules=plan_rules(first, last, keep, binary, weights, min_params, min_fan_in, int8),
                 options=ConvertOptions(scale=scale, threshold=threshold,
                                        stochastic=binarize is BinarizeChoice.stochastic),
-                input_shape=shape, calibration_batches=calibration_batches, teacher=teacher,
+                input_shape=shape, normalisation=normalisation, calibration_batches=calibration_batches,
+                teacher=teacher,
                 check_samples=check_samples, reference_check=reference, overwrite=force,
                 formats=tuple(f.strip() for f in fmt.split(",") if f.strip()),
                 report_options=report_options, on_event=progress)

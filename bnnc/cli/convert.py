@@ -19,6 +19,7 @@ from bnnc.cli.errors import reported_errors
 
 if TYPE_CHECKING:
     from bnnc.conversion import ConversionResult
+    from bnnc.data import Normalisation
     from bnnc.planning import PlanRules
 
 
@@ -34,6 +35,30 @@ def parse_shape(text: str | None) -> tuple[int, ...] | None:
         raise typer.BadParameter(f"{text!r} is not a shape; give positive integers like 1,28,28",
                                  param_hint="'--input-shape'")
     return shape
+
+
+def parse_normalisation(mean: str | None, std: str | None) -> Normalisation | None:
+    """``--mean 0.1307 --std 0.3081`` (comma-separated per channel) -> the stated normalisation; both or neither."""
+    if mean is None and std is None:
+        return None
+    if mean is None or std is None:
+        given, missing = ("--mean", "--std") if std is None else ("--std", "--mean")
+        raise typer.BadParameter(f"{given} needs {missing} too: give both, the values the model was trained with",
+                                 param_hint=f"'{missing}'")
+    from bnnc.data import Normalisation
+    from bnnc.errors import DataError
+
+    values = {}
+    for name, text in (("--mean", mean), ("--std", std)):
+        try:
+            values[name] = tuple(float(s) for s in text.split(","))
+        except ValueError:
+            raise typer.BadParameter(f"{text!r} is not a list of numbers; e.g. 0.485,0.456,0.406",
+                                     param_hint=f"'{name}'") from None
+    try:
+        return Normalisation(values["--mean"], values["--std"])
+    except DataError as e:
+        raise typer.BadParameter(e.message, param_hint="'--mean/--std'") from None
 
 
 def parse_kwargs(text: str | None) -> dict[str, Any] | None:
@@ -73,6 +98,8 @@ def convert_command(
     input_shape: opt.InputShape = None,
     data: Annotated[Optional[str], typer.Option(help="Data to calibrate thresholds on (IDX folder, .npz, .pt, "
                                                 "image folder, or pkg.module:function).")] = None,
+    mean: opt.Mean = None,
+    std: opt.Std = None,
     calibration_batches: opt.CalibrationBatches = defaults.CALIBRATION_BATCHES,
     sensitivity: Annotated[bool, opt.flag("--sensitivity", help="Measure each layer's accuracy drop when it alone "
                                           "is binarized (needs --data).")] = False,
@@ -90,6 +117,7 @@ def convert_command(
     shape = parse_shape(input_shape)
     kwargs = parse_kwargs(arch_kwargs)
     target = parse_size(target_size)
+    normalisation = parse_normalisation(mean, std)
     err = Console(stderr=True)
     with reported_errors(ctx):
         from bnnc.conversion import ConvertOptions, convert_file
@@ -103,7 +131,7 @@ def convert_command(
                 rules=plan_rules(first, last, keep, binary, weights, min_params, min_fan_in, int8),
                 options=ConvertOptions(scale=scale, threshold=threshold,
                                        stochastic=binarize is BinarizeChoice.stochastic),
-                input_shape=shape, data=data, calibration_batches=calibration_batches,
+                input_shape=shape, data=data, normalisation=normalisation, calibration_batches=calibration_batches,
                 measure_sensitivity=sensitivity, budget=budget, overwrite=force,
                 on_event=lambda event: status.update(render.status_line(event)),
             )

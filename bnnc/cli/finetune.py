@@ -18,7 +18,7 @@ from bnnc import defaults
 from bnnc.cli import options as opt
 from bnnc.cli import render
 from bnnc.cli.choices import DEFAULT_STE, BatchNormChoice, BinarizeChoice, OptimizerChoice, ScheduleChoice, SteChoice
-from bnnc.cli.convert import parse_kwargs
+from bnnc.cli.convert import parse_kwargs, parse_normalisation
 from bnnc.cli.errors import reported_errors
 
 if TYPE_CHECKING:
@@ -30,6 +30,8 @@ def finetune_command(
     model: Annotated[Path, typer.Argument(metavar="MODEL", help="Binarized checkpoint written by `bnnc convert`.")],
     data: Annotated[str, typer.Option(help="Training data: IDX folder, .npz, .pt, image folder, or "
                                            "pkg.module:function.")],
+    mean: opt.Mean = None,
+    std: opt.Std = None,
     epochs: Annotated[int, typer.Option(help="Epochs to train.", min=1, max=100_000)] = defaults.FINETUNE_EPOCHS,
     output: Annotated[Optional[str], typer.Option("-o", "--output", help="Best checkpoint "
                                                    "(default: MODEL.finetuned.bnnc).")] = None,
@@ -72,6 +74,7 @@ def finetune_command(
     """Fine-tune a binarized model with the straight-through estimator to win back accuracy."""
     err = Console(stderr=True)
     kwargs = parse_kwargs(arch_kwargs)
+    normalisation = parse_normalisation(mean, std)
     with reported_errors(ctx):
         from bnnc.device import resolve_device
         from bnnc.distributed import World, launched_by_torchrun, local_batch_size, main_process
@@ -88,12 +91,13 @@ def finetune_command(
             resolve_device(device)
             local_batch_size(batch_size, World(0, nproc))
             prepare(model, data, output, resume=resume, overwrite=force, trust_model=trust_model,
-                    history_path=history, distill=distill, teacher=teacher, arch=arch, arch_kwargs=kwargs)
+                    history_path=history, distill=distill, teacher=teacher, arch=arch, arch_kwargs=kwargs,
+                    normalisation=normalisation)
             raise typer.Exit(_torchrun(ctx, nproc))
         with render.FinetuneProgress(err) as progress:
             result = finetune(model, data, config, output, resume=resume, overwrite=force, teacher=teacher,
                               arch=arch, arch_kwargs=kwargs, trust_model=trust_model, history_path=history,
-                              on_event=progress)
+                              normalisation=normalisation, on_event=progress)
     if not main_process():
         return
     if as_json:

@@ -45,6 +45,12 @@ TrustModel = Annotated[bool, flag("--trust-model", help="Allow loading pickled m
                                                         "file: only for files you trust.")]
 InputShape = Annotated[Optional[str], typer.Option(help="Per-sample input shape, e.g. 1,28,28 (default: recorded in "
                                                         "the checkpoint, else the data's, else probed).")]
+Mean = Annotated[Optional[str], typer.Option(
+    help="Mean the model's training inputs were normalised with: one per channel (e.g. 0.485,0.456,0.406) or one "
+         "for all, in pixels/255 for uint8 data (as torchvision's Normalize) \\[default: the training data's].")]
+Std = Annotated[Optional[str], typer.Option(
+    help="Std the model's training inputs were normalised with (goes with --mean) \\[default: the training "
+         "data's].")]
 Force = Annotated[bool, flag("--force", help="Overwrite existing outputs (never an input).")]
 
 # ----------------------------------------------------------------------------- the plan (convert)

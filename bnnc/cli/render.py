@@ -139,8 +139,10 @@ class FinetuneProgress:
             self._bar(what, event.done, event.total)
         elif isinstance(event, Started):
             fp32 = f"{event.fp32_accuracy:.2%}" if event.fp32_accuracy is not None else "unknown"
-            recal = (f", after recalibration {event.recalibrated_accuracy:.2%}"
-                     if event.recalibrated_accuracy is not None else "")
+            recal = "" if event.recalibrated_accuracy is None else (
+                f", after recalibration {event.recalibrated_accuracy:.2%}" + (
+                    " (lower: training starts from the converted model)"
+                    if event.recalibrated_accuracy < event.converted_accuracy else ""))
             self.console.print(f"FP32 {fp32}, binarized {event.converted_accuracy:.2%}{recal} "
                                f"({event.val_samples:,} validation samples; training on {event.train_samples:,} "
                                f"on {event.device})")
@@ -179,7 +181,8 @@ def finetuned(result: FinetuneResult, console: Console) -> None:
     row("FP32 source", fp32)
     row("binarized, as converted", result.converted_accuracy)
     row("after BN/threshold recalibration", result.recalibrated_accuracy)
-    row(f"fine-tuned (best: epoch {result.best_epoch})", result.best_accuracy)
+    row(f"fine-tuned (best: epoch {result.best_epoch})" if result.best_epoch else
+        "fine-tuned (no epoch beat the start: start kept)", result.best_accuracy)
     console.print(table)
     console.print(f"wrote {result.output} and {result.history_path} in {result.seconds:.0f} s")
 
@@ -264,7 +267,8 @@ def report(rep: Report, console: Console) -> None:
     if d["finetune"]:
         ft = d["finetune"]
         console.print(f"fine-tuned {len(ft['epochs'])} epochs in {ft['seconds']:.0f} s; best validation accuracy "
-                      f"{ft['best_val_accuracy']:.2%} at epoch {ft['best_epoch']}")
+                      f"{ft['best_val_accuracy']:.2%} " + (f"at epoch {ft['best_epoch']}" if ft["best_epoch"] else
+                                                           "before the first epoch (no epoch beat the start)"))
     for c in rep.checks:
         mark = "[green]pass[/]" if c.passed else "[red]FAIL[/]"
         console.print(f"check {mark}: {c.describe()}")

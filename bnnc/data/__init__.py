@@ -25,12 +25,12 @@ from pathlib import Path
 from bnnc.config import FUNCTION_SPEC
 from bnnc.data.functions import from_function
 from bnnc.data.normalise import check_labels, finish, reshaped
-from bnnc.data.preprocessing import DataSpec, DataSplits, Preprocessing
+from bnnc.data.preprocessing import DataSpec, DataSplits, Normalisation, Preprocessing
 from bnnc.data.readers import FORMS_HINT, read_idx, read_path
 from bnnc.errors import DataError
 
-__all__ = ["FORMS_HINT", "DataSpec", "DataSplits", "Preprocessing", "check_labels", "load_data", "read_idx",
-           "reshaped", "sample_data_path"]
+__all__ = ["FORMS_HINT", "DataSpec", "DataSplits", "Normalisation", "Preprocessing", "check_labels", "load_data",
+           "read_idx", "reshaped", "sample_data_path"]
 
 
 def load_data(
@@ -38,6 +38,7 @@ def load_data(
     *,
     preprocessing: Preprocessing | None = None,
     input_shape: Sequence[int] | None = None,
+    normalisation: Normalisation | None = None,
     val_fraction: float = 0.1,
     seed: int = 0,
 ) -> DataSplits:
@@ -46,26 +47,39 @@ def load_data(
     With ``preprocessing`` (the one recorded in a model) the data must fit it: reshapeable to its
     ``input_shape``, labels within its ``class_names``. Without it, one is derived from the data:
     uint8 data gets ``pixel_scale`` 1/255 and the train split's per-channel mean/std; float data
-    gets ``pixel_scale`` 1, mean 0 and std 1 (left as it is). The samples take the model's
+    gets ``pixel_scale`` 1, mean 0 and std 1 (left as it is); a stated ``normalisation`` (the
+    mean/std the model was trained with) replaces the derived mean/std. The samples take the model's
     ``input_shape`` when it is given (a plan knows it) and fits them: data shaped ``(N, C, L)``
     is then fed to a Conv1d model as it is, not as ``(N, H, W)`` images given a channel axis.
     ``val_fraction`` and ``seed`` only matter for forms with no separate test split.
     ``DataSplits`` already loaded (e.g. by ``compress``, once for all its steps) are returned as
     they are if they were normalised with ``preprocessing``.
     """
+    if preprocessing is not None and normalisation is not None and not normalisation.fits(preprocessing):
+        raise DataError(f"the model records mean {list(preprocessing.mean)}, std {list(preprocessing.std)}; "
+                        f"--mean {_listed(normalisation.mean)} --std {_listed(normalisation.std)} differ",
+                        "drop --mean/--std: the recorded normalisation is the one the model was trained with")
     if isinstance(spec, DataSplits):
         if preprocessing is not None and spec.preprocessing.to_dict() != preprocessing.to_dict():
             raise DataError(f"{spec.source} was normalised as {spec.preprocessing.to_dict()}, "
                             f"but the model expects {preprocessing.to_dict()}", "load the data for this model")
+        if normalisation is not None and not normalisation.fits(spec.preprocessing):
+            raise DataError(f"{spec.source} was normalised with mean {list(spec.preprocessing.mean)}, std "
+                            f"{list(spec.preprocessing.std)}, not the mean/std stated",
+                            "load the data with that normalisation")
         return spec
     if not 0 < val_fraction < 1:
         raise DataError(f"val_fraction must be between 0 and 1, got {val_fraction}")
     text = os.fspath(spec)
     path = Path(text).expanduser()
     if isinstance(spec, str) and not path.exists() and FUNCTION_SPEC.match(text):
-        return from_function(text, preprocessing, input_shape)
+        return from_function(text, preprocessing, input_shape, normalisation)
     raw = read_path(path, preprocessing, val_fraction, seed)
-    return finish(raw, preprocessing, input_shape)
+    return finish(raw, preprocessing, input_shape, normalisation)
+
+
+def _listed(values: Sequence[float]) -> str:
+    return ",".join(f"{v:g}" for v in values)
 
 
 def sample_data_path() -> Path:

@@ -12,12 +12,13 @@ from torch.utils.data import Dataset, TensorDataset
 
 from bnnc.arch import not_user_code
 from bnnc.data.normalise import finish
-from bnnc.data.preprocessing import DataSplits, Preprocessing
+from bnnc.data.preprocessing import DataSplits, Normalisation, Preprocessing
 from bnnc.data.readers import Raw, to_numpy
 from bnnc.errors import DataError, first_line
 
 
-def from_function(spec: str, pre: Preprocessing | None, input_shape: Sequence[int] | None) -> DataSplits:
+def from_function(spec: str, pre: Preprocessing | None, input_shape: Sequence[int] | None,
+                  normalisation: Normalisation | None = None) -> DataSplits:
     """The splits the user's function returns: used as they are (a ``DataSplits``), or normalised here."""
     module_name, func_name = spec.split(":")
     if not_user_code(module_name):  # the rule --arch follows: only the user's own code
@@ -49,7 +50,7 @@ def from_function(spec: str, pre: Preprocessing | None, input_shape: Sequence[in
         raise DataError(f"{spec}: expected (train_dataset, val_dataset) or a DataSplits, got {type(result).__name__}")
     arrays = [_materialise(ds, spec, split) for ds, split in zip(result, ("train", "val"), strict=True)]
     raw = Raw(*arrays[0], *arrays[1], (), spec, "function")
-    return finish(raw, pre, input_shape)
+    return finish(raw, pre, input_shape, normalisation)
 
 
 def _materialise(dataset: Any, spec: str, split: str) -> tuple[np.ndarray, np.ndarray]:

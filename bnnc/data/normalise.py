@@ -9,13 +9,14 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
-from bnnc.data.preprocessing import DataSplits, Preprocessing, derive
+from bnnc.data.preprocessing import DataSplits, Normalisation, Preprocessing, derive
 from bnnc.data.readers import Raw, check_pair
 from bnnc.errors import DataError
 
 
-def finish(raw: Raw, pre: Preprocessing | None, input_shape: Sequence[int] | None = None) -> DataSplits:
-    """Check the raw arrays, derive or check the preprocessing, normalise."""
+def finish(raw: Raw, pre: Preprocessing | None, input_shape: Sequence[int] | None = None,
+           normalisation: Normalisation | None = None) -> DataSplits:
+    """Check the raw arrays, derive (with ``normalisation``, if stated) or check the preprocessing, normalise."""
     where = raw.where
     for x_key, y_key, x, y in (("x_train", "y_train", raw.x_train, raw.y_train),
                                ("x_test", "y_test", raw.x_val, raw.y_val)):
@@ -26,7 +27,7 @@ def finish(raw: Raw, pre: Preprocessing | None, input_shape: Sequence[int] | Non
             f"{where}: train samples {x_train.shape[1:]} and test samples {x_val.shape[1:]} differ in shape"
         )
     if pre is None:
-        pre = derive(x_train, raw.class_names, input_shape, where)
+        pre = derive(x_train, raw.class_names, input_shape, where, normalisation)
     elif raw.class_names and pre.class_names and raw.class_names != pre.class_names:
         raise DataError(
             f"{where}: class_names {list(raw.class_names)} differ from the model's {list(pre.class_names)}",

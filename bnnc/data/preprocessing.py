@@ -116,6 +116,38 @@ class Preprocessing:
 
 
 @dataclass(frozen=True)
+class Normalisation:
+    """The mean and std a model was trained with, stated by the user (``--mean``/``--std``) instead of
+    derived from the data: a plain state dict records none, and statistics of other data would feed it
+    inputs it never saw. In the units ``Preprocessing.apply`` scales to (uint8 pixels / 255, float data
+    as it is), as torchvision's ``Normalize`` after ``ToTensor``; one value per channel, or one for all."""
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        for name in ("mean", "std"):
+            values = tuple(getattr(self, name))
+            object.__setattr__(self, name, values)
+            if not values or not all(is_finite(v) for v in values):
+                raise DataError(f"--{name} must be finite numbers, got {values}")
+        if not all(v > 0 for v in self.std):
+            raise DataError(f"--std must be positive, got {self.std}")
+
+    def fits(self, pre: Preprocessing) -> bool:
+        """Whether ``pre`` normalises as stated (one value stands for every channel)."""
+        channels = max(len(pre.mean), len(self.mean))
+        pairs = [(_spread(mine, channels), _spread(theirs, channels))
+                 for mine, theirs in ((self.mean, pre.mean), (self.std, pre.std))]
+        return all(len(a) == len(b) and all(math.isclose(x, y, rel_tol=1e-6) for x, y in zip(a, b, strict=True))
+                   for a, b in pairs)
+
+
+def _spread(values: tuple[float, ...], n: int) -> tuple[float, ...]:
+    return values * n if len(values) == 1 else values
+
+
+@dataclass(frozen=True)
 class DataSplits:
     """Normalised float32 inputs and int64 labels, ready for the model, and how they were made."""
 
@@ -130,8 +162,8 @@ DataSpec: TypeAlias = "str | os.PathLike[str] | DataSplits"
 
 
 def derive(x_train: np.ndarray, class_names: tuple[str, ...], model_shape: Sequence[int] | None,
-            where: str = "the data") -> Preprocessing:
-    """Preprocessing from the train split; see ``load_data``."""
+           where: str = "the data", normalisation: Normalisation | None = None) -> Preprocessing:
+    """Preprocessing from the train split, or with the ``normalisation`` stated; see ``load_data``."""
     natural = (1, *x_train.shape[1:]) if x_train.ndim == 3 else tuple(int(n) for n in x_train.shape[1:])
     if model_shape is None:
         input_shape = natural
@@ -143,6 +175,14 @@ def derive(x_train: np.ndarray, class_names: tuple[str, ...], model_shape: Seque
             f"{tuple(model_shape)} ({math.prod(model_shape)} values)",
             "give data of the model's input size, or the right --input-shape")
     channels = input_shape[0] if len(input_shape) > 1 else 1
+    scale = 1 / 255 if x_train.dtype == np.uint8 else 1.0
+    if normalisation is not None:
+        for name, values in (("mean", normalisation.mean), ("std", normalisation.std)):
+            if len(values) not in {1, channels}:
+                raise DataError(f"--{name} gives {len(values)} values, but the model's input {input_shape} has "
+                                f"{channels} channel{'s' * (channels > 1)}",
+                                "give one value" if channels == 1 else f"give 1 or {channels} values")
+        return Preprocessing(input_shape, normalisation.mean, normalisation.std, class_names, scale)
     if x_train.dtype != np.uint8:
         return Preprocessing(input_shape, (0.0,) * channels, (1.0,) * channels, class_names, 1.0)
     pixels = torch.from_numpy(x_train).reshape(len(x_train), channels, -1).to(torch.float64) / 255

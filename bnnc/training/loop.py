@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from bnnc import distributed
 from bnnc.calibrate import calibrate_on, reestimate_batchnorm
 from bnnc.checkpoint import FinetuneInfo, save_checkpoint
-from bnnc.data import DataSpec, DataSplits
+from bnnc.data import DataSpec, DataSplits, Normalisation
 from bnnc.device import resolve_device
 from bnnc.distributed import World
 from bnnc.errors import BnncError, DataError, OutputError
@@ -90,6 +90,7 @@ def finetune(
     arch_kwargs: dict[str, Any] | None = None,
     trust_model: bool = False,
     history_path: str | os.PathLike[str] | None = None,
+    normalisation: Normalisation | None = None,
     on_event: Callable[[Event], None] | None = None,
 ) -> FinetuneResult:
     """Fine-tune the binarized checkpoint ``model_path`` on ``data``; write the best epoch to ``output``.
@@ -99,11 +100,12 @@ def finetune(
     With ``resume`` the run continues after the last epoch in that state. The teacher is the FP32
     source the checkpoint was converted from, rebuilt with its recorded architecture, or
     ``teacher`` (a state dict there takes ``arch``/``arch_kwargs``, else the recorded architecture).
+    ``normalisation`` states the mean/std for a checkpoint that records none (converted without data).
     """
     config = config or FinetuneConfig()
     run = prepare(model_path, data, output, resume=resume, overwrite=overwrite, trust_model=trust_model,
                   history_path=history_path, distill=config.distill, teacher=teacher, arch=arch,
-                  arch_kwargs=arch_kwargs)
+                  arch_kwargs=arch_kwargs, normalisation=normalisation)
     world, device = distributed.join(resolve_device(config.device))
     try:
         with output_lock(run.output) if world.is_main else contextlib.nullcontext():
@@ -140,6 +142,7 @@ def prepare(
     teacher: str | os.PathLike[str] | None = None,
     arch: str | None = None,
     arch_kwargs: dict[str, Any] | None = None,
+    normalisation: Normalisation | None = None,
 ) -> Prepared:
     """Check the outputs and load the model, the data and (``distill``) the teacher: every bad-input
     error :func:`finetune` can raise before training, raised here (``bnnc finetune --nproc`` calls it
@@ -157,7 +160,7 @@ def prepare(
     else:
         check_outputs((out, hist, state_file), inputs, overwrite=True)
     loaded = require_binarized(load_checkpoint(src, trust_model=trust_model, allow_arch=arch))
-    splits = data_for_model(data, loaded)
+    splits = data_for_model(data, loaded, normalisation=normalisation)
     if len(splits.train) < 2:
         raise DataError(f"{splits.source}: fine-tuning needs at least 2 training samples",
                         "give more training data")
@@ -189,6 +192,7 @@ def _finetune(run: Prepared, config: FinetuneConfig, resume: bool, device: torch
 
     teacher_model = run.teacher.to(device) if run.teacher is not None else None
     state, saved = RunState(), None
+    start: dict[str, torch.Tensor] | None = None  # the weights fine-tuning starts from, until the first epoch ends
     digest = inputs_digest(splits, run.teacher)
     if resume:
         state, saved = load_state(run.state, loaded.sha256, config, model, digest)
@@ -198,11 +202,17 @@ def _finetune(run: Prepared, config: FinetuneConfig, resume: bool, device: torch
         converted_acc = evaluate(model, splits.val, device)[0]
         recalibrated_acc = None
         if config.recalibrate:
+            converted = {k: v.clone() for k, v in model.state_dict().items()}
             calibrate_on(model, splits.train, config.calibration_batches, seed=config.seed, batchnorm=True,
                          on_batch=lambda done, total: emit(Calibrating(done, total)))
             recalibrated_acc = evaluate(model, splits.val, device)[0]
+            if recalibrated_acc < converted_acc:  # the binary activations' statistics hurt here: keep the converted
+                model.load_state_dict(converted)
         state.baselines = {"fp32_accuracy": fp32_acc, "converted_accuracy": converted_acc,
                            "recalibrated_accuracy": recalibrated_acc}
+        # the start competes with the epochs as epoch 0: it stays the output until an epoch beats it
+        state.best_accuracy = max(converted_acc, recalibrated_acc or 0.0)
+        start = {k: v.detach().clone() for k, v in model.state_dict().items()}
     batch_size = distributed.local_batch_size(config.batch_size, world)
     local = math.ceil(len(splits.train) / world.size)  # samples per process and epoch
     drop = local > 1 and local % batch_size == 1       # a BatchNorm can't train on a batch of one sample
@@ -236,10 +246,12 @@ def _finetune(run: Prepared, config: FinetuneConfig, resume: bool, device: torch
             state.best_accuracy, state.best_epoch = record.val_accuracy, epoch
         state.epoch = epoch
         if world.is_main:
-            if is_best:
-                _save_model(run.output, loaded, model, options, config, state, splits.preprocessing.to_dict())
+            if is_best or start is not None:  # the first epoch's end writes the output: it, or the start
+                weights = start if start is not None and not is_best else model.state_dict()
+                _save_model(run.output, loaded, weights, options, config, state, splits.preprocessing.to_dict())
             save_state(run.state, loaded.sha256, config, model, optimizer, scheduler, state, digest)
             write_text(run.history, json.dumps(_history_doc(state, config), indent=2), overwrite=True)
+        start = None
         distributed.barrier(world)  # every rank's epoch ends when its files are on disk
         emit(EpochEnd(record=record, best=is_best))
 
@@ -315,14 +327,15 @@ def _history_doc(state: RunState, config: FinetuneConfig) -> dict[str, Any]:
             "best_val_accuracy": state.best_accuracy, "epochs": state.history}
 
 
-def _save_model(out: Path, loaded: ModelFile, model: nn.Module, options: ConvertOptions,
+def _save_model(out: Path, loaded: ModelFile, weights: dict[str, torch.Tensor], options: ConvertOptions,
                 config: FinetuneConfig, state: RunState, preprocessing: dict[str, Any]) -> None:
-    """The best epoch's checkpoint; the data's preprocessing is recorded if the input had none."""
+    """The best epoch's checkpoint (epoch 0: the start); the data's preprocessing is recorded if the input had
+    none."""
     binarized = replace(loaded.binarized, options=options, finetune=FinetuneInfo(  # type: ignore[type-var]
         config=config.to_dict(), best_epoch=state.best_epoch, best_val_accuracy=state.best_accuracy,
         source=str(loaded.path.resolve()), source_sha256=loaded.sha256))
     metrics = {**loaded.metrics, **{k: v for k, v in state.baselines.items() if v is not None},
                "val_accuracy": state.best_accuracy}
-    save_checkpoint(out, state_dict=model.state_dict(), arch=loaded.arch, arch_kwargs=loaded.arch_kwargs,
+    save_checkpoint(out, state_dict=weights, arch=loaded.arch, arch_kwargs=loaded.arch_kwargs,
                     preprocessing=loaded.preprocessing or preprocessing, metrics=metrics, binarized=binarized,
                     overwrite=True)

@@ -233,3 +233,41 @@ def test_int8_first_and_last_layers_through_every_step(user: Path, tmp_path: Pat
     line = run(user, "convert", "{d}/mlp_sd.pt", "--arch", "usermodels:build", "--int8", "nothing*", "-o",
                str(tmp_path / "x.bnnc"), code=2)
     assert "--int8 'nothing*' matches no Linear/Conv layer" in line
+
+
+def test_the_normalisation_a_state_dict_was_trained_with(user: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The user's model learnt on pixels/255, no mean/std: ``--mean 0 --std 1`` feeds it just that (not the data's
+    own statistics), is recorded, and every later step reads the data so; a conflicting or half-given pair is one
+    line."""
+    monkeypatch.chdir(user)
+    ns: dict = {}
+    exec(USER_MODULE, ns)
+    model = ns["build"]()
+    model.load_state_dict(torch.load(user / "mlp_sd.pt"))
+    with np.load(user / "d.npz") as z:
+        x_test, y_test = torch.from_numpy(z["x_test"]).float().div(255), torch.from_numpy(z["y_test"])
+    with torch.no_grad():
+        direct = (model.eval()(x_test).argmax(1) == y_test).float().mean().item()
+    out = tmp_path / "out"
+    run(user, "compress", "{d}/mlp_sd.pt", "--arch", "usermodels:build", "--data", "{d}/d.npz", "--epochs", "1",
+        "--mean", "0", "--std", "1", "-o", str(out), "--samples", "64")
+    for name in ("mlp_sd.bnnc", "mlp_sd.finetuned.bnnc"):
+        pre = load_checkpoint(out / name).preprocessing
+        assert (pre["mean"], pre["std"], pre["pixel_scale"]) == ([0.0], [1.0], 1 / 255)
+    history = json.loads((out / "mlp_sd.finetuned.history.json").read_text())
+    assert history["fp32_accuracy"] == pytest.approx(direct, abs=1e-9)  # the teacher, fed as it was trained
+
+    m = tmp_path / "m.bnnc"
+    run(user, "convert", "{d}/mlp_sd.pt", "--arch", "usermodels:build", "-o", str(m))  # no data: nothing recorded
+    result = json.loads(run(user, "finetune", str(m), "--data", "{d}/d.npz", "--mean", "0", "--std", "1",
+                            "--epochs", "1", "--json"))
+    assert result["fp32_accuracy"] == pytest.approx(direct, abs=1e-9)
+    ft = tmp_path / "m.finetuned.bnnc"
+    assert load_checkpoint(ft).preprocessing["mean"] == [0.0]
+    line = run(user, "finetune", str(ft), "--data", "{d}/d.npz", "--mean", "0.5", "--std", "1", "-o",
+               str(tmp_path / "x.bnnc"), code=2)
+    assert "records mean [0.0], std [1.0]" in line and "drop --mean/--std" in line
+    line = run(user, "convert", "{d}/mlp_sd.pt", "--arch", "usermodels:build", "--data", "{d}/d.npz", "--mean", "0",
+               "-o", str(tmp_path / "y.bnnc"), code=2)
+    assert "--mean needs --std too" in line
+    assert not (tmp_path / "x.bnnc").exists() and not (tmp_path / "y.bnnc").exists()
