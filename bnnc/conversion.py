@@ -25,7 +25,7 @@ from bnnc.loading import load_checkpoint
 from bnnc.outputs import check_output
 from bnnc.planning import PlanRules
 from bnnc.planning import plan as make_plan
-from bnnc.resolve import data_for_model, require_fp32, stated_input_shape
+from bnnc.resolve import data_for_model, guess_warning, require_fp32, stated_input_shape
 from bnnc.sensitivity import AutoPlan, Budget, Sensitivity, auto_plan, sensitivity
 from bnnc.summary import ConversionSummary, summarize
 from bnnc.swap import BINARY_COUNTERPART, ConvertOptions, convert
@@ -42,7 +42,7 @@ class ConversionResult:
     calibration: CalibrationInfo | None      # when thresholds were calibrated on data
     sensitivity: Sensitivity | None = None  # per-layer accuracy drop, when asked for
     auto: AutoPlan | None = None             # the plan chosen under a budget, when one was given
-    warnings: tuple[str, ...] = ()           # what in the plan may keep the model from recovering
+    warnings: tuple[str, ...] = ()           # what in the plan may keep the model from recovering; a guessed input
 
 
 def convert_file(
@@ -117,8 +117,9 @@ def convert_file(
     save_checkpoint(out, state_dict=model.state_dict(), arch=loaded.arch, arch_kwargs=loaded.arch_kwargs,
                     preprocessing=splits.preprocessing.to_dict() if splits else loaded.preprocessing,
                     metrics=loaded.metrics, binarized=info, overwrite=overwrite)
+    guessed = (guess_warning(splits),) if splits is not None and splits.guessed else ()
     return ConversionResult(output=out, summary=summary, calibration=calibration, sensitivity=measured, auto=auto,
-                            warnings=the_plan.warnings)
+                            warnings=the_plan.warnings + guessed)
 
 
 def _calibrate(model: nn.Module, splits: DataSplits, batches: int, emit: OnEvent) -> CalibrationInfo:

@@ -42,7 +42,7 @@ class CompressResult:
     finetune: FinetuneResult
     export: ExportResult | None      # the ONNX export
     report: Report
-    warnings: tuple[str, ...] = ()   # the plan's, from convert
+    warnings: tuple[str, ...] = ()   # convert's: the plan's, a guessed normalisation
     openvino: ExportResult | None = None  # the OpenVINO export (.xml and .bin), when asked for
     c: ExportResult | None = None         # the C export (NAME-c/: .h, .c, README.md), when asked for
 

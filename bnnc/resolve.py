@@ -120,6 +120,18 @@ def data_for_model(spec: DataSpec, loaded: ModelFile, *, input_shape: Sequence[i
     return splits
 
 
+def guess_warning(splits: DataSplits) -> str:
+    """What to say when the data's own statistics stand in for a normalisation the model doesn't record."""
+    pre = splits.preprocessing
+    if pre.pixel_scale == 1.0 and set(pre.mean) == {0.0} and set(pre.std) == {1.0}:
+        used = "the data's floats are fed to the model as they are"
+    else:
+        used = (f"the data is normalised with its own mean {','.join(f'{v:.4g}' for v in pre.mean)} and std "
+                f"{','.join(f'{v:.4g}' for v in pre.std)}")
+    return (f"the model records no input normalisation, so {used}; if it was trained with another (torchvision's "
+            "Normalize, say), pass that with --mean/--std")
+
+
 def _fit_shape(spec: DataSpec, splits: DataSplits, model: nn.Module,
                normalisation: Normalisation | None) -> DataSplits:
     """Data of the data's own shape, reshaped to the shape the model takes (see :func:`input_shape_for`)."""

@@ -26,6 +26,7 @@ def finish(raw: Raw, pre: Preprocessing | None, input_shape: Sequence[int] | Non
         raise DataError(
             f"{where}: train samples {x_train.shape[1:]} and test samples {x_val.shape[1:]} differ in shape"
         )
+    guessed = pre is None and normalisation is None
     if pre is None:
         pre = derive(x_train, raw.class_names, input_shape, where, normalisation)
     elif raw.class_names and pre.class_names and raw.class_names != pre.class_names:
@@ -40,7 +41,7 @@ def finish(raw: Raw, pre: Preprocessing | None, input_shape: Sequence[int] | Non
     train = TensorDataset(pre.apply(torch.from_numpy(x_train)), torch.from_numpy(raw.y_train.astype(np.int64)))
     val = TensorDataset(pre.apply(torch.from_numpy(x_val)), torch.from_numpy(raw.y_val.astype(np.int64)))
     source = f"{where} ({raw.form}; train {len(train)}, val {len(val)}, samples {pre.input_shape})"
-    return DataSplits(train=train, val=val, preprocessing=pre, source=source)
+    return DataSplits(train=train, val=val, preprocessing=pre, source=source, guessed=guessed)
 
 
 def reshaped(splits: DataSplits, input_shape: Sequence[int]) -> DataSplits:
@@ -56,7 +57,7 @@ def reshaped(splits: DataSplits, input_shape: Sequence[int]) -> DataSplits:
                         "for that shape")
     pre = Preprocessing(shape, pre.mean[:1], pre.std[:1], pre.class_names, pre.pixel_scale)
     train, val = (TensorDataset(d.tensors[0].reshape(len(d), *shape), d.tensors[1]) for d in (splits.train, splits.val))
-    return DataSplits(train=train, val=val, preprocessing=pre,
+    return DataSplits(train=train, val=val, preprocessing=pre, guessed=splits.guessed,
                       source=splits.source.replace(f"samples {splits.preprocessing.input_shape}", f"samples {shape}"))
 
 

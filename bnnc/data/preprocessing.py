@@ -155,6 +155,7 @@ class DataSplits:
     val: TensorDataset
     preprocessing: Preprocessing
     source: str
+    guessed: bool = False  # the mean/std came from the data itself: neither recorded in the model nor stated
 
 
 DataSpec: TypeAlias = "str | os.PathLike[str] | DataSplits"
