@@ -104,6 +104,8 @@ def finetune_command(
         typer.echo(json.dumps(result_dict(result), indent=2))
     else:
         render.finetuned(result, Console())
+    for warning in result.warnings:
+        err.print(f"[yellow]warning:[/] {warning}")
 
 
 def finetune_config(*, optimizer: OptimizerChoice, schedule: ScheduleChoice, bn: BatchNormChoice,

@@ -68,3 +68,4 @@ class FinetuneResult:
     best_accuracy: float
     best_epoch: int
     seconds: float
+    warnings: tuple[str, ...] = ()   # a guessed input normalisation (the checkpoint recorded none)

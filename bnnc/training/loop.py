@@ -43,7 +43,7 @@ from bnnc.evaluation import evaluate
 from bnnc.layers import InputBinarizer, clip_latent_weights, use_real_weights
 from bnnc.loading import ModelFile, load_checkpoint
 from bnnc.outputs import check_outputs, output_lock, write_text
-from bnnc.resolve import data_for_model, load_teacher, require_binarized
+from bnnc.resolve import data_for_model, guess_warning, load_teacher, require_binarized
 from bnnc.shift import use_shift_batchnorm
 from bnnc.swap import ConvertOptions
 from bnnc.training.config import FinetuneConfig
@@ -262,6 +262,7 @@ def _finetune(run: Prepared, config: FinetuneConfig, resume: bool, device: torch
         recalibrated_accuracy=state.baselines.get("recalibrated_accuracy"),
         best_accuracy=state.best_accuracy, best_epoch=state.best_epoch,
         seconds=time.perf_counter() - started,
+        warnings=(guess_warning(splits),) if splits.guessed else (),
     )
 
 

@@ -267,12 +267,15 @@ def test_the_normalisation_a_state_dict_was_trained_with(user: Path, tmp_path: P
     line = run(user, "finetune", str(ft), "--data", "{d}/d.npz", "--mean", "0.5", "--std", "1", "-o",
                str(tmp_path / "x.bnnc"), code=2)
     assert "records mean [0.0], std [1.0]" in line and "drop --mean/--std" in line
+    warning = "records no input normalisation, so the data is normalised with its own mean"
     for stated, warned in (([], True), (["--mean", "0", "--std", "1"], False)):
         r = runner.invoke(app, ["convert", str(user / "mlp_sd.pt"), "--arch", "usermodels:build", "--data",
                                 str(user / "d.npz"), "-o", str(tmp_path / "w.bnnc"), "--force", *stated],
                           env={"COLUMNS": "400"})
-        assert r.exit_code == 0 and ("records no input normalisation, so the data is normalised with its own mean"
-                                     in r.stderr) is warned, r.stderr
+        assert r.exit_code == 0 and (warning in r.stderr) is warned, r.stderr
+        r = runner.invoke(app, ["finetune", str(m), "--data", str(user / "d.npz"), "--epochs", "1", "-o",
+                                str(tmp_path / "w.finetuned.bnnc"), "--force", *stated], env={"COLUMNS": "400"})
+        assert r.exit_code == 0 and (warning in r.stderr) is warned, r.stderr
     line = run(user, "convert", "{d}/mlp_sd.pt", "--arch", "usermodels:build", "--data", "{d}/d.npz", "--mean", "0",
                "-o", str(tmp_path / "y.bnnc"), code=2)
     assert "--mean needs --std too" in line
