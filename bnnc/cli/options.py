@@ -47,10 +47,11 @@ InputShape = Annotated[Optional[str], typer.Option(help="Per-sample input shape,
                                                         "the checkpoint, else the data's, else probed).")]
 Mean = Annotated[Optional[str], typer.Option(
     help="Mean the model's training inputs were normalised with: one per channel (e.g. 0.485,0.456,0.406) or one "
-         "for all, in pixels/255 for uint8 data (as torchvision's Normalize) \\[default: the training data's].")]
+         "for all, in pixels/255 for uint8 data (as torchvision's Normalize) \\[default: the training data's].",
+    metavar="M[,M,M]")]
 Std = Annotated[Optional[str], typer.Option(
     help="Std the model's training inputs were normalised with (goes with --mean) \\[default: the training "
-         "data's].")]
+         "data's].", metavar="S[,S,S]")]
 Force = Annotated[bool, flag("--force", help="Overwrite existing outputs (never an input).")]
 
 # ----------------------------------------------------------------------------- the plan (convert)
