@@ -10,7 +10,8 @@ binarized model: the FP32 architecture rebuilt, then swapped by its recorded pla
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -90,6 +91,19 @@ def load_weights(model: nn.Module, state_dict: Mapping[str, Any], path: Path, re
     model.load_state_dict(state_dict, strict=True)
 
 
+def wrapper_prefixes(expected: Iterable[str], state_dict: Mapping[str, Any]) -> list[str]:
+    """The prefixes under which ``state_dict`` holds exactly the model's keys, when they don't match as
+    they are: ``module.`` of a model saved from DataParallel/DDP, ``model.`` of one saved from the Lightning
+    module (or any wrapper) holding it; keys outside the prefix (a loss's buffers, say) are not the
+    model's. None when the keys match as they are; more than one (``model.`` and ``ema.``) is ambiguous."""
+    want = set(expected)
+    if not want or want == state_dict.keys():
+        return []
+    counts = Counter(k[:i + 1] for k in state_dict for i, c in enumerate(k) if c == ".")
+    return sorted(p for p, n in counts.items()
+                  if n == len(want) and {k[len(p):] for k in state_dict if k.startswith(p)} == want)
+
+
 def _nested_state_dict(obj: Mapping[str, Any]) -> Mapping[str, Any] | None:
     if obj and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
         return obj
@@ -158,8 +172,16 @@ def load_checkpoint(
         raise ModelLoadError(f"{path} is a plain state dict: it holds weights but not the architecture",
                              "pass --arch pkg.module:factory (the class or function that builds the model)")
     model = build_model(arch, arch_kwargs, named_by_user=named_by_user, source=path)
+    prefixes = wrapper_prefixes(model.state_dict().keys(), state_dict)
+    if len(prefixes) > 1:
+        raise ModelLoadError(f"{path} holds the weights of {arch} under each of {', '.join(map(repr, prefixes))}",
+                             "save the one you mean as a plain state dict, e.g. torch.save(wrapper.model.state_dict())")
+    prefix = prefixes[0] if prefixes else ""
+    if prefix:  # saved from a wrapper: DataParallel/DDP's `module.`, a Lightning module's own attribute
+        state_dict = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
     load_weights(model, state_dict, path, arch)
-    return ModelFile(model=model, path=path, sha256=sha, form="state dict + --arch",
+    return ModelFile(model=model, path=path, sha256=sha,
+                     form="state dict + --arch" + (f" (keys under {prefix!r})" if prefix else ""),
                      arch=arch, arch_kwargs=dict(arch_kwargs or {}), arch_named_by_user=named_by_user)
 
 

@@ -280,3 +280,25 @@ def test_the_normalisation_a_state_dict_was_trained_with(user: Path, tmp_path: P
                "-o", str(tmp_path / "y.bnnc"), code=2)
     assert "--mean needs --std too" in line
     assert not (tmp_path / "x.bnnc").exists() and not (tmp_path / "y.bnnc").exists()
+
+
+def test_a_state_dict_saved_from_a_wrapper(user: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """``module.`` (DataParallel/DDP) or a Lightning module's ``model.`` before every key: the model's weights are
+    the ones under that prefix, in every step that loads the file (the teacher too); two candidates are one line."""
+    monkeypatch.chdir(user)
+    sd = torch.load(user / "mlp_sd.pt")
+    torch.save({f"module.{k}": v for k, v in sd.items()}, tmp_path / "dp.pt")
+    lightning = {f"model.{k}": v for k, v in sd.items()} | {"criterion.weight": torch.ones(10)}
+    torch.save({"epoch": 3, "state_dict": lightning}, tmp_path / "pl.ckpt")
+    for name in ("dp.pt", "pl.ckpt"):
+        m = tmp_path / f"{name}.bnnc"
+        run(user, "convert", str(tmp_path / name), "--arch", "usermodels:build", "--data", "{d}/d.npz", "-o", str(m))
+        source = load_checkpoint(tmp_path / name, arch="usermodels:build").model.state_dict()
+        assert source.keys() == sd.keys() and all(torch.equal(source[k], sd[k]) for k in sd)
+    out = json.loads(run(user, "finetune", str(tmp_path / "dp.pt.bnnc"), "--data", "{d}/d.npz", "--epochs", "1",
+                         "--json"))
+    assert out["fp32_accuracy"] > 0.5  # the teacher, rebuilt from the same file
+    torch.save({"state_dict": lightning | {f"ema.{k}": v for k, v in sd.items()}}, tmp_path / "two.ckpt")
+    line = run(user, "convert", str(tmp_path / "two.ckpt"), "--arch", "usermodels:build", "-o",
+               str(tmp_path / "two.bnnc"), code=2)
+    assert "under each of 'ema.', 'model.'" in line
