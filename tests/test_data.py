@@ -405,6 +405,7 @@ BAD_ARRAYS = {
     "negative-labels": (bad(y_test=-np.ones(N_TEST, np.int64)), "labels from -1"),
     "zero-samples": (bad(x_train=np.zeros((0, SIDE, SIDE), np.uint8), y_train=np.zeros(0, np.int64)), "no samples"),
     "label-count": (bad(y_train=np.zeros(N_TRAIN - 1, np.int64)), f"expected ({N_TRAIN},)"),
+    "one-hot-labels": (bad(y_train=np.eye(3, dtype=np.int64)[np.zeros(N_TRAIN, np.int64)]), "save y.argmax(1)"),
     "nan": (bad(x_test=np.full((N_TEST, SIDE, SIDE), np.nan, np.float32)), "NaN"),
     "shape-mismatch": (bad(x_test=np.zeros((N_TEST, SIDE + 1, SIDE), np.uint8)), "differ in shape"),
     "wrong-keys": ({"images": np.zeros((2, 2, 2), np.uint8)}, "expected keys x_train"),

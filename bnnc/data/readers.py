@@ -325,8 +325,8 @@ def check_pair(x: np.ndarray, y: np.ndarray, where: str | Path, x_key: str, y_ke
         raise DataError(f"{where}: '{x_key}' holds values too large for float32 (largest |x|: "
                         f"{float(np.abs(x).max()):.3g})", "scale the data to a float32 range")
     if y.ndim != 1 or len(y) != len(x):
-        raise DataError(
-            f"{where}: '{y_key}' has shape {y.shape}", f"expected ({len(x)},): one label per sample of '{x_key}'"
-        )
+        one_hot = " (one-hot labels: save y.argmax(1))" if y.ndim == 2 and len(y) == len(x) else ""
+        raise DataError(f"{where}: '{y_key}' has shape {y.shape}",
+                        f"expected ({len(x)},): one class index per sample of '{x_key}'{one_hot}")
     if not np.issubdtype(y.dtype, np.integer):
         raise DataError(f"{where}: '{y_key}' has dtype {y.dtype}", "expected integer class indices")
