@@ -283,14 +283,16 @@ def test_the_normalisation_a_state_dict_was_trained_with(user: Path, tmp_path: P
 
 
 def test_a_state_dict_saved_from_a_wrapper(user: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """``module.`` (DataParallel/DDP) or a Lightning module's ``model.`` before every key: the model's weights are
-    the ones under that prefix, in every step that loads the file (the teacher too); two candidates are one line."""
+    """``module.`` (DataParallel/DDP), ``_orig_mod.`` (torch.compile) or a Lightning module's ``model.`` before
+    every key: the model's weights are the ones under that prefix, in every step that loads the file (the teacher
+    too); two candidates are one line."""
     monkeypatch.chdir(user)
     sd = torch.load(user / "mlp_sd.pt")
     torch.save({f"module.{k}": v for k, v in sd.items()}, tmp_path / "dp.pt")
     lightning = {f"model.{k}": v for k, v in sd.items()} | {"criterion.weight": torch.ones(10)}
     torch.save({"epoch": 3, "state_dict": lightning}, tmp_path / "pl.ckpt")
-    for name in ("dp.pt", "pl.ckpt"):
+    torch.save({f"_orig_mod.{k}": v for k, v in sd.items()}, tmp_path / "compiled.pt")  # torch.compile's wrapper
+    for name in ("dp.pt", "pl.ckpt", "compiled.pt"):
         m = tmp_path / f"{name}.bnnc"
         run(user, "convert", str(tmp_path / name), "--arch", "usermodels:build", "--data", "{d}/d.npz", "-o", str(m))
         source = load_checkpoint(tmp_path / name, arch="usermodels:build").model.state_dict()
