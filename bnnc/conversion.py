@@ -25,7 +25,7 @@ from bnnc.loading import load_checkpoint
 from bnnc.outputs import check_output
 from bnnc.planning import PlanRules
 from bnnc.planning import plan as make_plan
-from bnnc.resolve import data_for_model, guess_warning, require_fp32, stated_input_shape
+from bnnc.resolve import data_for_model, guess_warning, output_size, require_fp32, stated_input_shape
 from bnnc.sensitivity import AutoPlan, Budget, Sensitivity, auto_plan, sensitivity
 from bnnc.summary import ConversionSummary, summarize
 from bnnc.swap import BINARY_COUNTERPART, ConvertOptions, convert
@@ -96,6 +96,8 @@ def convert_file(
     options = options or ConvertOptions()
 
     the_plan = make_plan(loaded.model, rules, input_shape=splits.preprocessing.input_shape if splits else shape)
+    if splits is None:  # (data_for_model checked it with the data)
+        output_size(loaded.model, the_plan.input_shape, src)
     measured = auto = None
     if splits is not None and (measure_sensitivity or budget is not None):
         measured = sensitivity(loaded.model, splits, the_plan, options, on_event=emit)

@@ -114,7 +114,7 @@ def data_for_model(spec: DataSpec, loaded: ModelFile, *, input_shape: Sequence[i
         splits = load_data(spec, input_shape=stated, normalisation=normalisation)
         if stated is None:
             splits = _fit_shape(spec, splits, loaded.model, normalisation)
-    outputs = output_size(loaded.model, splits.preprocessing.input_shape)
+    outputs = output_size(loaded.model, splits.preprocessing.input_shape, loaded.path)
     if outputs is not None:
         check_labels(splits, outputs)
     return splits
@@ -149,8 +149,11 @@ def _fit_shape(spec: DataSpec, splits: DataSplits, model: nn.Module,
 
 
 @torch.no_grad()
-def output_size(model: nn.Module, input_shape: Sequence[int]) -> int | None:
-    """The number of logits ``model`` gives per sample (None if its output isn't ``(N, classes)``)."""
+def output_size(model: nn.Module, input_shape: Sequence[int],
+                where: str | os.PathLike[str] = "the model") -> int | None:
+    """The number of logits ``model`` gives per sample (None if it doesn't run on that shape: said where the
+    data is used). Everything bnnc does (the loss, accuracy, parity) reads ``(N, classes)`` logits, so a
+    tuple, a dict or another shape is one error here, not a crash later."""
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
     was_training = model.training
@@ -161,4 +164,10 @@ def output_size(model: nn.Module, input_shape: Sequence[int]) -> int | None:
         return None
     finally:
         model.train(was_training)
-    return int(out.shape[1]) if isinstance(out, torch.Tensor) and out.dim() == 2 else None
+    hint = "wrap it so forward(x) returns the logits alone, e.g. `return self.model(x)[0]`"
+    if not isinstance(out, torch.Tensor):
+        raise ModelLoadError(f"{where}: the model returns a {type(out).__name__}, not a tensor of logits", hint)
+    if out.dim() != 2:
+        raise ModelLoadError(f"{where}: the model returns shape {tuple(out.shape)} for 2 samples; bnnc needs "
+                             "(N, classes) logits", hint)
+    return int(out.shape[1])

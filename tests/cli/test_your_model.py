@@ -304,3 +304,35 @@ def test_a_state_dict_saved_from_a_wrapper(user: Path, tmp_path: Path, monkeypat
     line = run(user, "convert", str(tmp_path / "two.ckpt"), "--arch", "usermodels:build", "-o",
                str(tmp_path / "two.bnnc"), code=2)
     assert "under each of 'ema.', 'model.'" in line
+
+
+def test_a_model_that_returns_more_than_logits_is_one_line(user: Path, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch):
+    """forward() returning (logits, features) or a dict: everything bnnc does reads (N, classes) logits, so it is
+    one error naming the fix, with or without data — not an internal error after converting."""
+    (tmp_path / "twoheads.py").write_text(USER_MODULE + '''
+
+class Pair(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = build()
+
+    def forward(self, x):
+        return self.net(x), x.flatten(1)
+
+
+class Named(Pair):
+    def forward(self, x):
+        return {"logits": self.net(x)}
+''')
+    monkeypatch.chdir(tmp_path)
+    sd = {f"net.{k}": v for k, v in torch.load(user / "mlp_sd.pt").items()}
+    torch.save(sd, tmp_path / "sd.pt")
+    for arch, kind in (("twoheads:Pair", "tuple"), ("twoheads:Named", "dict")):
+        for data in ([], ["--data", str(user / "d.npz")]):
+            line = run(tmp_path, "convert", "sd.pt", "--arch", arch, "-o", "x.bnnc", *data, code=2)
+            assert f"the model returns a {kind}, not a tensor of logits" in line and "return self.model(x)[0]" in line
+    line = run(tmp_path, "compress", "sd.pt", "--arch", "twoheads:Pair", "--data", str(user / "d.npz"), "-o", "c",
+               code=2)
+    assert "returns a tuple" in line
+    assert not (tmp_path / "x.bnnc").exists() and not (tmp_path / "c").exists()
