@@ -19,7 +19,7 @@ from bnnc.calibrate import calibrate_on
 from bnnc.checkpoint import BinarizedInfo, CalibrationInfo, SourceInfo, save_checkpoint
 from bnnc.data import DataSpec, DataSplits, Normalisation
 from bnnc.errors import BnncError
-from bnnc.events import Calibrating, MeasuringLayer, OnEvent, emitter
+from bnnc.events import Calibrating, MeasuringLayer, OnEvent, Warned, emitter
 from bnnc.export import predicted_payload
 from bnnc.loading import load_checkpoint
 from bnnc.outputs import check_output
@@ -93,6 +93,9 @@ def convert_file(
                         "pass --data, or give --mean/--std to bnnc finetune")
     shape = stated_input_shape(loaded, input_shape)
     splits = None if data is None else data_for_model(data, loaded, input_shape=shape, normalisation=normalisation)
+    guessed = (guess_warning(splits),) if splits is not None and splits.guessed else ()
+    for text in guessed:
+        emit(Warned(text))
     options = options or ConvertOptions()
 
     the_plan = make_plan(loaded.model, rules, input_shape=splits.preprocessing.input_shape if splits else shape)
@@ -119,7 +122,6 @@ def convert_file(
     save_checkpoint(out, state_dict=model.state_dict(), arch=loaded.arch, arch_kwargs=loaded.arch_kwargs,
                     preprocessing=splits.preprocessing.to_dict() if splits else loaded.preprocessing,
                     metrics=loaded.metrics, binarized=info, overwrite=overwrite)
-    guessed = (guess_warning(splits),) if splits is not None and splits.guessed else ()
     return ConversionResult(output=out, summary=summary, calibration=calibration, sensitivity=measured, auto=auto,
                             warnings=the_plan.warnings + guessed)
 

@@ -33,6 +33,14 @@ class Calibrating:
     batchnorm: bool = True
 
 
+@dataclass(frozen=True)
+class Warned:
+    """Something the user should check, said as soon as it is known (before hours of training), the run going on;
+    the step's result lists it too."""
+
+    text: str
+
+
 OnEvent = Callable[[Any], None]
 
 

@@ -134,7 +134,8 @@ def compress_command(
                 formats=tuple(f.strip() for f in fmt.split(",") if f.strip()),
                 report_options=report_options, on_event=progress)
     for warning in result.warnings:
-        err.print(f"[yellow]warning:[/] {warning}")
+        if warning not in progress.warned:
+            err.print(f"[yellow]warning:[/] {warning}")
     render.report(result.report, Console())
     files = ", ".join(str(p.name) for p in (result.converted, result.finetuned, result.history, *result.exported,
                                             *result.report_files.values()))

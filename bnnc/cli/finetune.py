@@ -105,7 +105,8 @@ def finetune_command(
     else:
         render.finetuned(result, Console())
     for warning in result.warnings:
-        err.print(f"[yellow]warning:[/] {warning}")
+        if warning not in progress.warned:
+            err.print(f"[yellow]warning:[/] {warning}")
 
 
 def finetune_config(*, optimizer: OptimizerChoice, schedule: ScheduleChoice, bn: BatchNormChoice,

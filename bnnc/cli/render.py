@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 def status_line(event: Any, prefix: str = "") -> str:
     """One line for a spinner's status: what a step is doing now."""
-    from bnnc.events import Calibrating, MeasuringLayer, Stage
+    from bnnc.events import Calibrating, MeasuringLayer, Stage, Warned
 
     if isinstance(event, Stage):
         return prefix + event.text
@@ -29,6 +29,8 @@ def status_line(event: Any, prefix: str = "") -> str:
         return f"{prefix}measuring with {event.name} binarized"
     if isinstance(event, Calibrating):
         return f"{prefix}calibrating thresholds: batch {event.done}/{event.total}"
+    if isinstance(event, Warned):
+        return f"{prefix}warning: {event.text}"
     return prefix + str(event)
 
 
@@ -112,6 +114,7 @@ class FinetuneProgress:
         )
         self.task: Any = None
         self.label = ""
+        self.warned: set[str] = set()  # warnings printed as they came: not again with the result
 
     def __enter__(self) -> FinetuneProgress:
         self.progress.__enter__()
@@ -129,11 +132,15 @@ class FinetuneProgress:
         self.progress.update(self.task, completed=done, total=total, info=info)
 
     def __call__(self, event: Event | Stage) -> None:
-        from bnnc.events import Calibrating, Stage
+        from bnnc.events import Calibrating, Stage, Warned
         from bnnc.training import BatchEnd, EpochEnd, Started
 
         if isinstance(event, Stage):
             self.console.print(f"[bold]{event.text}[/]")
+        elif isinstance(event, Warned):
+            if event.text not in self.warned:
+                self.warned.add(event.text)
+                self.console.print(f"[yellow]warning:[/] {event.text}")
         elif isinstance(event, Calibrating):
             what = "recalibrating BatchNorm and thresholds" if event.batchnorm else "calibrating thresholds"
             self._bar(what, event.done, event.total)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from bnnc.events import Calibrating
+from bnnc.events import Calibrating, Warned
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ class EpochEnd:
     best: bool
 
 
-Event = Calibrating | Started | BatchEnd | EpochEnd
+Event = Calibrating | Warned | Started | BatchEnd | EpochEnd
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,7 @@ from bnnc.device import resolve_device
 from bnnc.distributed import World
 from bnnc.errors import BnncError, DataError, OutputError
 from bnnc.evaluation import evaluate
+from bnnc.events import Warned
 from bnnc.layers import InputBinarizer, clip_latent_weights, use_real_weights
 from bnnc.loading import ModelFile, load_checkpoint
 from bnnc.outputs import check_outputs, output_lock, write_text
@@ -213,6 +214,9 @@ def _finetune(run: Prepared, config: FinetuneConfig, resume: bool, device: torch
         # the start competes with the epochs as epoch 0: it stays the output until an epoch beats it
         state.best_accuracy = max(converted_acc, recalibrated_acc or 0.0)
         start = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    guessed = (guess_warning(splits),) if splits.guessed else ()
+    for text in guessed:
+        emit(Warned(text))
     batch_size = distributed.local_batch_size(config.batch_size, world)
     local = math.ceil(len(splits.train) / world.size)  # samples per process and epoch
     drop = local > 1 and local % batch_size == 1       # a BatchNorm can't train on a batch of one sample
@@ -262,7 +266,7 @@ def _finetune(run: Prepared, config: FinetuneConfig, resume: bool, device: torch
         recalibrated_accuracy=state.baselines.get("recalibrated_accuracy"),
         best_accuracy=state.best_accuracy, best_epoch=state.best_epoch,
         seconds=time.perf_counter() - started,
-        warnings=(guess_warning(splits),) if splits.guessed else (),
+        warnings=guessed,
     )
 
 
