@@ -138,9 +138,8 @@ class FinetuneProgress:
         if isinstance(event, Stage):
             self.console.print(f"[bold]{event.text}[/]")
         elif isinstance(event, Warned):
-            if event.text not in self.warned:
-                self.warned.add(event.text)
-                self.console.print(f"[yellow]warning:[/] {event.text}")
+            self.warned.add(event.text)
+            self.console.print(f"[yellow]warning:[/] {event.text}")
         elif isinstance(event, Calibrating):
             what = "recalibrating BatchNorm and thresholds" if event.batchnorm else "calibrating thresholds"
             self._bar(what, event.done, event.total)

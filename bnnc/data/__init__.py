@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from bnnc.config import FUNCTION_SPEC
@@ -67,7 +68,7 @@ def load_data(
             raise DataError(f"{spec.source} was normalised with mean {list(spec.preprocessing.mean)}, std "
                             f"{list(spec.preprocessing.std)}, not the mean/std stated",
                             "load the data with that normalisation")
-        return spec
+        return spec if preprocessing is None else replace(spec, guessed=False)  # the model records it now
     if not 0 < val_fraction < 1:
         raise DataError(f"val_fraction must be between 0 and 1, got {val_fraction}")
     text = os.fspath(spec)
