@@ -62,6 +62,15 @@ class Cumulative(nn.Module):
         return self.c(torch.cumsum(self.b(torch.relu(self.a(x.flatten(1)))), dim=1))
 
 
+def tabular_net(features: int, classes: int = 3) -> nn.Module:
+    """A tabular-data MLP: ``features`` columns in (often an odd number), BatchNorm1d, ReLU."""
+    return nn.Sequential(
+        nn.Linear(features, 64), nn.BatchNorm1d(64), nn.ReLU(),
+        nn.Linear(64, 64), nn.BatchNorm1d(64), nn.ReLU(),
+        nn.Linear(64, classes),
+    )
+
+
 class TokenMLP(nn.Module):
     """Linear layers applied to a (batch, tokens, features) input, then flattened."""
 

@@ -52,6 +52,9 @@ NETS = {
     "conv1d": (lambda: archs.conv1d_net(), (1, 64)),
     "branches (concat, residual)": (lambda: archs.Branches(), (1, 16, 16)),
     "grouped and depthwise": (lambda: archs.grouped_net(), (1, 16, 16)),
+    # an odd number of input features (the plugin's u4 weights gave wrong sums from 9 up): tabular data's 13
+    "tabular, 13 features": (lambda: archs.tabular_net(13), (13,)),
+    "tokens of 13 features": (lambda: archs.TokenMLP(features=13), (8, 13)),
 }
 
 

@@ -273,14 +273,17 @@ def _float_sums(x: Any, spec: NodeSpec, w: torch.Tensor) -> Any:
 
     A Linear layer's weights go through u4, ``(u4 - 0.5) * 2``: the CPU plugin keeps that form as a
     compressed fully connected layer, reading 4 bits a weight instead of 32 (the paper's real-valued
-    first layer: 2.4x faster at batch 1 here); the products and sums stay float32.
+    first layer: 2.4x faster at batch 1 here); the products and sums stay float32. Not with an odd
+    number of input features: the plugin's u4 kernel (openvino 2026.4) then computes wrong sums from
+    9 features up (a tabular model's 13, a Mixer's 49 tokens); those weights are decompressed to f32
+    when the IR is compiled (the file still holds 1 bit a weight).
     """
     op = openvino_module().opset13
     kernel = w.unsqueeze(2) if spec.is_conv and w.dim() == 3 else w
     bits = _u1(kernel, for_binary_convolution=False)
     if not spec.is_conv:  # u1 -> f32 for now: _through_u4 puts the u4 step in after conversion
-        signs = op.multiply(op.subtract(op.convert(bits, "f32", name=_VIA_U4 + spec.name), np.float32(0.5)),
-                            np.float32(2))
+        name = _VIA_U4 + spec.name if w.shape[1] % 2 == 0 else f"{spec.name}/weights"
+        signs = op.multiply(op.subtract(op.convert(bits, "f32", name=name), np.float32(0.5)), np.float32(2))
         return op.matmul(x, signs, False, True)
     signs = op.subtract(op.multiply(op.convert(bits, "f32"), np.float32(2)), np.float32(1))
     return _convolve(x, signs, spec, tuple(kernel.shape))
