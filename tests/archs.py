@@ -71,6 +71,27 @@ def tabular_net(features: int, classes: int = 3) -> nn.Module:
     )
 
 
+class AdaptiveMax(nn.Module):
+    """Adaptive max pooling called as a function (to ``size``: uneven windows, 28 -> 5 or 5 x 3, or even ones,
+    28 -> 7) and a global one (the module): how 1-D sensor and text CNNs end. ``dims`` 1 or 2."""
+
+    def __init__(self, dims: int = 2, size: int | tuple[int, int] = 5, classes: int = 4) -> None:
+        super().__init__()
+        conv, bn = (nn.Conv1d, nn.BatchNorm1d) if dims == 1 else (nn.Conv2d, nn.BatchNorm2d)
+        self.dims, self.size = dims, size
+        self.conv1, self.bn1 = conv(1, 16, 3, padding=1), bn(16)
+        self.conv2, self.bn2 = conv(16, 16, 3, padding=1), bn(16)
+        self.conv3, self.bn3 = conv(16, 16, 3, padding=1), bn(16)
+        self.pool = nn.AdaptiveMaxPool1d(1) if dims == 1 else nn.AdaptiveMaxPool2d(1)
+        self.fc = nn.Linear(16, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x))))))
+        x = F.adaptive_max_pool1d(x, self.size) if self.dims == 1 else F.adaptive_max_pool2d(x, self.size)
+        x = self.pool(torch.relu(self.bn3(self.conv3(x))))
+        return self.fc(torch.flatten(x, 1))
+
+
 class TokenMLP(nn.Module):
     """Linear layers applied to a (batch, tokens, features) input, then flattened."""
 

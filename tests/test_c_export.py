@@ -11,7 +11,7 @@ import families
 import numpy as np
 import pytest
 import torch
-from archs import Branches, Cumulative, FunctionalNet, TokenMLP, conv1d_net, grouped_net
+from archs import AdaptiveMax, Branches, Cumulative, FunctionalNet, TokenMLP, conv1d_net, grouped_net
 from conftest import PRE, learnable_npz
 from families import FAMILIES
 from test_export import binarized
@@ -82,6 +82,14 @@ def test_residual_and_concatenation_match_torch(tmp_path):
 def test_pooling_dropout_and_log_softmax_called_as_functions_match_torch(tmp_path):
     """PyTorch's MNIST example calls them in ``forward`` (``F.max_pool2d(x, 2)``): the C export knows them."""
     assert_parity(binarized(FunctionalNet()), (1, 28, 28), tmp_path)
+
+
+@pytest.mark.parametrize("dims, size", [(1, 5), (2, (5, 3))])
+def test_adaptive_max_pooling_matches_torch(tmp_path, dims, size):
+    """Global max pooling ends many 1-D sensor and text CNNs; uneven windows as torch cuts them."""
+    torch.manual_seed(0)
+    shape = (1, 28) if dims == 1 else (1, 28, 28)
+    assert_parity(binarized(AdaptiveMax(dims, size), shape), shape, tmp_path)
 
 
 def test_conv1d_net_matches_torch(tmp_path):

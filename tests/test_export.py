@@ -7,7 +7,7 @@ import onnx
 import pytest
 import torch
 import torch.nn.functional as F
-from archs import FunctionalNet
+from archs import AdaptiveMax, FunctionalNet
 from conftest import build, images
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -16,7 +16,7 @@ from torch import nn
 
 from bnnc.calibrate import calibrate_thresholds
 from bnnc.conversion import convert
-from bnnc.export import ExportError, export_onnx, to_onnx
+from bnnc.export import ExportError, export_onnx, to_fp32_onnx, to_onnx
 from bnnc.export.lowering import lower
 from bnnc.export.packing import pack_signs, unpack_signs
 from bnnc.export.pixels import pixel_model
@@ -133,8 +133,8 @@ def test_graph_is_integer_with_packed_weights_and_checker_clean():
     inits = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
     for spec in low.specs:  # every binary weight: one uint8 tensor of ceil(n/8) bytes, no float copy
         n = spec.layer.weight.numel()
-        assert inits[f"b{spec.index}.weight_bits"].dtype == np.uint8
-        assert inits[f"b{spec.index}.weight_bits"].size == (n + 7) // 8
+        assert inits[f"b{spec.index}:weight_bits"].dtype == np.uint8
+        assert inits[f"b{spec.index}:weight_bits"].size == (n + 7) // 8
         assert not any(v.size == n and v.dtype != np.uint8 and set(np.unique(v)) <= {-1, 1} for v in inits.values())
     dim = proto.graph.input[0].type.tensor_type.shape.dim[0]
     assert dim.dim_param == "batch"  # dynamic batch
@@ -256,6 +256,53 @@ def test_the_graph_holds_nothing_unread():
     read = {i for n in proto.graph.node for i in n.input} | {o.name for o in proto.graph.output}
     assert all(any(o in read for o in n.output) for n in proto.graph.node)
     assert all(i.name in read for i in proto.graph.initializer)
+
+
+def test_a_dilated_convolution_padded_same_runs_in_onnxruntime():
+    """torch exports ``padding="same"`` as ``auto_pad`` SAME_UPPER, which ONNX Runtime refuses with a dilation: both
+    the FP32 baseline (the report's) and a layer the plan keeps FP32 get explicit pads."""
+    import onnxruntime as ort
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 8, 3, padding="same", dilation=2), nn.BatchNorm2d(8), nn.ReLU(),
+                          nn.Conv2d(8, 16, 4, padding="same", dilation=3), nn.BatchNorm2d(16), nn.ReLU(),
+                          nn.Conv2d(16, 16, 3, padding="same"), nn.BatchNorm2d(16), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10)).eval()
+    x = torch.randn(8, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    session = ort.InferenceSession(to_fp32_onnx(model, (1, 28, 28)).SerializeToString(),
+                                   providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(session.run(None, {"input": x.numpy()})[0], model(x).detach().numpy(), atol=1e-5)
+    net = binarized(model, rules=PlanRules(first="fp32", min_params=0, min_fan_in=0))
+    result = export_onnx(net, input_shape=(1, 28, 28), check_samples=64)
+    assert result.parity[0].argmax_agreement == 1.0, result.parity[0]
+
+
+@pytest.mark.parametrize("dims", [1, 2])
+def test_adaptive_max_pooling_to_an_even_window_exports(dims):
+    """``F.adaptive_max_pool2d(x, 7)`` on a 28-wide binary layer's output: the TorchScript exporter can't see that
+    size and refuses the pool; it is a max pool with a 4-wide window, exactly."""
+    shape = (1, 28) if dims == 1 else (1, 28, 28)
+    torch.manual_seed(0)
+    net = binarized(AdaptiveMax(dims, 7), shape)
+    result = export_onnx(net, input_shape=shape, check_samples=64)
+    assert result.parity[0].argmax_agreement == 1.0 and result.parity[0].mismatched == 0, result.parity[0]
+
+
+@pytest.mark.parametrize("float_ops", [False, True])
+def test_modules_named_like_bnncs_own_tensors_export(float_ops):
+    """A model whose BatchNorms are called ``b0``, ``b1``, ... (torch names their parameters ``b1.bias``):
+    the export's own tensors must not take those names (a graph with two ``b1.bias`` is invalid)."""
+    from collections import OrderedDict
+
+    layers: OrderedDict[str, nn.Module] = OrderedDict()
+    for i, (c_in, c_out) in enumerate([(1, 16), (16, 16), (16, 16)]):
+        layers[f"c{i}"] = nn.Conv2d(c_in, c_out, 3, padding=1)
+        layers[f"b{i}"] = nn.BatchNorm2d(c_out)
+        layers[f"a{i}"] = nn.Hardswish()  # not folded into thresholds: each layer's bias stays a tensor
+    layers["pool"], layers["flat"], layers["fc"] = nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10)
+    net = binarized(nn.Sequential(layers))
+    result = export_onnx(net, input_shape=(1, 28, 28), float_ops=float_ops, check_samples=64)
+    assert result.parity[0].argmax_agreement == 1.0, result.parity[0]
 
 
 @pytest.mark.parametrize("kind", ["mlp", "cnn", "resnet"])

@@ -140,7 +140,7 @@ def test_an_int8_first_conv_hands_bits_to_the_next_binary_conv_in_one_quantized_
     first = low.specs[0]
     assert first.int8 and first.fused is not None
     inits = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
-    w = inits[f"b{first.index}.weight_int8"]
+    w = inits[f"b{first.index}:weight_int8"]
     assert w.dtype == np.int8 and w.size == first.layer.weight.numel()
     assert np.abs(w).max() == 63  # 2 * 255 * 63 < 2**15: no saturating 16-bit pair sums on AVX2
     nodes = list(proto.graph.node)

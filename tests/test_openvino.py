@@ -55,6 +55,7 @@ NETS = {
     # an odd number of input features (the plugin's u4 weights gave wrong sums from 9 up): tabular data's 13
     "tabular, 13 features": (lambda: archs.tabular_net(13), (13,)),
     "tokens of 13 features": (lambda: archs.TokenMLP(features=13), (8, 13)),
+    "adaptive max pooling": (lambda: archs.AdaptiveMax(1, 7), (1, 28)),
 }
 
 

@@ -497,6 +497,23 @@ BNNC_FN void bnnc_adaptive_avg_pool(const float *in, int channels, int ih, int i
             }
 }
 
+BNNC_FN void bnnc_adaptive_max_pool(const float *in, int channels, int ih, int iw, int oh, int ow, float *out) {
+    int c, y, x, a, b;
+    for (c = 0; c < channels; ++c)
+        for (y = 0; y < oh; ++y)
+            for (x = 0; x < ow; ++x) {
+                const int y0 = y * ih / oh, y1 = ((y + 1) * ih + oh - 1) / oh;
+                const int x0 = x * iw / ow, x1 = ((x + 1) * iw + ow - 1) / ow;
+                float m = in[((long)c * ih + y0) * iw + x0];
+                for (a = y0; a < y1; ++a)
+                    for (b = x0; b < x1; ++b) {
+                        const float v = in[((long)c * ih + a) * iw + b];
+                        if (v > m || v != v) m = v; /* torch: NaN wins */
+                    }
+                out[((long)c * oh + y) * ow + x] = m;
+            }
+}
+
 /* out[i] = a[ia] OP b[ib] over an n-d shape with broadcast strides (0 where a dimension is broadcast) */
 BNNC_FN void bnnc_broadcast(const float *a, const float *b, float *out, int op, int rank, const int *shape,
                            const int *sa, const int *sb) {

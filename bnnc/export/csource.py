@@ -322,6 +322,11 @@ class Emitter:
         return h, c, stats
 
 
+def _returns_indices(node: fx.Node) -> bool:
+    """Whether a call of ``F.adaptive_max_pool*d`` asks for the indices too."""
+    return bool(node.args[2] if len(node.args) > 2 else node.kwargs.get("return_indices", False))
+
+
 def _numel(shape: tuple[int, ...]) -> int:
     return int(np.prod(shape)) if shape else 1
 
@@ -509,7 +514,11 @@ class _Builder:
                 raise self.unsupported(node, "average pooling with divisor_override")
             return self.pool(node, m, "avg")
         if isinstance(m, (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d)):
-            return self.adaptive_avg(node)
+            return self.adaptive(node, "avg")
+        if isinstance(m, (nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d)):
+            if m.return_indices:
+                raise self.unsupported(node, "max pooling that returns indices")
+            return self.adaptive(node, "max")
         if type(m) is nn.LayerNorm:
             return self.layernorm(node, m)
         if isinstance(m, (nn.Softmax, nn.LogSoftmax)):
@@ -536,7 +545,9 @@ class _Builder:
         if target in (torch.cat, torch.concat):
             return self.cat(node)
         if target in (F.adaptive_avg_pool1d, F.adaptive_avg_pool2d):
-            return self.adaptive_avg(node)
+            return self.adaptive(node, "avg")
+        if target in (F.adaptive_max_pool1d, F.adaptive_max_pool2d) and not _returns_indices(node):
+            return self.adaptive(node, "max")
         if target in (torch.transpose, torch.permute):
             return self.permute(node, list(node.args[1:]), target is torch.transpose)
         if target is torch.mean:
@@ -795,11 +806,12 @@ class _Builder:
                      f"        y[o * {inner} + i] = s / {float(count)}f; }} }}", x, out)
         return out
 
-    def adaptive_avg(self, node: fx.Node) -> Tensor:
+    def adaptive(self, node: fx.Node, kind: str) -> Tensor:
+        """Adaptive average or max pooling: torch's windows, ``[floor(i*in/out), ceil((i+1)*in/out))``."""
         x = self.arg(node)
         out = self.float_out(node)
         (ih, iw), (oh, ow) = _hw(x.shape), _hw(out.shape)
-        self.em.step(f"    bnnc_adaptive_avg_pool({x.ref()}, {x.shape[0]}, {ih}, {iw}, {oh}, {ow}, {out.ref()});",
+        self.em.step(f"    bnnc_adaptive_{kind}_pool({x.ref()}, {x.shape[0]}, {ih}, {iw}, {oh}, {ow}, {out.ref()});",
                      x, out)
         return out
 

@@ -21,7 +21,7 @@ from typing import Any
 import onnx
 import torch
 import torch.nn.functional as F
-from onnx import numpy_helper
+from onnx import helper, numpy_helper
 from torch import nn
 
 from bnnc import defaults
@@ -78,32 +78,44 @@ class ExportResult:
         }
 
 
-class _UpsamplingAdaptivePool(nn.Module):
-    """An adaptive average pool whose output is a whole multiple of its input (a VGG's 7x7 pool after a
-    1x1 map, at small input sizes): each output cell averages exactly one input cell, so it is a
-    nearest-neighbour upsampling, which ONNX has (the TorchScript exporter refuses the pool itself)."""
+class _ExportableAdaptivePool(nn.Module):
+    """An adaptive pool as the fixed-window op it is at this input size, where the TorchScript exporter refuses
+    the pool itself (it can't see the size of a binary layer's output):
+
+    * an output that is a whole multiple of the input (a VGG's 7x7 pool after a 1x1 map, at small input
+      sizes): each output cell takes exactly one input cell, a nearest-neighbour upsampling;
+    * max pooling to an output that divides the input (28 -> 7): ``MaxPool`` with kernel = stride = in/out,
+      the same windows (the maximum is exact in any order; an average is left alone: its sum's order counts).
+    """
 
     def __init__(self, pool: nn.Module) -> None:
         super().__init__()
         self.pool = pool
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        dims = 1 if isinstance(self.pool, nn.AdaptiveAvgPool1d) else 2
+        dims = 1 if isinstance(self.pool, (nn.AdaptiveAvgPool1d, nn.AdaptiveMaxPool1d)) else 2
         size = self.pool.output_size
         size = (size,) * dims if isinstance(size, int) else tuple(size)
-        src = tuple(x.shape[-dims:])
+        src = tuple(int(s) for s in x.shape[-dims:])  # constants in the graph: only the batch is dynamic
         out = tuple(s if o is None else int(o) for o, s in zip(size, src, strict=True))
         if out != src and all(o % s == 0 for o, s in zip(out, src, strict=True)):
             return F.interpolate(x, scale_factor=tuple(float(o // s) for o, s in zip(out, src, strict=True)),
                                  mode="nearest")
+        if isinstance(self.pool, (nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d)) and not self.pool.return_indices \
+                and all(s % o == 0 for o, s in zip(out, src, strict=True)):
+            window = tuple(s // o for o, s in zip(out, src, strict=True))
+            return (F.max_pool1d if dims == 1 else F.max_pool2d)(x, window, window)
         return self.pool(x)
+
+
+_ADAPTIVE_POOLS = (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d)
 
 
 def exportable(model: nn.Module) -> nn.Module:
     """``model`` with the modules the TorchScript exporter can't express swapped for exact equivalents."""
     for name, m in list(model.named_modules()):
-        if type(m) in (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d) and name:
-            set_submodule(model, name, _UpsamplingAdaptivePool(m))
+        if type(m) in _ADAPTIVE_POOLS and name:
+            set_submodule(model, name, _ExportableAdaptivePool(m))
     return model
 
 
@@ -131,7 +143,30 @@ def _torch_export(model: nn.Module, example: torch.Tensor, opset: int, custom: b
                               "the model uses an operation ONNX can't express; re-run with --debug") from e
         finally:
             torch.backends.mha.set_fastpath_enabled(fastpath)
-    return onnx.load_from_string(buf.getvalue())
+    proto = onnx.load_from_string(buf.getvalue())
+    _explicit_same_padding(proto)
+    return proto
+
+
+def _explicit_same_padding(proto: onnx.ModelProto) -> None:
+    """Write out the pads of each ``Conv`` torch exports with ``auto_pad`` SAME (``padding="same"``): ONNX Runtime
+    refuses a dilated one so ("Dilation not supported for AutoPadType::SAME_UPPER"). Only at stride 1 — the only
+    stride torch allows "same" at — where the pads don't depend on the input's size."""
+    for node in proto.graph.node:
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        mode = attrs.get("auto_pad", b"NOTSET")
+        if node.op_type != "Conv" or mode not in (b"SAME_UPPER", b"SAME_LOWER") or "kernel_shape" not in attrs:
+            continue
+        kernel = list(attrs["kernel_shape"])
+        if any(s != 1 for s in attrs.get("strides", [1] * len(kernel))):
+            continue
+        total = [d * (k - 1) for d, k in zip(attrs.get("dilations", [1] * len(kernel)), kernel, strict=True)]
+        small = [t // 2 for t in total]
+        big = [t - t // 2 for t in total]
+        pads = small + big if mode == b"SAME_UPPER" else big + small  # UPPER: the odd pixel at the end
+        kept = [a for a in node.attribute if a.name != "auto_pad"]
+        del node.attribute[:]
+        node.attribute.extend([*kept, helper.make_attribute("pads", pads)])
 
 
 def _replace_placeholders(proto: onnx.ModelProto, specs: list[NodeSpec]) -> None:

@@ -46,7 +46,9 @@ COMPUTE = frozenset({"MatMulInteger", "QLinearConv", "Conv", "MatMul", "MaxPool"
 
 class _Builder:
     """Collects the nodes and initializers of one subgraph. Tensor names are short (``b{index}:{n}``:
-    every edge stores its name twice) and shared constants are named once per model."""
+    every edge stores its name twice) and shared constants are named once per model. Constants are
+    ``b{index}:{name}``, never ``b{index}.{name}``: that is how torch names a parameter of a module ``b2``
+    (a BatchNorm called so), and two tensors of one name make an invalid graph."""
 
     def __init__(self, prefix: str, layer: str, shared: dict[str, np.ndarray]) -> None:
         self.prefix, self.layer = prefix, layer
@@ -60,13 +62,13 @@ class _Builder:
         """An initializer; the same name and value give the same tensor, a new value a new name."""
         value = np.asarray(value)
         known = self._shared if name in SHARED else self._consts
-        full, i = f"{'bnnc' if name in SHARED else self.prefix}.{name}", 1
+        full, i = f"{'bnnc' if name in SHARED else self.prefix}:{name}", 1
         while full in known:
             old = known[full]
             if old.dtype == value.dtype and old.shape == value.shape and np.array_equal(old, value):
                 return full
             i += 1
-            full = f"{'bnnc' if name in SHARED else self.prefix}.{name}_{i}"
+            full = f"{'bnnc' if name in SHARED else self.prefix}:{name}_{i}"
         known[full] = value
         self.initializers.append(numpy_helper.from_array(value, full))
         return full

@@ -93,6 +93,8 @@ _FUNCTION_MODULES: dict[Any, tuple[tuple[tuple[str, Any], ...], Callable[..., nn
             ("return_indices", False)), m) for f, m in ((F.max_pool1d, nn.MaxPool1d), (F.max_pool2d, nn.MaxPool2d))},
     **{f: ((("kernel_size", None), ("stride", None), ("padding", 0), ("ceil_mode", False),
             ("count_include_pad", True)), m) for f, m in ((F.avg_pool1d, nn.AvgPool1d), (F.avg_pool2d, nn.AvgPool2d))},
+    **{f: ((("output_size", None), ("return_indices", False)), m)
+       for f, m in ((F.adaptive_max_pool1d, nn.AdaptiveMaxPool1d), (F.adaptive_max_pool2d, nn.AdaptiveMaxPool2d))},
     **{f: ((("dim", None), ("_stacklevel", 3), ("dtype", None)), m)
        for f, m in ((F.softmax, nn.Softmax), (F.log_softmax, nn.LogSoftmax))},
     **{f: ((("dim", None), ("dtype", None)), m)
