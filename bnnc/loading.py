@@ -24,7 +24,7 @@ from bnnc.arch import allowed, build_model, is_plain
 from bnnc.checkpoint import FORMAT, PROGRAM_FORM, BinarizedInfo, parse
 from bnnc.errors import ModelLoadError, UntrustedModelError
 from bnnc.formats import check_readable, file_sha256, refuse_other_formats, torch_load, zip_names
-from bnnc.swap import convert
+from bnnc.swap import convert, plain_weights
 
 _STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model")
 
@@ -152,7 +152,7 @@ def load_checkpoint(
             raise ModelLoadError(f"{path} holds a whole pickled module; --arch applies to state dicts",
                                  "drop --arch")
         check_finite(obj.state_dict(), path)
-        return ModelFile(model=obj.cpu(), path=path, sha256=sha, form="pickled nn.Module (trusted)")
+        return ModelFile(model=plain_weights(obj.cpu()), path=path, sha256=sha, form="pickled nn.Module (trusted)")
     if not isinstance(obj, Mapping):
         raise ModelLoadError(f"{path} holds a {type(obj).__name__}, not a model checkpoint",
                              "save a state dict, a bnnc checkpoint, or (trusted) a whole nn.Module")
@@ -180,7 +180,7 @@ def load_checkpoint(
     if prefix:  # saved from a wrapper: DataParallel/DDP's `module.`, a Lightning module's own attribute
         state_dict = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
     load_weights(model, state_dict, path, arch)
-    return ModelFile(model=model, path=path, sha256=sha,
+    return ModelFile(model=plain_weights(model), path=path, sha256=sha,
                      form="state dict + --arch" + (f" (keys under {prefix!r})" if prefix else ""),
                      arch=arch, arch_kwargs=dict(arch_kwargs or {}), arch_named_by_user=named_by_user)
 
@@ -206,6 +206,7 @@ def _load_described(
     if binarized is not None:
         model = convert(model, binarized.plan, binarized.options)
     load_weights(model, checkpoint.state_dict, path, ref)
+    plain_weights(model)
     return ModelFile(model=model, path=path, sha256=sha,
                      form="bnnc checkpoint (binarized)" if binarized is not None else "bnnc checkpoint",
                      arch=ref, arch_kwargs=kwargs, preprocessing=checkpoint.preprocessing,

@@ -54,6 +54,41 @@ class ConvertOptions:
         return cls(**d)
 
 
+def _weight_hooks(model: nn.Module) -> list[tuple[nn.Module, Any]]:
+    """Each layer whose weight ``torch.nn.utils.weight_norm``/``spectral_norm`` (the hook-based forms, common in
+    audio models) computes before every call, with its hook."""
+    from torch.nn.utils.spectral_norm import SpectralNorm
+    from torch.nn.utils.weight_norm import WeightNorm
+
+    return [(m, hook) for m in model.modules() for hook in list(m._forward_pre_hooks.values())
+            if isinstance(hook, (WeightNorm, SpectralNorm))]
+
+
+def plain_weights(model: nn.Module) -> nn.Module:
+    """``model`` with each hook-computed weight (:func:`_weight_hooks`) folded into the plain parameter it computes
+    in eval, in place. Such a weight is a computed tensor, which ``copy.deepcopy`` (every bnnc step copies the
+    model) refuses once a forward pass with gradients ran; the newer ``torch.nn.utils.parametrizations`` forms
+    copy as they are and stay."""
+    from torch.nn.utils import remove_spectral_norm, remove_weight_norm
+    from torch.nn.utils.weight_norm import WeightNorm
+
+    for module, hook in _weight_hooks(model):
+        (remove_weight_norm if isinstance(hook, WeightNorm) else remove_spectral_norm)(module, hook.name)
+    return model
+
+
+def _copy(model: nn.Module) -> nn.Module:
+    """``copy.deepcopy(model)``, also of a model with hook-computed weights (their values detached for the copy)."""
+    computed = [(m, hook.name, getattr(m, hook.name)) for m, hook in _weight_hooks(model)]
+    try:
+        for m, name, weight in computed:
+            setattr(m, name, weight.detach())
+        return copy.deepcopy(model)
+    finally:
+        for m, name, weight in computed:
+            setattr(m, name, weight)
+
+
 def convert(model: nn.Module, plan: Plan | None = None, options: ConvertOptions | None = None) -> nn.Module:
     """A deep copy of ``model`` with every layer the plan marks ``weights``/``binary``/``int8`` swapped.
 
@@ -65,7 +100,7 @@ def convert(model: nn.Module, plan: Plan | None = None, options: ConvertOptions 
     """
     plan = plan or make_plan(model)
     options = options or ConvertOptions()
-    new = copy.deepcopy(model)
+    new = plain_weights(_copy(model))
     for layer in plan.layers:
         if layer.precision is Precision.FP32:
             continue

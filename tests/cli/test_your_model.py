@@ -337,3 +337,50 @@ class Named(Pair):
                code=2)
     assert "returns a tuple" in line
     assert not (tmp_path / "x.bnnc").exists() and not (tmp_path / "c").exists()
+
+
+def test_weight_norm_and_spectral_norm_layers(user: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """``torch.nn.utils.weight_norm``/``spectral_norm`` (audio models have them) compute each weight in a hook, which
+    ``copy.deepcopy`` refuses: loading folds them into the plain weights they compute, so every step works, and the
+    FP32 model bnnc measures is the user's; the API's ``convert`` copies such a model and leaves it as it was."""
+    (tmp_path / "normed.py").write_text('''
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils import spectral_norm, weight_norm
+
+
+class Normed(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c1 = weight_norm(nn.Conv2d(1, 16, 3, padding=1))
+        self.c2 = weight_norm(nn.Conv2d(16, 16, 3, padding=1))
+        self.fc1 = spectral_norm(nn.Linear(16 * 7 * 7, 32))
+        self.fc2 = weight_norm(nn.Linear(32, 10))
+
+    def forward(self, x):
+        x = F.max_pool2d(torch.relu(self.c1(x)), 2)
+        x = F.max_pool2d(torch.relu(self.c2(x)), 2)
+        return self.fc2(torch.relu(self.fc1(x.flatten(1))))
+''')
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import normed
+
+    import bnnc
+
+    torch.manual_seed(0)
+    model = normed.Normed().eval()
+    torch.save(model.state_dict(), "sd.pt")
+    assert any(k.endswith("weight_g") for k in model.state_dict()) and any(k.endswith("weight_u") for k in
+                                                                            model.state_dict())
+    x = torch.randn(4, 1, 28, 28)
+    loaded = load_checkpoint("sd.pt", arch="normed:Normed").model.eval()
+    assert torch.allclose(loaded(x), model(x), atol=1e-6)  # the user's model, weights folded
+    run(tmp_path, "compress", "sd.pt", "--arch", "normed:Normed", "--data", str(user / "d.npz"), "--epochs", "1",
+        "-o", "out")
+    assert json.loads((tmp_path / "out" / "report.json").read_text())["accuracy"]["onnx_torch_agreement"] == 1.0
+    model(x).sum().backward()  # the hooks' weights now carry gradients: a plain deepcopy refuses them
+    keys = set(model.state_dict())
+    converted = bnnc.convert(model)
+    assert keys == set(model.state_dict()) and "fc2.weight" in converted.state_dict()  # the user's model untouched
