@@ -92,6 +92,21 @@ class AdaptiveMax(nn.Module):
         return self.fc(torch.flatten(x, 1))
 
 
+def norms_net(classes: int = 4) -> nn.Module:
+    """GroupNorm (affine and not) and InstanceNorm (per-sample statistics, and running ones) in place of BatchNorm."""
+    tracked = nn.InstanceNorm2d(16, affine=True, track_running_stats=True)
+    with torch.no_grad():
+        tracked.running_mean.uniform_(-0.5, 0.5)
+        tracked.running_var.uniform_(0.5, 2.0)
+    return nn.Sequential(
+        nn.Conv2d(1, 16, 3, padding=1), nn.GroupNorm(4, 16), nn.ReLU(),
+        nn.Conv2d(16, 16, 3, padding=1), nn.InstanceNorm2d(16, affine=True), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(16, 16, 3, padding=1), nn.GroupNorm(2, 16, affine=False), nn.GELU(),
+        nn.Conv2d(16, 16, 3, padding=1), tracked, nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, classes),
+    )
+
+
 class TokenMLP(nn.Module):
     """Linear layers applied to a (batch, tokens, features) input, then flattened."""
 

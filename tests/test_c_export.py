@@ -11,7 +11,7 @@ import families
 import numpy as np
 import pytest
 import torch
-from archs import AdaptiveMax, Branches, Cumulative, FunctionalNet, TokenMLP, conv1d_net, grouped_net
+from archs import AdaptiveMax, Branches, Cumulative, FunctionalNet, TokenMLP, conv1d_net, grouped_net, norms_net
 from conftest import PRE, learnable_npz
 from families import FAMILIES
 from test_export import binarized
@@ -90,6 +90,11 @@ def test_adaptive_max_pooling_matches_torch(tmp_path, dims, size):
     torch.manual_seed(0)
     shape = (1, 28) if dims == 1 else (1, 28, 28)
     assert_parity(binarized(AdaptiveMax(dims, size), shape), shape, tmp_path)
+
+
+def test_group_and_instance_norm_match_torch(tmp_path):
+    torch.manual_seed(0)
+    assert_parity(binarized(norms_net()), (1, 28, 28), tmp_path)
 
 
 def test_conv1d_net_matches_torch(tmp_path):

@@ -7,7 +7,7 @@ import onnx
 import pytest
 import torch
 import torch.nn.functional as F
-from archs import AdaptiveMax, FunctionalNet
+from archs import AdaptiveMax, FunctionalNet, norms_net
 from conftest import build, images
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -275,6 +275,24 @@ def test_a_dilated_convolution_padded_same_runs_in_onnxruntime():
     net = binarized(model, rules=PlanRules(first="fp32", min_params=0, min_fan_in=0))
     result = export_onnx(net, input_shape=(1, 28, 28), check_samples=64)
     assert result.parity[0].argmax_agreement == 1.0, result.parity[0]
+
+
+def test_group_and_instance_norm_export():
+    """GroupNorm, InstanceNorm with per-sample statistics, and one with running statistics (the TorchScript exporter
+    refuses it at a dynamic batch size; eval, it is a BatchNorm)."""
+    torch.manual_seed(0)
+    result = export_onnx(binarized(norms_net()), input_shape=(1, 28, 28), check_samples=64)
+    assert result.parity[0].argmax_agreement == 1.0 and result.parity[0].mismatched == 0, result.parity[0]
+
+
+def test_an_operation_onnx_lacks_is_one_line_not_the_exporters_graph(capfd):
+    """Adaptive max pooling to uneven windows (28 -> 5 x 3) has no ONNX form: the error says so, and the TorchScript
+    exporter's dump of its whole graph (its logging is always on in torch 2.13) stays off the terminal."""
+    torch.manual_seed(0)
+    with pytest.raises(ExportError, match="adaptive_max_pool2d"):
+        to_onnx(binarized(AdaptiveMax(2, (5, 3))), (1, 28, 28))
+    out, err = capfd.readouterr()
+    assert "Torch IR graph" not in out + err and len((out + err).splitlines()) < 5, err[:500]
 
 
 @pytest.mark.parametrize("dims", [1, 2])

@@ -56,6 +56,7 @@ NETS = {
     "tabular, 13 features": (lambda: archs.tabular_net(13), (13,)),
     "tokens of 13 features": (lambda: archs.TokenMLP(features=13), (8, 13)),
     "adaptive max pooling": (lambda: archs.AdaptiveMax(1, 7), (1, 28)),
+    "group and instance norm": (lambda: archs.norms_net(), (1, 28, 28)),
 }
 
 

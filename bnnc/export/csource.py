@@ -521,6 +521,14 @@ class _Builder:
             return self.adaptive(node, "max")
         if type(m) is nn.LayerNorm:
             return self.layernorm(node, m)
+        if type(m) is nn.GroupNorm:
+            return self.groupnorm(node, m.num_groups, m.weight if m.affine else None, m.bias if m.affine else None,
+                                  m.eps)
+        if type(m) in (nn.InstanceNorm1d, nn.InstanceNorm2d):
+            if m.track_running_stats:  # eval: the running statistics, as a BatchNorm
+                return self.batchnorm(node, m)
+            return self.groupnorm(node, m.num_features, m.weight if m.affine else None,
+                                  m.bias if m.affine else None, m.eps)
         if isinstance(m, (nn.Softmax, nn.LogSoftmax)):
             return self.softmax(node, m.dim, isinstance(m, nn.LogSoftmax))
         if isinstance(m, Normalize):
@@ -812,6 +820,31 @@ class _Builder:
         out = self.float_out(node)
         (ih, iw), (oh, ow) = _hw(x.shape), _hw(out.shape)
         self.em.step(f"    bnnc_adaptive_{kind}_pool({x.ref()}, {x.shape[0]}, {ih}, {iw}, {oh}, {ow}, {out.ref()});",
+                     x, out)
+        return out
+
+    def groupnorm(self, node: fx.Node, groups: int, weight_t: torch.Tensor | None, bias_t: torch.Tensor | None,
+                  eps: float) -> Tensor:
+        """GroupNorm (InstanceNorm: a group a channel): each group's channels, contiguous in a sample, normalised
+        by their own mean and variance (summed in double), then each channel's affine."""
+        x = self.arg(node)
+        out = self.float_out(node)
+        channels = x.shape[0]
+        n = x.size // groups  # values in a group
+        inner = x.size // channels  # values in a channel
+        w = self.em.const("float", weight_t.detach().numpy() if weight_t is not None else np.ones(channels),
+                          f"{node.name}_w")
+        b = self.em.const("float", bias_t.detach().numpy() if bias_t is not None else np.zeros(channels),
+                          f"{node.name}_b")
+        self.em.math = True
+        self.em.step(f"    {{ const float *x = {x.ref()}; float *y = {out.ref()}; long g, i;\n"
+                     f"      for (g = 0; g < {groups}; ++g) {{ const float *v = x + g * {n}; double m = 0.0, q = 0.0; "
+                     f"float mean, rstd;\n"
+                     f"        for (i = 0; i < {n}; ++i) m += v[i];\n        mean = (float)(m / {n});\n"
+                     f"        for (i = 0; i < {n}; ++i) q += ((double)v[i] - mean) * ((double)v[i] - mean);\n"
+                     f"        rstd = (float)(1.0 / sqrt(q / {n} + {float(eps)!r}));\n"
+                     f"        for (i = 0; i < {n}; ++i) {{ const long c = (g * {n} + i) / {inner};\n"
+                     f"          y[g * {n} + i] = (v[i] - mean) * rstd * {w}[c] + {b}[c]; }} }} }}",
                      x, out)
         return out
 

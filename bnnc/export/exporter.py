@@ -9,11 +9,14 @@ Runtime before it is written.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import importlib
 import io
 import json
 import os
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -111,12 +114,44 @@ class _ExportableAdaptivePool(nn.Module):
 _ADAPTIVE_POOLS = (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d)
 
 
+def _as_batchnorm(m: nn.Module) -> nn.Module:
+    """An eval InstanceNorm with running statistics: torch computes it as a BatchNorm with those statistics (on
+    the batch folded into channels), so a BatchNorm is the same arithmetic — and the TorchScript exporter refuses
+    the InstanceNorm at a dynamic batch size."""
+    bn = (nn.BatchNorm1d if isinstance(m, nn.InstanceNorm1d) else nn.BatchNorm2d)(m.num_features, m.eps,
+                                                                                  affine=m.affine)
+    bn.load_state_dict({k: v for k, v in m.state_dict().items()})
+    return bn.eval()
+
+
 def exportable(model: nn.Module) -> nn.Module:
     """``model`` with the modules the TorchScript exporter can't express swapped for exact equivalents."""
     for name, m in list(model.named_modules()):
         if type(m) in _ADAPTIVE_POOLS and name:
             set_submodule(model, name, _ExportableAdaptivePool(m))
+        elif type(m) in (nn.InstanceNorm1d, nn.InstanceNorm2d) and m.track_running_stats and not m.training and name:
+            set_submodule(model, name, _as_batchnorm(m))
     return model
+
+
+@contextlib.contextmanager
+def _no_graph_dump() -> Iterator[None]:
+    """Keep the TorchScript exporter from writing its whole IR graph (hundreds of lines) to stderr when it fails:
+    its logging switch tests a function for truth (torch 2.13's ``setup_onnx_logging``), so it is always on. The
+    error still says what failed, in one line."""
+    try:
+        utils: Any = importlib.import_module("torch.onnx._internal.torchscript_exporter.utils")
+    except ImportError:  # another torch: its own logging
+        utils = None
+    original = getattr(utils, "setup_onnx_logging", None)
+    if original is None:
+        yield
+        return
+    utils.setup_onnx_logging = lambda verbose: contextlib.nullcontext()
+    try:
+        yield
+    finally:
+        utils.setup_onnx_logging = original
 
 
 def _torch_export(model: nn.Module, example: torch.Tensor, opset: int, custom: bool) -> onnx.ModelProto:
@@ -129,7 +164,7 @@ def _torch_export(model: nn.Module, example: torch.Tensor, opset: int, custom: b
     buf = io.BytesIO()
     fastpath = torch.backends.mha.get_fastpath_enabled()
     torch.backends.mha.set_fastpath_enabled(False)  # nn.MultiheadAttention's fused inference op has no ONNX form
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _no_graph_dump():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
         try:
             torch.onnx.export(
