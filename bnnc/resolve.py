@@ -120,7 +120,7 @@ def data_for_model(spec: DataSpec, loaded: ModelFile, *, input_shape: Sequence[i
     return splits
 
 
-def guess_warning(splits: DataSplits) -> str:
+def guess_warning(splits: DataSplits, fix: str = "pass that with --mean/--std") -> str:
     """What to say when the data's own statistics stand in for a normalisation the model doesn't record."""
     pre = splits.preprocessing
     if pre.pixel_scale == 1.0 and set(pre.mean) == {0.0} and set(pre.std) == {1.0}:
@@ -129,7 +129,7 @@ def guess_warning(splits: DataSplits) -> str:
         used = (f"the data is normalised with its own mean {','.join(f'{v:.4g}' for v in pre.mean)} and std "
                 f"{','.join(f'{v:.4g}' for v in pre.std)}")
     return (f"the model records no input normalisation, so {used}; if it was trained with another (torchvision's "
-            "Normalize, say), pass that with --mean/--std")
+            f"Normalize, say), {fix}")
 
 
 def _fit_shape(spec: DataSpec, splits: DataSplits, model: nn.Module,

@@ -258,6 +258,7 @@ def test_the_graph_holds_nothing_unread():
     assert all(i.name in read for i in proto.graph.initializer)
 
 
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel lengths:UserWarning")
 def test_a_dilated_convolution_padded_same_runs_in_onnxruntime():
     """torch exports ``padding="same"`` as ``auto_pad`` SAME_UPPER, which ONNX Runtime refuses with a dilation: both
     the FP32 baseline (the report's) and a layer the plan keeps FP32 get explicit pads."""

@@ -40,7 +40,7 @@ from bnnc.export.requantize import fold_requantization
 from bnnc.layers import binary_layers, set_submodule
 from bnnc.loading import ModelFile, load_checkpoint
 from bnnc.outputs import atomic_write, check_outputs
-from bnnc.resolve import data_for_model, require_binarized
+from bnnc.resolve import data_for_model, guess_warning, require_binarized
 from bnnc.version import __version__
 
 OPSET = 18  # BitwiseAnd needs 18; every op used has been in ONNX since 18 or earlier
@@ -349,6 +349,7 @@ class Source:
     preprocessing: dict[str, Any] | None
     input_shape: tuple[int, ...]
     outputs: list[Path]
+    notes: list[str] = field(default_factory=list)
 
 
 def prepare(model: str | os.PathLike[str] | nn.Module, output: str | os.PathLike[str] | None, suffix: str, *,
@@ -388,12 +389,17 @@ def prepare(model: str | os.PathLike[str] | nn.Module, output: str | os.PathLike
         raise ExportError("the model has no binary layer", "convert it first (bnnc convert)")
     if check_samples < 1:
         raise ExportError(f"check_samples must be at least 1, got {check_samples}")
+    notes = []
     if uint8_input:
         if not preprocessing:
             raise ExportError("--uint8-input needs the model's preprocessing (mean, std, pixel scale), and "
-                              "this checkpoint has none", "convert with --data so it is recorded")
+                              "this checkpoint has none", "convert with --data (and --mean/--std if the model was "
+                              "trained with a normalisation) so it is recorded")
+        if splits is not None and splits.guessed and not (loaded and loaded.preprocessing):
+            notes.append("--uint8-input: " + guess_warning(
+                splits, "convert again with --data --mean M --std S so the checkpoint records it"))
         net = pixel_model(net, preprocessing)
-    return Source(net, loaded, splits, preprocessing, tuple(input_shape), outs)
+    return Source(net, loaded, splits, preprocessing, tuple(input_shape), outs, notes)
 
 
 def require_match(parity: Parity, kind: str) -> None:
@@ -448,7 +454,7 @@ def export_onnx(
     result = ExportResult(
         path=None, onnx_bytes=len(blob), theoretical_bytes=payload_bytes(proto), mode=mode, uint8_input=uint8_input,
         binary_nodes=len(lowered.specs), fused_chains=sum(s.fused is not None for s in lowered.specs),
-        notes=list(lowered.notes),
+        notes=[*src.notes, *lowered.notes],
     )
     if check:
         x, described = check_inputs(tuple(input_shape), splits, check_samples, uint8_input)

@@ -414,7 +414,8 @@ def export_openvino(
     ir, record, binary = to_openvino(src.net, src.input_shape, uint8_input=uint8_input, metadata=meta)
     result = ExportResult(
         path=None, onnx_bytes=ir.size, theoretical_bytes=len(ir.bin), mode="xnor-popcount", uint8_input=uint8_input,
-        binary_nodes=binary, fused_chains=0, notes=record.notes, format="openvino", xnor_layers=len(record.xnor),
+        binary_nodes=binary, fused_chains=0, notes=[*src.notes, *record.notes], format="openvino",
+        xnor_layers=len(record.xnor),
     )
     if check:
         x, described = check_inputs(src.input_shape, src.splits, check_samples, uint8_input)

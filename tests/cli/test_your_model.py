@@ -122,8 +122,16 @@ def test_a_converted_checkpoint_without_preprocessing_meets_image_data(user: Pat
     ft = tmp_path / "n.finetuned.bnnc"
     assert load_checkpoint(ft).preprocessing["input_shape"] in ([784], [1, 28, 28])  # recorded once fine-tuned
     exported = json.loads(run(user, "export", str(m), "--data", "{d}/d.npz", "--json", "-o", str(tmp_path / "n.onnx")))
-    assert exported["parity"][0]["argmax_agreement"] == 1.0
+    assert exported["parity"][0]["argmax_agreement"] == 1.0 and not exported["notes"]
     run(user, "report", str(ft), "--data", "{d}/d.npz", "--samples", "64")
+    # pixels in: the statistics the data gives stand in for a normalisation the checkpoint doesn't record — said
+    for fmt, suffix in (("onnx", ".onnx"), ("openvino", ".xml")):
+        exported = json.loads(run(user, "export", str(m), "--data", "{d}/d.npz", "--uint8-input", "--json",
+                                  "--format", fmt, "-o", str(tmp_path / f"u8{suffix}")))
+        assert any("records no input normalisation" in n and "--mean" in n for n in exported["notes"]), exported
+    exported = json.loads(run(user, "export", str(ft), "--data", "{d}/d.npz", "--uint8-input", "--json", "-o",
+                              str(tmp_path / "ft_u8.onnx")))
+    assert not any("normalisation" in n for n in exported["notes"])  # recorded at fine-tuning: nothing guessed
 
 
 def test_teacher_given_as_a_state_dict(user: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
@@ -339,6 +347,7 @@ class Named(Pair):
     assert not (tmp_path / "x.bnnc").exists() and not (tmp_path / "c").exists()
 
 
+@pytest.mark.filterwarnings("ignore:`torch.nn.utils.weight_norm` is deprecated:FutureWarning")
 def test_weight_norm_and_spectral_norm_layers(user: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """``torch.nn.utils.weight_norm``/``spectral_norm`` (audio models have them) compute each weight in a hook, which
     ``copy.deepcopy`` refuses: loading folds them into the plain weights they compute, so every step works, and the
