@@ -22,6 +22,7 @@ from conftest import PRE, SMALL_ARCHS, build, learnable_npz
 from torch import nn
 from typer.testing import CliRunner
 
+from bnnc import zoo
 from bnnc.checkpoint import save_checkpoint
 from bnnc.cli import app
 from bnnc.conversion import convert_file
@@ -75,6 +76,8 @@ def ws(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (d / "data").rmdir()
 
     torch.save(build("mlp").state_dict(), d / "sd.pt")
+    torch.manual_seed(0)
+    torch.save(zoo.MLP(**MLP_KWARGS, num_classes=1).state_dict(), d / "one-logit.pt")  # a sigmoid classifier
     (d / "empty.pt").write_bytes(b"")
     (d / "random.pt").write_bytes(random.Random(0).randbytes(4096))
     whole = fp32.read_bytes()
@@ -218,6 +221,9 @@ CONVERT = [
     case("labels-beyond-the-outputs", "but the model has 10 outputs", "convert", "{ws}/sd.pt", "--arch", MLP_REF,
          "--arch-kwargs", '{"hidden": [64, 48], "in_features": 784}', "--data", "{ws}/labels-15.npz",
          "-o", "{ws}/x.bnnc"),
+    case("one-logit-binary-classifier", "torch.cat([-z, z], 1)", "convert", "{ws}/one-logit.pt", "--arch", MLP_REF,
+         "--arch-kwargs", '{"hidden": [64, 48], "in_features": 784, "num_classes": 1}', "--data",
+         "{ws}/data.npz", "-o", "{ws}/x.bnnc"),
 ]
 FINETUNE = [
     case("finetune-fp32-model", "bnnc convert", "finetune", "{ws}/fp32.pt", "--data", "{ws}/data.npz"),
