@@ -18,6 +18,8 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.modules.lazy import LazyModuleMixin
+from torch.nn.parameter import is_lazy
 
 from bnnc import program, seal
 from bnnc.arch import allowed, build_model, is_plain
@@ -70,15 +72,48 @@ def check_finite(state_dict: Mapping[str, torch.Tensor], path: Path) -> None:
                                  "the model diverged during training; use an earlier checkpoint")
 
 
+def finish_lazy(model: nn.Module, state_dict: Mapping[str, Any]) -> None:
+    """Give the lazy modules of a freshly built ``model`` (``nn.LazyLinear``, ``LazyConv2d``, ``LazyBatchNorm2d``)
+    the shapes of their weights in ``state_dict`` and make them the plain modules they become at their first
+    call (``in_features``, ``in_channels``, ``num_features`` set): bnnc reads those to plan and swap layers,
+    before the model has run. A module the file has no weights for stays lazy."""
+    for prefix, module in model.named_modules():
+        if not isinstance(module, LazyModuleMixin):
+            continue
+        m: Any = module
+        for name, t in [*m.named_parameters(recurse=False), *m.named_buffers(recurse=False)]:
+            key = f"{prefix}.{name}" if prefix else name
+            value = state_dict.get(key)
+            if is_lazy(t) and isinstance(value, torch.Tensor):
+                t.materialize(value.shape)
+        became = m.cls_to_become
+        if m.has_uninitialized_params() or became is None:
+            continue
+        if issubclass(became, nn.Linear):
+            m.in_features = m.weight.shape[1]
+        elif issubclass(became, nn.modules.conv._ConvNd):
+            m.in_channels = m.weight.shape[0] if m.transposed else m.weight.shape[1] * m.groups
+        elif issubclass(became, nn.modules.batchnorm._NormBase) and (m.running_mean is not None or m.affine):
+            m.num_features = (m.running_mean if m.running_mean is not None else m.weight).shape[0]
+        else:
+            continue
+        m._initialize_hook.remove()  # what torch does at the first call (LazyModuleMixin._infer_parameters)
+        m._load_hook.remove()
+        del m._initialize_hook, m._load_hook
+        m.__class__ = became
+
+
 def load_weights(model: nn.Module, state_dict: Mapping[str, Any], path: Path, ref: str | None) -> None:
     """``load_state_dict(strict=True)`` with a message that names what differs."""
+    finish_lazy(model, state_dict)
     expected = model.state_dict()
     missing = [k for k in expected if k not in state_dict]
     unexpected = [k for k in state_dict if k not in expected]
     mismatched = [
         f"{k} {tuple(state_dict[k].shape)} vs {tuple(v.shape)}"
         for k, v in expected.items()
-        if k in state_dict and isinstance(state_dict[k], torch.Tensor) and state_dict[k].shape != v.shape
+        if k in state_dict and isinstance(state_dict[k], torch.Tensor) and not is_lazy(v)
+        and state_dict[k].shape != v.shape
     ]
     if missing or unexpected or mismatched:
         parts = []
@@ -204,6 +239,7 @@ def _load_described(
     else:
         model = _load_source(path, binarized, trust_model)  # type: ignore[arg-type]
     if binarized is not None:
+        finish_lazy(model, checkpoint.state_dict)  # the layers to swap need their shapes
         model = convert(model, binarized.plan, binarized.options)
     load_weights(model, checkpoint.state_dict, path, ref)
     plain_weights(model)

@@ -272,7 +272,8 @@ def report(rep: Report, console: Console) -> None:
     console.print(layers)
     if d["finetune"]:
         ft = d["finetune"]
-        console.print(f"fine-tuned {len(ft['epochs'])} epochs in {ft['seconds']:.0f} s; best validation accuracy "
+        n = len(ft["epochs"])
+        console.print(f"fine-tuned {n} epoch{'s' if n != 1 else ''} in {ft['seconds']:.0f} s; best validation accuracy "
                       f"{ft['best_val_accuracy']:.2%} " + (f"at epoch {ft['best_epoch']}" if ft["best_epoch"] else
                                                            "before the first epoch (no epoch beat the start)"))
     for c in rep.checks:

@@ -130,8 +130,11 @@ def render_markdown(d: dict[str, Any]) -> str:
               f"multiply-accumulates XNOR-popcount, {t['binary_weight_mac_share']:.1%} with binary weights."]
     ft = d["finetune"]
     if ft:
-        lines += ["", "## Fine-tuning", "", f"{len(ft['epochs'])} epochs in {ft['seconds']:.0f} s; best validation "
-                  f"accuracy {_pct(ft['best_val_accuracy'])} at epoch {ft['best_epoch']}.", "",
+        n = len(ft["epochs"])
+        when = (f"at epoch {ft['best_epoch']}" if ft["best_epoch"] else
+                "before the first epoch (no epoch beat the start)")
+        lines += ["", "## Fine-tuning", "", f"{n} epoch{'s' if n != 1 else ''} in {ft['seconds']:.0f} s; best "
+                  f"validation accuracy {_pct(ft['best_val_accuracy'])} {when}.", "",
                   "| epoch | val accuracy | train loss | seconds |", "|---:|---:|---:|---:|"]
         lines += [f"| {e['epoch']} | {_pct(e['val_accuracy'])} | {e['train_loss']:.4f} | {e['seconds']:.1f} |"
                   for e in ft["epochs"]]

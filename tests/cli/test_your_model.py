@@ -393,3 +393,34 @@ class Normed(nn.Module):
     keys = set(model.state_dict())
     converted = bnnc.convert(model)
     assert keys == set(model.state_dict()) and "fc2.weight" in converted.state_dict()  # the user's model untouched
+
+
+def test_a_model_of_lazy_modules(user: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """``nn.LazyConv2d``/``LazyBatchNorm2d``/``LazyLinear`` infer their input size at the first call: built from
+    ``--arch`` they have none yet, so loading takes the shapes from the file (every step, the binarized
+    checkpoint's too) and they become the plain modules they stand for."""
+    (tmp_path / "lazynet.py").write_text('''
+from torch import nn
+
+
+def build():
+    return nn.Sequential(nn.LazyConv2d(16, 3, padding=1), nn.LazyBatchNorm2d(), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.LazyConv2d(16, 3, padding=1), nn.LazyBatchNorm2d(), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Flatten(), nn.LazyLinear(32), nn.ReLU(), nn.LazyLinear(10))
+''')
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import lazynet
+
+    torch.manual_seed(0)
+    model = lazynet.build()
+    x = torch.randn(4, 1, 28, 28)
+    model(x)  # the user's first call sizes the layers
+    torch.save(model.eval().state_dict(), "sd.pt")
+    loaded = load_checkpoint("sd.pt", arch="lazynet:build").model.eval()
+    assert type(loaded[0]) is torch.nn.Conv2d and loaded[0].in_channels == 1 and loaded[9].in_features == 784
+    assert torch.equal(loaded(x), model(x))
+    out = run(tmp_path, "compress", "sd.pt", "--arch", "lazynet:build", "--data", str(user / "d.npz"), "--epochs",
+              "1", "-o", "out")
+    assert "fine-tuned 1 epoch in" in out
+    assert json.loads((tmp_path / "out" / "report.json").read_text())["accuracy"]["onnx_torch_agreement"] == 1.0
