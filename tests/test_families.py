@@ -23,6 +23,7 @@ from conftest import learnable_npz
 from families import FAMILIES
 from typer.testing import CliRunner
 
+import bnnc.reporting.collect
 from bnnc.cli import app
 from bnnc.data import load_data
 
@@ -62,6 +63,11 @@ def test_family_through_compress_from_a_state_dict(name: str, data: dict[int, Pa
     # the report's C section is left out (as on a machine without a compiler): every family's C export is checked
     # against torch in test_c_export.py, and compiling it again here cost CI up to 7 s a family
     monkeypatch.setattr("bnnc.reporting.collect.find_compiler", lambda: None)
+    # and its latencies are timed once, not 5 rounds of 20 (no figure is asserted here; the report's own tests
+    # time): up to 4 s a family of CI's 15 minutes
+    timed = bnnc.reporting.collect.latencies
+    monkeypatch.setattr("bnnc.reporting.collect.latencies",
+                        lambda *a, **k: timed(*a, **{**k, "rounds": 1, "repeats": 2}))
     r = runner.invoke(app, ["compress", str(sd), "--arch", f"families:{name}", "--data", str(data[FAMILIES[name]]),
                             "--epochs", "2", "--batch-size", "32", "-o", str(out), "--batch", "8"],
                            env={"COLUMNS": "200"})
