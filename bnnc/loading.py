@@ -112,8 +112,7 @@ def load_weights(model: nn.Module, state_dict: Mapping[str, Any], path: Path, re
     mismatched = [
         f"{k} {tuple(state_dict[k].shape)} vs {tuple(v.shape)}"
         for k, v in expected.items()
-        if k in state_dict and isinstance(state_dict[k], torch.Tensor) and not is_lazy(v)
-        and state_dict[k].shape != v.shape
+        if k in state_dict and isinstance(state_dict[k], torch.Tensor) and state_dict[k].shape != v.shape
     ]
     if missing or unexpected or mismatched:
         parts = []
