@@ -482,35 +482,24 @@ BNNC_FN void bnnc_avg_pool(const float *in, int channels, const bnnc_pool *P, in
             }
 }
 
-/* adaptive average pooling: cell i covers [floor(i * in / out), ceil((i + 1) * in / out)) */
-BNNC_FN void bnnc_adaptive_avg_pool(const float *in, int channels, int ih, int iw, int oh, int ow, float *out) {
+/* adaptive average (is_max 0) or max (1) pooling: cell i covers [floor(i * in / out), ceil((i + 1) * in / out));
+   a NaN wins a maximum, as in torch */
+BNNC_FN void bnnc_adaptive_pool(const float *in, int channels, int ih, int iw, int oh, int ow, int is_max,
+                                float *out) {
     int c, y, x, a, b;
     for (c = 0; c < channels; ++c)
         for (y = 0; y < oh; ++y)
             for (x = 0; x < ow; ++x) {
                 const int y0 = y * ih / oh, y1 = ((y + 1) * ih + oh - 1) / oh;
                 const int x0 = x * iw / ow, x1 = ((x + 1) * iw + ow - 1) / ow;
-                float s = 0.0f;
-                for (a = y0; a < y1; ++a)
-                    for (b = x0; b < x1; ++b) s += in[((long)c * ih + a) * iw + b];
-                out[((long)c * oh + y) * ow + x] = s / (float)((y1 - y0) * (x1 - x0));
-            }
-}
-
-BNNC_FN void bnnc_adaptive_max_pool(const float *in, int channels, int ih, int iw, int oh, int ow, float *out) {
-    int c, y, x, a, b;
-    for (c = 0; c < channels; ++c)
-        for (y = 0; y < oh; ++y)
-            for (x = 0; x < ow; ++x) {
-                const int y0 = y * ih / oh, y1 = ((y + 1) * ih + oh - 1) / oh;
-                const int x0 = x * iw / ow, x1 = ((x + 1) * iw + ow - 1) / ow;
-                float m = in[((long)c * ih + y0) * iw + x0];
+                float s = is_max ? in[((long)c * ih + y0) * iw + x0] : 0.0f;
                 for (a = y0; a < y1; ++a)
                     for (b = x0; b < x1; ++b) {
                         const float v = in[((long)c * ih + a) * iw + b];
-                        if (v > m || v != v) m = v; /* torch: NaN wins */
+                        if (!is_max) s += v;
+                        else if (v > s || v != v) s = v;
                     }
-                out[((long)c * oh + y) * ow + x] = m;
+                out[((long)c * oh + y) * ow + x] = is_max ? s : s / (float)((y1 - y0) * (x1 - x0));
             }
 }
 

@@ -819,8 +819,8 @@ class _Builder:
         x = self.arg(node)
         out = self.float_out(node)
         (ih, iw), (oh, ow) = _hw(x.shape), _hw(out.shape)
-        self.em.step(f"    bnnc_adaptive_{kind}_pool({x.ref()}, {x.shape[0]}, {ih}, {iw}, {oh}, {ow}, {out.ref()});",
-                     x, out)
+        self.em.step(f"    bnnc_adaptive_pool({x.ref()}, {x.shape[0]}, {ih}, {iw}, {oh}, {ow}, {int(kind == 'max')}, "
+                     f"{out.ref()});", x, out)
         return out
 
     def groupnorm(self, node: fx.Node, groups: int, weight_t: torch.Tensor | None, bias_t: torch.Tensor | None,
