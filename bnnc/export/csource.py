@@ -826,27 +826,13 @@ class _Builder:
     def groupnorm(self, node: fx.Node, groups: int, weight_t: torch.Tensor | None, bias_t: torch.Tensor | None,
                   eps: float) -> Tensor:
         """GroupNorm (InstanceNorm: a group a channel): each group's channels, contiguous in a sample, normalised
-        by their own mean and variance (summed in double), then each channel's affine."""
+        by their own mean and variance, then each channel's affine."""
         x = self.arg(node)
-        out = self.float_out(node)
         channels = x.shape[0]
-        n = x.size // groups  # values in a group
-        inner = x.size // channels  # values in a channel
-        w = self.em.const("float", weight_t.detach().numpy() if weight_t is not None else np.ones(channels),
-                          f"{node.name}_w")
-        b = self.em.const("float", bias_t.detach().numpy() if bias_t is not None else np.zeros(channels),
-                          f"{node.name}_b")
-        self.em.math = True
-        self.em.step(f"    {{ const float *x = {x.ref()}; float *y = {out.ref()}; long g, i;\n"
-                     f"      for (g = 0; g < {groups}; ++g) {{ const float *v = x + g * {n}; double m = 0.0, q = 0.0; "
-                     f"float mean, rstd;\n"
-                     f"        for (i = 0; i < {n}; ++i) m += v[i];\n        mean = (float)(m / {n});\n"
-                     f"        for (i = 0; i < {n}; ++i) q += ((double)v[i] - mean) * ((double)v[i] - mean);\n"
-                     f"        rstd = (float)(1.0 / sqrt(q / {n} + {float(eps)!r}));\n"
-                     f"        for (i = 0; i < {n}; ++i) {{ const long c = (g * {n} + i) / {inner};\n"
-                     f"          y[g * {n} + i] = (v[i] - mean) * rstd * {w}[c] + {b}[c]; }} }} }}",
-                     x, out)
-        return out
+        w = weight_t.detach().numpy() if weight_t is not None else np.ones(channels)
+        b = bias_t.detach().numpy() if bias_t is not None else np.zeros(channels)
+        return self.normalised_rows(node, x, groups, w, b, f"(r * {x.size // groups} + i) / {x.size // channels}",
+                                    eps)
 
     def layernorm(self, node: fx.Node, m: nn.LayerNorm) -> Tensor:
         return self.layernorm_of(node, tuple(m.normalized_shape), m.weight, m.bias, m.eps)
@@ -863,12 +849,19 @@ class _Builder:
     def layernorm_of(self, node: fx.Node, normalized_shape: tuple[int, ...], weight_t: torch.Tensor | None,
                      bias_t: torch.Tensor | None, eps: float) -> Tensor:
         x = self.arg(node)
-        out = self.float_out(node)
         n = _numel(normalized_shape)
-        rows = x.size // n
-        weight = weight_t.detach().numpy() if weight_t is not None else np.ones(n)
+        w = weight_t.detach().numpy() if weight_t is not None else np.ones(n)
+        b = bias_t.detach().numpy() if bias_t is not None else np.zeros(n)
+        return self.normalised_rows(node, x, x.size // n, w, b, "i", eps)
+
+    def normalised_rows(self, node: fx.Node, x: Tensor, rows: int, weight: np.ndarray, bias: np.ndarray,
+                        index: str, eps: float) -> Tensor:
+        """``x`` as ``rows`` equal rows, each normalised by its own mean and variance (summed in double), then
+        ``y = v * weight[index] + bias[index]``; ``index`` a C expression of the row ``r`` and position ``i``."""
+        out = self.float_out(node)
+        n = x.size // rows
         w = self.em.const("float", weight, f"{node.name}_w")
-        b = self.em.const("float", bias_t.detach().numpy() if bias_t is not None else np.zeros(n), f"{node.name}_b")
+        b = self.em.const("float", bias, f"{node.name}_b")
         self.em.math = True
         self.em.step(f"    {{ const float *x = {x.ref()}; float *y = {out.ref()}; long r, i;\n"
                      f"      for (r = 0; r < {rows}; ++r) {{ const float *v = x + r * {n}; double m = 0.0, q = 0.0; "
@@ -877,7 +870,7 @@ class _Builder:
                      f"        for (i = 0; i < {n}; ++i) q += ((double)v[i] - mean) * ((double)v[i] - mean);\n"
                      f"        rstd = (float)(1.0 / sqrt(q / {n} + {float(eps)!r}));\n"
                      f"        for (i = 0; i < {n}; ++i)\n"
-                     f"          y[r * {n} + i] = (v[i] - mean) * rstd * {w}[i] + {b}[i]; }} }}",
+                     f"          y[r * {n} + i] = (v[i] - mean) * rstd * {w}[{index}] + {b}[{index}]; }} }}",
                      x, out)
         return out
 
