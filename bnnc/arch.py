@@ -1,44 +1,26 @@
-"""``--arch pkg.module:factory``: the architecture a state dict is loaded into, resolved only to what
-the user allowed.
+"""``--arch pkg.module:factory`` (or ``path/to/models.py:factory``): the architecture a state dict is
+loaded into, resolved only to what the user allowed.
 
 An ``nn.Module`` subclass is accepted wherever the reference comes from; a function only when the
 user named it (``--arch``, ``BNNC_ALLOW_ARCH``) or the file naming it carries this user's seal
 (:mod:`bnnc.seal`); nothing in the standard library, torch or bnnc's own modules (but its sample
 architectures, :mod:`bnnc.zoo`) at all — so a tampered reference can't call ``os:system``,
-``sympy:sympify`` or ``bnnc.loading:load_model``.
+``sympy:sympify`` or ``bnnc.loading:load_model``. A file path is imported only when the user named
+or sealed it too: importing a file runs it.
 """
 
 from __future__ import annotations
 
-import contextlib
-import importlib
 import inspect
-import os
-import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
-from bnnc import seal
+from bnnc import seal, usercode
 from bnnc.errors import ModelLoadError, UntrustedModelError, first_line
-
-_REFUSED_TOP_LEVEL = {"torch", "builtins", "__main__"} | set(sys.stdlib_module_names)
-
-
-@contextlib.contextmanager
-def _cwd_on_path() -> Iterator[None]:
-    """Let ``--arch mymodels:Net`` import ``mymodels.py`` from the working directory, as python -m does."""
-    cwd = os.getcwd()
-    added = cwd not in sys.path
-    if added:
-        sys.path.insert(0, cwd)
-    try:
-        yield
-    finally:
-        if added and cwd in sys.path:
-            sys.path.remove(cwd)
+from bnnc.usercode import not_user_code
 
 
 def resolve_arch(ref: str, *, named_by_user: bool = True, source: Path | None = None) -> Callable[..., Any]:
@@ -49,19 +31,24 @@ def resolve_arch(ref: str, *, named_by_user: bool = True, source: Path | None = 
     this user's seal (:mod:`bnnc.seal`). Nothing from the standard library, torch, or bnnc itself
     (but its sample architectures, :mod:`bnnc.zoo`) is accepted at all.
     """
-    module_name, sep, attr = ref.partition(":")
-    if not sep or not module_name or not attr:
+    module_name, attr = usercode.split(ref)
+    if not module_name or not attr:
         raise ModelLoadError(f"architecture reference {ref!r} is not of the form pkg.module:factory",
-                             "e.g. --arch torchvision.models:resnet18 or --arch mymodels:Net")
+                             "e.g. --arch torchvision.models:resnet18, --arch mymodels:Net or --arch src/models.py:Net")
     if not_user_code(module_name):
         raise ModelLoadError(f"architecture reference {ref!r} points into {module_name.split('.')[0]!r}, "
                              "which can't define a model architecture", "name the module that defines your model")
+    if usercode.is_file(module_name) and not named_by_user:  # importing a file runs it: not one a file chose
+        raise UntrustedModelError(
+            f"{source} names the file {module_name} as its architecture's code; bnnc imports a file named by "
+            "a checkpoint only if this user's bnnc recorded it there (a file from elsewhere could name any file)",
+            f"if you trust it, pass --arch {ref} or set BNNC_ALLOW_ARCH={ref}")
     try:
-        with _cwd_on_path():
-            obj: Any = importlib.import_module(module_name)
+        obj: Any = usercode.import_module(module_name)
     except Exception as e:  # noqa: BLE001 - the user's module can raise anything on import
-        raise ModelLoadError(f"can't import {module_name!r} for architecture {ref!r} ({first_line(e)})",
-                             "install the package that defines the model, or run bnnc from its folder") from None
+        fix = ("check the path, or pass --arch with the file's new place" if usercode.is_file(module_name) else
+               "install the package that defines the model, or run bnnc from its folder")
+        raise ModelLoadError(f"can't import {module_name!r} for architecture {ref!r} ({first_line(e)})", fix) from None
     for part in attr.split("."):
         if not hasattr(obj, part):
             raise ModelLoadError(f"{module_name!r} has no attribute {attr!r} (architecture {ref!r})",
@@ -84,16 +71,9 @@ def resolve_arch(ref: str, *, named_by_user: bool = True, source: Path | None = 
     return obj
 
 
-def not_user_code(name: str) -> bool:
-    """Whether module ``name`` is one a reference from outside may never name as code to call: the standard
-    library, torch, ``__main__``, bnnc's own modules (but its sample architectures, ``bnnc.zoo``)."""
-    top = name.split(".")[0]
-    return top in _REFUSED_TOP_LEVEL or (top == "bnnc" and name != "bnnc.zoo")
-
-
 def allowed(ref: str, allow_arch: str | None) -> bool:
-    """Whether the user allowed the function ``ref`` for this command: ``--arch`` or ``BNNC_ALLOW_ARCH``."""
-    return ref == allow_arch or seal.allowed(ref)
+    """Whether the user allowed the factory ``ref`` for this command: ``--arch`` or ``BNNC_ALLOW_ARCH``."""
+    return (allow_arch is not None and usercode.canonical(ref) == usercode.canonical(allow_arch)) or seal.allowed(ref)
 
 
 def build_model(ref: str, kwargs: Mapping[str, Any] | None = None, *, named_by_user: bool = True,

@@ -7,15 +7,12 @@ types are errors that name the key, so a typo never silently does nothing.
 from __future__ import annotations
 
 import os
-import re
 import sys
 from pathlib import Path
 from typing import Any, cast
 
 from bnnc.errors import BnncError
-
-FUNCTION_SPEC = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
-"""A ``--data pkg.module:function`` loader (bnnc.data reads it; config files may not name one)."""
+from bnnc.usercode import FUNCTION_SPEC
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -27,6 +27,7 @@ from bnnc.checkpoint import FORMAT, PROGRAM_FORM, BinarizedInfo, parse
 from bnnc.errors import ModelLoadError, UntrustedModelError
 from bnnc.formats import check_readable, file_sha256, refuse_other_formats, torch_load, zip_names
 from bnnc.swap import convert, plain_weights
+from bnnc.usercode import canonical
 
 _STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model")
 
@@ -168,6 +169,7 @@ def load_checkpoint(
     user named for this command (``--arch``), which the file's own reference may then call.
     """
     path = Path(path)
+    arch = canonical(arch) if arch else arch  # a file's path is recorded absolute: later steps run from anywhere
     check_readable(path)
     refuse_other_formats(path)
     sha = file_sha256(path)

@@ -23,6 +23,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from bnnc.usercode import canonical
+
 KEY_BYTES = 32
 
 
@@ -88,4 +90,5 @@ def verify(arch: str, kwargs: Mapping[str, Any], tag: Any) -> bool:
 
 def allowed(arch: str) -> bool:
     """Whether the user allowed ``arch`` for every command through ``BNNC_ALLOW_ARCH`` (comma-separated)."""
-    return arch in {a.strip() for a in os.environ.get("BNNC_ALLOW_ARCH", "").split(",") if a.strip()}
+    allowed_refs = {canonical(a.strip()) for a in os.environ.get("BNNC_ALLOW_ARCH", "").split(",") if a.strip()}
+    return canonical(arch) in allowed_refs

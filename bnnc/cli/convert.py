@@ -97,7 +97,7 @@ def convert_command(
     binarize: opt.Binarize = BinarizeChoice.deterministic,
     input_shape: opt.InputShape = None,
     data: Annotated[Optional[str], typer.Option(help="Data to calibrate thresholds on (IDX folder, .npz, .pt, "
-                                                "image folder, or pkg.module:function).")] = None,
+                                                "image folder, or pkg.module:function / file.py:function).")] = None,
     mean: opt.Mean = None,
     std: opt.Std = None,
     calibration_batches: opt.CalibrationBatches = defaults.CALIBRATION_BATCHES,

@@ -29,7 +29,7 @@ def finetune_command(
     ctx: typer.Context,
     model: Annotated[Path, typer.Argument(metavar="MODEL", help="Binarized checkpoint written by `bnnc convert`.")],
     data: Annotated[str, typer.Option(help="Training data: IDX folder, .npz, .pt, image folder, or "
-                                           "pkg.module:function.")],
+                                           "pkg.module:function or file.py:function.")],
     mean: opt.Mean = None,
     std: opt.Std = None,
     epochs: Annotated[int, typer.Option(help="Epochs to train.", min=1, max=100_000)] = defaults.FINETUNE_EPOCHS,

@@ -37,7 +37,8 @@ def flag(*names: str, help: str) -> Any:  # noqa: A002 - typer's own keyword
 
 # ----------------------------------------------------------------------------- model files
 Arch = Annotated[Optional[str], typer.Option(
-    help="Architecture of a plain state dict: pkg.module:factory (a class or a function returning the model). "
+    help="Architecture of a plain state dict: pkg.module:factory or path/to/file.py:factory (a class or a function "
+         "returning the model). "
          "Naming it also allows a checkpoint that records this factory to call it (see the README's Security).")]
 ArchKwargs = Annotated[Optional[str], typer.Option(
     help="JSON keyword arguments for --arch, e.g. '{\"num_classes\": 10}'.")]

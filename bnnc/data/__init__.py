@@ -23,12 +23,12 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from bnnc.config import FUNCTION_SPEC
 from bnnc.data.functions import from_function
 from bnnc.data.normalise import check_labels, finish, reshaped
 from bnnc.data.preprocessing import DataSpec, DataSplits, Normalisation, Preprocessing
 from bnnc.data.readers import FORMS_HINT, read_idx, read_path
 from bnnc.errors import DataError
+from bnnc.usercode import FUNCTION_SPEC
 
 __all__ = ["FORMS_HINT", "DataSpec", "DataSplits", "Normalisation", "Preprocessing", "check_labels", "load_data",
            "read_idx", "reshaped", "sample_data_path"]

@@ -1,8 +1,8 @@
-"""``--data pkg.module:function``: a data loader of the user's own code, resolved only to what they named."""
+"""``--data pkg.module:function`` (or ``path/to/loader.py:function``): a data loader of the user's own code,
+resolved only to what they named."""
 
 from __future__ import annotations
 
-import importlib
 import inspect
 from collections.abc import Sequence
 from typing import Any
@@ -10,26 +10,26 @@ from typing import Any
 import numpy as np
 from torch.utils.data import Dataset, TensorDataset
 
-from bnnc.arch import not_user_code
 from bnnc.data.normalise import finish
 from bnnc.data.preprocessing import DataSplits, Normalisation, Preprocessing
 from bnnc.data.readers import Raw, to_numpy
 from bnnc.errors import DataError, first_line
+from bnnc.usercode import import_module, is_file, not_user_code, split
 
 
 def from_function(spec: str, pre: Preprocessing | None, input_shape: Sequence[int] | None,
                   normalisation: Normalisation | None = None) -> DataSplits:
     """The splits the user's function returns: used as they are (a ``DataSplits``), or normalised here."""
-    module_name, func_name = spec.split(":")
+    module_name, func_name = split(spec)
     if not_user_code(module_name):  # the rule --arch follows: only the user's own code
         top = module_name.split(".")[0]
         raise DataError(f"{spec}: {top!r} defines no data loader", "name a function of your own, pkg.module:function")
     try:
-        module = importlib.import_module(module_name)
+        module = import_module(module_name)
     except Exception as exc:  # noqa: BLE001 - the user's module can raise anything on import
-        raise DataError(
-            f"{spec}: can't import module '{module_name}' ({first_line(exc, with_type=False)})", "is it on PYTHONPATH?"
-        ) from exc
+        fix = "check the path" if is_file(module_name) else "run bnnc from its folder, or put it on PYTHONPATH"
+        reason = first_line(exc, with_type=False)
+        raise DataError(f"{spec}: can't import module '{module_name}' ({reason})", fix) from exc
     func = getattr(module, func_name, None)
     if not inspect.isfunction(func) or func.__module__ != module.__name__:
         raise DataError(f"{spec}: module '{module_name}' defines no function '{func_name}'",

@@ -117,7 +117,8 @@ def ws(tmp_path_factory: pytest.TempPathFactory) -> Path:
     os.link(fp32, d / "hardlink.pt")  # the input under another name
     os.mkfifo(d / "fifo")
     (d / "o.bnnc.state").write_bytes((d / "m.bnnc").read_bytes())  # the side file of -o o.bnnc, given as the input
-    for name, text in (("code-data.toml", 'data = "sys:exit"\n'), ("samples-0.toml", "samples = 0\n"),
+    for name, text in (("code-data.toml", 'data = "sys:exit"\n'), ("file-data.toml", 'data = "loader.py:load"\n'),
+                       ("samples-0.toml", "samples = 0\n"),
                        ("batch-0.toml", "batch = 0\n"), ("threads-negative.toml", "threads = -1\n"),
                        ("batch-huge.toml", "batch = 1000000000000000\n"), ("samples-negative.toml", "samples = -5\n")):
         (d / name).write_text(text)
@@ -204,6 +205,7 @@ CONVERT = [
     case("onnx-named-pt", "is an ONNX model", "convert", "{ws}/onnx-named.pt"),
     case("state-dict-no-arch", "--arch", "convert", "{ws}/sd.pt"),
     case("arch-does-not-import", "can't import 'no_such_pkg'", "convert", "{ws}/sd.pt", "--arch", "no_such_pkg:Net"),
+    case("arch-file-missing", "no Python file", "convert", "{ws}/sd.pt", "--arch", "{ws}/models/none.py:Net"),
     case("arch-not-of-form", "pkg.module:factory", "convert", "{ws}/sd.pt", "--arch", "Net"),
     case("arch-keys-differ", "don't fit", "convert", "{ws}/sd.pt", "--arch", "bnnc.zoo:VGG"),
     case("no-linear-or-conv", "no Linear or Conv", "convert", "{ws}/nolayers.pt", "-o", "{ws}/x.bnnc"),
@@ -391,6 +393,8 @@ VALUES = [
     case("finetune-zip-bomb-data", "unpacks to 0.3 GiB", "finetune", "{ws}/m.bnnc", "--data", "{ws}/bomb.pt"),
     case("compress-config-data-names-code", "names code to run", "compress", "{ws}/fp32.pt", "--config",
          "{ws}/code-data.toml", "-o", "{ws}/out"),
+    case("compress-config-data-names-a-file-of-code", "names code to run", "compress", "{ws}/fp32.pt", "--config",
+         "{ws}/file-data.toml", "-o", "{ws}/out"),
 ]
 CASES = CONVERT + FINETUNE + EXPORT + REPORT + COMPRESS + OVERWRITES + VALUES
 

@@ -123,7 +123,12 @@ def _gadgets(tmp_path: Path, marker: Path) -> list[tuple[str, dict]]:
     np.save(npy, np.array([Payload(marker)], dtype=object), allow_pickle=True)
     script = tmp_path / "script.py"
     script.write_text(f"import os\nos.system({touch!r})\n")
+    module = tmp_path / "models.py"  # builds a model, and runs the payload as it is imported
+    module.write_text(f"import os\nfrom torch import nn\nos.system({touch!r})\n\n\n"
+                      "class Net(nn.Sequential):\n    pass\n")
     return [
+        (f"{script}:main", {}),  # a file of code: importing it runs it
+        (f"{module}:Net", {}),  # an nn.Module class, but in a file the checkpoint chose
         ("sympy:sympify", {"a": f"__import__('os').system({touch!r})"}),   # sympy comes with torch
         ("numpy:load", {"file": str(npy), "allow_pickle": True}),
         ("bnnc.formats:torch_load", {"path": str(pickled), "trust_model": True}),
@@ -149,7 +154,8 @@ def test_no_arch_a_file_names_can_run_code_through_any_command(files, tmp_path):
     fp32_raw = torch.load(files["fp32"], weights_only=True)
     bnnc_raw = torch.load(files["model"], weights_only=True)
     for i, (ref, kwargs) in enumerate(_gadgets(tmp_path, marker)):
-        if importlib.util.find_spec(ref.split(":")[0].split(".")[0]) is None:
+        module = ref.rpartition(":")[0]
+        if not module.endswith(".py") and importlib.util.find_spec(module.split(".")[0]) is None:
             continue  # not installed here: nothing to call
         fp32, converted = tmp_path / f"g{i}.pt", tmp_path / f"g{i}.bnnc"
         torch.save({**fp32_raw, "arch": ref, "arch_kwargs": kwargs}, fp32)

@@ -103,6 +103,35 @@ def test_each_step_on_a_state_dict_of_an_mlp_on_images(user: Path, tmp_path: Pat
     assert json.loads((tmp_path / "r.json").read_text())["accuracy"]["onnx_torch_agreement"] == 1.0
 
 
+def test_an_architecture_and_a_data_loader_named_by_file_path(user: Path, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch):
+    """``--arch src/nets.py:build`` and ``--data loaders.py:load`` as typed in a project's folder: the file's own
+    import of a sibling works, the checkpoint records its absolute path so later steps run from any folder, and
+    ``--data loaders:load`` finds the module in the working directory, as ``--arch`` does."""
+    project = tmp_path / "project"
+    (project / "src").mkdir(parents=True)
+    (project / "src" / "blocks.py").write_text(USER_MODULE)
+    (project / "src" / "nets.py").write_text("from blocks import build as _build\n\n\n"
+                                             "def build(num_classes=10):\n    return _build(num_classes)\n")
+    (project / "loaders.py").write_text(
+        "import numpy as np\nimport torch\nfrom torch.utils.data import TensorDataset\n\n\ndef load():\n"
+        f"    z = np.load({str(user / 'd.npz')!r})\n"
+        "    return tuple(TensorDataset(torch.from_numpy(z[f'x_{s}']), torch.from_numpy(z[f'y_{s}']))\n"
+        "                 for s in ('train', 'test'))\n")
+    monkeypatch.chdir(project)
+    m = project / "m.bnnc"
+    run(user, "convert", "{d}/mlp_sd.pt", "--arch", "src/nets.py:build", "--data", "loaders:load", "-o", "m.bnnc")
+    assert load_checkpoint(m).arch == f"{project.resolve() / 'src' / 'nets.py'}:build"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    out = json.loads(run(user, "finetune", str(m), "--data", str(project / "loaders.py") + ":load", "--epochs", "1",
+                         "--json", "-o", "ft.bnnc"))
+    assert out["fp32_accuracy"] > 0.5  # the teacher: rebuilt from the recorded file, from another folder
+    exported = json.loads(run(user, "export", "ft.bnnc", "--data", "{d}/d.npz", "--json", "-o", "ft.onnx"))
+    assert exported["parity"][0]["argmax_agreement"] == 1.0
+
+
 def test_a_model_without_flatten_takes_images_flattened(user: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.chdir(user)
     m = tmp_path / "f.bnnc"
