@@ -139,14 +139,35 @@ def wrapper_prefixes(expected: Iterable[str], state_dict: Mapping[str, Any]) -> 
                   if n == len(want) and {k[len(p):] for k in state_dict if k.startswith(p)} == want)
 
 
-def _nested_state_dict(obj: Mapping[str, Any]) -> Mapping[str, Any] | None:
+def _unwrapped(model: nn.Module, state_dict: Mapping[str, Any], path: Path,
+               arch: str | None) -> tuple[Mapping[str, Any], str]:
+    """``state_dict`` with the prefix of a wrapper it was saved from taken off (DataParallel/DDP's ``module.``, a
+    Lightning module's own attribute), and that prefix ("" if none)."""
+    prefixes = wrapper_prefixes(model.state_dict().keys(), state_dict)
+    if len(prefixes) > 1:
+        raise ModelLoadError(f"{path} holds the weights of {arch} under each of {', '.join(map(repr, prefixes))}",
+                             "save the one you mean as a plain state dict, e.g. torch.save(wrapper.model.state_dict())")
+    if not prefixes:
+        return state_dict, ""
+    prefix = prefixes[0]
+    return {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}, prefix
+
+
+def _nested_state_dict(obj: Mapping[str, Any], path: Path) -> Mapping[str, Any] | None:
+    """The state dict in a training checkpoint: the file itself, under a usual key (``state_dict``,
+    ``model_state_dict``, ``model``), else the one dict of tensors it holds under any key (``net``, ``weights``)."""
     if obj and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
         return obj
+    found = {key: inner for key, inner in obj.items()
+             if isinstance(inner, Mapping) and inner and all(isinstance(v, torch.Tensor) for v in inner.values())}
     for key in _STATE_DICT_KEYS:
-        inner = obj.get(key)
-        if isinstance(inner, Mapping) and inner and all(isinstance(v, torch.Tensor) for v in inner.values()):
-            return inner
-    return None
+        if key in found:
+            return found[key]
+    if len(found) > 1:
+        raise ModelLoadError(f"{path} holds a dict of weights under each of {', '.join(map(repr, sorted(found)))}",
+                             f"save the one you mean as a plain state dict, e.g. torch.save(ckpt[{min(found)!r}], "
+                             "'model.pt')")
+    return next(iter(found.values()), None)
 
 
 def load_checkpoint(
@@ -163,13 +184,17 @@ def load_checkpoint(
     (a) a bnnc checkpoint or any dict naming its ``arch``; (b) a plain state dict with ``arch``;
     (c) a whole pickled ``nn.Module``, only with ``trust_model=True``. A converted (binarized)
     bnnc checkpoint comes back as the binarized model. ``arch`` overrides the file's reference.
-    ``recorded_arch`` (reference, kwargs, named by the user) builds a plain state dict when ``arch``
-    isn't given: the architecture a converted checkpoint recorded for its FP32 source (see
+    ``recorded_arch`` (reference, kwargs, named by the user) builds the model when ``arch`` isn't given,
+    over any ``arch`` the file names itself: the architecture a converted checkpoint recorded for its FP32 source (see
     :func:`resolve_arch` for when a recorded function may be called). ``allow_arch``: a factory the
     user named for this command (``--arch``), which the file's own reference may then call.
     """
     path = Path(path)
     arch = canonical(arch) if arch else arch  # a file's path is recorded absolute: later steps run from anywhere
+    named_by_user = arch is not None
+    if arch is None and recorded_arch is not None:  # as convert built it, whatever `arch` the file names itself
+        arch, arch_kwargs, named_by_user = recorded_arch
+        named_by_user = named_by_user or allowed(arch, allow_arch)
     check_readable(path)
     refuse_other_formats(path)
     sha = file_sha256(path)
@@ -194,27 +219,17 @@ def load_checkpoint(
                              "save a state dict, a bnnc checkpoint, or (trusted) a whole nn.Module")
 
     if "arch" in obj or obj.get("format") == FORMAT:
-        return _load_described(path, sha, obj, arch, arch_kwargs, trust_model, allow_arch)
+        return _load_described(path, sha, obj, arch, arch_kwargs, named_by_user, trust_model, allow_arch)
 
-    state_dict = _nested_state_dict(obj)
+    state_dict = _nested_state_dict(obj, path)
     if state_dict is None:
         raise ModelLoadError(f"{path} is a dict with keys {sorted(map(str, obj))[:6]} but no state dict in it",
                              "save model.state_dict(), or a dict with 'arch' and 'state_dict'")
-    named_by_user = True
-    if arch is None and recorded_arch is not None:
-        arch, arch_kwargs, named_by_user = recorded_arch
-        named_by_user = named_by_user or allowed(arch, allow_arch)
     if arch is None:
         raise ModelLoadError(f"{path} is a plain state dict: it holds weights but not the architecture",
                              "pass --arch pkg.module:factory (the class or function that builds the model)")
     model = build_model(arch, arch_kwargs, named_by_user=named_by_user, source=path)
-    prefixes = wrapper_prefixes(model.state_dict().keys(), state_dict)
-    if len(prefixes) > 1:
-        raise ModelLoadError(f"{path} holds the weights of {arch} under each of {', '.join(map(repr, prefixes))}",
-                             "save the one you mean as a plain state dict, e.g. torch.save(wrapper.model.state_dict())")
-    prefix = prefixes[0] if prefixes else ""
-    if prefix:  # saved from a wrapper: DataParallel/DDP's `module.`, a Lightning module's own attribute
-        state_dict = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+    state_dict, prefix = _unwrapped(model, state_dict, path, arch)
     load_weights(model, state_dict, path, arch)
     return ModelFile(model=plain_weights(model), path=path, sha256=sha,
                      form="state dict + --arch" + (f" (keys under {prefix!r})" if prefix else ""),
@@ -223,7 +238,7 @@ def load_checkpoint(
 
 def _load_described(
     path: Path, sha: str, obj: Mapping[str, Any], arch: str | None,
-    arch_kwargs: Mapping[str, Any] | None, trust_model: bool, allow_arch: str | None,
+    arch_kwargs: Mapping[str, Any] | None, arch_named_by_user: bool, trust_model: bool, allow_arch: str | None,
 ) -> ModelFile:
     checkpoint = parse(obj, path)
     ref = arch or checkpoint.arch
@@ -233,7 +248,7 @@ def _load_described(
         raise ModelLoadError(f"{path} has an empty architecture reference", "pass --arch pkg.module:factory")
     if not is_plain(kwargs):
         raise ModelLoadError(f"{path}: 'arch_kwargs' holds values other than plain data", "fix the checkpoint")
-    named_by_user = arch is not None or (ref is not None and (
+    named_by_user = arch_named_by_user if arch is not None else (ref is not None and (
         allowed(ref, allow_arch) or seal.verify(ref, kwargs, checkpoint.arch_seal)))
     if ref is not None:
         model = build_model(ref, kwargs, named_by_user=named_by_user, source=path)
@@ -242,7 +257,8 @@ def _load_described(
     if binarized is not None:
         finish_lazy(model, checkpoint.state_dict)  # the layers to swap need their shapes
         model = convert(model, binarized.plan, binarized.options)
-    load_weights(model, checkpoint.state_dict, path, ref)
+    state_dict, _ = _unwrapped(model, checkpoint.state_dict, path, ref)  # the ImageNet example's `module.` keys
+    load_weights(model, state_dict, path, ref)
     plain_weights(model)
     return ModelFile(model=model, path=path, sha256=sha,
                      form="bnnc checkpoint (binarized)" if binarized is not None else "bnnc checkpoint",

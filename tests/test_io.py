@@ -51,6 +51,12 @@ def test_wrapped_state_dict_with_arch(tmp_path):
     path = tmp_path / "ckpt.pt"
     torch.save({"epoch": 3, "model_state_dict": model.state_dict()}, path)
     assert _same_weights(load_model(path, arch="bnnc.zoo:MLP", arch_kwargs={"hidden": [64, 48]}), model)
+    # pytorch-cifar's checkpoint: the weights under a key of its own, saved from DataParallel
+    torch.save({"net": {f"module.{k}": v for k, v in model.state_dict().items()}, "acc": 93.1, "epoch": 199}, path)
+    assert _same_weights(load_model(path, arch="bnnc.zoo:MLP", arch_kwargs={"hidden": [64, 48]}), model)
+    torch.save({"student": model.state_dict(), "teacher": model.state_dict()}, path)
+    with pytest.raises(ModelLoadError, match=r"under each of 'student', 'teacher'.*ckpt\['student'\]"):
+        load_model(path, arch="bnnc.zoo:MLP", arch_kwargs={"hidden": [64, 48]})
 
 
 def test_arch_from_a_module_in_the_working_directory(tmp_path, monkeypatch):

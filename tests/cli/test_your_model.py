@@ -323,21 +323,29 @@ def test_the_normalisation_a_state_dict_was_trained_with(user: Path, tmp_path: P
 def test_a_state_dict_saved_from_a_wrapper(user: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """``module.`` (DataParallel/DDP), ``_orig_mod.`` (torch.compile) or a Lightning module's ``model.`` before
     every key: the model's weights are the ones under that prefix, in every step that loads the file (the teacher
-    too); two candidates are one line."""
+    too, rebuilt with --arch even where the file names an ``arch`` of its own, as PyTorch's ImageNet example's
+    checkpoints do); two candidates are one line."""
     monkeypatch.chdir(user)
     sd = torch.load(user / "mlp_sd.pt")
     torch.save({f"module.{k}": v for k, v in sd.items()}, tmp_path / "dp.pt")
     lightning = {f"model.{k}": v for k, v in sd.items()} | {"criterion.weight": torch.ones(10)}
     torch.save({"epoch": 3, "state_dict": lightning}, tmp_path / "pl.ckpt")
     torch.save({f"_orig_mod.{k}": v for k, v in sd.items()}, tmp_path / "compiled.pt")  # torch.compile's wrapper
-    for name in ("dp.pt", "pl.ckpt", "compiled.pt"):
+    model = torch.nn.Linear(2, 2)  # PyTorch's ImageNet example: its own `arch` (not bnnc's kind) by the weights
+    optimizer = torch.optim.SGD(model.parameters(), 0.1, momentum=0.9)
+    model(torch.ones(1, 2)).sum().backward()
+    optimizer.step()
+    torch.save({"epoch": 90, "arch": "resnet18", "state_dict": {f"module.{k}": v for k, v in sd.items()},
+                "best_acc1": torch.tensor(70.1), "optimizer": optimizer.state_dict()}, tmp_path / "imagenet.pth.tar")
+    for name in ("dp.pt", "pl.ckpt", "compiled.pt", "imagenet.pth.tar"):
         m = tmp_path / f"{name}.bnnc"
         run(user, "convert", str(tmp_path / name), "--arch", "usermodels:build", "--data", "{d}/d.npz", "-o", str(m))
         source = load_checkpoint(tmp_path / name, arch="usermodels:build").model.state_dict()
         assert source.keys() == sd.keys() and all(torch.equal(source[k], sd[k]) for k in sd)
-    out = json.loads(run(user, "finetune", str(tmp_path / "dp.pt.bnnc"), "--data", "{d}/d.npz", "--epochs", "1",
-                         "--json"))
-    assert out["fp32_accuracy"] > 0.5  # the teacher, rebuilt from the same file
+    for name in ("dp.pt", "imagenet.pth.tar"):
+        out = json.loads(run(user, "finetune", str(tmp_path / f"{name}.bnnc"), "--data", "{d}/d.npz", "--epochs", "1",
+                             "--json"))
+        assert out["fp32_accuracy"] > 0.5  # the teacher, rebuilt from the same file as convert built it
     torch.save({"state_dict": lightning | {f"ema.{k}": v for k, v in sd.items()}}, tmp_path / "two.ckpt")
     line = run(user, "convert", str(tmp_path / "two.ckpt"), "--arch", "usermodels:build", "-o",
                str(tmp_path / "two.bnnc"), code=2)
