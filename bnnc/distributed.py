@@ -114,11 +114,13 @@ def leave(world: World) -> None:
 
 
 def wrap(model: nn.Module, world: World, device: torch.device) -> nn.Module:
-    """The module to train: DDP around ``model`` when distributed (it shares ``model``'s parameters)."""
+    """The module to train: DDP around ``model`` when distributed (it shares ``model``'s parameters). Users'
+    models may hold parameters a training step doesn't use (a layer defined but not called, an auxiliary head
+    left out of the logits), which DDP refuses unless it looks for them on each step."""
     if not world.distributed:
         return model
     ids = [device.index] if device.type == "cuda" else None
-    return nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    return nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)
 
 
 def sampler(data: Dataset, world: World, seed: int) -> DistributedSampler | None:

@@ -123,8 +123,13 @@ def graph_facts(model: nn.Module, names: set[str], once: set[str]) -> GraphFacts
     output, through elementwise steps and other such layers, scales a tensor it doesn't derive from),
     and attention projections (those whose output reaches, or whose input comes from, a
     ``scaled_dot_product_attention``/``matmul``/``softmax`` of computed tensors before another layer).
-    Raises whatever tracing raises."""
-    graph = fx_graph(model)
+    Raises whatever tracing raises. Traced in eval mode, as the sample ran: a branch on ``self.training``
+    (GoogLeNet's auxiliary heads) is the inference one."""
+    was_training = model.training
+    try:
+        graph = fx_graph(model.eval())
+    finally:
+        model.train(was_training)
     is_layer = {n: n.op == "call_module" and str(n.target) in names for n in graph.nodes}
 
     def reach(starts: list[fx.Node], step: Any) -> set[str]:

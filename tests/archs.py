@@ -139,3 +139,22 @@ class Branches(nn.Module):
         h = torch.cat([self.left(h), self.right(h)], dim=1)
         h = torch.relu(self.block(h) + h)
         return self.head(torch.flatten(self.pool(h), 1))
+
+
+class AuxHeadMLP(nn.Module):
+    """GoogLeNet's and Inception-v3's habit: ``(logits, aux_logits)`` while training, the logits alone in eval;
+    and, as many users' models, a layer defined but never called."""
+
+    def __init__(self, hidden: int = 64, classes: int = 10) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Flatten(), nn.Linear(784, hidden), nn.BatchNorm1d(hidden), nn.ReLU(),
+                                      nn.Linear(hidden, hidden), nn.BatchNorm1d(hidden), nn.ReLU())
+        self.classifier = nn.Linear(hidden, classes)
+        self.aux = nn.Linear(hidden, classes)
+        self.spare = nn.Linear(hidden, hidden)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        h = self.features(x)
+        if self.training:
+            return self.classifier(h), self.aux(h)
+        return self.classifier(h)

@@ -8,9 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import archs
 import pytest
 import torch
-from conftest import SMALL_ARCHS, build
 
 from bnnc import distributed
 from bnnc.checkpoint import save_checkpoint
@@ -23,26 +23,32 @@ from bnnc.training import FinetuneConfig, finetune
 SAMPLE = Path(__file__).resolve().parent.parent / "sample_models" / "data" / "fashion-mnist-sample.npz"
 
 
+def _env(threads: int) -> dict[str, str]:
+    """A subprocess's environment: ``threads`` per process, this folder on the path (``archs:AuxHeadMLP``)."""
+    path = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parent), os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "COLUMNS": "300", "OMP_NUM_THREADS": str(threads), "PYTHONPATH": path}
+
+
 THREADS = 1
 """Threads per process on both sides of the comparison: float sums (and so thresholds) depend on it."""
 
 
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The small MLP, trained for an epoch (accuracies well above chance, so a comparison means something),
-    converted with the bundled Fashion-MNIST sample (its preprocessing recorded)."""
+    """A small MLP, trained for an epoch (accuracies well above chance, so a comparison means something),
+    converted with the bundled Fashion-MNIST sample (its preprocessing recorded). It has GoogLeNet's auxiliary
+    head, used only while training, and a layer never called: parameters DDP must allow to get no gradient."""
     d = tmp_path_factory.mktemp("ddp")
-    ref, kwargs = SMALL_ARCHS["mlp"]
-    model = build("mlp").train()
-    x, y = load_data(SAMPLE).train.tensors
     torch.manual_seed(0)
+    model = archs.AuxHeadMLP().train()
+    x, y = load_data(SAMPLE).train.tensors
     optimizer = torch.optim.Adam(model.parameters(), 1e-3)
     for i in range(0, len(x), 128):
-        loss = torch.nn.functional.cross_entropy(model(x[i:i + 128]), y[i:i + 128])
+        loss = torch.nn.functional.cross_entropy(model(x[i:i + 128])[0], y[i:i + 128])
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    save_checkpoint(d / "fp32.pt", state_dict=model.eval().state_dict(), arch=ref, arch_kwargs=kwargs)
+    save_checkpoint(d / "fp32.pt", state_dict=model.eval().state_dict(), arch="archs:AuxHeadMLP", arch_kwargs={})
     return convert_file(d / "fp32.pt", d / "m.bnnc", data=SAMPLE).output
 
 
@@ -53,8 +59,7 @@ def two_processes(converted: Path) -> tuple[dict, str, Path]:
     r = subprocess.run([sys.executable, "-m", "bnnc", "finetune", str(converted), "--data", str(SAMPLE),
                         "--epochs", "1", "--batch-size", "64", "--no-distill", "--nproc", "2", "-o", str(out),
                         "--json"], capture_output=True, text=True, timeout=600,
-                       env={**os.environ, "COLUMNS": "300",  # progress lines unwrapped
-                            "OMP_NUM_THREADS": str(THREADS)})
+                       env=_env(THREADS))  # COLUMNS 300: progress lines unwrapped
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.count('"best_accuracy"') == 1  # rank 0 alone prints
     return json.loads(r.stdout[r.stdout.index("{"):]), r.stderr, out
@@ -85,7 +90,8 @@ def test_two_processes_and_one_agree_within_noise(two_processes, converted: Path
 
 def test_bad_input_with_nproc_is_one_line_before_any_launch(converted: Path, tmp_path: Path):
     r = subprocess.run([sys.executable, "-m", "bnnc", "finetune", str(converted), "--data",
-                        str(tmp_path / "none.npz"), "--nproc", "2"], capture_output=True, text=True, timeout=120)
+                        str(tmp_path / "none.npz"), "--nproc", "2"], capture_output=True, text=True, timeout=120,
+                       env=_env(1))
     assert r.returncode == 2
     assert [line for line in r.stderr.splitlines() if line.strip()] == [
         next(line for line in r.stderr.splitlines() if line.startswith("error: data not found"))]
@@ -127,7 +133,7 @@ def test_kill_9_of_bnnc_takes_torchrun_and_its_workers_down(converted: Path, tmp
     proc = subprocess.Popen([sys.executable, "-m", "bnnc", "finetune", str(converted), "--data", str(SAMPLE),
                              "--epochs", "50", "--batch-size", "64", "--no-distill", "--nproc", "2", "-o", str(out)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+                            env=_env(1))
     state = out.with_name(out.name + ".state")
     deadline = time.monotonic() + 300
     while not state.exists() and proc.poll() is None and time.monotonic() < deadline:  # training, past start-up

@@ -1,3 +1,4 @@
+import archs
 import pytest
 import torch
 from torch import nn
@@ -23,6 +24,15 @@ class Reversed(nn.Module):
 
 def _precisions(p: Plan) -> dict[str, str]:
     return {layer.name: layer.precision.value for layer in p.layers}
+
+
+def test_a_branch_on_self_training_is_planned_as_inference_runs_it():
+    """GoogLeNet's auxiliary head is called only while training: the layer feeding it is a hidden layer (the fx
+    graph is traced in eval mode, as the sample runs), not a last one, and the head itself isn't reached."""
+    p = plan(archs.AuxHeadMLP().train(), input_shape=(1, 28, 28))
+    assert _precisions(p) == {"features.1": "weights", "features.4": "binary", "classifier": "fp32", "aux": "fp32",
+                              "spare": "fp32"}
+    assert "not reached" in p["aux"].reason
 
 
 def test_default_plan_mlp_first_weights_hidden_binary_last_fp32():

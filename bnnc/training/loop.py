@@ -225,7 +225,7 @@ def _finetune(run: Prepared, config: FinetuneConfig, resume: bool, device: torch
                  start_epoch=state.epoch + 1, dropped_samples=int(drop) * world.size, **state.baselines))
 
     targets = teacher_logits(teacher_model, splits.train, device) if teacher_model is not None else None
-    trainer = distributed.wrap(model, world, device)  # DDP syncs rank 0's weights and buffers to every rank
+    trainer = distributed.wrap(_Logits(model), world, device)  # DDP syncs rank 0's weights and buffers to every rank
     optimizer = make_optimizer(model, config)
     steps_per_epoch = local // batch_size if drop else math.ceil(local / batch_size)
     total_steps = steps_per_epoch * config.epochs
@@ -270,13 +270,28 @@ def _finetune(run: Prepared, config: FinetuneConfig, resume: bool, device: torch
     )
 
 
+class _Logits(nn.Module):
+    """``model`` whose forward gives the logits alone in training mode too. GoogLeNet and Inception-v3 return
+    ``(logits, aux_logits...)`` while training (the logits alone in eval): their auxiliary heads only help train
+    from scratch, and fine-tuning trains the logits the export computes. The heads left out are parameters
+    with no gradient, which DDP allows (``distributed.wrap``) once they aren't among the outputs."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.model(x)
+        return out[0] if isinstance(out, tuple) and out and isinstance(out[0], torch.Tensor) else out
+
+
 def _train_epoch(
     trainer: nn.Module, model: nn.Module, splits: DataSplits, targets: torch.Tensor | None,
     optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler, config: FinetuneConfig,
     epoch: int, batch_size: int, drop_last: bool, device: torch.device, world: World, emit: Callable[[Event], None],
 ) -> EpochRecord:
-    """One epoch of ``trainer`` (``model``, or DDP around it) on this rank's share of the data; with
-    ``drop_last`` the last batch, of one sample, is left out."""
+    """One epoch of ``trainer`` (``model`` giving its logits alone, or DDP around that) on this rank's share of
+    the data; with ``drop_last`` the last batch, of one sample, is left out."""
     torch.manual_seed(config.seed + epoch + 100_003 * world.rank)  # stochastic binarization differs per rank
     shard = distributed.sampler(splits.train, world, seed=config.seed)
     if shard is not None:
