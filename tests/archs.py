@@ -158,3 +158,19 @@ class AuxHeadMLP(nn.Module):
         if self.training:
             return self.classifier(h), self.aux(h)
         return self.classifier(h)
+
+
+def padding_modes_net(dims: int = 2, classes: int = 4) -> nn.Module:
+    """Convolutions padded by reflection, replication and wrapping around (``padding_mode``), uneven pads too;
+    input (1, 16, 16), or (1, 32) for ``dims`` 1. Layer "10" is the one to keep FP32."""
+    conv, bn, pool = (nn.Conv1d, nn.BatchNorm1d, nn.MaxPool1d) if dims == 1 else (nn.Conv2d, nn.BatchNorm2d,
+                                                                                   nn.MaxPool2d)
+    uneven = (2,) if dims == 1 else (1, 2)
+    kernel = (5,) if dims == 1 else (3, 5)
+    return nn.Sequential(
+        conv(1, 16, 3, padding=1, padding_mode="reflect"), bn(16), nn.ReLU(),
+        conv(16, 16, 3, padding=1, padding_mode="replicate"), bn(16), nn.ReLU(),
+        conv(16, 16, kernel, padding=uneven, padding_mode="circular"), bn(16), nn.ReLU(), pool(2),
+        conv(16, 16, 3, padding=1, padding_mode="reflect"), bn(16), nn.ReLU(),
+        nn.Flatten(), nn.Linear(16 * (64 if dims == 2 else 16), classes),
+    )

@@ -11,7 +11,17 @@ import families
 import numpy as np
 import pytest
 import torch
-from archs import AdaptiveMax, Branches, Cumulative, FunctionalNet, TokenMLP, conv1d_net, grouped_net, norms_net
+from archs import (
+    AdaptiveMax,
+    Branches,
+    Cumulative,
+    FunctionalNet,
+    TokenMLP,
+    conv1d_net,
+    grouped_net,
+    norms_net,
+    padding_modes_net,
+)
 from conftest import PRE, learnable_npz
 from families import FAMILIES
 from test_export import binarized
@@ -95,6 +105,16 @@ def test_adaptive_max_pooling_matches_torch(tmp_path, dims, size):
 def test_group_and_instance_norm_match_torch(tmp_path):
     torch.manual_seed(0)
     assert_parity(binarized(norms_net()), (1, 28, 28), tmp_path)
+
+
+@pytest.mark.parametrize("dims", [1, 2])
+def test_padding_modes_match_torch(dims, tmp_path):
+    """reflect, replicate and circular padding (the lowering makes each a padding step): binary convolutions, the
+    first layer's real-valued input and a convolution kept FP32 ("10")."""
+    shape = (1, 32) if dims == 1 else (1, 16, 16)
+    torch.manual_seed(0)
+    assert_parity(binarized(padding_modes_net(dims), shape, PlanRules(keep=("10",), min_params=0, min_fan_in=0)),
+                  shape, tmp_path)
 
 
 def test_conv1d_net_matches_torch(tmp_path):

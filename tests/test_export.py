@@ -7,7 +7,7 @@ import onnx
 import pytest
 import torch
 import torch.nn.functional as F
-from archs import AdaptiveMax, FunctionalNet, norms_net
+from archs import AdaptiveMax, FunctionalNet, norms_net, padding_modes_net
 from conftest import build, images
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -283,6 +283,18 @@ def test_group_and_instance_norm_export():
     refuses it at a dynamic batch size; eval, it is a BatchNorm)."""
     torch.manual_seed(0)
     result = export_onnx(binarized(norms_net()), input_shape=(1, 28, 28), check_samples=64)
+    assert result.parity[0].argmax_agreement == 1.0 and result.parity[0].mismatched == 0, result.parity[0]
+
+
+@pytest.mark.parametrize("dims", [1, 2])
+@pytest.mark.parametrize("integer", [True, False])
+def test_padding_modes_export(dims, integer):
+    """A binary convolution padded by reflection, replication or wrapping around pads its +-1 input so: the export
+    pads before binarizing (the same values), where it used to pad with zeros (250 of 256 samples differed)."""
+    shape = (1, 32) if dims == 1 else (1, 16, 16)
+    torch.manual_seed(0)
+    net = binarized(padding_modes_net(dims), shape, PlanRules(keep=("10",), min_params=0, min_fan_in=0))
+    result = export_onnx(net, input_shape=shape, check_samples=64, float_ops=not integer)
     assert result.parity[0].argmax_agreement == 1.0 and result.parity[0].mismatched == 0, result.parity[0]
 
 

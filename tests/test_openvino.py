@@ -57,6 +57,7 @@ NETS = {
     "tokens of 13 features": (lambda: archs.TokenMLP(features=13), (8, 13)),
     "adaptive max pooling": (lambda: archs.AdaptiveMax(1, 7), (1, 28)),
     "group and instance norm": (lambda: archs.norms_net(), (1, 28, 28)),
+    "padding modes": (lambda: archs.padding_modes_net(), (1, 16, 16)),
 }
 
 

@@ -482,6 +482,24 @@ BNNC_FN void bnnc_avg_pool(const float *in, int channels, const bnnc_pool *P, in
             }
 }
 
+/* the input index torch's reflect (mode 0), replicate (1) or circular (2) padding reads at index i of n */
+BNNC_FN long bnnc_pad_index(long i, long n, int mode) {
+    if (mode == 0) return i < 0 ? -i : i >= n ? 2 * (n - 1) - i : i;
+    if (mode == 1) return i < 0 ? 0 : i >= n ? n - 1 : i;
+    return ((i % n) + n) % n;
+}
+
+/* a convolution's padding other than zeros (planes NCHW; a 1-d one has ih = 1, top = 0) */
+BNNC_FN void bnnc_pad(const float *in, int channels, int ih, int iw, int top, int left, int oh, int ow, int mode,
+                      float *out) {
+    int c, y, x;
+    for (c = 0; c < channels; ++c)
+        for (y = 0; y < oh; ++y) {
+            const float *row = in + ((long)c * ih + bnnc_pad_index(y - top, ih, mode)) * iw;
+            for (x = 0; x < ow; ++x) out[((long)c * oh + y) * ow + x] = row[bnnc_pad_index(x - left, iw, mode)];
+        }
+}
+
 /* adaptive average (is_max 0) or max (1) pooling: cell i covers [floor(i * in / out), ceil((i + 1) * in / out));
    a NaN wins a maximum, as in torch */
 BNNC_FN void bnnc_adaptive_pool(const float *in, int channels, int ih, int iw, int oh, int ow, int is_max,

@@ -134,6 +134,13 @@ def _pairs(v: Any, n: int) -> tuple[int, ...]:
     return tuple(int(a) for a in v) if isinstance(v, (tuple, list)) else (int(v),) * n
 
 
+_PAD_MODES: dict[type[nn.Module], int] = {
+    nn.ReflectionPad1d: 0, nn.ReflectionPad2d: 0, nn.ReplicationPad1d: 1, nn.ReplicationPad2d: 1,
+    nn.CircularPad1d: 2, nn.CircularPad2d: 2,
+}
+"""The padding modules (a convolution's ``padding_mode``, made a module by the lowering) and bnnc_pad's mode."""
+
+
 def _hw(shape: tuple[int, ...]) -> tuple[int, int]:
     """(H, W) of an NCHW shape without batch; a 1-d one (C, L) is (1, L)."""
     return (1, shape[1]) if len(shape) == 2 else (shape[1], shape[2])
@@ -531,6 +538,8 @@ class _Builder:
                                   m.bias if m.affine else None, m.eps)
         if isinstance(m, (nn.Softmax, nn.LogSoftmax)):
             return self.softmax(node, m.dim, isinstance(m, nn.LogSoftmax))
+        if type(m) in _PAD_MODES:
+            return self.pad(node, m.padding, _PAD_MODES[type(m)])
         if isinstance(m, Normalize):
             return self.normalize(node, m)
         if isinstance(m, nn.PReLU):
@@ -823,6 +832,18 @@ class _Builder:
                      f"{out.ref()});", x, out)
         return out
 
+    def pad(self, node: fx.Node, padding: tuple[int, ...], mode: int) -> Tensor:
+        """A convolution's reflect (0), replicate (1) or circular (2) padding, ``padding`` in F.pad's order."""
+        x = self.arg(node)
+        if x.ctype != "float":
+            raise self.unsupported(node, f"padding a {x.ctype} tensor")
+        out = self.float_out(node)
+        left, top = padding[0], (padding[2] if len(padding) == 4 else 0)
+        (ih, iw), (oh, ow) = _hw(x.shape), _hw(out.shape)
+        self.em.step(f"    bnnc_pad({x.ref()}, {x.shape[0]}, {ih}, {iw}, {top}, {left}, {oh}, {ow}, {mode}, "
+                     f"{out.ref()});", x, out)
+        return out
+
     def groupnorm(self, node: fx.Node, groups: int, weight_t: torch.Tensor | None, bias_t: torch.Tensor | None,
                   eps: float) -> Tensor:
         """GroupNorm (InstanceNorm: a group a channel): each group's channels, contiguous in a sample, normalised
@@ -950,8 +971,6 @@ class _Builder:
             fields.update(linear=1, rows=x.size // m.in_features, cin=m.in_features, cout=m.out_features)
             self.em.need_scratch(sf=min(m.out_features, CHUNK))
         else:
-            if m.padding_mode != "zeros":
-                raise self.unsupported(node, f"padding_mode={m.padding_mode!r}")
             fields.update(cin=m.in_channels, cout=m.out_channels, groups=m.groups,
                           **self.conv_geometry(m, x.shape, out.shape))
             self.em.need_scratch(sf=min(m.out_channels, CHUNK), pf=w[0].numel())
@@ -1031,8 +1050,6 @@ class _Builder:
             raise self.unsupported(node, f"a binary layer with input {spec.input!r}")
         # the geometry
         if spec.is_conv:
-            if getattr(layer, "padding_mode", "zeros") != "zeros":
-                raise self.unsupported(node, f"padding_mode={layer.padding_mode!r}")
             conv_out = self.conv_out_shape(node, spec)
             fields.update(cin=layer.in_channels, groups=layer.groups,
                           **self.conv_geometry(layer, self.shape(x_node), conv_out))

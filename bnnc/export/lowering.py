@@ -66,6 +66,7 @@ class _Tracer(fx.Tracer):
 def lower(model: nn.Module, example: torch.Tensor, *, integer: bool = True) -> Lowered:
     """A copy of ``model`` (eval mode) with each binary layer replaced by a :class:`BinaryNode`."""
     model = copy.deepcopy(model).eval().requires_grad_(False)
+    _padding_modes_as_modules(model)
     notes: list[str] = []
     if integer:
         try:
@@ -85,6 +86,27 @@ def lower(model: nn.Module, example: torch.Tensor, *, integer: bool = True) -> L
         set_submodule(model, name, BinaryNode(spec))
         specs.append(spec)
     return Lowered(model, specs, notes)
+
+
+_PADS: dict[tuple[str, int], type[nn.Module]] = {
+    ("reflect", 1): nn.ReflectionPad1d, ("reflect", 2): nn.ReflectionPad2d,
+    ("replicate", 1): nn.ReplicationPad1d, ("replicate", 2): nn.ReplicationPad2d,
+    ("circular", 1): nn.CircularPad1d, ("circular", 2): nn.CircularPad2d,
+}
+
+
+def _padding_modes_as_modules(model: nn.Module) -> None:
+    """Each convolution padded other than with zeros (``padding_mode`` reflect, replicate, circular) becomes the
+    padding torch applies before it, as a module, and the same convolution unpadded. Exact for a binary one too:
+    its binarizer is elementwise within a channel, so binarizing the padded input is padding the +-1 input, as
+    torch does; and every exporter's layer then pads with zeros or not at all, the only kind they implement."""
+    for name, m in list(model.named_modules()):
+        if not name or not isinstance(m, (nn.Conv1d, nn.Conv2d)) or m.padding_mode == "zeros":
+            continue
+        dims = len(m.kernel_size)
+        pad = _PADS[(m.padding_mode, dims)](tuple(m._reversed_padding_repeated_twice))
+        m.padding, m.padding_mode = (0,) * dims, "zeros"
+        set_submodule(model, name, nn.Sequential(pad, m))
 
 
 # functional call -> (its parameters after the input, with defaults; the module doing the same)

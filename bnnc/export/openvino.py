@@ -151,11 +151,7 @@ def _binary_layer(ctx: Any, spec: NodeSpec, record: _Layers) -> list[Any]:
     """
     ov = openvino_module()
     op = ov.opset13
-    layer: Any = spec.layer
     x = ctx.get_input(0)
-    if getattr(layer, "padding_mode", "zeros") != "zeros":
-        raise ExportError(f"{spec.name}: padding_mode={layer.padding_mode!r} has no OpenVINO form",
-                          "export to ONNX instead, or train the layer with zero padding")
     w = spec.weight_signs()
     binary_in = spec.input in ("float", "bits")
     why = _can_xnor(spec) if binary_in else None
