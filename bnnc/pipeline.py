@@ -15,6 +15,7 @@ from bnnc.errors import BnncError, OutputError
 from bnnc.events import OnEvent, Stage, emitter
 from bnnc.export import ExportResult, export_c, export_onnx, export_openvino
 from bnnc.export.csource import c_name, generate
+from bnnc.export.lowering import check_running_statistics
 from bnnc.loading import load_checkpoint
 from bnnc.outputs import check_outputs, write_text
 from bnnc.planning import PlanRules
@@ -134,6 +135,7 @@ def compress(
     if out.is_dir():  # (the C export's folder, if not there yet, is made by the export)
         check_outputs([p for p in files.values() if p.parent.is_dir()], (src, data, teacher), overwrite=overwrite)
     loaded = require_fp32(load_checkpoint(src, arch=arch, arch_kwargs=arch_kwargs, trust_model=trust_model))
+    check_running_statistics(loaded.model)  # no format exports such a model: said now, not after fine-tuning
     splits = data_for_model(data, loaded, input_shape=stated_input_shape(loaded, input_shape),
                             normalisation=normalisation)
     config = config or FinetuneConfig(epochs=defaults.COMPRESS_EPOCHS)

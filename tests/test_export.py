@@ -298,6 +298,15 @@ def test_padding_modes_export(dims, integer):
     assert result.parity[0].argmax_agreement == 1.0 and result.parity[0].mismatched == 0, result.parity[0]
 
 
+def test_a_batchnorm_without_running_statistics_is_one_line():
+    """Batch statistics in eval: a sample's output depends on its batch, which no export computes (the TorchScript
+    exporter failed with "batch_size and channel_size must be non-None")."""
+    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 64), nn.BatchNorm1d(64, track_running_stats=False), nn.ReLU(),
+                          nn.Linear(64, 64), nn.BatchNorm1d(64), nn.ReLU(), nn.Linear(64, 10))
+    with pytest.raises(ExportError, match="2: a BatchNorm without running statistics"):
+        to_onnx(binarized(model), (1, 28, 28))
+
+
 def test_an_operation_onnx_lacks_is_one_line_not_the_exporters_graph(capfd):
     """Adaptive max pooling to uneven windows (28 -> 5 x 3) has no ONNX form: the error says so, and the TorchScript
     exporter's dump of its whole graph (its logging is always on in torch 2.13) stays off the terminal."""

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from bnnc.errors import ExportError
 from bnnc.export.batchnorm import module_affine
 from bnnc.export.nodes import BinaryNode, Fused, NodeSpec
 from bnnc.export.pixels import Normalize
@@ -66,6 +67,7 @@ class _Tracer(fx.Tracer):
 def lower(model: nn.Module, example: torch.Tensor, *, integer: bool = True) -> Lowered:
     """A copy of ``model`` (eval mode) with each binary layer replaced by a :class:`BinaryNode`."""
     model = copy.deepcopy(model).eval().requires_grad_(False)
+    check_running_statistics(model)
     _padding_modes_as_modules(model)
     notes: list[str] = []
     if integer:
@@ -86,6 +88,17 @@ def lower(model: nn.Module, example: torch.Tensor, *, integer: bool = True) -> L
         set_submodule(model, name, BinaryNode(spec))
         specs.append(spec)
     return Lowered(model, specs, notes)
+
+
+def check_running_statistics(model: nn.Module) -> None:
+    """A BatchNorm built with ``track_running_stats=False`` normalises every batch by that batch's own statistics,
+    in eval too: a sample's output depends on the batch it comes in, which no exported model computes."""
+    for name, m in model.named_modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and not m.track_running_stats:
+            raise ExportError(f"{name}: a BatchNorm without running statistics (track_running_stats=False) "
+                              "normalises each batch by its own mean and variance, so a sample's output depends on "
+                              "its batch; no exported model can compute that",
+                              "train the model with track_running_stats=True (the default), then convert it")
 
 
 _PADS: dict[tuple[str, int], type[nn.Module]] = {

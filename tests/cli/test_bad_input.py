@@ -43,6 +43,18 @@ class Net(nn.Module):
 
     def forward(self, x):
         return self.norm(x.flatten(1))
+
+
+class BatchStats(nn.Module):
+    """A BatchNorm that keeps no running statistics: each batch normalised by its own, in eval too."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(784, 64), nn.BatchNorm1d(64, track_running_stats=False),
+                                  nn.ReLU(), nn.Linear(64, 10))
+
+    def forward(self, x):
+        return self.body(x)
 '''
 
 
@@ -95,6 +107,9 @@ def ws(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (d / "nolayers.py").write_text(NO_LAYERS_MODULE)
     save_checkpoint(d / "nolayers.pt", state_dict=nn.BatchNorm1d(784).state_dict(prefix="norm."),
                     arch="nolayers:Net")
+    ns: dict = {}
+    exec(NO_LAYERS_MODULE, ns)
+    torch.save(ns["BatchStats"]().state_dict(), d / "batchstats.pt")
 
     rng = np.random.default_rng(0)
     pixels = rng.integers(0, 255, (32, 28, 28), dtype=np.uint8)
@@ -393,6 +408,8 @@ VALUES = [
     case("finetune-zip-bomb-data", "unpacks to 0.3 GiB", "finetune", "{ws}/m.bnnc", "--data", "{ws}/bomb.pt"),
     case("compress-config-data-names-code", "names code to run", "compress", "{ws}/fp32.pt", "--config",
          "{ws}/code-data.toml", "-o", "{ws}/out"),
+    case("compress-batchnorm-without-running-statistics", "without running statistics", "compress",
+         "{ws}/batchstats.pt", "--arch", "nolayers:BatchStats", "--data", "{ws}/data.npz", "-o", "{ws}/out"),
     case("compress-config-data-names-a-file-of-code", "names code to run", "compress", "{ws}/fp32.pt", "--config",
          "{ws}/file-data.toml", "-o", "{ws}/out"),
 ]
