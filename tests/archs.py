@@ -174,3 +174,22 @@ def padding_modes_net(dims: int = 2, classes: int = 4) -> nn.Module:
         conv(16, 16, 3, padding=1, padding_mode="reflect"), bn(16), nn.ReLU(),
         nn.Flatten(), nn.Linear(16 * (64 if dims == 2 else 16), classes),
     )
+
+
+class Activations(nn.Module):
+    """The activations of self-normalising nets and of YOLO-style backbones, as modules and as functions: SELU,
+    CELU, Softplus, Mish, Softsign."""
+
+    def __init__(self, classes: int = 4) -> None:
+        super().__init__()
+        self.convs = nn.ModuleList(nn.Conv2d(1 if i == 0 else 16, 16, 3, padding=1) for i in range(5))
+        self.norms = nn.ModuleList(nn.BatchNorm2d(16) for _ in range(5))
+        self.acts = nn.ModuleList([nn.SELU(), nn.CELU(0.5), nn.Softplus(beta=2.0, threshold=5.0), nn.Mish(),
+                                   nn.Softsign()])
+        self.head = nn.Linear(16 * 4 * 4, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for conv, norm, act in zip(self.convs, self.norms, self.acts, strict=True):
+            x = act(norm(conv(x)))
+        x = F.softplus(F.selu(x), 1.5) + F.mish(F.celu(x, 2.0)) + F.softsign(x)
+        return self.head(F.max_pool2d(x, 4).flatten(1))

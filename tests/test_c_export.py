@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from archs import (
+    Activations,
     AdaptiveMax,
     Branches,
     Cumulative,
@@ -115,6 +116,11 @@ def test_padding_modes_match_torch(dims, tmp_path):
     torch.manual_seed(0)
     assert_parity(binarized(padding_modes_net(dims), shape, PlanRules(keep=("10",), min_params=0, min_fan_in=0)),
                   shape, tmp_path)
+
+
+def test_more_activations_match_torch(tmp_path):
+    torch.manual_seed(0)
+    assert_parity(binarized(Activations(), (1, 16, 16)), (1, 16, 16), tmp_path)
 
 
 def test_conv1d_net_matches_torch(tmp_path):

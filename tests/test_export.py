@@ -7,7 +7,7 @@ import onnx
 import pytest
 import torch
 import torch.nn.functional as F
-from archs import AdaptiveMax, FunctionalNet, norms_net, padding_modes_net
+from archs import Activations, AdaptiveMax, FunctionalNet, norms_net, padding_modes_net
 from conftest import build, images
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -295,6 +295,12 @@ def test_padding_modes_export(dims, integer):
     torch.manual_seed(0)
     net = binarized(padding_modes_net(dims), shape, PlanRules(keep=("10",), min_params=0, min_fan_in=0))
     result = export_onnx(net, input_shape=shape, check_samples=64, float_ops=not integer)
+    assert result.parity[0].argmax_agreement == 1.0 and result.parity[0].mismatched == 0, result.parity[0]
+
+
+def test_selu_celu_softplus_mish_softsign_export():
+    torch.manual_seed(0)
+    result = export_onnx(binarized(Activations(), (1, 16, 16)), input_shape=(1, 16, 16), check_samples=64)
     assert result.parity[0].argmax_agreement == 1.0 and result.parity[0].mismatched == 0, result.parity[0]
 
 

@@ -419,7 +419,9 @@ _BINARY_OPS: dict[Any, int] = {operator.add: 0, torch.add: 0, operator.sub: 1, t
 _UNARY_FUNCTIONS: dict[Any, str] = {F.relu: "relu", torch.relu: "relu", torch.tanh: "tanh", torch.sigmoid: "sigmoid",
                                     F.sigmoid: "sigmoid", F.tanh: "tanh", F.relu6: "relu6", F.silu: "silu",
                                     F.gelu: "gelu", F.hardswish: "hardswish", F.hardsigmoid: "hardsigmoid",
-                                    F.elu: "elu", F.leaky_relu: "leaky_relu", F.hardtanh: "hardtanh"}
+                                    F.elu: "elu", F.leaky_relu: "leaky_relu", F.hardtanh: "hardtanh",
+                                    F.selu: "selu", torch.selu: "selu", F.celu: "celu", F.softplus: "softplus",
+                                    F.mish: "mish", F.softsign: "softsign"}
 
 
 class _Builder:
@@ -613,7 +615,7 @@ class _Builder:
     def unary(self, node: fx.Node, x: Tensor, kind: str, params: dict[str, float]) -> Tensor:
         out = self.float_out(node)
         expr = _unary_expression(kind, params)
-        if kind in ("tanh", "sigmoid", "silu", "gelu", "elu", "gelu_tanh"):
+        if kind in ("tanh", "sigmoid", "silu", "gelu", "elu", "gelu_tanh", "selu", "celu", "softplus", "mish"):
             self.em.math = True
         self.em.inplace.append((len(self.em.steps), x, out))
         self.em.step(f"    {{ const float *x = {x.ref()}; float *y = {out.ref()}; long i;\n"
@@ -1200,8 +1202,13 @@ def _unary_module(m: nn.Module) -> tuple[str, dict[str, float]] | None:
         return "elu", {"alpha": float(m.alpha)}
     if type(m) is nn.GELU:
         return ("gelu_tanh" if m.approximate == "tanh" else "gelu"), {}
+    if type(m) is nn.CELU:
+        return "celu", {"alpha": float(m.alpha)}
+    if type(m) is nn.Softplus:
+        return "softplus", {"beta": float(m.beta), "threshold": float(m.threshold)}
     simple: dict[type[nn.Module], str] = {nn.SiLU: "silu", nn.Tanh: "tanh", nn.Sigmoid: "sigmoid",
-                                          nn.Hardswish: "hardswish", nn.Hardsigmoid: "hardsigmoid"}
+                                          nn.Hardswish: "hardswish", nn.Hardsigmoid: "hardsigmoid", nn.SELU: "selu",
+                                          nn.Mish: "mish", nn.Softsign: "softsign"}
     kind = simple.get(type(m))
     return (kind, {}) if kind else None
 
@@ -1217,8 +1224,10 @@ def _function_params(kind: str, node: fx.Node) -> dict[str, float]:
         return {}
     if kind == "leaky_relu":
         return {"slope": arg(1, "negative_slope", 0.01)}
-    if kind == "elu":
+    if kind in ("elu", "celu"):
         return {"alpha": arg(1, "alpha", 1.0)}
+    if kind == "softplus":
+        return {"beta": arg(1, "beta", 1.0), "threshold": arg(2, "threshold", 20.0)}
     if kind == "gelu" and node.kwargs.get("approximate", "none") == "tanh":
         return {"tanh": 1.0}
     return {}
@@ -1242,6 +1251,13 @@ def _unary_expression(kind: str, p: dict[str, float]) -> str:
                              "0.044715 * (double)v * (double)v * (double)v))))",
         "hardswish": lambda: "v <= -3.0f ? 0.0f : v >= 3.0f ? v : v * (v + 3.0f) / 6.0f",
         "hardsigmoid": lambda: "v <= -3.0f ? 0.0f : v >= 3.0f ? 1.0f : v / 6.0f + 0.5f",
+        "selu": lambda: "(float)(1.0507009873554804934 * (v > 0.0f ? (double)v : "
+                        "1.6732632423543772848 * expm1((double)v)))",
+        "celu": lambda: f"v > 0.0f ? v : (float)({lit(p['alpha'])} * expm1((double)v / {lit(p['alpha'])}))",
+        "softplus": lambda: f"v * {lit(p['beta'])} > {lit(p['threshold'])} ? v : "
+                            f"(float)(log1p(exp((double)v * {lit(p['beta'])})) / {lit(p['beta'])})",
+        "mish": lambda: "(float)((double)v * tanh(v > 20.0f ? (double)v : log1p(exp((double)v))))",
+        "softsign": lambda: "v / (1.0f + (v < 0.0f ? -v : v))",
     }
     if kind not in expressions:
         raise ExportError(f"the C export has no kernel for {kind}", "export to ONNX or OpenVINO instead")
