@@ -294,14 +294,16 @@ def test_padding_modes_export(dims, integer):
     shape = (1, 32) if dims == 1 else (1, 16, 16)
     torch.manual_seed(0)
     net = binarized(padding_modes_net(dims), shape, PlanRules(keep=("10",), min_params=0, min_fan_in=0))
-    result = export_onnx(net, input_shape=shape, check_samples=64, float_ops=not integer)
-    assert result.parity[0].argmax_agreement == 1.0 and result.parity[0].mismatched == 0, result.parity[0]
+    parity = export_onnx(net, input_shape=shape, check_samples=64, float_ops=not integer).parity[0]
+    assert parity.ok and (parity.argmax_agreement == 1.0 or parity.at_ties), parity
 
 
 def test_selu_celu_softplus_mish_softsign_export():
     torch.manual_seed(0)
-    result = export_onnx(binarized(Activations(), (1, 16, 16)), input_shape=(1, 16, 16), check_samples=64)
-    assert result.parity[0].argmax_agreement == 1.0 and result.parity[0].mismatched == 0, result.parity[0]
+    """Elementwise float functions: torch's and ONNX Runtime's may round a last bit apart, so a binarizer input at
+    its threshold may flip (a tie, which the check counts as such); anything else fails the export."""
+    parity = export_onnx(binarized(Activations(), (1, 16, 16)), input_shape=(1, 16, 16), check_samples=64).parity[0]
+    assert parity.ok and (parity.argmax_agreement == 1.0 or parity.at_ties), parity
 
 
 def test_a_batchnorm_without_running_statistics_is_one_line():
