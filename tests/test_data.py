@@ -464,7 +464,9 @@ def test_pt_with_code_or_no_dict_is_refused(tmp_path: Path) -> None:
 def test_bad_image_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("PIL")
     root = write_png_folder(tmp_path / "mixed", {"a": grey_images(2, 0), "b": grey_images(2, 0, (SIDE + 1, SIDE))})
-    expect_error(lambda: load_data(root), str(Path("b", "0.png")), f"differs from {SIDE}x{SIDE}")
+    expect_error(lambda: load_data(root), str(Path("b", "0.png")), f"differs from {SIDE}x{SIDE}", "--input-shape")
+    x = load_data(root, input_shape=(3, 12, 10), val_fraction=0.5).train.tensors[0]  # as --input-shape: resized, RGB
+    assert x.shape[1:] == (3, 12, 10)
     pre = Preprocessing(input_shape=(1, SIDE, SIDE), mean=(0.5,), std=(0.5,), class_names=("a", "c"))
     expect_error(lambda: load_data(root, preprocessing=pre), "class 'b' is not one of the model's classes")
     corrupt = write_png_folder(tmp_path / "corrupt", {"a": grey_images(2, 0)})

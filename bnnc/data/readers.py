@@ -59,7 +59,9 @@ class Raw:
     form: str
 
 
-def read_path(path: Path, pre: Preprocessing | None, val_fraction: float, seed: int) -> Raw:
+def read_path(path: Path, pre: Preprocessing | None, val_fraction: float, seed: int,
+              input_shape: Sequence[int] | None = None) -> Raw:
+    """The raw samples at ``path``; images are read at the model's shape: the recorded one, else ``input_shape``."""
     if not path.exists():
         raise DataError(f"data not found: {path}", FORMS_HINT)
     if path.is_dir():
@@ -70,7 +72,8 @@ def read_path(path: Path, pre: Preprocessing | None, val_fraction: float, seed: 
         if nested is not None:
             raise DataError(f"{path}: no IDX files here, but {nested} has some", f"pass {nested} as the data")
         if _class_folders(path) or _split_folders(path):
-            return _read_image_folder(path, pre, val_fraction, seed)
+            shape = tuple(pre.input_shape) if pre is not None else tuple(input_shape) if input_shape else None
+            return _read_image_folder(path, shape, pre.class_names if pre else (), val_fraction, seed)
         raise DataError(f"{path}: no IDX files or class sub-folders of images found", FORMS_HINT)
     suffix = path.suffix.lower()
     if suffix == ".npz":
@@ -222,12 +225,14 @@ def _split_folders(folder: Path) -> tuple[Path, Path] | None:
     return (train, val) if train.is_dir() and val is not None else None
 
 
-def _read_image_folder(folder: Path, pre: Preprocessing | None, val_fraction: float, seed: int) -> Raw:
-    """Images as uint8 ``(N, H, W)`` or ``(N, 3, H, W)``; labels index the class names."""
+def _read_image_folder(folder: Path, shape: tuple[int, ...] | None, class_names: Sequence[str], val_fraction: float,
+                       seed: int) -> Raw:
+    """Images as uint8 ``(N, H, W)`` or ``(N, 3, H, W)`` (resized to ``shape``, the model's input, when known);
+    labels index the class names (the model's, when known)."""
     image_module = _pillow()
     splits = _split_folders(folder)
     roots = list(splits) if splits else [folder]
-    names = pre.class_names if pre and pre.class_names else tuple(p.name for p in _class_folders(roots[0]))
+    names = tuple(class_names) or tuple(p.name for p in _class_folders(roots[0]))
     files = [_image_files(root, names) for root in roots]
     all_files = [p for split in files for p, _ in split]
     if not all_files:
@@ -235,8 +240,8 @@ def _read_image_folder(folder: Path, pre: Preprocessing | None, val_fraction: fl
             f"{folder}: no images found in its class sub-folders", f"expected {', '.join(sorted(IMAGE_SUFFIXES))}"
         )
     images = [_open_image(image_module, p) for p in all_files]
-    mode = _image_mode(images, pre)
-    size = _image_size(images, all_files, pre)
+    mode = _image_mode(images, shape)
+    size = _image_size(images, all_files, shape)
     pixels = np.stack([_image_array(image_module, im, mode, size) for im in images])
     labels = np.array([label for split in files for _, label in split], dtype=np.int64)
     if splits:
@@ -281,25 +286,25 @@ def _open_image(image_module: Any, path: Path) -> Any:
                         "remove or replace the file") from exc
 
 
-def _image_mode(images: Sequence[Any], pre: Preprocessing | None) -> str:
+def _image_mode(images: Sequence[Any], shape: tuple[int, ...] | None) -> str:
     """Greyscale or RGB: from the model's channels when known, else RGB unless all are greyscale."""
-    if pre is not None and len(pre.input_shape) == 3 and pre.input_shape[0] in {1, 3}:
-        return "L" if pre.input_shape[0] == 1 else "RGB"
-    if pre is not None:
+    if shape is not None and len(shape) == 3 and shape[0] in {1, 3}:
+        return "L" if shape[0] == 1 else "RGB"
+    if shape is not None:
         return "L"
     return "L" if all(im.mode == "L" for im in images) else "RGB"
 
 
-def _image_size(images: Sequence[Any], files: Sequence[Path], pre: Preprocessing | None) -> tuple[int, int]:
+def _image_size(images: Sequence[Any], files: Sequence[Path], shape: tuple[int, ...] | None) -> tuple[int, int]:
     """(width, height): the model's when known (images are resized to it), else all must agree."""
-    if pre is not None and len(pre.input_shape) == 3:
-        return pre.input_shape[2], pre.input_shape[1]
+    if shape is not None and len(shape) == 3:
+        return shape[2], shape[1]
     first = images[0].size
     for im, path in zip(images, files, strict=True):
         if im.size != first:
             raise DataError(
                 f"{path}: image size {im.size[0]}x{im.size[1]} differs from {first[0]}x{first[1]} of {files[0]}",
-                "resize the images to one size",
+                "pass the model's input shape, e.g. --input-shape 3,32,32, and they are resized to it",
             )
     return first
 
