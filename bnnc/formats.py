@@ -1,13 +1,14 @@
 """What a model file is, found out safely before anything is unpickled: missing, empty, a folder, a
 TorchScript or ONNX file (refused with what to pass instead), a zip bomb, pickled objects (refused
-unless the user trusts the file). :func:`torch_load` is the one place bnnc calls ``torch.load`` on a
-user's model file.
+unless the user trusts the file), a ``.safetensors`` file (raw tensors, read as such). :func:`torch_load`
+is the one place bnnc calls ``torch.load`` on a user's model file.
 """
 
 from __future__ import annotations
 
 import hashlib
 import pickle
+import struct
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -101,7 +102,29 @@ def refuse_other_formats(path: Path) -> None:
         )
 
 
+def is_safetensors(path: Path) -> bool:
+    """A safetensors file: an 8-byte little-endian header length, then a JSON object (``{``) of that length.
+    A torch archive starts ``PK``, a legacy pickle with 0x80: neither reads as a plausible length."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+    return len(head) == 9 and 2 <= struct.unpack("<Q", head[:8])[0] < 1 << 32 and head[8:] == b"{"
+
+
+def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """The state dict in a ``.safetensors`` file (Hugging Face's format: tensors and a JSON header, no code)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ModelLoadError(f"{path} is not a readable safetensors file ({first_line(e)})",
+                             "check that it was written completely") from None
+
+
 def torch_load(path: Path, trust_model: bool) -> Any:
+    if is_safetensors(path):
+        return _load_safetensors(path)
     if (problem := archive_problem(path)) is not None:
         raise ModelLoadError(f"{path} is not a checkpoint bnnc will unpack: {problem}",
                              "save the model with torch.save(model.state_dict(), path)")

@@ -59,6 +59,20 @@ def test_wrapped_state_dict_with_arch(tmp_path):
         load_model(path, arch="bnnc.zoo:MLP", arch_kwargs={"hidden": [64, 48]})
 
 
+def test_a_safetensors_state_dict_with_arch(tmp_path):
+    """Hugging Face's format (raw tensors and a JSON header, no pickle): read as a state dict; a truncated one is
+    one line saying so."""
+    from safetensors.torch import save_file
+
+    model = build("mlp")
+    path = tmp_path / "model.safetensors"
+    save_file(model.state_dict(), str(path))
+    assert _same_weights(load_model(path, arch="bnnc.zoo:MLP", arch_kwargs={"hidden": [64, 48]}), model)
+    (tmp_path / "cut.safetensors").write_bytes(path.read_bytes()[:200])
+    with pytest.raises(ModelLoadError, match="not a readable safetensors file"):
+        load_model(tmp_path / "cut.safetensors", arch="bnnc.zoo:MLP", arch_kwargs={"hidden": [64, 48]})
+
+
 def test_arch_from_a_module_in_the_working_directory(tmp_path, monkeypatch):
     (tmp_path / "my_models_for_test.py").write_text(textwrap.dedent("""
         from torch import nn
