@@ -191,10 +191,6 @@ def load_checkpoint(
     """
     path = Path(path)
     arch = canonical(arch) if arch else arch  # a file's path is recorded absolute: later steps run from anywhere
-    named_by_user = arch is not None
-    if arch is None and recorded_arch is not None:  # as convert built it, whatever `arch` the file names itself
-        arch, arch_kwargs, named_by_user = recorded_arch
-        named_by_user = named_by_user or allowed(arch, allow_arch)
     check_readable(path)
     refuse_other_formats(path)
     sha = file_sha256(path)
@@ -218,6 +214,10 @@ def load_checkpoint(
         raise ModelLoadError(f"{path} holds a {type(obj).__name__}, not a model checkpoint",
                              "save a state dict, a bnnc checkpoint, or (trusted) a whole nn.Module")
 
+    named_by_user = arch is not None
+    if arch is None and recorded_arch is not None:  # as convert built it, whatever `arch` the file names itself
+        arch, arch_kwargs, named_by_user = recorded_arch
+        named_by_user = named_by_user or allowed(arch, allow_arch)
     if "arch" in obj or obj.get("format") == FORMAT:
         return _load_described(path, sha, obj, arch, arch_kwargs, named_by_user, trust_model, allow_arch)
 

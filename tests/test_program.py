@@ -10,13 +10,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import Payload, build, learnable_npz
+from conftest import SMALL_ARCHS, Payload, build, learnable_npz
 
 from bnnc.conversion import convert_file
 from bnnc.errors import ModelLoadError, UntrustedModelError
 from bnnc.export import export_onnx
 from bnnc.loading import load_checkpoint
 from bnnc.planning import PlanRules, Precision
+from bnnc.resolve import load_fp32_source
 
 
 def _export(kind: str, path: Path, dynamic: bool = True) -> Path:
@@ -48,6 +49,17 @@ def test_a_program_converts_reloads_without_trust_and_exports_with_parity(tmp_pa
     assert reloaded.is_binarized
     parity = export_onnx(result.output, tmp_path / "r.onnx", data=data).parity[0]
     assert parity.argmax_agreement == 1.0 and parity.mismatched == parity.at_ties, parity
+
+
+def test_a_program_or_a_pickled_module_teaches_a_model_converted_from_a_state_dict(tmp_path: Path):
+    """``--teacher`` may be a file that carries its own model: the architecture recorded for a state dict source
+    rebuilds state dicts only, never such a file (it did, and each was refused as given with --arch)."""
+    ref, kwargs = SMALL_ARCHS["cnn"]
+    torch.save(build("cnn").state_dict(), tmp_path / "sd.pt")
+    loaded = load_checkpoint(convert_file(tmp_path / "sd.pt", tmp_path / "m.bnnc", arch=ref, arch_kwargs=kwargs).output)
+    assert load_fp32_source(loaded, _export("cnn", tmp_path / "t.pt2")).form == "torch.export program"
+    torch.save(build("cnn"), tmp_path / "whole.pt")
+    assert load_fp32_source(loaded, tmp_path / "whole.pt", trust_model=True).form == "pickled nn.Module (trusted)"
 
 
 @pytest.mark.parametrize("kind", ["cnn", "resnet", "mlp", "torchvision-resnet18"])
