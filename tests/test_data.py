@@ -121,6 +121,111 @@ def test_pt_dict_of_tensors(tmp_path: Path) -> None:
     torch.testing.assert_close(splits.train.tensors[0], normalised(data["x_train"], splits.preprocessing))
 
 
+def by_sample(splits: DataSplits) -> dict[tuple[float, ...], int]:
+    """Each sample's values -> its label, over both splits: what a seeded split can't reorder."""
+    x = torch.cat([splits.train.tensors[0], splits.val.tensors[0]]).flatten(1)
+    y = torch.cat([splits.train.tensors[1], splits.val.tensors[1]])
+    return {tuple(row): int(label) for row, label in zip(x.tolist(), y.tolist(), strict=True)}
+
+
+def test_arrays_saved_under_other_usual_names(tmp_path: Path) -> None:
+    """Keras' and sklearn's habits: ``X_train``, ``train_images``/``val_images``/``test_images`` (the test split is
+    measured), ``trainX`` with one-hot labels, ``data``/``targets`` with float labels (np.loadtxt's)."""
+    data = arrays()
+    x, y, xt, yt = (data[k] for k in ("x_train", "y_train", "x_test", "y_test"))
+    np.savez(tmp_path / "a.npz", X_train=x, Y_train=y, X_test=xt, Y_test=yt)
+    np.savez(tmp_path / "b.npz", train_images=x, train_labels=y, val_images=xt[:5], val_labels=yt[:5],
+             test_images=xt, test_labels=yt)
+    np.savez(tmp_path / "c.npz", trainX=x, trainy=np.eye(3)[y], testX=xt, testy=np.eye(3)[yt])
+    for name in ("a.npz", "b.npz", "c.npz"):
+        splits = load_data(tmp_path / name)
+        assert splits.train.tensors[1].tolist() == y.tolist() and splits.val.tensors[1].tolist() == yt.tolist(), name
+        torch.testing.assert_close(splits.val.tensors[0], normalised(xt, splits.preprocessing))
+    np.savez(tmp_path / "d.npz", data=np.concatenate([x, xt]), targets=np.concatenate([y, yt]).astype(np.float32))
+    np.savez(tmp_path / "e.npz", x=np.concatenate([x, xt]), y=np.concatenate([y, yt]))
+    assert by_sample(load_data(tmp_path / "d.npz")) == by_sample(load_data(tmp_path / "e.npz"))
+    np.savez(tmp_path / "f.npz", images=x, data=x, labels=y)
+    expect_error(lambda: load_data(tmp_path / "f.npz"), "f.npz", "both 'data' and 'images' could be 'x'")
+
+
+def test_pt_tuples_as_users_save_them(tmp_path: Path) -> None:
+    """``torch.save((x, y))``, Keras' ``((x_train, y_train), (x_test, y_test))`` with torchvision's list of
+    labels (``dataset.targets``), and labels as a column ``(N, 1)``."""
+    data = arrays()
+    x, y, xt, yt = (torch.from_numpy(data[k]) for k in ("x_train", "y_train", "x_test", "y_test"))
+    torch.save(((x, y.tolist()), (xt, yt.reshape(-1, 1))), tmp_path / "keras.pt")
+    splits = load_data(tmp_path / "keras.pt")
+    assert splits.train.tensors[1].tolist() == y.tolist() and splits.val.tensors[1].tolist() == yt.tolist()
+    torch.testing.assert_close(splits.train.tensors[0], normalised(data["x_train"], splits.preprocessing))
+    torch.save((torch.cat([x, xt]), torch.cat([y, yt])), tmp_path / "xy.pt")
+    np.savez(tmp_path / "xy.npz", x=np.concatenate([data["x_train"], data["x_test"]]),
+             y=np.concatenate([data["y_train"], data["y_test"]]))
+    assert by_sample(load_data(tmp_path / "xy.pt")) == by_sample(load_data(tmp_path / "xy.npz"))
+    torch.save([x, y, xt], tmp_path / "three.pt")
+    expect_error(lambda: load_data(tmp_path / "three.pt"), "three.pt", "a list of 3 items", "save (x, y)")
+
+
+def test_csv_tables(tmp_path: Path) -> None:
+    """A table as pandas writes it (its index column, a header, class names as labels), one with the label first
+    (Kaggle's MNIST), one without a header (np.savetxt: the label last), and one with semicolons."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 3)).round(4)
+    y = np.arange(40) % 3
+    named = ",f0,f1,f2,species\n" + "".join(
+        f"{i},{a},{b},{c},{NAMES[::-1][k]}\n" for i, ((a, b, c), k) in enumerate(zip(x, y, strict=True)))
+    (tmp_path / "pandas.csv").write_text(named)
+    splits = load_data(tmp_path / "pandas.csv")
+    assert splits.preprocessing.class_names == NAMES and splits.preprocessing.input_shape == (3,)
+    assert by_sample(splits) == {tuple(np.float32(v) for v in row): 2 - k for row, k in zip(x.tolist(), y, strict=True)}
+    (tmp_path / "first.csv").write_text("Label,a,b,c\n" + "".join(
+        f"{k},{a},{b},{c}\n" for (a, b, c), k in zip(x, y, strict=True)))
+    np.savetxt(tmp_path / "plain.csv", np.c_[x, y], delimiter=",")
+    (tmp_path / "semi.csv").write_text("".join(f"{a};{b};{c};{k}\n" for (a, b, c), k in zip(x, y, strict=True)))
+    expected = {tuple(np.float32(v) for v in row): int(k) for row, k in zip(x.tolist(), y, strict=True)}
+    for name in ("first.csv", "plain.csv", "semi.csv"):
+        splits = load_data(tmp_path / name)
+        assert by_sample(splits) == expected, name
+        assert (splits.preprocessing.pixel_scale, splits.preprocessing.mean) == (1.0, (0.0,))  # numbers, not pixels
+    # Kaggle's MNIST CSV: a row of whole numbers in [0, 255] is an image's pixels, read as the same .npz would be
+    pixels = rng.integers(0, 256, (40, 64), dtype=np.uint8)  # 8x8 images
+    (tmp_path / "pixels.csv").write_text("label," + ",".join(f"pixel{i}" for i in range(64)) + "\n" + "".join(
+        f"{k}," + ",".join(map(str, row)) + "\n" for row, k in zip(pixels, y, strict=True)))
+    np.savez(tmp_path / "pixels.npz", x=pixels, y=y)
+    table, npz = load_data(tmp_path / "pixels.csv"), load_data(tmp_path / "pixels.npz")
+    assert table.preprocessing == npz.preprocessing and table.preprocessing.pixel_scale == 1 / 255
+    assert by_sample(table) == by_sample(npz)
+    # a model that records its classes: the names map to its indices, whichever of them the table holds
+    pre = Preprocessing(input_shape=(3,), mean=(0.0,), std=(1.0,), class_names=("c", "a", "b"), pixel_scale=1.0)
+    labels = by_sample(load_data(tmp_path / "pandas.csv", preprocessing=pre)).values()
+    assert sorted(set(labels)) == [0, 1, 2] and list(labels) != list(by_sample(splits).values())
+    (tmp_path / "some.csv").write_text("f0,f1,f2,label\n1,2,3,b\n4,5,6,b\n7,8,9,a\n1,1,1,b\n")
+    some = load_data(tmp_path / "some.csv", preprocessing=pre, val_fraction=0.25)
+    assert sorted(by_sample(some).values()) == [1, 2, 2, 2]
+
+
+BAD_TABLES = {
+    "missing": ("a,b,label\n1,2,0\n3,,1\n", "line 3, column 'b': is empty"),
+    "category": ("a,color,label\n1,red,0\n3,blue,1\n", "line 2, column 'color': 'red' is not a number"),
+    "ragged": ("a,b,label\n1,2,0\n3,1\n", "line 3 has 2 columns, the first has 3"),
+    "regression": ("a,b,target\n1,2,0.5\n3,1,1.25\n", "label column 'target' holds 0.5, not a class"),
+    "empty": ("\n\n", "the table is empty"),
+    "header-only": ("a,b,label\n", "a header and no rows"),
+    "label-only": ("label\n1\n2\n", "only a label column ('label'), no features"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_TABLES)
+def test_bad_tables(tmp_path: Path, case: str) -> None:
+    text, needle = BAD_TABLES[case]
+    (tmp_path / "t.csv").write_text(text)
+    expect_error(lambda: load_data(tmp_path / "t.csv"), "t.csv", needle)
+    (tmp_path / "u.csv").write_bytes(b"\xff\xfe\x00\x81 not text")
+    expect_error(lambda: load_data(tmp_path / "u.csv"), "u.csv", "can't read as a text table")
+    pre = Preprocessing(input_shape=(2,), mean=(0.0,), std=(1.0,), class_names=("a", "b"), pixel_scale=1.0)
+    (tmp_path / "v.csv").write_text("x0,x1,label\n1,2,a\n3,4,zebra\n")
+    expect_error(lambda: load_data(tmp_path / "v.csv", preprocessing=pre), "'zebra', not one of the model's classes")
+
+
 def test_float_data_gets_identity_preprocessing(tmp_path: Path) -> None:
     data = arrays()
     floats = {k: (v / 255).astype(np.float32) if k.startswith("x") else v for k, v in data.items()}
@@ -351,9 +456,9 @@ def test_missing_path_and_unsupported_files(tmp_path: Path) -> None:
     expect_error(lambda: load_data(tmp_path / "nope.npz"), "nope.npz", "not found")
     (tmp_path / "empty").mkdir()
     expect_error(lambda: load_data(tmp_path / "empty"), "empty", "no IDX files or class sub-folders")
-    (tmp_path / "d.csv").write_text("1,2\n")
-    expect_error(lambda: load_data(tmp_path / "d.csv"), "d.csv", "unsupported data file type .csv")
-    expect_error(lambda: load_data(tmp_path / "d.csv", val_fraction=1.5), "val_fraction")
+    (tmp_path / "d.xlsx").write_text("1,2\n")
+    expect_error(lambda: load_data(tmp_path / "d.xlsx"), "d.xlsx", "unsupported data file type .xlsx", ".csv table")
+    expect_error(lambda: load_data(tmp_path / "d.xlsx", val_fraction=1.5), "val_fraction")
 
 
 RANDOM_BYTES = np.random.default_rng(1).bytes(300)
@@ -401,11 +506,11 @@ def bad(**changes: object) -> dict[str, object]:
 
 BAD_ARRAYS = {
     "wrong-dtype": (bad(x_train=np.zeros((4, SIDE, SIDE), np.int32), y_train=np.zeros(4, np.int64)), "dtype int32"),
-    "float-labels": (bad(y_train=np.zeros(N_TRAIN, np.float32)), "integer class indices"),
+    "float-labels": (bad(y_train=np.full(N_TRAIN, 0.5, np.float32)), "integer class indices"),
     "negative-labels": (bad(y_test=-np.ones(N_TEST, np.int64)), "labels from -1"),
     "zero-samples": (bad(x_train=np.zeros((0, SIDE, SIDE), np.uint8), y_train=np.zeros(0, np.int64)), "no samples"),
     "label-count": (bad(y_train=np.zeros(N_TRAIN - 1, np.int64)), f"expected ({N_TRAIN},)"),
-    "one-hot-labels": (bad(y_train=np.eye(3, dtype=np.int64)[np.zeros(N_TRAIN, np.int64)]), "save y.argmax(1)"),
+    "soft-labels": (bad(y_train=np.full((N_TRAIN, 3), 1 / 3, np.float32)), "save one class, e.g. y.argmax(1)"),
     "nan": (bad(x_test=np.full((N_TEST, SIDE, SIDE), np.nan, np.float32)), "NaN"),
     "shape-mismatch": (bad(x_test=np.zeros((N_TEST, SIDE + 1, SIDE), np.uint8)), "differ in shape"),
     "wrong-keys": ({"images": np.zeros((2, 2, 2), np.uint8)}, "expected keys x_train"),

@@ -5,8 +5,11 @@ Accepted forms of ``spec``:
 * a folder of IDX files with MNIST names (``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``,
   ``t10k-images-idx3-ubyte``, ``t10k-labels-idx1-ubyte``, each optionally ``.gz``);
 * a ``.npz`` with ``x_train``/``y_train``/``x_test``/``y_test``, or only ``x``/``y`` (a seeded
-  ``val_fraction`` is then split off), and optionally ``class_names``;
-* a ``.pt``/``.pth`` dict of tensors with the same keys, read with ``torch.load(weights_only=True)``;
+  ``val_fraction`` is then split off), and optionally ``class_names`` (or the usual other names:
+  ``X_train``, ``train_images``, ``testy``, ``data``/``targets``);
+* a ``.pt``/``.pth`` dict of tensors with the same keys, read with ``torch.load(weights_only=True)``, or a
+  tuple ``(x, y)``, ``(x_train, y_train, x_test, y_test)``, ``((x_train, y_train), (x_test, y_test))``;
+* a ``.csv``/``.tsv`` table: numeric features, a label column of class indices or names (``tables.py``);
 * a folder of images with one sub-folder per class (class names are the sorted sub-folder names),
   or ``train/`` and ``val/`` (or ``test/``) folders laid out that way; needs Pillow;
 * ``pkg.module:function`` returning a ``DataSplits`` (used as it is) or ``(train, val)`` datasets of

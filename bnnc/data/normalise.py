@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
 from bnnc.data.preprocessing import DataSplits, Normalisation, Preprocessing, derive
-from bnnc.data.readers import Raw, check_pair
+from bnnc.data.readers import Raw, check_pair, class_indices
 from bnnc.errors import DataError
 
 
@@ -18,6 +19,7 @@ def finish(raw: Raw, pre: Preprocessing | None, input_shape: Sequence[int] | Non
            normalisation: Normalisation | None = None) -> DataSplits:
     """Check the raw arrays, derive (with ``normalisation``, if stated) or check the preprocessing, normalise."""
     where = raw.where
+    raw = replace(raw, y_train=class_indices(raw.y_train), y_val=class_indices(raw.y_val))
     for x_key, y_key, x, y in (("x_train", "y_train", raw.x_train, raw.y_train),
                                ("x_test", "y_test", raw.x_val, raw.y_val)):
         check_pair(x, y, where, x_key, y_key)

@@ -1,4 +1,4 @@
-"""Reading the file forms of ``--data`` (IDX folders, ``.npz``, ``.pt``, image folders) into raw arrays,
+"""Reading the file forms of ``--data`` (IDX folders, ``.npz``, ``.pt``, CSV tables, image folders) into raw arrays,
 each problem a ``DataError`` naming the file and what was expected."""
 
 from __future__ import annotations
@@ -18,12 +18,13 @@ import numpy as np
 import torch
 
 from bnnc.data.preprocessing import Preprocessing
+from bnnc.data.tables import read_table
 from bnnc.errors import DataError, first_line
 from bnnc.formats import archive_problem
 
 FORMS_HINT = (
     "give a folder of MNIST-style IDX files, a .npz or .pt with x_train/y_train/x_test/y_test "
-    "(or x/y), a folder of class sub-folders of images, or pkg.module:function"
+    "(or x/y), a .csv table, a folder of class sub-folders of images, or pkg.module:function"
 )
 IDX_NAMES = {
     "x_train": "train-images-idx3-ubyte",
@@ -44,6 +45,11 @@ IMAGE_SUFFIXES = frozenset(
 )
 GREY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "F"})
 SPLIT_KEYS = ("x_train", "y_train", "x_test", "y_test")
+# Other names the arrays are saved under (any case, joined by _, -, . or nothing): X_train, train_images, testY, data
+SAMPLE_NAMES = ("x", "data", "images", "inputs", "features", "samples")
+LABEL_NAMES = ("y", "labels", "label", "targets", "target")
+TRAIN_NAMES = ("train", "training")
+TEST_NAMES = ("test", "val", "valid", "validation", "eval")  # the first found is the split measured
 
 
 @dataclass(frozen=True)
@@ -80,6 +86,8 @@ def read_path(path: Path, pre: Preprocessing | None, val_fraction: float, seed: 
         return _split(_read_npz(path), path, "npz", val_fraction, seed)
     if suffix in {".pt", ".pth"}:
         return _split(_read_pt(path), path, "pt", val_fraction, seed)
+    if suffix in {".csv", ".tsv"}:
+        return _split(read_table(path, pre.class_names if pre else ()), path, "table", val_fraction, seed)
     raise DataError(f"{path}: unsupported data file type {suffix or '(no suffix)'}", FORMS_HINT)
 
 
@@ -167,9 +175,23 @@ def _read_pt(path: Path) -> dict[str, Any]:
                 "save it with torch.save({'x_train': ..., 'y_train': ..., 'x_test': ..., 'y_test': ...}, path)",
             ) from exc
         raise DataError(f"{path}: can't read as a torch .pt file", "the file may be truncated or corrupted") from exc
+    if isinstance(obj, (tuple, list)):
+        obj = _from_sequence(obj, path)
     if not isinstance(obj, Mapping):
         raise DataError(f"{path}: expected a dict of tensors, got {type(obj).__name__}", FORMS_HINT)
     return {str(k): to_numpy(v) if isinstance(v, torch.Tensor) else v for k, v in obj.items()}
+
+
+def _from_sequence(items: Sequence[Any], path: Path) -> dict[str, Any]:
+    """``(x, y)``, ``(x_train, y_train, x_test, y_test)`` or Keras' ``((x_train, y_train), (x_test, y_test))``."""
+    if len(items) == 2 and all(isinstance(p, (tuple, list)) and len(p) == 2 for p in items):
+        return dict(zip(SPLIT_KEYS, (*items[0], *items[1]), strict=True))
+    if len(items) == 4:
+        return dict(zip(SPLIT_KEYS, items, strict=True))
+    if len(items) == 2:
+        return {"x": items[0], "y": items[1]}
+    raise DataError(f"{path}: a {type(items).__name__} of {len(items)} items",
+                    "save (x, y), (x_train, y_train, x_test, y_test), or a dict of tensors with those keys")
 
 
 def to_numpy(t: torch.Tensor) -> np.ndarray:
@@ -183,11 +205,12 @@ def to_numpy(t: torch.Tensor) -> np.ndarray:
 def _split(arrays: dict[str, Any], path: Path, form: str, val_fraction: float, seed: int) -> Raw:
     """Arrays from a keyed file -> train/val; only ``x``/``y`` are split with the seed."""
     names = _class_names(arrays.get("class_names", ()), path)
+    arrays = _renamed(arrays, path)
     if all(k in arrays for k in SPLIT_KEYS):
         x_train, y_train, x_test, y_test = (_as_array(arrays[k], path, k) for k in SPLIT_KEYS)
         return Raw(x_train, y_train, x_test, y_test, names, str(path), form)
     if "x" in arrays and "y" in arrays:
-        x, y = _as_array(arrays["x"], path, "x"), _as_array(arrays["y"], path, "y")
+        x, y = _as_array(arrays["x"], path, "x"), class_indices(_as_array(arrays["y"], path, "y"))
         check_pair(x, y, path, "x", "y")
         n_val = round(len(x) * val_fraction)
         if not 0 < n_val < len(x):
@@ -201,7 +224,48 @@ def _split(arrays: dict[str, Any], path: Path, form: str, val_fraction: float, s
     )
 
 
+def _renamed(arrays: dict[str, Any], path: Path) -> dict[str, Any]:
+    """``arrays`` under bnnc's keys when saved under other usual names (``X_train``, ``train_labels``, ``testX``,
+    ``data``/``targets``); a test split is preferred to a validation one. bnnc's own keys, when all there, win."""
+    if all(k in arrays for k in SPLIT_KEYS) or {"x", "y"} <= arrays.keys():
+        return arrays
+    found: dict[str, list[tuple[int, str]]] = {}
+    for key in arrays:
+        if (known := _KNOWN_NAMES.get(key.lower())) is not None:
+            found.setdefault(known[0], []).append((known[1], key))
+    renamed = {}
+    for name, candidates in found.items():
+        best = min(rank for rank, _ in candidates)
+        keys = sorted(key for rank, key in candidates if rank == best)
+        if len(keys) > 1:
+            raise DataError(f"{path}: both {keys[0]!r} and {keys[1]!r} could be '{name}'",
+                            f"save one array under '{name}'")
+        renamed[name] = arrays[keys[0]]
+    return renamed if all(k in renamed for k in SPLIT_KEYS) or {"x", "y"} <= renamed.keys() else arrays
+
+
+def _known_names() -> dict[str, tuple[str, int]]:
+    """Every accepted spelling (lower case) -> (bnnc's key, rank among the test split's names)."""
+    names: dict[str, tuple[str, int]] = {}
+    for role, aliases in (("x", SAMPLE_NAMES), ("y", LABEL_NAMES)):
+        for alias in aliases:
+            names[alias] = (role, 0)
+            for sep in ("_", "-", ".", ""):
+                for split in TRAIN_NAMES:
+                    names[f"{alias}{sep}{split}"] = names[f"{split}{sep}{alias}"] = (f"{role}_train", 0)
+                for rank, split in enumerate(TEST_NAMES):
+                    names[f"{alias}{sep}{split}"] = names[f"{split}{sep}{alias}"] = (f"{role}_test", rank)
+    return names
+
+
+_KNOWN_NAMES = _known_names()
+
+
 def _as_array(value: Any, path: Path, key: str) -> np.ndarray:
+    if isinstance(value, (list, tuple)):  # labels saved as a list (torchvision's dataset.targets)
+        array = np.asarray(value)
+        if array.dtype != object and (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
+            return array
     if not isinstance(value, np.ndarray):
         raise DataError(f"{path}: '{key}' must be an array or tensor, got {type(value).__name__}")
     return value
@@ -317,6 +381,20 @@ def _image_array(image_module: Any, image: Any, mode: str, size: tuple[int, int]
     return pixels.transpose(2, 0, 1) if pixels.ndim == 3 else pixels
 
 
+def class_indices(y: np.ndarray) -> np.ndarray:
+    """Labels as other tools save them, as class indices where that is exact: one-hot rows (Keras'
+    ``to_categorical``) -> their argmax, a column ``(N, 1)`` -> ``(N,)``, whole-number floats (``np.loadtxt``,
+    pandas) and booleans -> integers. Anything else is left for ``check_pair`` to name."""
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim == 2 and y.shape[1] > 1 and len(y) and np.isin(y, (0, 1)).all() and (y.sum(1) == 1).all():
+        return y.argmax(1)
+    if y.dtype == bool or (np.issubdtype(y.dtype, np.floating) and np.isfinite(y).all() and (y == np.round(y)).all()
+                           and (not y.size or np.abs(y).max() < 2**53)):
+        return y.astype(np.int64)
+    return y
+
+
 def check_pair(x: np.ndarray, y: np.ndarray, where: str | Path, x_key: str, y_key: str) -> None:
     if x.ndim == 0 or len(x) == 0:
         raise DataError(f"{where}: '{x_key}' has no samples (shape {x.shape})", "expected shape (N, ...) with N > 0")
@@ -330,7 +408,8 @@ def check_pair(x: np.ndarray, y: np.ndarray, where: str | Path, x_key: str, y_ke
         raise DataError(f"{where}: '{x_key}' holds values too large for float32 (largest |x|: "
                         f"{float(np.abs(x).max()):.3g})", "scale the data to a float32 range")
     if y.ndim != 1 or len(y) != len(x):
-        one_hot = " (one-hot labels: save y.argmax(1))" if y.ndim == 2 and len(y) == len(x) else ""
+        soft = y.ndim == 2 and len(y) == len(x)
+        one_hot = " (rows that aren't one-hot: save one class, e.g. y.argmax(1))" if soft else ""
         raise DataError(f"{where}: '{y_key}' has shape {y.shape}",
                         f"expected ({len(x)},): one class index per sample of '{x_key}'{one_hot}")
     if not np.issubdtype(y.dtype, np.integer):

@@ -138,6 +138,7 @@ def ws(tmp_path_factory: pytest.TempPathFactory) -> Path:
                        ("batch-huge.toml", "batch = 1000000000000000\n"), ("samples-negative.toml", "samples = -5\n")):
         (d / name).write_text(text)
     _npz(d / "huge.npz", np.full((32, 28, 28), 1e300), labels)
+    (d / "words.csv").write_text("a,b,label\n1,2,0\n3,n/a,1\n")
     _broken_png_folder(d / "imgs")
     _zip_bomb(d / "sd.pt", d / "bomb.pt")
     for name, tamper in (("options-none", lambda r: r["binarized"].__setitem__("options", None)),
@@ -250,6 +251,8 @@ FINETUNE = [
     case("finetune-label-range", "label", "finetune", "{ws}/m.bnnc", "--data", "{ws}/labels.npz"),
     case("finetune-negative-labels", "label", "finetune", "{ws}/m.bnnc", "--data", "{ws}/negative.npz"),
     case("finetune-no-samples", "no samples", "finetune", "{ws}/m.bnnc", "--data", "{ws}/nosamples.npz"),
+    case("finetune-table-cell", "line 3, column 'b': 'n/a' is not a number", "finetune", "{ws}/m.bnnc", "--data",
+         "{ws}/words.csv"),
     case("finetune-data-is-model", "expected keys x_train", "finetune", "{ws}/m.bnnc", "--data", "{ws}/fp32.pt"),
     case("finetune-epochs-0", "--epochs", "finetune", "{ws}/m.bnnc", "--data", "{ws}/data.npz", "--epochs", "0"),
     case("finetune-epochs-negative", "--epochs", "finetune", "{ws}/m.bnnc", "--data", "{ws}/data.npz",

@@ -39,6 +39,12 @@ class Flat(nn.Module):
 
     def forward(self, x):
         return self.body(x)
+
+
+def tabular(features=5, classes=3):
+    """A model for a table of numbers."""
+    return nn.Sequential(nn.Linear(features, 64), nn.BatchNorm1d(64), nn.ReLU(), nn.Linear(64, 64),
+                         nn.BatchNorm1d(64), nn.ReLU(), nn.Linear(64, classes))
 '''
 
 
@@ -130,6 +136,31 @@ def test_an_architecture_and_a_data_loader_named_by_file_path(user: Path, tmp_pa
     assert out["fp32_accuracy"] > 0.5  # the teacher: rebuilt from the recorded file, from another folder
     exported = json.loads(run(user, "export", "ft.bnnc", "--data", "{d}/d.npz", "--json", "-o", "ft.onnx"))
     assert exported["parity"][0]["argmax_agreement"] == 1.0
+
+
+def test_a_csv_table_with_named_classes(user: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Tabular data as pandas writes it (its index column, a header, class names as labels) through convert,
+    finetune and export: the converted checkpoint records the names, and later steps label the rows by them."""
+    monkeypatch.chdir(user)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 5))
+    names = ["ant", "bee", "cat"]
+    rows = [f"{i},{','.join(f'{v:.4f}' for v in row)},{names[int(row[:3].argmax())]}" for i, row in enumerate(x)]
+    (tmp_path / "t.csv").write_text(",f0,f1,f2,f3,f4,species\n" + "\n".join(rows) + "\n")
+    ns: dict = {}
+    exec(USER_MODULE, ns)
+    torch.manual_seed(0)
+    torch.save(ns["tabular"]().state_dict(), tmp_path / "tab_sd.pt")
+    m, onnx = tmp_path / "m.bnnc", tmp_path / "m.onnx"
+    run(user, "convert", str(tmp_path / "tab_sd.pt"), "--arch", "usermodels:tabular", "--data", str(tmp_path / "t.csv"),
+        "-o", str(m))
+    pre = load_checkpoint(m).preprocessing
+    assert pre["class_names"] == names and pre["input_shape"] == [5] and pre["pixel_scale"] == 1.0
+    out = json.loads(run(user, "finetune", str(m), "--data", str(tmp_path / "t.csv"), "--epochs", "2", "--json"))
+    assert out["best_accuracy"] > 0.6  # the labels follow the features: the rows were read as written
+    ft = tmp_path / "m.finetuned.bnnc"
+    exported = json.loads(run(user, "export", str(ft), "--data", str(tmp_path / "t.csv"), "--json", "-o", str(onnx)))
+    assert exported["parity"][0]["argmax_agreement"] == 1.0 and exported["parity"][0]["samples"] == 40
 
 
 def test_a_model_without_flatten_takes_images_flattened(user: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
