@@ -334,7 +334,7 @@ def test_image_folder_of_rgb_images_is_rgb(tmp_path: Path) -> None:
 FUNCTION_MODULE = textwrap.dedent(
     """
     import torch
-    from torch.utils.data import Dataset, TensorDataset
+    from torch.utils.data import DataLoader, Dataset, TensorDataset
     from bnnc.data import DataSplits, Preprocessing
 
     class Pairs(Dataset):
@@ -347,6 +347,9 @@ FUNCTION_MODULE = textwrap.dedent(
 
     def raw():
         return Pairs(6), TensorDataset(torch.zeros(3, 1, 4, 4, dtype=torch.uint8), torch.tensor([0, 1, 0]))
+
+    def loaders():
+        return tuple(DataLoader(ds, batch_size=4, shuffle=True) for ds in raw())
 
     def ready():
         pre = Preprocessing(input_shape=(1, 4, 4), mean=(0.0,), std=(1.0,))
@@ -380,6 +383,9 @@ def test_function_returning_raw_datasets_is_normalised(data_module: str) -> None
     x, y = splits.train.tensors
     assert x.shape == (6, 16) and y.tolist() == [0, 1, 0, 1, 0, 1]
     torch.testing.assert_close(x[:, 0], (torch.arange(6) * 10 / 255 - 0.1) / 0.5)
+    from_loaders = load_data(f"{data_module}:loaders", preprocessing=pre)  # (train_loader, val_loader): their datasets
+    for ours, theirs in ((splits.train, from_loaders.train), (splits.val, from_loaders.val)):
+        assert all(torch.equal(a, b) for a, b in zip(ours.tensors, theirs.tensors, strict=True))
 
 
 def test_function_returning_data_splits_is_used_as_it_is(data_module: str) -> None:

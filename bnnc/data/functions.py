@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from torch.utils.data import Dataset, TensorDataset
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from bnnc.data.normalise import finish
 from bnnc.data.preprocessing import DataSplits, Normalisation, Preprocessing
@@ -47,14 +47,18 @@ def from_function(spec: str, pre: Preprocessing | None, input_shape: Sequence[in
             )
         return result
     if not (isinstance(result, (tuple, list)) and len(result) == 2):
-        raise DataError(f"{spec}: expected (train_dataset, val_dataset) or a DataSplits, got {type(result).__name__}")
+        raise DataError(f"{spec}: expected (train_dataset, val_dataset), (train_loader, val_loader) or a DataSplits, "
+                        f"got {type(result).__name__}")
     arrays = [_materialise(ds, spec, split) for ds, split in zip(result, ("train", "val"), strict=True)]
     raw = Raw(*arrays[0], *arrays[1], (), spec, "function")
     return finish(raw, pre, input_shape, normalisation)
 
 
 def _materialise(dataset: Any, spec: str, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """A map-style dataset of ``(x, y)`` pairs -> stacked arrays."""
+    """A map-style dataset of ``(x, y)`` pairs (or the ``DataLoader`` over one that a training script builds; its
+    batching and order don't matter here) -> stacked arrays."""
+    if isinstance(dataset, DataLoader):
+        dataset = dataset.dataset
     if isinstance(dataset, TensorDataset) and len(dataset.tensors) == 2:
         return to_numpy(dataset.tensors[0]), to_numpy(dataset.tensors[1])
     if not isinstance(dataset, Dataset) or not hasattr(dataset, "__len__"):
