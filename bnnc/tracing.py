@@ -210,17 +210,23 @@ def _near_attention(layer: fx.Node, is_layer: dict[fx.Node, bool]) -> bool:
     return False
 
 
-def _probe_shapes(layers: list[tuple[str, WeightLayer]]) -> list[tuple[int, ...]]:
-    """Candidate per-sample input shapes from the first registered layer (a guess, then verified)."""
+def _probe_shapes(layers: list[tuple[str, WeightLayer]], values: int | None = None) -> list[tuple[int, ...]]:
+    """Candidate per-sample input shapes from the first registered layer (a guess, then verified); with ``values``
+    (a sample's size), first the shape of that many the layer would take: a signal of any length, a square image."""
     if not layers:
         return []
     first = layers[0][1]
     if isinstance(first, nn.Linear):
         return [(first.in_features,)]
-    if isinstance(first, nn.Conv2d):
-        return [(first.in_channels, s, s) for s in _CONV_PROBE_SIDES]
     if isinstance(first, nn.Conv1d):
-        return [(first.in_channels, n) for n in _CONV1D_PROBE_LENGTHS]
+        c = first.in_channels
+        exact: list[tuple[int, ...]] = [(c, values // c)] if values and values % c == 0 else []
+        return exact + [(c, n) for n in _CONV1D_PROBE_LENGTHS]
+    if isinstance(first, nn.Conv2d):
+        c = first.in_channels
+        side = math.isqrt(values // c) if values else 0
+        exact = [(c, side, side)] if values and side * side * c == values else []
+        return exact + [(c, s, s) for s in _CONV_PROBE_SIDES]
     return []
 
 
@@ -274,6 +280,6 @@ def input_shape_for(model: nn.Module, sample_shape: Sequence[int]) -> tuple[int,
     values (flat vectors for a CNN). None when none fits."""
     shape = tuple(int(n) for n in sample_shape)
     flat = (math.prod(shape),)
-    probes = _probe_shapes(candidate_layers(model))
+    probes = _probe_shapes(candidate_layers(model), flat[0])
     candidates = dict.fromkeys([shape, flat, *(p for p in probes if math.prod(p) == flat[0])])
     return next((c for c in candidates if _runs_on(model, c)), None)

@@ -17,6 +17,24 @@ def conv1d_net(classes: int = 4) -> nn.Module:
     )
 
 
+class Waveform(nn.Module):
+    """A raw-audio net as torchaudio's M5 tutorial writes it: a long strided first kernel, then global average
+    pooling by a window computed from the shape (``F.avg_pool1d(x, x.shape[-1])``), log-softmax over a token axis."""
+
+    def __init__(self, classes: int = 4) -> None:
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv1d(1, 16, 20, stride=4), nn.BatchNorm1d(16)
+        self.conv2, self.bn2 = nn.Conv1d(16, 32, 3), nn.BatchNorm1d(32)
+        self.conv3, self.bn3 = nn.Conv1d(32, 32, 3), nn.BatchNorm1d(32)
+        self.fc = nn.Linear(32, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.max_pool1d(F.relu(self.bn1(self.conv1(x))), 4)
+        x = F.relu(self.bn3(self.conv3(F.relu(self.bn2(self.conv2(x))))))
+        x = F.avg_pool1d(x, x.shape[-1]).permute(0, 2, 1)
+        return F.log_softmax(self.fc(x), dim=2).squeeze(1)
+
+
 def grouped_net(classes: int = 4, groups: int = 4) -> nn.Module:
     """Grouped convolution (``groups`` < channels) and a depthwise one (groups == channels)."""
     return nn.Sequential(

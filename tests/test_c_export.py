@@ -18,6 +18,7 @@ from archs import (
     Cumulative,
     FunctionalNet,
     TokenMLP,
+    Waveform,
     conv1d_net,
     grouped_net,
     norms_net,
@@ -126,6 +127,12 @@ def test_more_activations_match_torch(tmp_path):
 def test_conv1d_net_matches_torch(tmp_path):
     torch.manual_seed(0)
     assert_parity(binarized(conv1d_net(), (1, 64)), (1, 64), tmp_path)
+
+
+def test_a_pooling_window_computed_from_the_shape_matches_torch(tmp_path):
+    """``F.avg_pool1d(x, x.shape[-1])`` (torchaudio's M5): the window is a constant of the exported sample shape."""
+    torch.manual_seed(0)
+    assert_parity(binarized(Waveform(), (1, 500)), (1, 500), tmp_path)
 
 
 def test_linear_layers_on_token_rows_match_torch(tmp_path):

@@ -79,7 +79,7 @@ def lower(model: nn.Module, example: torch.Tensor, *, integer: bool = True) -> L
                          "binary layers exported one by one, without fused thresholds")
             traced = None
         if traced is not None:
-            functions_as_modules(traced)
+            functions_as_modules(traced, example)
             return _lower_traced(traced, example, notes)
     specs = []
     layers = [(n, m) for n, m in model.named_modules() if isinstance(m, (BinaryLayer, Int8Layer))]
@@ -139,10 +139,12 @@ _FUNCTION_MODULES: dict[Any, tuple[tuple[tuple[str, Any], ...], Callable[..., nn
 _DROPOUTS = (F.dropout, F.dropout1d, F.dropout2d, F.alpha_dropout)
 
 
-def functions_as_modules(gm: fx.GraphModule) -> None:
+def functions_as_modules(gm: fx.GraphModule, example: torch.Tensor) -> None:
     """Pooling, softmax and (inactive) dropout called as functions in ``forward`` — ``F.max_pool2d(x, 2)``, as in
-    PyTorch's own MNIST example — become the modules that compute the same, so chains through them fuse and every
-    exporter knows them. Calls with computed arguments, or that the module can't express, stay as they are."""
+    PyTorch's own MNIST example, or ``F.avg_pool1d(x, x.shape[-1])``, as in torchaudio's M5 — become the modules that
+    compute the same, so chains through them fuse and every exporter knows them. Arguments computed from the
+    sample's shape are the constants they are for ``example``'s; calls the module can't express stay as they are."""
+    static = _static_values(gm, example)
     for node in list(gm.graph.nodes):
         key = node.target if node.op in ("call_function", "call_method") else None
         if key in _DROPOUTS:
@@ -156,6 +158,7 @@ def functions_as_modules(gm: fx.GraphModule) -> None:
         bound = {name: default for name, default in params}
         bound.update(zip([name for name, _ in params], node.args[1:], strict=False))
         bound.update(node.kwargs)
+        bound = {name: static.get(v, v) if isinstance(v, fx.Node) else v for name, v in bound.items()}
         if set(bound) - {name for name, _ in params} or any(isinstance(v, fx.Node) for v in bound.values()):
             continue
         if bound.pop("return_indices", False) or bound.pop("dtype", None) is not None or (
@@ -171,6 +174,38 @@ def functions_as_modules(gm: fx.GraphModule) -> None:
         gm.graph.erase_node(node)
     gm.graph.lint()
     gm.recompile()
+
+
+def _static_values(gm: fx.GraphModule, example: torch.Tensor) -> dict[fx.Node, Any]:
+    """The integers (and tuples of them) the graph computes that don't change with the batch size — ``x.shape[-1]``,
+    ``x.size(2) // 2`` — found by running it on one and on two samples."""
+    runs = [_RecordingInts(gm) for _ in range(2)]
+    try:
+        with torch.no_grad():
+            for n, run in enumerate(runs, 1):
+                run.run(example[:1].expand(n, *example.shape[1:]))
+    except Exception:  # noqa: BLE001 - the user's forward may not run node by node: nothing is known then
+        return {}
+    return {node: v for node, v in runs[0].seen.items() if runs[1].seen.get(node) == v}
+
+
+class _RecordingInts(fx.Interpreter):
+    """Runs the graph, keeping each node's value that is an integer or a tuple of them."""
+
+    def __init__(self, gm: fx.GraphModule) -> None:
+        super().__init__(gm)
+        self.seen: dict[fx.Node, Any] = {}
+
+    def run_node(self, n: fx.Node) -> Any:
+        out = super().run_node(n)
+        if _is_ints(out):
+            self.seen[n] = out
+        return out
+
+
+def _is_ints(value: Any) -> bool:
+    return (isinstance(value, int) and not isinstance(value, bool)) or (
+        isinstance(value, (tuple, list)) and bool(value) and all(_is_ints(v) for v in value))
 
 
 def _input_mode(layer: BinaryLayer | Int8Layer, receives_bits: bool) -> str:

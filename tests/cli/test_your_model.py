@@ -7,6 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
+import archs
 import numpy as np
 import pytest
 import torch
@@ -161,6 +162,23 @@ def test_a_csv_table_with_named_classes(user: Path, tmp_path: Path, monkeypatch:
     ft = tmp_path / "m.finetuned.bnnc"
     exported = json.loads(run(user, "export", str(ft), "--data", str(tmp_path / "t.csv"), "--json", "-o", str(onnx)))
     assert exported["parity"][0]["argmax_agreement"] == 1.0 and exported["parity"][0]["samples"] == 40
+
+
+def test_signals_stored_with_their_channel_axis(user: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Audio saved as ``(N, 1, 500)``, for a Conv1d net: the samples are ``(1, 500)`` as stored (not an image of
+    1x500 given a channel axis), whatever the signal's length; the C export computes its shape-sized pooling."""
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(160, 1, 500)).astype(np.float32)
+    y = (x[:, 0, :250].mean(1) > x[:, 0, 250:].mean(1)).astype(np.int64)
+    np.savez(tmp_path / "audio.npz", x_train=x[:128], y_train=y[:128], x_test=x[128:], y_test=y[128:])
+    torch.manual_seed(0)
+    torch.save(archs.Waveform(classes=2).state_dict(), tmp_path / "wave_sd.pt")
+    run(user, "compress", "wave_sd.pt", "--arch", "archs:Waveform", "--arch-kwargs", '{"classes": 2}', "--data",
+        "audio.npz", "--epochs", "1", "--format", "onnx,c", "-o", "out")
+    assert load_checkpoint(tmp_path / "out" / "wave_sd.bnnc").preprocessing["input_shape"] == [1, 500]
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["accuracy"]["onnx_torch_agreement"] == 1.0
 
 
 def test_a_model_without_flatten_takes_images_flattened(user: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
