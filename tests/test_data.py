@@ -203,6 +203,27 @@ def test_csv_tables(tmp_path: Path) -> None:
     assert sorted(by_sample(some).values()) == [1, 2, 2, 2]
 
 
+def test_a_folder_of_train_and_test_files(tmp_path: Path) -> None:
+    """``train.csv`` + ``test.csv`` (the test file lacking a class: names keep the training file's indices), and
+    ``train.npz`` + ``val.npz`` under other usual names."""
+    (tmp_path / "tables").mkdir()
+    (tmp_path / "tables" / "train.csv").write_text("f0,f1,label\n1,2,cat\n3,4,ant\n5,6,bee\n7,8,cat\n")
+    (tmp_path / "tables" / "test.csv").write_text("f0,f1,label\n9,9,cat\n8,8,bee\n")
+    splits = load_data(tmp_path / "tables")
+    assert splits.preprocessing.class_names == ("ant", "bee", "cat")
+    assert splits.train.tensors[1].tolist() == [2, 0, 1, 2] and splits.val.tensors[1].tolist() == [2, 1]
+    assert splits.val.tensors[0].tolist() == [[9.0, 9.0], [8.0, 8.0]]
+    data = arrays()
+    (tmp_path / "arrays").mkdir()
+    np.savez(tmp_path / "arrays" / "train.npz", X=data["x_train"], Y=data["y_train"])
+    np.savez(tmp_path / "arrays" / "val.npz", images=data["x_test"], labels=data["y_test"])
+    splits = load_data(tmp_path / "arrays")
+    assert splits.val.tensors[1].tolist() == data["y_test"].tolist()
+    torch.testing.assert_close(splits.val.tensors[0], normalised(data["x_test"], splits.preprocessing))
+    np.savez(tmp_path / "arrays" / "val.npz", x_test=data["x_test"])
+    expect_error(lambda: load_data(tmp_path / "arrays"), "val.npz", "expected keys x, y")
+
+
 BAD_TABLES = {
     "missing": ("a,b,label\n1,2,0\n3,,1\n", "line 3, column 'b': is empty"),
     "category": ("a,color,label\n1,red,0\n3,blue,1\n", "line 2, column 'color': 'red' is not a number"),
@@ -461,7 +482,7 @@ def test_preprocessing_from_bad_dict(d: object, needle: str) -> None:
 def test_missing_path_and_unsupported_files(tmp_path: Path) -> None:
     expect_error(lambda: load_data(tmp_path / "nope.npz"), "nope.npz", "not found")
     (tmp_path / "empty").mkdir()
-    expect_error(lambda: load_data(tmp_path / "empty"), "empty", "no IDX files or class sub-folders")
+    expect_error(lambda: load_data(tmp_path / "empty"), "empty", "no IDX files, train and test files, or class sub-")
     (tmp_path / "d.xlsx").write_text("1,2\n")
     expect_error(lambda: load_data(tmp_path / "d.xlsx"), "d.xlsx", "unsupported data file type .xlsx", ".csv table")
     expect_error(lambda: load_data(tmp_path / "d.xlsx", val_fraction=1.5), "val_fraction")

@@ -50,6 +50,7 @@ SAMPLE_NAMES = ("x", "data", "images", "inputs", "features", "samples")
 LABEL_NAMES = ("y", "labels", "label", "targets", "target")
 TRAIN_NAMES = ("train", "training")
 TEST_NAMES = ("test", "val", "valid", "validation", "eval")  # the first found is the split measured
+FILE_FORMS = {".npz": "npz", ".pt": "pt", ".pth": "pt", ".csv": "table", ".tsv": "table"}
 
 
 @dataclass(frozen=True)
@@ -77,18 +78,55 @@ def read_path(path: Path, pre: Preprocessing | None, val_fraction: float, seed: 
         nested = next((p for p in _class_folders(path) if any(_find_idx_files(p).values())), None)
         if nested is not None:
             raise DataError(f"{path}: no IDX files here, but {nested} has some", f"pass {nested} as the data")
+        files = _split_files(path)
+        if files is not None:
+            return _read_split_files(path, files, pre.class_names if pre else ())
         if _class_folders(path) or _split_folders(path):
             shape = tuple(pre.input_shape) if pre is not None else tuple(input_shape) if input_shape else None
             return _read_image_folder(path, shape, pre.class_names if pre else (), val_fraction, seed)
-        raise DataError(f"{path}: no IDX files or class sub-folders of images found", FORMS_HINT)
+        raise DataError(f"{path}: no IDX files, train and test files, or class sub-folders of images found",
+                        FORMS_HINT)
+    arrays = _read_file(path, pre.class_names if pre else ())
+    return _split(arrays, path, FILE_FORMS[path.suffix.lower()], val_fraction, seed)
+
+
+def _read_file(path: Path, class_names: Sequence[str]) -> dict[str, Any]:
+    """The arrays of a ``.npz``, ``.pt`` or table file, by its suffix."""
     suffix = path.suffix.lower()
+    if suffix not in FILE_FORMS:
+        raise DataError(f"{path}: unsupported data file type {suffix or '(no suffix)'}", FORMS_HINT)
     if suffix == ".npz":
-        return _split(_read_npz(path), path, "npz", val_fraction, seed)
+        return _read_npz(path)
     if suffix in {".pt", ".pth"}:
-        return _split(_read_pt(path), path, "pt", val_fraction, seed)
-    if suffix in {".csv", ".tsv"}:
-        return _split(read_table(path, pre.class_names if pre else ()), path, "table", val_fraction, seed)
-    raise DataError(f"{path}: unsupported data file type {suffix or '(no suffix)'}", FORMS_HINT)
+        return _read_pt(path)
+    return read_table(path, class_names)
+
+
+def _split_files(folder: Path) -> tuple[Path, Path] | None:
+    """``train.csv`` and ``test.csv`` (or ``val``, or ``.npz``/``.pt`` files) side by side in ``folder``."""
+    def find(stems: Sequence[str]) -> Path | None:
+        return next((folder / f"{stem}{suffix}" for stem in stems for suffix in FILE_FORMS
+                     if (folder / f"{stem}{suffix}").is_file()), None)
+
+    train, test = find(TRAIN_NAMES), find(TEST_NAMES)
+    return (train, test) if train is not None and test is not None else None
+
+
+def _read_split_files(folder: Path, files: tuple[Path, Path], class_names: Sequence[str]) -> Raw:
+    """Each file's ``x``/``y`` as one split; a table's class names are the training file's in both."""
+    splits = []
+    for path in files:
+        arrays = _renamed(_read_file(path, class_names), path)
+        names = _class_names(arrays.get("class_names", ()), path)
+        class_names = class_names or names
+        if not {"x", "y"} <= arrays.keys():
+            raise DataError(f"{path}: expected keys x, y (one split's samples and labels), found "
+                            f"{', '.join(sorted(arrays)) or 'none'}", FORMS_HINT)
+        x, y = _as_array(arrays["x"], path, "x"), class_indices(_as_array(arrays["y"], path, "y"))
+        splits.append((x, y))
+    (x_train, y_train), (x_test, y_test) = splits
+    form = f"{files[0].name} and {files[1].name}"
+    return Raw(x_train, y_train, x_test, y_test, tuple(class_names), str(folder), form)
 
 
 def _find_idx_files(folder: Path) -> dict[str, Path | None]:
