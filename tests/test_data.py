@@ -204,8 +204,8 @@ def test_csv_tables(tmp_path: Path) -> None:
 
 
 def test_a_folder_of_train_and_test_files(tmp_path: Path) -> None:
-    """``train.csv`` + ``test.csv`` (the test file lacking a class: names keep the training file's indices), and
-    ``train.npz`` + ``val.npz`` under other usual names."""
+    """``train.csv`` + ``test.csv`` (the test file lacking a class: names keep the training file's indices),
+    ``train.npz`` + ``val.npz`` under other usual names, and a folder of ``.npy`` arrays."""
     (tmp_path / "tables").mkdir()
     (tmp_path / "tables" / "train.csv").write_text("f0,f1,label\n1,2,cat\n3,4,ant\n5,6,bee\n7,8,cat\n")
     (tmp_path / "tables" / "test.csv").write_text("f0,f1,label\n9,9,cat\n8,8,bee\n")
@@ -222,6 +222,13 @@ def test_a_folder_of_train_and_test_files(tmp_path: Path) -> None:
     torch.testing.assert_close(splits.val.tensors[0], normalised(data["x_test"], splits.preprocessing))
     np.savez(tmp_path / "arrays" / "val.npz", x_test=data["x_test"])
     expect_error(lambda: load_data(tmp_path / "arrays"), "val.npz", "expected keys x, y")
+    (tmp_path / "npy").mkdir()  # numpy.save, one array a file
+    for key, name in (("x_train", "X_train"), ("y_train", "y_train"), ("x_test", "X_test"), ("y_test", "y_test")):
+        np.save(tmp_path / "npy" / f"{name}.npy", data[key])
+    splits = load_data(tmp_path / "npy")
+    assert splits.train.tensors[1].tolist() == data["y_train"].tolist()
+    torch.testing.assert_close(splits.val.tensors[0], normalised(data["x_test"], splits.preprocessing))
+    expect_error(lambda: load_data(tmp_path / "npy" / "X_train.npy"), "holds no labels", "pass the folder")
 
 
 BAD_TABLES = {
@@ -482,7 +489,7 @@ def test_preprocessing_from_bad_dict(d: object, needle: str) -> None:
 def test_missing_path_and_unsupported_files(tmp_path: Path) -> None:
     expect_error(lambda: load_data(tmp_path / "nope.npz"), "nope.npz", "not found")
     (tmp_path / "empty").mkdir()
-    expect_error(lambda: load_data(tmp_path / "empty"), "empty", "no IDX files, train and test files, or class sub-")
+    expect_error(lambda: load_data(tmp_path / "empty"), "empty", "no IDX files, train and test files, .npy arrays")
     (tmp_path / "d.xlsx").write_text("1,2\n")
     expect_error(lambda: load_data(tmp_path / "d.xlsx"), "d.xlsx", "unsupported data file type .xlsx", ".csv table")
     expect_error(lambda: load_data(tmp_path / "d.xlsx", val_fraction=1.5), "val_fraction")

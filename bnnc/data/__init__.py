@@ -10,7 +10,8 @@ Accepted forms of ``spec``:
 * a ``.pt``/``.pth`` dict of tensors with the same keys, read with ``torch.load(weights_only=True)``, or a
   tuple ``(x, y)``, ``(x_train, y_train, x_test, y_test)``, ``((x_train, y_train), (x_test, y_test))``;
 * a ``.csv``/``.tsv`` table: numeric features, a label column of class indices or names (``tables.py``);
-* a folder of ``train`` and ``test`` (or ``val``) files of those forms, each with ``x``/``y``;
+* a folder of ``train`` and ``test`` (or ``val``) files of those forms, each with ``x``/``y``, or of ``.npy``
+  arrays named as those keys;
 * a folder of images with one sub-folder per class (class names are the sorted sub-folder names),
   or ``train/`` and ``val/`` (or ``test/``) folders laid out that way; needs Pillow;
 * ``pkg.module:function`` returning a ``DataSplits`` (used as it is) or ``(train, val)`` datasets of

@@ -81,11 +81,13 @@ def read_path(path: Path, pre: Preprocessing | None, val_fraction: float, seed: 
         files = _split_files(path)
         if files is not None:
             return _read_split_files(path, files, pre.class_names if pre else ())
+        if any(path.glob("*.npy")):
+            return _split(_read_npy_folder(path), path, "folder of .npy", val_fraction, seed)
         if _class_folders(path) or _split_folders(path):
             shape = tuple(pre.input_shape) if pre is not None else tuple(input_shape) if input_shape else None
             return _read_image_folder(path, shape, pre.class_names if pre else (), val_fraction, seed)
-        raise DataError(f"{path}: no IDX files, train and test files, or class sub-folders of images found",
-                        FORMS_HINT)
+        raise DataError(f"{path}: no IDX files, train and test files, .npy arrays or class sub-folders of images "
+                        "found", FORMS_HINT)
     arrays = _read_file(path, pre.class_names if pre else ())
     return _split(arrays, path, FILE_FORMS[path.suffix.lower()], val_fraction, seed)
 
@@ -93,6 +95,9 @@ def read_path(path: Path, pre: Preprocessing | None, val_fraction: float, seed: 
 def _read_file(path: Path, class_names: Sequence[str]) -> dict[str, Any]:
     """The arrays of a ``.npz``, ``.pt`` or table file, by its suffix."""
     suffix = path.suffix.lower()
+    if suffix == ".npy":
+        raise DataError(f"{path}: one .npy array holds no labels",
+                        f"pass the folder of its .npy files (x_train.npy, y_train.npy, ...): {path.parent}")
     if suffix not in FILE_FORMS:
         raise DataError(f"{path}: unsupported data file type {suffix or '(no suffix)'}", FORMS_HINT)
     if suffix == ".npz":
@@ -100,6 +105,18 @@ def _read_file(path: Path, class_names: Sequence[str]) -> dict[str, Any]:
     if suffix in {".pt", ".pth"}:
         return _read_pt(path)
     return read_table(path, class_names)
+
+
+def _read_npy_folder(folder: Path) -> dict[str, Any]:
+    """One array a ``.npy`` file, keyed by the file's stem (``x_train.npy``, ``y_train.npy``, ...)."""
+    arrays = {}
+    for path in sorted(folder.glob("*.npy")):
+        try:
+            arrays[path.stem] = np.load(path, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as exc:
+            raise DataError(f"{path}: can't read as a .npy array ({first_line(exc, with_type=False)})",
+                            "it may be truncated, or hold pickled objects; save plain arrays with numpy.save") from exc
+    return arrays
 
 
 def _split_files(folder: Path) -> tuple[Path, Path] | None:
