@@ -148,6 +148,25 @@ def test_arrays_saved_under_other_usual_names(tmp_path: Path) -> None:
     expect_error(lambda: load_data(tmp_path / "f.npz"), "f.npz", "both 'data' and 'images' could be 'x'")
 
 
+def test_labels_saved_as_class_names(tmp_path: Path) -> None:
+    """String labels (scikit-learn's habit): numbered as the model's class names, else the file's ``class_names``,
+    else the sorted names of the training labels, as ``LabelEncoder`` does; the test split follows the training's."""
+    data = arrays()
+    named = {k: np.array(NAMES)[v] if k.startswith("y") else v for k, v in data.items()}
+    np.savez(tmp_path / "names.npz", **named)
+    splits = load_data(tmp_path / "names.npz")
+    assert splits.preprocessing.class_names == NAMES
+    assert splits.train.tensors[1].tolist() == data["y_train"].tolist()
+    assert splits.val.tensors[1].tolist() == data["y_test"].tolist()
+    pre = Preprocessing(input_shape=(1, SIDE, SIDE), mean=(0.5,), std=(0.5,), class_names=("c", "b", "a"))
+    assert load_data(tmp_path / "names.npz", preprocessing=pre).train.tensors[1].tolist() == [
+        2 - k for k in data["y_train"]]
+    torch.save({"x": torch.from_numpy(data["x_train"]), "y": [NAMES[k] for k in data["y_train"]]}, tmp_path / "n.pt")
+    assert sorted(set(by_sample(load_data(tmp_path / "n.pt")).values())) == [0, 1, 2]
+    np.savez(tmp_path / "unknown.npz", **named | {"y_test": np.array(["a", "zebra"] * (N_TEST // 2))})
+    expect_error(lambda: load_data(tmp_path / "unknown.npz"), "'y_test' holds 'zebra', not one of the classes a, b, c")
+
+
 def test_pt_tuples_as_users_save_them(tmp_path: Path) -> None:
     """``torch.save((x, y))``, Keras' ``((x_train, y_train), (x_test, y_test))`` with torchvision's list of
     labels (``dataset.targets``), and labels as a column ``(N, 1)``."""
@@ -251,7 +270,7 @@ def test_bad_tables(tmp_path: Path, case: str) -> None:
     expect_error(lambda: load_data(tmp_path / "u.csv"), "u.csv", "can't read as a text table")
     pre = Preprocessing(input_shape=(2,), mean=(0.0,), std=(1.0,), class_names=("a", "b"), pixel_scale=1.0)
     (tmp_path / "v.csv").write_text("x0,x1,label\n1,2,a\n3,4,zebra\n")
-    expect_error(lambda: load_data(tmp_path / "v.csv", preprocessing=pre), "'zebra', not one of the model's classes")
+    expect_error(lambda: load_data(tmp_path / "v.csv", preprocessing=pre), "'zebra', not one of the classes a, b")
 
 
 def test_float_data_gets_identity_preprocessing(tmp_path: Path) -> None:

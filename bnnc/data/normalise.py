@@ -10,8 +10,9 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
+from bnnc.data.labels import class_indices
 from bnnc.data.preprocessing import DataSplits, Normalisation, Preprocessing, derive
-from bnnc.data.readers import Raw, check_pair, class_indices
+from bnnc.data.readers import Raw, check_pair
 from bnnc.errors import DataError
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from bnnc.data.labels import class_indices, named_labels
 from bnnc.data.preprocessing import Preprocessing
 from bnnc.data.tables import read_table
 from bnnc.errors import DataError, first_line
@@ -82,14 +83,15 @@ def read_path(path: Path, pre: Preprocessing | None, val_fraction: float, seed: 
         if files is not None:
             return _read_split_files(path, files, pre.class_names if pre else ())
         if any(path.glob("*.npy")):
-            return _split(_read_npy_folder(path), path, "folder of .npy", val_fraction, seed)
+            return _split(_read_npy_folder(path), path, "folder of .npy", val_fraction, seed,
+                          pre.class_names if pre else ())
         if _class_folders(path) or _split_folders(path):
             shape = tuple(pre.input_shape) if pre is not None else tuple(input_shape) if input_shape else None
             return _read_image_folder(path, shape, pre.class_names if pre else (), val_fraction, seed)
         raise DataError(f"{path}: no IDX files, train and test files, .npy arrays or class sub-folders of images "
                         "found", FORMS_HINT)
-    arrays = _read_file(path, pre.class_names if pre else ())
-    return _split(arrays, path, FILE_FORMS[path.suffix.lower()], val_fraction, seed)
+    names = pre.class_names if pre else ()
+    return _split(_read_file(path, names), path, FILE_FORMS[path.suffix.lower()], val_fraction, seed, names)
 
 
 def _read_file(path: Path, class_names: Sequence[str]) -> dict[str, Any]:
@@ -134,8 +136,8 @@ def _read_split_files(folder: Path, files: tuple[Path, Path], class_names: Seque
     splits = []
     for path in files:
         arrays = _renamed(_read_file(path, class_names), path)
-        names = _class_names(arrays.get("class_names", ()), path)
-        class_names = class_names or names
+        arrays, class_names = named_labels(arrays, class_names or _class_names(arrays.get("class_names", ()), path),
+                                           path)
         if not {"x", "y"} <= arrays.keys():
             raise DataError(f"{path}: expected keys x, y (one split's samples and labels), found "
                             f"{', '.join(sorted(arrays)) or 'none'}", FORMS_HINT)
@@ -257,10 +259,11 @@ def to_numpy(t: torch.Tensor) -> np.ndarray:
     return t.numpy()
 
 
-def _split(arrays: dict[str, Any], path: Path, form: str, val_fraction: float, seed: int) -> Raw:
+def _split(arrays: dict[str, Any], path: Path, form: str, val_fraction: float, seed: int,
+           class_names: Sequence[str] = ()) -> Raw:
     """Arrays from a keyed file -> train/val; only ``x``/``y`` are split with the seed."""
-    names = _class_names(arrays.get("class_names", ()), path)
-    arrays = _renamed(arrays, path)
+    names = _class_names(arrays.get("class_names", ()), path) or tuple(class_names)
+    arrays, names = named_labels(_renamed(arrays, path), names, path)
     if all(k in arrays for k in SPLIT_KEYS):
         x_train, y_train, x_test, y_test = (_as_array(arrays[k], path, k) for k in SPLIT_KEYS)
         return Raw(x_train, y_train, x_test, y_test, names, str(path), form)
@@ -317,9 +320,9 @@ _KNOWN_NAMES = _known_names()
 
 
 def _as_array(value: Any, path: Path, key: str) -> np.ndarray:
-    if isinstance(value, (list, tuple)):  # labels saved as a list (torchvision's dataset.targets)
+    if isinstance(value, (list, tuple)):  # labels saved as a list (torchvision's dataset.targets, class names)
         array = np.asarray(value)
-        if array.dtype != object and (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
+        if array.dtype != object and (np.issubdtype(array.dtype, np.number) or array.dtype.kind in "bU"):
             return array
     if not isinstance(value, np.ndarray):
         raise DataError(f"{path}: '{key}' must be an array or tensor, got {type(value).__name__}")
@@ -434,20 +437,6 @@ def _image_array(image_module: Any, image: Any, mode: str, size: tuple[int, int]
         image = image.resize(size, image_module.Resampling.BILINEAR)
     pixels = np.asarray(image, dtype=np.uint8)  # (H, W) or (H, W, 3)
     return pixels.transpose(2, 0, 1) if pixels.ndim == 3 else pixels
-
-
-def class_indices(y: np.ndarray) -> np.ndarray:
-    """Labels as other tools save them, as class indices where that is exact: one-hot rows (Keras'
-    ``to_categorical``) -> their argmax, a column ``(N, 1)`` -> ``(N,)``, whole-number floats (``np.loadtxt``,
-    pandas) and booleans -> integers. Anything else is left for ``check_pair`` to name."""
-    if y.ndim == 2 and y.shape[1] == 1:
-        y = y[:, 0]
-    if y.ndim == 2 and y.shape[1] > 1 and len(y) and np.isin(y, (0, 1)).all() and (y.sum(1) == 1).all():
-        return y.argmax(1)
-    if y.dtype == bool or (np.issubdtype(y.dtype, np.floating) and np.isfinite(y).all() and (y == np.round(y)).all()
-                           and (not y.size or np.abs(y).max() < 2**53)):
-        return y.astype(np.int64)
-    return y
 
 
 def check_pair(x: np.ndarray, y: np.ndarray, where: str | Path, x_key: str, y_key: str) -> None:

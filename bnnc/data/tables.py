@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from bnnc.data.labels import by_name
 from bnnc.errors import DataError, first_line
 
 LABEL_COLUMNS = ("label", "labels", "target", "targets", "class", "y")
@@ -125,10 +126,4 @@ def _labels(values: list[str] | np.ndarray, path: Path, column: str,
             raise DataError(f"{path}: label column {column!r} holds {fraction[0]:g}, not a class",
                             "labels are class indices (0, 1, ...) or names; bnnc binarizes classifiers")
         return values.astype(np.int64), ()
-    names = tuple(class_names) or tuple(sorted(set(values)))
-    index = {name: i for i, name in enumerate(names)}
-    unknown = sorted(set(values) - index.keys())
-    if unknown:
-        raise DataError(f"{path}: label column {column!r} holds {unknown[0]!r}, not one of the model's classes",
-                        f"expected one of {', '.join(names)}")
-    return np.array([index[v] for v in values], dtype=np.int64), names
+    return by_name(values, class_names, path, f"label column {column!r}")
