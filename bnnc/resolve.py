@@ -22,7 +22,7 @@ from torch import nn
 from bnnc.data import DataSpec, DataSplits, Normalisation, Preprocessing, check_labels, load_data, reshaped
 from bnnc.errors import BnncError, DataError, ModelLoadError
 from bnnc.loading import ModelFile, load_checkpoint, locate_source
-from bnnc.tracing import input_shape_for
+from bnnc.tracing import input_shape_for, is_swapped
 
 
 def require_binarized(loaded: ModelFile) -> ModelFile:
@@ -143,6 +143,11 @@ def _fit_shape(spec: DataSpec, splits: DataSplits, model: nn.Module,
                         "check that the data belongs to this model, or pass --input-shape")
     if shape == natural:
         return splits
+    if is_swapped(natural, shape):
+        if isinstance(spec, DataSplits):
+            raise DataError(f"{splits.source}: samples of shape {natural[1:]} are channels-last for a model that "
+                            f"takes {shape}", "give the data as a file, or as samples of the model's shape")
+        return load_data(spec, input_shape=shape, normalisation=normalisation)  # read again: swapped as they load
     if isinstance(spec, DataSplits) or len(set(splits.preprocessing.mean)) == 1:
         return reshaped(splits, shape)
     return load_data(spec, input_shape=shape, normalisation=normalisation)  # normalised again, for that shape

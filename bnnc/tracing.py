@@ -275,11 +275,25 @@ def _runs_on(model: nn.Module, shape: Sequence[int]) -> bool:
 
 
 def input_shape_for(model: nn.Module, sample_shape: Sequence[int]) -> tuple[int, ...] | None:
-    """The per-sample shape to feed ``model`` samples of ``sample_shape`` in: that shape if the model
-    takes it; else the same values flattened (an MLP on images); else a probed shape with as many
-    values (flat vectors for a CNN). None when none fits."""
+    """The per-sample shape to feed ``model`` samples of ``sample_shape`` in: that shape if the model takes it; else
+    without its leading 1 (data ``(N, T, F)`` is read as 1xTxF images at first: an LSTM or a model that transposes
+    its input takes ``(T, F)``); the same values flattened (an MLP on images); a probed shape of as many values (a
+    signal of any length for a Conv1d; for ``(L, C)`` samples that is ``(C, L)``, and the samples, saved channels-last,
+    are swapped into it: see :func:`is_swapped`). None when none fits."""
     shape = tuple(int(n) for n in sample_shape)
     flat = (math.prod(shape),)
-    probes = _probe_shapes(candidate_layers(model), flat[0])
-    candidates = dict.fromkeys([shape, flat, *(p for p in probes if math.prod(p) == flat[0])])
+    stored = shape[1:] if len(shape) > 1 and shape[0] == 1 else shape
+    probes = [p for p in _probe_shapes(candidate_layers(model), flat[0]) if math.prod(p) == flat[0]]
+    candidates = dict.fromkeys([shape, stored, flat, *probes])
     return next((c for c in candidates if _runs_on(model, c)), None)
+
+
+def is_swapped(sample_shape: Sequence[int], shape: Sequence[int]) -> bool:
+    """Whether feeding samples of ``sample_shape`` as ``shape`` swaps their last two axes rather than reshaping:
+    ``(1, L, C)`` -> ``(C, L)``, signals saved channels-last (Keras' Conv1D layout) for a Conv1d of C channels."""
+    stored = tuple(sample_shape)[1:] if len(sample_shape) > 1 and sample_shape[0] == 1 else tuple(sample_shape)
+    return len(stored) == 2 and tuple(shape) == (stored[1], stored[0]) and _squeezed(stored) != _squeezed(shape)
+
+
+def _squeezed(shape: Sequence[int]) -> tuple[int, ...]:
+    return tuple(int(n) for n in shape if n != 1)

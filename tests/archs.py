@@ -7,14 +7,25 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def conv1d_net(classes: int = 4) -> nn.Module:
+def conv1d_net(classes: int = 4, channels: int = 1) -> nn.Module:
     """An audio/sequence net: Conv1d, BatchNorm1d, max and adaptive average pooling."""
     return nn.Sequential(
-        nn.Conv1d(1, 16, 5, padding=2), nn.BatchNorm1d(16), nn.ReLU(),
+        nn.Conv1d(channels, 16, 5, padding=2), nn.BatchNorm1d(16), nn.ReLU(),
         nn.Conv1d(16, 32, 5, stride=2, padding=2), nn.BatchNorm1d(32), nn.MaxPool1d(2),
         nn.Conv1d(32, 32, 3, padding=1), nn.BatchNorm1d(32), nn.AdaptiveAvgPool1d(1),
         nn.Flatten(), nn.Linear(32, classes),
     )
+
+
+class SequenceLast(nn.Module):
+    """A sensor net written for channels-last input ``(T, F)``: it transposes for its Conv1d itself."""
+
+    def __init__(self, classes: int = 4, channels: int = 3) -> None:
+        super().__init__()
+        self.net = conv1d_net(classes, channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x.transpose(1, 2))
 
 
 class Waveform(nn.Module):

@@ -250,6 +250,42 @@ def test_a_folder_of_train_and_test_files(tmp_path: Path) -> None:
     expect_error(lambda: load_data(tmp_path / "npy" / "X_train.npy"), "holds no labels", "pass the folder")
 
 
+SIGNALS = {  # model, how the data is saved -> the model's sample shape, and how the data became it
+    "channels-last for a Conv1d": ("archs:conv1d_net", {"channels": 3}, (40, 3), (3, 40), "swap"),
+    "channels-first for a Conv1d": ("archs:conv1d_net", {"channels": 3}, (3, 40), (3, 40), "same"),
+    "channels-last for a model that transposes": ("archs:SequenceLast", {"channels": 3}, (40, 3), (40, 3), "same"),
+    "one channel of any length": ("archs:conv1d_net", {}, (1, 500), (1, 500), "same"),
+    "no channel axis": ("archs:conv1d_net", {}, (500,), (1, 500), "reshape"),
+}
+
+
+@pytest.mark.parametrize("case", SIGNALS)
+def test_signals_meet_the_model_in_its_layout(tmp_path: Path, case: str) -> None:
+    """1-D signals as users save them, for a model given as a state dict: read in the layout the model takes, the
+    same way again once that shape is recorded (a later step), never reshaped across channels."""
+    from bnnc.loading import load_checkpoint
+    from bnnc.resolve import data_for_model
+
+    arch, kwargs, saved, expected, how = SIGNALS[case]
+    x = np.random.default_rng(0).normal(size=(24, *saved)).astype(np.float32)
+    np.savez(tmp_path / "s.npz", x=x, y=np.arange(24) % 4)
+    torch.save(load_checkpoint_model(arch, kwargs).state_dict(), tmp_path / "sd.pt")
+    loaded = load_checkpoint(tmp_path / "sd.pt", arch=arch, arch_kwargs=kwargs)
+    splits = data_for_model(str(tmp_path / "s.npz"), loaded)
+    assert splits.preprocessing.input_shape == expected
+    got = by_sample(splits)
+    samples = torch.from_numpy(x.transpose(0, 2, 1) if how == "swap" else x).reshape(24, *expected)
+    assert set(got) == {tuple(row) for row in samples.flatten(1).tolist()}
+    again = load_data(tmp_path / "s.npz", preprocessing=splits.preprocessing)
+    assert by_sample(again) == got
+
+
+def load_checkpoint_model(arch: str, kwargs: dict[str, int]) -> torch.nn.Module:
+    import archs
+
+    return getattr(archs, arch.split(":")[1])(**kwargs)
+
+
 BAD_TABLES = {
     "missing": ("a,b,label\n1,2,0\n3,,1\n", "line 3, column 'b': is empty"),
     "category": ("a,color,label\n1,red,0\n3,blue,1\n", "line 2, column 'color': 'red' is not a number"),

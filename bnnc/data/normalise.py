@@ -24,7 +24,8 @@ def finish(raw: Raw, pre: Preprocessing | None, input_shape: Sequence[int] | Non
     for x_key, y_key, x, y in (("x_train", "y_train", raw.x_train, raw.y_train),
                                ("x_test", "y_test", raw.x_val, raw.y_val)):
         check_pair(x, y, where, x_key, y_key)
-    x_train, x_val = _to_nchw(raw.x_train), _to_nchw(raw.x_val)
+    target = pre.input_shape if pre is not None else input_shape
+    x_train, x_val = (_channels_first(_to_nchw(x), target) for x in (raw.x_train, raw.x_val))
     if x_train.shape[1:] != x_val.shape[1:]:
         raise DataError(
             f"{where}: train samples {x_train.shape[1:]} and test samples {x_val.shape[1:]} differ in shape"
@@ -80,6 +81,15 @@ def _to_nchw(x: np.ndarray) -> np.ndarray:
     """``(N, H, W, C)`` with C in {1, 3} -> ``(N, C, H, W)``; anything else is left as it is."""
     if x.ndim == 4 and x.shape[3] in {1, 3} and x.shape[1] not in {1, 3}:
         return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    return x
+
+
+def _channels_first(x: np.ndarray, target: Sequence[int] | None) -> np.ndarray:
+    """Signals saved channels-last, ``(N, L, C)`` (Keras' Conv1D layout), for a model that takes ``(C, L)``: swapped,
+    not reshaped (which would mix the channels' values)."""
+    if target is not None and len(target) == 2 and x.ndim == 3 and target[0] != target[1] and (
+            x.shape[1:] == (target[1], target[0])):
+        return np.ascontiguousarray(x.transpose(0, 2, 1))
     return x
 
 
