@@ -28,6 +28,25 @@ class SequenceLast(nn.Module):
         return self.net(x.transpose(1, 2))
 
 
+class Reductions(nn.Module):
+    """What sensor and text CNNs write in ``forward``: ``F.pad`` (constant and reflect), ``torch.clamp``/``.clamp``,
+    global max over time as ``x.max(dim=2)[0]``/``torch.max(x, 2).values``, ``amax``, ``amin``, ``sum``."""
+
+    def __init__(self, classes: int = 4) -> None:
+        super().__init__()
+        self.c1, self.b1 = nn.Conv1d(3, 16, 5), nn.BatchNorm1d(16)
+        self.c2, self.b2 = nn.Conv1d(16, 32, 3), nn.BatchNorm1d(32)
+        self.c3, self.b3 = nn.Conv1d(32, 32, 3), nn.BatchNorm1d(32)
+        self.fc = nn.Linear(32 * 5, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.clamp(self.b1(self.c1(F.pad(x, (2, 2)))), 0, 6)
+        x = self.b2(self.c2(F.pad(x, (1, 1), mode="reflect"))).clamp(min=0)
+        x = F.relu(self.b3(self.c3(F.pad(x, (1, 1), value=0.5))))
+        pooled = [x.max(dim=2)[0], torch.max(x, 2).values, torch.amax(x, 2), x.amin(2), x.sum(2) / 10]
+        return self.fc(torch.cat(pooled, 1))
+
+
 class Waveform(nn.Module):
     """A raw-audio net as torchaudio's M5 tutorial writes it: a long strided first kernel, then global average
     pooling by a window computed from the shape (``F.avg_pool1d(x, x.shape[-1])``), log-softmax over a token axis."""

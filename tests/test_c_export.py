@@ -11,12 +11,14 @@ import families
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from archs import (
     Activations,
     AdaptiveMax,
     Branches,
     Cumulative,
     FunctionalNet,
+    Reductions,
     TokenMLP,
     Waveform,
     conv1d_net,
@@ -133,6 +135,11 @@ def test_a_pooling_window_computed_from_the_shape_matches_torch(tmp_path):
     """``F.avg_pool1d(x, x.shape[-1])`` (torchaudio's M5): the window is a constant of the exported sample shape."""
     torch.manual_seed(0)
     assert_parity(binarized(Waveform(), (1, 500)), (1, 500), tmp_path)
+
+
+def test_padding_clamping_and_reductions_called_in_forward_match_torch(tmp_path):
+    torch.manual_seed(0)
+    assert_parity(binarized(Reductions(), (3, 40)), (3, 40), tmp_path)
 
 
 def test_linear_layers_on_token_rows_match_torch(tmp_path):
@@ -283,6 +290,30 @@ def test_unsupported_operations_are_refused_in_one_line(tmp_path):
     net = binarized(Odd(), (16,), PlanRules(min_params=0, min_fan_in=0, first=Precision.BINARY))
     with pytest.raises(ExportError, match="no kernel for cumsum"):
         export_c(net, tmp_path / "out", input_shape=(16,))
+
+    class Tails(nn.Module):
+        """What the C export computes only in part: a max's indices, a max of two tensors, cropping."""
+
+        def __init__(self, tail: str) -> None:
+            super().__init__()
+            self.tail = tail
+            self.c, self.fc = nn.Conv1d(2, 8, 3), nn.Linear(8, 4)
+
+        def forward(self, x):
+            y = self.c(x)
+            if self.tail == "indices":
+                y = torch.max(y, 2)[1].float()
+            elif self.tail == "two tensors":
+                y = torch.max(y, y * 2).mean(2)
+            else:
+                y = F.pad(y, (-1, -1)).mean(2)
+            return self.fc(y)
+
+    for tail, what in (("indices", "the indices of a max"), ("two tensors", "an elementwise max of two tensors"),
+                       ("crop", "cropping")):
+        net = binarized(Tails(tail), (2, 12), PlanRules(min_params=0, min_fan_in=0))
+        with pytest.raises(ExportError, match=f"no kernel for {what}"):
+            export_c(net, tmp_path / tail, input_shape=(2, 12))
 
 
 def test_compress_says_what_the_c_export_lacks_before_fine_tuning(tmp_path):

@@ -58,6 +58,7 @@ NETS = {
     "adaptive max pooling": (lambda: archs.AdaptiveMax(1, 7), (1, 28)),
     "group and instance norm": (lambda: archs.norms_net(), (1, 28, 28)),
     "padding modes": (lambda: archs.padding_modes_net(), (1, 16, 16)),
+    "padding, clamping and reductions in forward": (lambda: archs.Reductions(), (3, 40)),
 }
 
 

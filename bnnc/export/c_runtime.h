@@ -489,14 +489,26 @@ BNNC_FN long bnnc_pad_index(long i, long n, int mode) {
     return ((i % n) + n) % n;
 }
 
-/* a convolution's padding other than zeros (planes NCHW; a 1-d one has ih = 1, top = 0) */
+/* padding (planes NCHW; a 1-d one has ih = 1, top = 0): reflect (0), replicate (1), circular (2), or the constant
+   value (3) outside the input */
 BNNC_FN void bnnc_pad(const float *in, int channels, int ih, int iw, int top, int left, int oh, int ow, int mode,
-                      float *out) {
+                      float value, float *out) {
     int c, y, x;
     for (c = 0; c < channels; ++c)
         for (y = 0; y < oh; ++y) {
-            const float *row = in + ((long)c * ih + bnnc_pad_index(y - top, ih, mode)) * iw;
-            for (x = 0; x < ow; ++x) out[((long)c * oh + y) * ow + x] = row[bnnc_pad_index(x - left, iw, mode)];
+            float *dst = out + ((long)c * oh + y) * ow;
+            if (mode == 3) {
+                const int iy = y - top;
+                for (x = 0; x < ow; ++x) {
+                    const int ix = x - left;
+                    dst[x] = iy >= 0 && iy < ih && ix >= 0 && ix < iw ? in[((long)c * ih + iy) * iw + ix] : value;
+                }
+                continue;
+            }
+            {
+                const float *row = in + ((long)c * ih + bnnc_pad_index(y - top, ih, mode)) * iw;
+                for (x = 0; x < ow; ++x) dst[x] = row[bnnc_pad_index(x - left, iw, mode)];
+            }
         }
 }
 

@@ -136,9 +136,11 @@ def _pairs(v: Any, n: int) -> tuple[int, ...]:
 
 _PAD_MODES: dict[type[nn.Module], int] = {
     nn.ReflectionPad1d: 0, nn.ReflectionPad2d: 0, nn.ReplicationPad1d: 1, nn.ReplicationPad2d: 1,
-    nn.CircularPad1d: 2, nn.CircularPad2d: 2,
+    nn.CircularPad1d: 2, nn.CircularPad2d: 2, nn.ConstantPad1d: 3, nn.ConstantPad2d: 3, nn.ZeroPad1d: 3,
+    nn.ZeroPad2d: 3,
 }
-"""The padding modules (a convolution's ``padding_mode``, made a module by the lowering) and bnnc_pad's mode."""
+"""The padding modules (a convolution's ``padding_mode`` or an ``F.pad`` call, made modules by the lowering, or the
+user's own) and bnnc_pad's mode."""
 
 
 def _hw(shape: tuple[int, ...]) -> tuple[int, int]:
@@ -416,6 +418,8 @@ _VIEW_FUNCTIONS = {torch.flatten, torch.reshape, torch.squeeze, torch.unsqueeze}
 _IDENTITY_MODULES = (nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.AlphaDropout, nn.Flatten, nn.Unflatten)
 _BINARY_OPS: dict[Any, int] = {operator.add: 0, torch.add: 0, operator.sub: 1, torch.sub: 1, operator.mul: 2,
                                torch.mul: 2, operator.truediv: 3, torch.div: 3, operator.iadd: 0, operator.imul: 2}
+_REDUCTIONS: dict[Any, str] = {torch.mean: "mean", torch.sum: "sum", torch.amax: "amax", torch.amin: "amin",
+                               torch.max: "max", torch.min: "min"}
 _UNARY_FUNCTIONS: dict[Any, str] = {F.relu: "relu", torch.relu: "relu", torch.tanh: "tanh", torch.sigmoid: "sigmoid",
                                     F.sigmoid: "sigmoid", F.tanh: "tanh", F.relu6: "relu6", F.silu: "silu",
                                     F.gelu: "gelu", F.hardswish: "hardswish", F.hardsigmoid: "hardsigmoid",
@@ -541,7 +545,7 @@ class _Builder:
         if isinstance(m, (nn.Softmax, nn.LogSoftmax)):
             return self.softmax(node, m.dim, isinstance(m, nn.LogSoftmax))
         if type(m) in _PAD_MODES:
-            return self.pad(node, m.padding, _PAD_MODES[type(m)])
+            return self.pad(node, m.padding, _PAD_MODES[type(m)], float(getattr(m, "value", 0.0)))
         if isinstance(m, Normalize):
             return self.normalize(node, m)
         if isinstance(m, nn.PReLU):
@@ -563,24 +567,33 @@ class _Builder:
             return self.unary(node, self.arg(node), kind, params)
         if target in (torch.cat, torch.concat):
             return self.cat(node)
+        if target in (torch.clamp, torch.clip):
+            return self.unary(node, self.arg(node), "clamp", self.clamp_bounds(node))
         if target in (F.adaptive_avg_pool1d, F.adaptive_avg_pool2d):
             return self.adaptive(node, "avg")
         if target in (F.adaptive_max_pool1d, F.adaptive_max_pool2d) and not _returns_indices(node):
             return self.adaptive(node, "max")
         if target in (torch.transpose, torch.permute):
             return self.permute(node, list(node.args[1:]), target is torch.transpose)
-        if target is torch.mean:
-            return self.mean(node)
+        if target in _REDUCTIONS:
+            return self.reduce(node, _REDUCTIONS[target])
         if target in (torch.chunk, torch.split):
             return self.split(node)
         if target is F.layer_norm:
             return self.layer_norm_function(node)
         tensors = [a for a in node.args if isinstance(a, fx.Node) and isinstance(self.values.get(a), Tensor)]
+        if target is getattr and node.args[1] in ("values", "indices") and isinstance(self.values.get(node.args[0]),
+                                                                             tuple):
+            if node.args[1] == "indices":
+                raise self.unsupported(node, "the indices of a max or min")
+            return self.values[node.args[0]][0]  # torch.max(x, dim).values
         if target is getattr or not tensors and target is not operator.getitem:
             return None  # x.shape, x.size(1) // 2 and the like: only feed a view's arguments; shapes are static here
         if target is operator.getitem:
             value = self.values.get(node.args[0])
             if isinstance(value, tuple):
+                if value[int(node.args[1])] is None:  # type: ignore[arg-type]
+                    raise self.unsupported(node, "the indices of a max or min")
                 return value[int(node.args[1])]  # type: ignore[arg-type]
             if not isinstance(value, Tensor):
                 return None
@@ -597,13 +610,23 @@ class _Builder:
             return self.binary_op(node, {"add": 0, "sub": 1, "mul": 2, "div": 3}[name.rstrip("_")])
         if name in ("relu", "sigmoid", "tanh"):
             return self.unary(node, self.arg(node), name, {})
+        if name in ("clamp", "clip", "clamp_", "clip_"):
+            return self.unary(node, self.arg(node), "clamp", self.clamp_bounds(node))
         if name in ("transpose", "permute"):
             return self.permute(node, list(node.args[1:]), name == "transpose")
-        if name == "mean":
-            return self.mean(node)
+        if name in ("mean", "sum", "max", "min", "amax", "amin"):
+            return self.reduce(node, name)
         if name in ("chunk", "split"):
             return self.split(node)
         raise self.unsupported(node, f".{name}()")
+
+    def clamp_bounds(self, node: fx.Node) -> dict[str, float]:
+        """``torch.clamp(x, min, max)``'s constant bounds (either may be None: no bound)."""
+        bounds = dict(zip(("min", "max"), node.args[1:], strict=False)) | {
+            k: v for k, v in node.kwargs.items() if k in ("min", "max")}
+        if any(isinstance(v, fx.Node) for v in bounds.values()):
+            raise self.unsupported(node, "clamping to a tensor's bounds")
+        return {k: float(v) for k, v in bounds.items() if v is not None}
 
     # -- steps -----------------------------------------------------------------------------------
     def view(self, node: fx.Node, x: Tensor) -> Tensor:
@@ -808,22 +831,41 @@ class _Builder:
         self.em.step(f"    bnnc_permute({x.ref()}, {out.ref()}, {rank}, {shape}, {strides});", x, out)
         return out
 
-    def mean(self, node: fx.Node) -> Tensor:
+    def reduce(self, node: fx.Node, kind: str) -> Tensor | tuple[Tensor, None]:
+        """``mean``, ``sum``, ``amax``/``amin`` over adjacent dimensions of a sample; ``max``/``min`` over one
+        dimension, whose ``(values, indices)`` give the values only (a NaN wins, as in torch)."""
         x = self.arg(node)
         dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+        if isinstance(dims, fx.Node):
+            raise self.unsupported(node, f"an elementwise {kind} of two tensors")
         dims = [dims] if isinstance(dims, int) else list(dims or [])
         rank = len(x.shape) + 1
         dims = sorted(int(d) % rank for d in dims)
         if not dims or dims != list(range(dims[0], dims[-1] + 1)) or dims[0] < 1:
-            raise self.unsupported(node, "a mean over the batch or over dimensions that aren't adjacent")
-        out = self.float_out(node)
+            raise self.unsupported(node, f"a {kind} over the batch or over dimensions that aren't adjacent")
+        metas = node.meta.get("tensor_meta")
+        pair = kind in ("max", "min")
+        if pair:  # torch.max(x, dim): (values, indices)
+            if not isinstance(metas, (tuple, list)):
+                raise self.unsupported(node, f"a {kind} whose result is unknown")
+            shape = tuple(int(v) for v in metas[0].shape[1:])
+            out = self.em.tensor("float", _numel(shape), shape)
+        else:
+            out = self.float_out(node)
         full = (1, *x.shape)
         outer, count, inner = _numel(full[:dims[0]]), _numel(full[dims[0]:dims[-1] + 1]), _numel(full[dims[-1] + 1:])
+        at = f"x[(o * {count} + r) * {inner} + i]"
+        if kind in ("mean", "sum"):
+            start, step = "0.0f", "s += v;"
+            end = f"s / {float(count)}f" if kind == "mean" else "s"
+        else:
+            start, end = f"x[o * {count} * {inner} + i]", "s"
+            step = f"if (v {'>' if kind in ('max', 'amax') else '<'} s || v != v) s = v;"
         self.em.step(f"    {{ const float *x = {x.ref()}; float *y = {out.ref()}; long o, r, i;\n"
-                     f"      for (o = 0; o < {outer}; ++o) for (i = 0; i < {inner}; ++i) {{ float s = 0.0f;\n"
-                     f"        for (r = 0; r < {count}; ++r) s += x[(o * {count} + r) * {inner} + i];\n"
-                     f"        y[o * {inner} + i] = s / {float(count)}f; }} }}", x, out)
-        return out
+                     f"      for (o = 0; o < {outer}; ++o) for (i = 0; i < {inner}; ++i) {{ float s = {start};\n"
+                     f"        for (r = 0; r < {count}; ++r) {{ const float v = {at}; {step} }}\n"
+                     f"        y[o * {inner} + i] = {end}; }} }}", x, out)
+        return (out, None) if pair else out
 
     def adaptive(self, node: fx.Node, kind: str) -> Tensor:
         """Adaptive average or max pooling: torch's windows, ``[floor(i*in/out), ceil((i+1)*in/out))``."""
@@ -834,16 +876,22 @@ class _Builder:
                      f"{out.ref()});", x, out)
         return out
 
-    def pad(self, node: fx.Node, padding: tuple[int, ...], mode: int) -> Tensor:
-        """A convolution's reflect (0), replicate (1) or circular (2) padding, ``padding`` in F.pad's order."""
+    def pad(self, node: fx.Node, padding: tuple[int, ...], mode: int, value: float) -> Tensor:
+        """Reflect (0), replicate (1), circular (2) or constant (3) padding of the last one or two axes, ``padding``
+        in F.pad's order."""
         x = self.arg(node)
         if x.ctype != "float":
             raise self.unsupported(node, f"padding a {x.ctype} tensor")
+        if min(padding) < 0:
+            raise self.unsupported(node, "cropping (negative padding)")
+        if len(x.shape) not in (2, 3) or len(padding) // 2 >= len(x.shape):
+            raise self.unsupported(node, f"padding {len(padding) // 2} axes of a {len(x.shape) + 1}-d tensor")
         out = self.float_out(node)
         left, top = padding[0], (padding[2] if len(padding) == 4 else 0)
         (ih, iw), (oh, ow) = _hw(x.shape), _hw(out.shape)
-        self.em.step(f"    bnnc_pad({x.ref()}, {x.shape[0]}, {ih}, {iw}, {top}, {left}, {oh}, {ow}, {mode}, "
-                     f"{out.ref()});", x, out)
+        channels = x.size // (ih * iw)
+        self.em.step(f"    bnnc_pad({x.ref()}, {channels}, {ih}, {iw}, {top}, {left}, {oh}, {ow}, {mode}, "
+                     f"{_float_literal(value)}, {out.ref()});", x, out)
         return out
 
     def groupnorm(self, node: fx.Node, groups: int, weight_t: torch.Tensor | None, bias_t: torch.Tensor | None,
@@ -1258,6 +1306,8 @@ def _unary_expression(kind: str, p: dict[str, float]) -> str:
                             f"(float)(log1p(exp((double)v * {lit(p['beta'])})) / {lit(p['beta'])})",
         "mish": lambda: "(float)((double)v * tanh(v > 20.0f ? (double)v : log1p(exp((double)v))))",
         "softsign": lambda: "v / (1.0f + (v < 0.0f ? -v : v))",
+        "clamp": lambda: "".join(f"v {op} {lit(p[k])} ? {lit(p[k])} : " for k, op in (("min", "<"), ("max", ">"))
+                                 if k in p) + "v",
     }
     if kind not in expressions:
         raise ExportError(f"the C export has no kernel for {kind}", "export to ONNX or OpenVINO instead")

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import copy
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -122,8 +122,19 @@ def _padding_modes_as_modules(model: nn.Module) -> None:
         set_submodule(model, name, nn.Sequential(pad, m))
 
 
+def _pad_module(pad: Sequence[int], mode: str, value: float | None) -> nn.Module | None:
+    """The module ``F.pad(x, pad, mode, value)`` is, for one or two padded axes; None for others."""
+    dims = len(pad) // 2
+    if len(pad) not in (2, 4) or not all(isinstance(p, int) for p in pad):
+        return None
+    if mode == "constant":
+        return (nn.ConstantPad1d if dims == 1 else nn.ConstantPad2d)(tuple(pad), 0.0 if value is None else value)
+    module = _PADS.get((mode, dims))
+    return module(tuple(pad)) if module is not None else None
+
+
 # functional call -> (its parameters after the input, with defaults; the module doing the same)
-_FUNCTION_MODULES: dict[Any, tuple[tuple[tuple[str, Any], ...], Callable[..., nn.Module]]] = {
+_FUNCTION_MODULES: dict[Any, tuple[tuple[tuple[str, Any], ...], Callable[..., nn.Module | None]]] = {
     **{f: ((("kernel_size", None), ("stride", None), ("padding", 0), ("dilation", 1), ("ceil_mode", False),
             ("return_indices", False)), m) for f, m in ((F.max_pool1d, nn.MaxPool1d), (F.max_pool2d, nn.MaxPool2d))},
     **{f: ((("kernel_size", None), ("stride", None), ("padding", 0), ("ceil_mode", False),
@@ -135,7 +146,9 @@ _FUNCTION_MODULES: dict[Any, tuple[tuple[tuple[str, Any], ...], Callable[..., nn
     **{f: ((("dim", None), ("dtype", None)), m)
        for f, m in ((torch.softmax, nn.Softmax), ("softmax", nn.Softmax), (torch.log_softmax, nn.LogSoftmax),
                     ("log_softmax", nn.LogSoftmax))},
+    F.pad: ((("pad", None), ("mode", "constant"), ("value", None)), _pad_module),
 }
+
 _DROPOUTS = (F.dropout, F.dropout1d, F.dropout2d, F.alpha_dropout)
 
 
@@ -165,8 +178,11 @@ def functions_as_modules(gm: fx.GraphModule, example: torch.Tensor) -> None:
                 "dim" in bound and bound["dim"] is None) or ("kernel_size" in bound and bound["kernel_size"] is None):
             continue
         bound.pop("_stacklevel", None)
+        module = module_type(**bound)
+        if module is None:
+            continue
         name = f"_bnnc_{node.name}"
-        gm.add_submodule(name, module_type(**bound))
+        gm.add_submodule(name, module)
         with gm.graph.inserting_before(node):
             call = gm.graph.call_module(name, (node.args[0],))
         call.meta = dict(node.meta)
