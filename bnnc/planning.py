@@ -23,7 +23,7 @@ from torch import nn
 
 from bnnc import defaults
 from bnnc.errors import PlanError, first_line
-from bnnc.tracing import GraphFacts, WeightLayer, candidate_layers, graph_facts, run_sample
+from bnnc.tracing import GraphFacts, WeightLayer, candidate_layers, graph_facts, refuse_token_input, run_sample
 
 SUPPORTED_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d)
 """Layer types with a binary counterpart (exact types: a subclass may override ``forward``)."""
@@ -253,6 +253,7 @@ def plan(
     common shapes from the first layer and records that it did. ``model`` is not modified.
     """
     rules = rules or PlanRules()
+    refuse_token_input(model)
     candidates = candidate_layers(model)
     if not candidates:
         raise PlanError("the model has no Linear or Conv layer, so there is nothing to binarize",

@@ -22,7 +22,7 @@ from torch import nn
 from bnnc.data import DataSpec, DataSplits, Normalisation, Preprocessing, check_labels, load_data, reshaped
 from bnnc.errors import BnncError, DataError, ModelLoadError
 from bnnc.loading import ModelFile, load_checkpoint, locate_source
-from bnnc.tracing import input_shape_for, is_swapped
+from bnnc.tracing import input_shape_for, is_swapped, refuse_token_input
 
 
 def require_binarized(loaded: ModelFile) -> ModelFile:
@@ -113,6 +113,7 @@ def data_for_model(spec: DataSpec, loaded: ModelFile, *, input_shape: Sequence[i
         stated = tuple(input_shape) if input_shape is not None else loaded.input_shape
         splits = load_data(spec, input_shape=stated, normalisation=normalisation)
         if stated is None:
+            refuse_token_input(loaded.model)
             splits = _fit_shape(spec, splits, loaded.model, normalisation)
     outputs = output_size(loaded.model, splits.preprocessing.input_shape, loaded.path)
     if outputs is not None:

@@ -274,6 +274,16 @@ def _runs_on(model: nn.Module, shape: Sequence[int]) -> bool:
         model.train(was_training)
 
 
+def refuse_token_input(model: nn.Module) -> None:
+    """A model whose first layer is an embedding takes integer token ids: say so in one line, rather than fail to
+    find a shape of real values it runs on."""
+    first = next(((n, m) for n, m in model.named_modules() if next(m.parameters(recurse=False), None) is not None),
+                 None)
+    if first is not None and isinstance(first[1], (nn.Embedding, nn.EmbeddingBag)):
+        raise PlanError(f"the model takes token ids: its first layer, {first[0]!r}, is an {type(first[1]).__name__}",
+                        "bnnc binarizes models of real-valued inputs (images, signals, tables), not yet of text")
+
+
 def input_shape_for(model: nn.Module, sample_shape: Sequence[int]) -> tuple[int, ...] | None:
     """The per-sample shape to feed ``model`` samples of ``sample_shape`` in: that shape if the model takes it; else
     without its leading 1 (data ``(N, T, F)`` is read as 1xTxF images at first: an LSTM or a model that transposes

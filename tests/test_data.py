@@ -167,6 +167,25 @@ def test_labels_saved_as_class_names(tmp_path: Path) -> None:
     expect_error(lambda: load_data(tmp_path / "unknown.npz"), "'y_test' holds 'zebra', not one of the classes a, b, c")
 
 
+def test_integer_samples_are_pixels_or_numbers(tmp_path: Path) -> None:
+    """int64 arrays (``np.array`` of Python ints): samples of at least 64 whole numbers in [0, 255] are images, as
+    uint8 pixels would be; fewer values (a table's columns) or larger ones are the float numbers they are."""
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (40, 8, 8), dtype=np.uint8)
+    y = np.arange(40) % 3
+    np.savez(tmp_path / "u8.npz", x=images, y=y)
+    np.savez(tmp_path / "i64.npz", x=images.astype(np.int64), y=y)
+    as_ints, as_bytes = load_data(tmp_path / "i64.npz"), load_data(tmp_path / "u8.npz")
+    assert as_ints.preprocessing == as_bytes.preprocessing and by_sample(as_ints) == by_sample(as_bytes)
+    table = rng.integers(0, 100, (40, 5))
+    np.savez(tmp_path / "table.npz", x=table, y=y)
+    splits = load_data(tmp_path / "table.npz")
+    assert splits.preprocessing.pixel_scale == 1.0 and set(by_sample(splits)) == {tuple(map(float, r)) for r in table}
+    wide = rng.integers(0, 1000, (40, 64))
+    np.savez(tmp_path / "wide.npz", x=wide, y=y)
+    assert load_data(tmp_path / "wide.npz").preprocessing.pixel_scale == 1.0
+
+
 def test_pt_tuples_as_users_save_them(tmp_path: Path) -> None:
     """``torch.save((x, y))``, Keras' ``((x_train, y_train), (x_test, y_test))`` with torchvision's list of
     labels (``dataset.targets``), and labels as a column ``(N, 1)``."""
@@ -594,7 +613,8 @@ def bad(**changes: object) -> dict[str, object]:
 
 
 BAD_ARRAYS = {
-    "wrong-dtype": (bad(x_train=np.zeros((4, SIDE, SIDE), np.int32), y_train=np.zeros(4, np.int64)), "dtype int32"),
+    "wrong-dtype": (bad(x_train=np.zeros((4, SIDE, SIDE), np.complex64), y_train=np.zeros(4, np.int64)),
+                    "dtype complex64"),
     "float-labels": (bad(y_train=np.full(N_TRAIN, 0.5, np.float32)), "integer class indices"),
     "negative-labels": (bad(y_test=-np.ones(N_TEST, np.int64)), "labels from -1"),
     "zero-samples": (bad(x_train=np.zeros((0, SIDE, SIDE), np.uint8), y_train=np.zeros(0, np.int64)), "no samples"),

@@ -17,8 +17,9 @@ Accepted forms of ``spec``:
 * ``pkg.module:function`` returning a ``DataSplits`` (used as it is) or ``(train, val)`` datasets of
   raw ``(x, y)`` samples (normalised here like every other form).
 
-Raw samples are uint8 pixels or floats already in the model's pixel range. Every problem a user
-can cause is a ``DataError`` naming the file and what was expected.
+Raw samples are uint8 pixels or numbers already in the model's units (integers: see
+``tables.pixels_or_numbers``). Every problem a user can cause is a ``DataError`` naming the file and what was
+expected.
 """
 
 from __future__ import annotations

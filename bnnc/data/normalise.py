@@ -13,6 +13,7 @@ from torch.utils.data import TensorDataset
 from bnnc.data.labels import class_indices
 from bnnc.data.preprocessing import DataSplits, Normalisation, Preprocessing, derive
 from bnnc.data.readers import Raw, check_pair
+from bnnc.data.tables import pixels_or_numbers
 from bnnc.errors import DataError
 
 
@@ -24,6 +25,7 @@ def finish(raw: Raw, pre: Preprocessing | None, input_shape: Sequence[int] | Non
     for x_key, y_key, x, y in (("x_train", "y_train", raw.x_train, raw.y_train),
                                ("x_test", "y_test", raw.x_val, raw.y_val)):
         check_pair(x, y, where, x_key, y_key)
+    raw = replace(raw, x_train=_integers(raw.x_train), x_val=_integers(raw.x_val))
     target = pre.input_shape if pre is not None else input_shape
     x_train, x_val = (_channels_first(_to_nchw(x), target) for x in (raw.x_train, raw.x_val))
     if x_train.shape[1:] != x_val.shape[1:]:
@@ -81,6 +83,14 @@ def _to_nchw(x: np.ndarray) -> np.ndarray:
     """``(N, H, W, C)`` with C in {1, 3} -> ``(N, C, H, W)``; anything else is left as it is."""
     if x.ndim == 4 and x.shape[3] in {1, 3} and x.shape[1] not in {1, 3}:
         return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    return x
+
+
+def _integers(x: np.ndarray) -> np.ndarray:
+    """Samples saved as integers other than uint8 (``np.array`` of Python ints is int64): pixels or numbers, by
+    :func:`pixels_or_numbers`'s rule."""
+    if x.ndim and x.dtype != np.uint8 and (np.issubdtype(x.dtype, np.integer) or x.dtype == bool):
+        return pixels_or_numbers(x)
     return x
 
 

@@ -444,8 +444,8 @@ def check_pair(x: np.ndarray, y: np.ndarray, where: str | Path, x_key: str, y_ke
         raise DataError(f"{where}: '{x_key}' has no samples (shape {x.shape})", "expected shape (N, ...) with N > 0")
     if x.ndim == 1:
         raise DataError(f"{where}: '{x_key}' has shape {x.shape}", "expected shape (N, ...): one array per sample")
-    if not (x.dtype == np.uint8 or np.issubdtype(x.dtype, np.floating)):
-        raise DataError(f"{where}: '{x_key}' has dtype {x.dtype}", "expected uint8 pixels or floats")
+    if not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating) or x.dtype == bool):
+        raise DataError(f"{where}: '{x_key}' has dtype {x.dtype}", "expected uint8 pixels or numbers")
     if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
         raise DataError(f"{where}: '{x_key}' contains NaN or infinite values")
     if x.dtype == np.float64 and np.abs(x).max() > np.finfo(np.float32).max:  # 1e300 is inf as float32

@@ -17,7 +17,7 @@ from bnnc.errors import DataError, first_line
 
 LABEL_COLUMNS = ("label", "labels", "target", "targets", "class", "y")
 INDEX_COLUMNS = frozenset({"", "unnamed: 0"})  # pandas' index, written by to_csv() unless index=False
-PIXEL_COLUMNS = 64  # a row of at least this many whole numbers in [0, 255] is an image's pixels (Kaggle's MNIST)
+PIXEL_VALUES = 64  # a sample of at least this many whole numbers in [0, 255] is an image's pixels (Kaggle's MNIST)
 TABLE_HINT = "expected numbers, one sample a row, and a header naming the label column 'label' (else it is the last)"
 
 
@@ -51,13 +51,16 @@ def read_table(path: Path, class_names: Sequence[str]) -> dict[str, Any]:
         cells = _cells(body, path, width, header is not None)
         x = _numbers(cells[:, features], path, [names[i] for i in features], header is not None)
         y, found = _labels([c.strip() for c in cells[:, label]], path, names[label], class_names)
-        return {"x": _pixels_or_numbers(x), "y": y, "class_names": found}
+        return {"x": pixels_or_numbers(x), "y": y, "class_names": found}
     y, found = _labels(table[:, label], path, names[label], class_names)
-    return {"x": _pixels_or_numbers(table[:, features]), "y": y, "class_names": found}
+    return {"x": pixels_or_numbers(table[:, features]), "y": y, "class_names": found}
 
 
-def _pixels_or_numbers(x: np.ndarray) -> np.ndarray:
-    pixels = x.shape[1] >= PIXEL_COLUMNS and np.isfinite(x).all() and x.min() >= 0 and x.max() <= 255
+def pixels_or_numbers(x: np.ndarray) -> np.ndarray:
+    """Samples of whole numbers (a table's, or an integer array's) as uint8 pixels when each has at least 64 values,
+    all in [0, 255] — an image, flattened or not, as an image file's would be; else as the float32 numbers they are."""
+    values = x.size // len(x) if len(x) else 0
+    pixels = values >= PIXEL_VALUES and x.size and np.isfinite(x).all() and x.min() >= 0 and x.max() <= 255
     return x.astype(np.uint8) if pixels and (x == np.round(x)).all() else x.astype(np.float32)
 
 

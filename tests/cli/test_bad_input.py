@@ -55,6 +55,17 @@ class BatchStats(nn.Module):
 
     def forward(self, x):
         return self.body(x)
+
+
+class Text(nn.Module):
+    """A text classifier: token ids in, through an embedding."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb, self.fc = nn.Embedding(300, 16), nn.Linear(16, 4)
+
+    def forward(self, x):
+        return self.fc(self.emb(x).mean(1))
 '''
 
 
@@ -110,6 +121,8 @@ def ws(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ns: dict = {}
     exec(NO_LAYERS_MODULE, ns)
     torch.save(ns["BatchStats"]().state_dict(), d / "batchstats.pt")
+    torch.save(ns["Text"]().state_dict(), d / "text.pt")
+    _npz(d / "tokens.npz", np.random.default_rng(0).integers(0, 300, (32, 20)), np.arange(32) % 4)
 
     rng = np.random.default_rng(0)
     pixels = rng.integers(0, 255, (32, 28, 28), dtype=np.uint8)
@@ -415,6 +428,10 @@ VALUES = [
          "{ws}/batchstats.pt", "--arch", "nolayers:BatchStats", "--data", "{ws}/data.npz", "-o", "{ws}/out"),
     case("compress-config-data-names-a-file-of-code", "names code to run", "compress", "{ws}/fp32.pt", "--config",
          "{ws}/file-data.toml", "-o", "{ws}/out"),
+    case("compress-token-ids", "the model takes token ids: its first layer, 'emb', is an Embedding", "compress",
+         "{ws}/text.pt", "--arch", "nolayers:Text", "--data", "{ws}/tokens.npz", "-o", "{ws}/out"),
+    case("convert-token-ids-without-data", "takes token ids", "convert", "{ws}/text.pt", "--arch", "nolayers:Text",
+         "-o", "{ws}/x.bnnc"),
 ]
 CASES = CONVERT + FINETUNE + EXPORT + REPORT + COMPRESS + OVERWRITES + VALUES
 
