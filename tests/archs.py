@@ -47,6 +47,29 @@ class Reductions(nn.Module):
         return self.fc(torch.cat(pooled, 1))
 
 
+class CBAM(nn.Module):
+    """CBAM's attention (Woo et al. 2018) after a convolution: one MLP called on the average- and on the max-pooled
+    channels (a layer called twice), its sigmoid indexed ``[:, :, None, None]``, and a convolution over the channel
+    max and mean (``torch.max(x, 1, keepdim=True)[0]``)."""
+
+    def __init__(self, classes: int = 4) -> None:
+        super().__init__()
+        self.c1, self.b1 = nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16)
+        self.c2, self.b2 = nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32)
+        self.mlp = nn.Sequential(nn.Linear(32, 16), nn.ReLU(), nn.Linear(16, 32))
+        self.spatial = nn.Conv2d(2, 1, 7, padding=3)
+        self.c3, self.b3 = nn.Conv2d(32, 32, 3, padding=1), nn.BatchNorm2d(32)
+        self.fc = nn.Linear(32, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.max_pool2d(F.relu(self.b2(self.c2(F.relu(self.b1(self.c1(x)))))), 2)
+        a = self.mlp(F.adaptive_avg_pool2d(x, 1).flatten(1)) + self.mlp(F.adaptive_max_pool2d(x, 1).flatten(1))
+        x = x * torch.sigmoid(a)[:, :, None, None]
+        s = torch.cat([torch.max(x, 1, keepdim=True)[0], torch.mean(x, 1, keepdim=True)], 1)
+        x = x * torch.sigmoid(self.spatial(s))
+        return self.fc(F.relu(self.b3(self.c3(x))).mean((2, 3)))
+
+
 class Waveform(nn.Module):
     """A raw-audio net as torchaudio's M5 tutorial writes it: a long strided first kernel, then global average
     pooling by a window computed from the shape (``F.avg_pool1d(x, x.shape[-1])``), log-softmax over a token axis."""

@@ -13,6 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from archs import (
+    CBAM,
     Activations,
     AdaptiveMax,
     Branches,
@@ -140,6 +141,11 @@ def test_a_pooling_window_computed_from_the_shape_matches_torch(tmp_path):
 def test_padding_clamping_and_reductions_called_in_forward_match_torch(tmp_path):
     torch.manual_seed(0)
     assert_parity(binarized(Reductions(), (3, 40)), (3, 40), tmp_path)
+
+
+def test_a_layer_called_twice_and_attention_by_indexing_match_torch(tmp_path):
+    torch.manual_seed(0)
+    assert_parity(binarized(CBAM(), (1, 16, 16)), (1, 16, 16), tmp_path)
 
 
 def test_linear_layers_on_token_rows_match_torch(tmp_path):

@@ -7,7 +7,7 @@ import onnx
 import pytest
 import torch
 import torch.nn.functional as F
-from archs import Activations, AdaptiveMax, FunctionalNet, Reductions, norms_net, padding_modes_net
+from archs import CBAM, Activations, AdaptiveMax, FunctionalNet, Reductions, norms_net, padding_modes_net
 from conftest import build, images
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -304,6 +304,19 @@ def test_padding_clamping_and_reductions_in_forward_export(integer):
     net = binarized(Reductions(), (3, 40))
     parity = export_onnx(net, input_shape=(3, 40), check_samples=64, float_ops=not integer).parity[0]
     assert parity.ok and (parity.argmax_agreement == 1.0 or parity.at_ties), parity
+
+
+def test_a_layer_called_twice_exports_a_node_a_call():
+    """CBAM's MLP runs on two inputs: each call its own node (one module under two names broke the exporter); the
+    float export, one node a layer, says in one line that it can't."""
+    torch.manual_seed(0)
+    net = binarized(CBAM(), (1, 16, 16))
+    result = export_onnx(net, input_shape=(1, 16, 16), check_samples=64)
+    assert result.parity[0].ok and result.parity[0].argmax_agreement == 1.0, result.parity[0]
+    names = {s.name for s in lower(net, torch.zeros(1, 1, 16, 16)).specs}
+    assert {"mlp.0", "mlp.0_call1", "mlp.2", "mlp.2_call1"} <= names
+    with pytest.raises(ExportError, match="mlp.0: a layer called 2 times in forward .* without --float"):
+        export_onnx(net, input_shape=(1, 16, 16), check_samples=8, float_ops=True)
 
 
 def test_selu_celu_softplus_mish_softsign_export():

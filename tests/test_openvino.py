@@ -59,6 +59,7 @@ NETS = {
     "group and instance norm": (lambda: archs.norms_net(), (1, 28, 28)),
     "padding modes": (lambda: archs.padding_modes_net(), (1, 16, 16)),
     "padding, clamping and reductions in forward": (lambda: archs.Reductions(), (3, 40)),
+    "a layer called twice (CBAM)": (lambda: archs.CBAM(), (1, 16, 16)),
 }
 
 
@@ -72,7 +73,8 @@ def test_the_ir_computes_what_torch_computes(name: str):
     assert (got.argmax(1) == want.argmax(1)).all()
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-4 * np.abs(want).max())
     assert record.xnor, "no layer ran as XNOR-popcount"
-    assert len(record.xnor) + len(record.float_sums) <= len(binary_layers(net))
+    layers = {name.split("_call")[0] for name in record.xnor + record.float_sums}  # a layer's further calls: _callN
+    assert len(layers) <= len(binary_layers(net))
 
 
 def test_layers_the_plugin_cannot_run_are_named_and_still_exact():

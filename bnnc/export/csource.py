@@ -597,7 +597,8 @@ class _Builder:
                 return value[int(node.args[1])]  # type: ignore[arg-type]
             if not isinstance(value, Tensor):
                 return None
-        if target is operator.getitem:
+            if _only_reshapes(node.args[1]):  # x[:, :, None, None]: an unsqueeze, as a view
+                return self.view(node, value)
             raise self.unsupported(node, "indexing")
         raise self.unsupported(node, getattr(target, "__name__", str(target)))
 
@@ -1259,6 +1260,12 @@ def _unary_module(m: nn.Module) -> tuple[str, dict[str, float]] | None:
                                           nn.Mish: "mish", nn.Softsign: "softsign"}
     kind = simple.get(type(m))
     return (kind, {}) if kind else None
+
+
+def _only_reshapes(index: Any) -> bool:
+    """An index of whole slices, ``None`` and ``...`` only: it adds axes of 1 and selects everything."""
+    items = index if isinstance(index, tuple) else (index,)
+    return all(i is None or i is Ellipsis or i == slice(None) for i in items)
 
 
 def _function_params(kind: str, node: fx.Node) -> dict[str, float]:

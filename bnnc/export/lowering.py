@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import operator
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -83,11 +84,32 @@ def lower(model: nn.Module, example: torch.Tensor, *, integer: bool = True) -> L
             return _lower_traced(traced, example, notes)
     specs = []
     layers = [(n, m) for n, m in model.named_modules() if isinstance(m, (BinaryLayer, Int8Layer))]
+    _refuse_repeated_calls(model, layers, example, integer)
     for i, (name, layer) in enumerate(layers):
         spec = NodeSpec(i, name, layer, _input_mode(layer, False), integer=integer)
         set_submodule(model, name, BinaryNode(spec))
         specs.append(spec)
     return Lowered(model, specs, notes)
+
+
+def _refuse_repeated_calls(model: nn.Module, layers: list[tuple[str, nn.Module]], example: torch.Tensor,
+                           integer: bool) -> None:
+    """Without a torch.fx graph a layer is one export node, which the TorchScript exporter can't call twice; a
+    layer called more than once (CBAM's shared MLP) is then one clear line, not the exporter's internal error."""
+    calls: Counter[str] = Counter()
+    hooks = [m.register_forward_hook(lambda *_, name=name: calls.update([name])) for name, m in layers]
+    try:
+        with torch.no_grad():
+            model(example)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    repeated = next((name for name, n in calls.items() if n > 1), None)
+    if repeated is not None:
+        fix = ("export without --float: the integer export gives each call its own node" if not integer else
+               "make forward traceable by torch.fx (no branches on tensor values), which gives each call its own node")
+        raise ExportError(f"{repeated}: a layer called {calls[repeated]} times in forward can't be exported as one "
+                          "node", fix)
 
 
 def check_running_statistics(model: nn.Module) -> None:
@@ -410,12 +432,28 @@ def _lower_traced(gm: fx.GraphModule, example: torch.Tensor, notes: list[str]) -
         ShapeProp(gm).propagate(example)
     nodes = [n for n in gm.graph.nodes
              if n.op == "call_module" and isinstance(_target(gm, n), (BinaryLayer, Int8Layer))]
+    _a_name_a_call(gm, nodes)
     fused = {node: chain for node in nodes if (chain := _fusable_chain(gm, node, notes)) is not None}
     specs = _swap_in_nodes(gm, nodes, fused)
     _integer_first_layer(gm, specs, notes)
     gm.graph.lint()
     gm.recompile()
     return Lowered(gm, specs, notes)
+
+
+def _a_name_a_call(gm: fx.GraphModule, nodes: list[fx.Node]) -> None:
+    """A layer called more than once (the MLP CBAM's channel attention runs on both the average- and the max-pooled
+    features) gets a copy of it for each further call, ``NAME_call1``...: every call then becomes its own export
+    node, with its own input and output folding (the weights are stored once a call; one module object under two
+    names breaks the TorchScript exporter)."""
+    calls: Counter[str] = Counter()
+    for node in nodes:
+        target = str(node.target)
+        calls[target] += 1
+        if calls[target] > 1:
+            name = f"{target}_call{calls[target] - 1}"
+            gm.add_submodule(name, copy.deepcopy(gm.get_submodule(target)))
+            node.target = name
 
 
 def _fusable_chain(gm: fx.GraphModule, node: fx.Node, notes: list[str]) -> _Chain | None:
