@@ -72,7 +72,9 @@ def check_labels(splits: DataSplits, outputs: int) -> None:
     for key, part in (("y_train", splits.train), ("y_test", splits.val)):
         y = part.tensors[1]
         if len(y) and (int(y.min()) < 0 or int(y.max()) >= outputs):
-            fix = (f"give class indices in [0, {outputs})" if outputs > 1 else
+            one_based = int(y.min()) >= 1 and int(y.max()) == outputs
+            fix = ("labels numbered from 1 (MATLAB's, UCI's habit): save y - 1" if one_based and outputs > 1 else
+                   f"give class indices in [0, {outputs})" if outputs > 1 else
                    "a one-logit (sigmoid) binary classifier: bnnc reads one logit a class, so return two, e.g. "
                    "torch.cat([-z, z], 1) from forward (the same decision, as a softmax over two classes)")
             raise DataError(f"{splits.source}: '{key}' has labels from {int(y.min())} to {int(y.max())}, "

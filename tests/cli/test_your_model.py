@@ -274,6 +274,11 @@ def test_labels_the_model_cannot_output(user: Path, tmp_path: Path, monkeypatch:
         err = run(user, *args, "--data", str(tmp_path / "bad.npz"), code=2)
         assert "labels from 0 to 18, but the model has 10 outputs" in err
     assert not (tmp_path / "c").exists() and not (tmp_path / "x.bnnc").exists()
+    with np.load(user / "d.npz") as z:  # labels 1..10, as MATLAB and UCI number them
+        np.savez(tmp_path / "from1.npz", x=z["x_train"], y=z["y_train"] % 10 + 1)
+    err = run(user, "convert", "{d}/mlp_sd.pt", "--arch", "usermodels:build", "--data", str(tmp_path / "from1.npz"),
+              "-o", str(tmp_path / "x.bnnc"), code=2)
+    assert "labels from 1 to 10, but the model has 10 outputs" in err and "numbered from 1" in err and "y - 1" in err
 
 
 def test_a_factory_a_file_names_runs_only_if_this_user_allowed_it(user: Path, tmp_path: Path,
