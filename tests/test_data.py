@@ -409,6 +409,13 @@ def test_image_folder_class_names_from_sub_folders(tmp_path: Path) -> None:
     y = torch.cat([splits.train.tensors[1], splits.val.tensors[1]])
     pixels = x[:, 0, 0, 0] * pre.std[0] + pre.mean[0]
     assert torch.equal(pixels > 0.5, y == 1)  # dogs are the bright ones
+    # images in sub-folders of a class folder count, as torchvision's ImageFolder counts them; hidden ones don't
+    from PIL import Image
+
+    for sub in ("2019", ".thumbnails"):
+        (root / "dog" / sub).mkdir()
+        Image.fromarray(grey_images(1, 220)[0]).save(root / "dog" / sub / "x.png")
+    assert len(load_data(root, val_fraction=0.2).train) == 17
 
 
 def test_image_folder_follows_the_models_classes_channels_and_size(tmp_path: Path) -> None:

@@ -392,7 +392,9 @@ def _image_files(root: Path, names: Sequence[str]) -> list[tuple[Path, int]]:
                 f"{class_dir}: class '{class_dir.name}' is not one of the model's classes",
                 f"expected sub-folders named {', '.join(names)}",
             )
-        images = sorted(p for p in class_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        images = sorted(p for p in class_dir.rglob("*")  # in sub-folders too, as torchvision's ImageFolder reads
+                        if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+                        and not any(part.startswith(".") for part in p.relative_to(class_dir).parts))
         pairs += [(p, index[class_dir.name]) for p in images]
     return pairs
 
