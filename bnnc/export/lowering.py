@@ -221,7 +221,7 @@ def _static_values(gm: fx.GraphModule, example: torch.Tensor) -> dict[fx.Node, A
     try:
         with torch.no_grad():
             for n, run in enumerate(runs, 1):
-                run.run(example[:1].expand(n, *example.shape[1:]))
+                run.run(example[:1].expand(n, *example.shape[1:]).contiguous())
     except Exception:  # noqa: BLE001 - the user's forward may not run node by node: nothing is known then
         return {}
     return {node: v for node, v in runs[0].seen.items() if runs[1].seen.get(node) == v}
