@@ -70,6 +70,23 @@ class CBAM(nn.Module):
         return self.fc(F.relu(self.b3(self.c3(x))).mean((2, 3)))
 
 
+class Slices(nn.Module):
+    """Indexing a sequence in ``forward``: the last step (``x[:, :, -1]``), a crop (``x[:, :, 2:-2]``), every second
+    step (``x[..., ::2]``), the first step after a permute (``x.permute(0, 2, 1)[:, 0]``)."""
+
+    def __init__(self, classes: int = 4) -> None:
+        super().__init__()
+        self.c1, self.b1 = nn.Conv1d(2, 16, 3, padding=1), nn.BatchNorm1d(16)
+        self.c2, self.b2 = nn.Conv1d(16, 16, 3, padding=1), nn.BatchNorm1d(16)
+        self.fc = nn.Linear(16 * 4, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.b1(self.c1(x)))
+        x = F.relu(self.b2(self.c2(x[:, :, 2:-2])))
+        parts = [x[:, :, -1], x[..., ::2].mean(2), x.permute(0, 2, 1)[:, 0], x[:, :, 1:3].sum(2)]
+        return self.fc(torch.cat(parts, 1))
+
+
 class Waveform(nn.Module):
     """A raw-audio net as torchaudio's M5 tutorial writes it: a long strided first kernel, then global average
     pooling by a window computed from the shape (``F.avg_pool1d(x, x.shape[-1])``), log-softmax over a token axis."""

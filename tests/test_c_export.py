@@ -20,6 +20,7 @@ from archs import (
     Cumulative,
     FunctionalNet,
     Reductions,
+    Slices,
     TokenMLP,
     Waveform,
     conv1d_net,
@@ -146,6 +147,11 @@ def test_padding_clamping_and_reductions_called_in_forward_match_torch(tmp_path)
 def test_a_layer_called_twice_and_attention_by_indexing_match_torch(tmp_path):
     torch.manual_seed(0)
     assert_parity(binarized(CBAM(), (1, 16, 16)), (1, 16, 16), tmp_path)
+
+
+def test_indexing_a_sequence_matches_torch(tmp_path):
+    torch.manual_seed(0)
+    assert_parity(binarized(Slices(), (2, 24)), (2, 24), tmp_path)
 
 
 def test_linear_layers_on_token_rows_match_torch(tmp_path):

@@ -7,7 +7,7 @@ import onnx
 import pytest
 import torch
 import torch.nn.functional as F
-from archs import CBAM, Activations, AdaptiveMax, FunctionalNet, Reductions, norms_net, padding_modes_net
+from archs import CBAM, Activations, AdaptiveMax, FunctionalNet, Reductions, Slices, norms_net, padding_modes_net
 from conftest import build, images
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -299,10 +299,11 @@ def test_padding_modes_export(dims, integer):
 
 
 @pytest.mark.parametrize("integer", [True, False])
-def test_padding_clamping_and_reductions_in_forward_export(integer):
+@pytest.mark.parametrize("make, shape", [(Reductions, (3, 40)), (Slices, (2, 24))], ids=["reductions", "slices"])
+def test_padding_clamping_reductions_and_indexing_in_forward_export(integer, make, shape):
     torch.manual_seed(0)
-    net = binarized(Reductions(), (3, 40))
-    parity = export_onnx(net, input_shape=(3, 40), check_samples=64, float_ops=not integer).parity[0]
+    net = binarized(make(), shape)
+    parity = export_onnx(net, input_shape=shape, check_samples=64, float_ops=not integer).parity[0]
     assert parity.ok and (parity.argmax_agreement == 1.0 or parity.at_ties), parity
 
 

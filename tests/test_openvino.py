@@ -60,6 +60,7 @@ NETS = {
     "padding modes": (lambda: archs.padding_modes_net(), (1, 16, 16)),
     "padding, clamping and reductions in forward": (lambda: archs.Reductions(), (3, 40)),
     "a layer called twice (CBAM)": (lambda: archs.CBAM(), (1, 16, 16)),
+    "indexing a sequence": (lambda: archs.Slices(), (2, 24)),
 }
 
 

@@ -599,7 +599,7 @@ class _Builder:
                 return None
             if _only_reshapes(node.args[1]):  # x[:, :, None, None]: an unsqueeze, as a view
                 return self.view(node, value)
-            raise self.unsupported(node, "indexing")
+            return self.select(node, value, node.args[1])
         raise self.unsupported(node, getattr(target, "__name__", str(target)))
 
     def method(self, node: fx.Node, name: str) -> Any:
@@ -620,6 +620,26 @@ class _Builder:
         if name in ("chunk", "split"):
             return self.split(node)
         raise self.unsupported(node, f".{name}()")
+
+    def select(self, node: fx.Node, x: Tensor, index: Any) -> Tensor:
+        """Basic indexing of a sample's axes — ``x[:, -1]`` (a sequence's last step), ``x[:, :, 2:-2]`` — as a copy
+        through a table of offsets, which numpy's indexing of the offsets themselves computes."""
+        items = index if isinstance(index, tuple) else (index,)
+        simple = all(i is None or i is Ellipsis or isinstance(i, int) or (
+            isinstance(i, slice) and all(isinstance(v, int) or v is None for v in (i.start, i.stop, i.step))
+            and (i.step or 1) > 0) for i in items)
+        out_shape = self.shape(node)
+        picked = np.arange(x.size, dtype=np.int64).reshape(1, *x.shape)[items] if simple else None
+        if x.layout is not None or x.ctype != "float" or picked is None or picked.shape != (1, *out_shape):
+            raise self.unsupported(node, "indexing other than whole batches of a sample's axes by ints and slices")
+        offsets = picked.reshape(-1)
+        if offsets.size > 65536:
+            raise self.unsupported(node, f"indexing that selects {offsets.size} values (a table of their offsets)")
+        out = self.float_out(node)
+        table = self.em.const("int32_t", offsets, f"{node.name}_at")
+        self.em.step(f"    {{ const float *x = {x.ref()}; float *y = {out.ref()}; long i;\n"
+                     f"      for (i = 0; i < {offsets.size}; ++i) y[i] = x[{table}[i]]; }}", x, out)
+        return out
 
     def clamp_bounds(self, node: fx.Node) -> dict[str, float]:
         """``torch.clamp(x, min, max)``'s constant bounds (either may be None: no bound)."""
