@@ -87,6 +87,30 @@ class Slices(nn.Module):
         return self.fc(torch.cat(parts, 1))
 
 
+class Recurrent(nn.Module):
+    """A sensor net of binary Conv1d features into an LSTM or GRU (batch first), read as torch users read one: the
+    last step of the output (``out[:, -1]``), the last layer's final state (``h_n[-1]``) or one layer's
+    (``h_n.squeeze(0)``)."""
+
+    def __init__(self, kind: str = "lstm", layers: int = 1, bidirectional: bool = False, read: str = "last step",
+                 classes: int = 4) -> None:
+        super().__init__()
+        self.read, self.lstm = read, kind == "lstm"
+        self.c1, self.b1 = nn.Conv1d(3, 16, 3, padding=1), nn.BatchNorm1d(16)
+        self.c2, self.b2 = nn.Conv1d(16, 16, 3, padding=1), nn.BatchNorm1d(16)
+        rnn = nn.LSTM if kind == "lstm" else nn.GRU
+        self.rnn = rnn(16, 12, num_layers=layers, bidirectional=bidirectional, batch_first=True)
+        width = 12 * (2 if bidirectional and read == "last step" else 1)
+        self.fc, self.out = nn.Linear(width, 16), nn.Linear(16, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.b2(self.c2(F.relu(self.b1(self.c1(x))))))
+        out, state = self.rnn(x.permute(0, 2, 1))
+        h = state[0] if self.lstm else state  # an LSTM's (h_n, c_n), a GRU's h_n
+        y = out[:, -1] if self.read == "last step" else h[-1] if self.read == "last layer" else h.squeeze(0)
+        return self.out(torch.relu(self.fc(y)))
+
+
 class Waveform(nn.Module):
     """A raw-audio net as torchaudio's M5 tutorial writes it: a long strided first kernel, then global average
     pooling by a window computed from the shape (``F.avg_pool1d(x, x.shape[-1])``), log-softmax over a token axis."""

@@ -19,6 +19,7 @@ from archs import (
     Branches,
     Cumulative,
     FunctionalNet,
+    Recurrent,
     Reductions,
     Slices,
     TokenMLP,
@@ -152,6 +153,17 @@ def test_a_layer_called_twice_and_attention_by_indexing_match_torch(tmp_path):
 def test_indexing_a_sequence_matches_torch(tmp_path):
     torch.manual_seed(0)
     assert_parity(binarized(Slices(), (2, 24)), (2, 24), tmp_path)
+
+
+@pytest.mark.parametrize("kind, layers, bidirectional, read", [
+    ("lstm", 1, False, "last step"), ("lstm", 2, True, "last step"), ("gru", 2, False, "last layer"),
+    ("gru", 1, True, "last step"), ("lstm", 1, False, "one layer"),
+])
+def test_lstm_and_gru_match_torch(tmp_path, kind, layers, bidirectional, read):
+    """Recurrent layers stay FP32 and compute as torch does, in any layers and directions, read by the output's
+    last step or by the final state."""
+    torch.manual_seed(0)
+    assert_parity(binarized(Recurrent(kind, layers, bidirectional, read), (3, 20)), (3, 20), tmp_path)
 
 
 def test_linear_layers_on_token_rows_match_torch(tmp_path):
@@ -326,6 +338,22 @@ def test_unsupported_operations_are_refused_in_one_line(tmp_path):
         net = binarized(Tails(tail), (2, 12), PlanRules(min_params=0, min_fan_in=0))
         with pytest.raises(ExportError, match=f"no kernel for {what}"):
             export_c(net, tmp_path / tail, input_shape=(2, 12))
+
+    class States(nn.Module):
+        """Both layers' final states side by side: torch's (layers, batch, hidden) moved batch first."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.c, self.fc = nn.Conv1d(3, 8, 3), nn.Linear(12, 4)
+            self.rnn = nn.GRU(8, 6, num_layers=2, batch_first=True)
+
+        def forward(self, x):
+            _, h = self.rnn(self.c(x).permute(0, 2, 1))
+            return self.fc(h.permute(1, 0, 2).flatten(1))
+
+    net = binarized(States(), (3, 12), PlanRules(min_params=0, min_fan_in=0))
+    with pytest.raises(ExportError, match="final state other than one layer of it"):
+        export_c(net, tmp_path / "states", input_shape=(3, 12))
 
 
 def test_compress_says_what_the_c_export_lacks_before_fine_tuning(tmp_path):

@@ -512,6 +512,45 @@ BNNC_FN void bnnc_pad(const float *in, int channels, int ih, int iw, int top, in
         }
 }
 
+#ifdef BNNC_MATH /* kernels of <math.h> functions: compiled where the model uses one */
+BNNC_FN float bnnc_sigmoid(float v) { return (float)(1.0 / (1.0 + exp(-(double)v))); }
+
+/* one layer and direction of an LSTM (kind 0; torch's gates i, f, g, o) or a GRU (kind 1; r, z, n) over a sequence
+   x (steps x features), from a zero state h (and c) that it leaves final; h_t goes to out + t * out_stride.
+   gates: scratch of 4 * hidden (LSTM) or 6 * hidden (GRU) floats */
+BNNC_FN void bnnc_recurrent(int kind, const float *x, int steps, int features, int hidden, const float *w_ih,
+                            const float *w_hh, const float *b_ih, const float *b_hh, int reverse, float *gates,
+                            float *h, float *c, float *out, int out_stride) {
+    const int rows = (kind == 0 ? 4 : 3) * hidden;
+    float *gh = gates + rows;
+    int t, j, k;
+    for (j = 0; j < hidden; ++j) { h[j] = 0.0f; if (c) c[j] = 0.0f; }
+    for (t = 0; t < steps; ++t) {
+        const int s = reverse ? steps - 1 - t : t;
+        const float *xt = x + (long)s * features;
+        for (j = 0; j < rows; ++j) {
+            float a = b_ih[j], b = b_hh[j];
+            for (k = 0; k < features; ++k) a += w_ih[(long)j * features + k] * xt[k];
+            for (k = 0; k < hidden; ++k) b += w_hh[(long)j * hidden + k] * h[k];
+            if (kind == 0) gates[j] = a + b; else { gates[j] = a; gh[j] = b; }
+        }
+        for (j = 0; j < hidden; ++j) {
+            if (kind == 0) {
+                const float i = bnnc_sigmoid(gates[j]), f = bnnc_sigmoid(gates[hidden + j]);
+                const float g = (float)tanh((double)gates[2 * hidden + j]), o = bnnc_sigmoid(gates[3 * hidden + j]);
+                c[j] = f * c[j] + i * g;
+                h[j] = o * (float)tanh((double)c[j]);
+            } else {
+                const float r = bnnc_sigmoid(gates[j] + gh[j]), z = bnnc_sigmoid(gates[hidden + j] + gh[hidden + j]);
+                const float n = (float)tanh((double)(gates[2 * hidden + j] + r * gh[2 * hidden + j]));
+                h[j] = (1.0f - z) * n + z * h[j];
+            }
+            out[(long)s * out_stride + j] = h[j];
+        }
+    }
+}
+#endif
+
 /* adaptive average (is_max 0) or max (1) pooling: cell i covers [floor(i * in / out), ceil((i + 1) * in / out));
    a NaN wins a maximum, as in torch */
 BNNC_FN void bnnc_adaptive_pool(const float *in, int channels, int ih, int iw, int oh, int ow, int is_max,

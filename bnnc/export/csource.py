@@ -100,6 +100,7 @@ class Tensor:
     last: int = 0
     offset: int = 0                  # in its arena (roots)
     view_offset: int = 0             # elements from the start of ``alias`` (a channel slice)
+    batch_axis: int = 0              # where torch has the batch: 1 in an LSTM's final state (layers, batch, hidden)
 
     def root(self) -> Tensor:
         return self.alias.root() if self.alias is not None else self
@@ -270,7 +271,7 @@ class Emitter:
             header,
             f'#include "{name}.h"',
             "#include <float.h>",
-            *(["#include <math.h>"] if self.math else []),
+            *(["#include <math.h>", "#define BNNC_MATH 1"] if self.math else []),
             "",
             runtime_source(),
             "",
@@ -495,6 +496,9 @@ class _Builder:
                            "export to ONNX or OpenVINO instead (bnnc export --format onnx)")
 
     def emit(self, node: fx.Node) -> Any:
+        layered = any(isinstance(v := self.values.get(a), Tensor) and v.batch_axis for a in node.all_input_nodes)
+        if layered and not (node.target is operator.getitem or node.target in ("squeeze", "view", "reshape")):
+            raise self.unsupported(node, "a recurrent layer's final state other than one layer of it (h_n[-1])")
         if node.op == "call_module":
             module = self.gm.get_submodule(str(node.target))
             return self.module(node, module)
@@ -514,6 +518,8 @@ class _Builder:
             return self.view(node, self.arg(node))
         if type(m) in (nn.Linear, nn.Conv1d, nn.Conv2d):
             return self.fp32_layer(node, m)
+        if type(m) in (nn.LSTM, nn.GRU):
+            return self.recurrent(node, m)
         if isinstance(m, ShiftBatchNorm):
             return self.shift_batchnorm(node, m)
         if type(m) in (nn.BatchNorm1d, nn.BatchNorm2d):
@@ -629,7 +635,8 @@ class _Builder:
             isinstance(i, slice) and all(isinstance(v, int) or v is None for v in (i.start, i.stop, i.step))
             and (i.step or 1) > 0) for i in items)
         out_shape = self.shape(node)
-        picked = np.arange(x.size, dtype=np.int64).reshape(1, *x.shape)[items] if simple else None
+        batched = [*x.shape[:x.batch_axis], 1, *x.shape[x.batch_axis:]]
+        picked = np.arange(x.size, dtype=np.int64).reshape(batched)[items] if simple else None
         if x.layout is not None or x.ctype != "float" or picked is None or picked.shape != (1, *out_shape):
             raise self.unsupported(node, "indexing other than whole batches of a sample's axes by ints and slices")
         offsets = picked.reshape(-1)
@@ -640,6 +647,45 @@ class _Builder:
         self.em.step(f"    {{ const float *x = {x.ref()}; float *y = {out.ref()}; long i;\n"
                      f"      for (i = 0; i < {offsets.size}; ++i) y[i] = x[{table}[i]]; }}", x, out)
         return out
+
+    def recurrent(self, node: fx.Node, m: nn.LSTM | nn.GRU) -> tuple[Any, ...]:
+        """An LSTM or GRU in FP32 as torch computes it (batch first, from a zero state, any layers, either
+        direction): ``(output, (h_n, c_n))`` or ``(output, h_n)``, the states stacked by layer as in torch."""
+        x = self.arg(node)
+        kind = type(m).__name__
+        if not m.batch_first:
+            raise self.unsupported(node, f"an {kind} without batch_first=True (its input isn't batch first)")
+        if getattr(m, "proj_size", 0) or len(node.args) > 1 or node.kwargs:
+            raise self.unsupported(node, f"an {kind} with proj_size or an initial state")
+        if x.ctype != "float" or x.layout is not None or len(x.shape) != 2:
+            raise self.unsupported(node, f"an {kind} on other than (steps, features) floats")
+        lstm = isinstance(m, nn.LSTM)
+        steps, hidden = x.shape[0], m.hidden_size
+        layers, dirs = m.num_layers, 2 if m.bidirectional else 1
+        self.em.math = True
+        out = self.em.tensor("float", steps * dirs * hidden, (steps, dirs * hidden))
+        states = [self.em.tensor("float", layers * dirs * hidden, (layers * dirs, hidden)) for _ in range(1 + lstm)]
+        for state in states:
+            state.batch_axis = 1
+        gates = self.em.tensor("float", (4 if lstm else 6) * hidden, (6 * hidden,))
+        source = x
+        for layer in range(layers):
+            target = out if layer == layers - 1 else self.em.tensor("float", out.size, out.shape)
+            for d in range(dirs):
+                suffix = f"_l{layer}" + ("_reverse" if d else "")
+                params = []
+                for which in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+                    value = getattr(m, which + suffix, None)
+                    rows = (4 if lstm else 3) * hidden
+                    array = value.detach().float().numpy() if value is not None else np.zeros(rows, np.float32)
+                    params.append(self.em.const("float", array, f"{node.target}_{which}{suffix}"))
+                at = (layer * dirs + d) * hidden
+                c = f"{states[1].ref()} + {at}" if lstm else "0"
+                self.em.step(f"    bnnc_recurrent({0 if lstm else 1}, {source.ref()}, {steps}, {source.shape[1]}, "
+                             f"{hidden}, {', '.join(params)}, {d}, {gates.ref()}, {states[0].ref()} + {at}, {c}, "
+                             f"{target.ref()} + {d * hidden}, {dirs * hidden});", source, target, gates, *states)
+            source = target
+        return (out, (states[0], states[1])) if lstm else (out, states[0])
 
     def clamp_bounds(self, node: fx.Node) -> dict[str, float]:
         """``torch.clamp(x, min, max)``'s constant bounds (either may be None: no bound)."""
