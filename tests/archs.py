@@ -123,7 +123,6 @@ class Waveform(nn.Module):
         self.fc = nn.Linear(32, classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.view(x.size(0), 1, -1)  # a view: the shape constants are found on contiguous samples
         x = F.max_pool1d(F.relu(self.bn1(self.conv1(x))), 4)
         x = F.relu(self.bn3(self.conv3(F.relu(self.bn2(self.conv2(x))))))
         x = F.avg_pool1d(x, x.shape[-1]).permute(0, 2, 1)
