@@ -292,7 +292,7 @@ def input_shape_for(model: nn.Module, sample_shape: Sequence[int]) -> tuple[int,
     are swapped into it: see :func:`is_swapped`). None when none fits."""
     shape = tuple(int(n) for n in sample_shape)
     flat = (math.prod(shape),)
-    stored = shape[1:] if len(shape) > 1 and shape[0] == 1 else shape
+    stored = _stored(shape)
     probes = [p for p in _probe_shapes(candidate_layers(model), flat[0]) if math.prod(p) == flat[0]]
     candidates = dict.fromkeys([shape, stored, flat, *probes])
     return next((c for c in candidates if _runs_on(model, c)), None)
@@ -301,8 +301,14 @@ def input_shape_for(model: nn.Module, sample_shape: Sequence[int]) -> tuple[int,
 def is_swapped(sample_shape: Sequence[int], shape: Sequence[int]) -> bool:
     """Whether feeding samples of ``sample_shape`` as ``shape`` swaps their last two axes rather than reshaping:
     ``(1, L, C)`` -> ``(C, L)``, signals saved channels-last (Keras' Conv1D layout) for a Conv1d of C channels."""
-    stored = tuple(sample_shape)[1:] if len(sample_shape) > 1 and sample_shape[0] == 1 else tuple(sample_shape)
+    stored = _stored(sample_shape)
     return len(stored) == 2 and tuple(shape) == (stored[1], stored[0]) and _squeezed(stored) != _squeezed(shape)
+
+
+def _stored(shape: Sequence[int]) -> tuple[int, ...]:
+    """A sample shape without the leading 1 that 3-D data ``(N, A, B)`` is given when read as 1-channel images."""
+    shape = tuple(int(n) for n in shape)
+    return shape[1:] if len(shape) > 1 and shape[0] == 1 else shape
 
 
 def _squeezed(shape: Sequence[int]) -> tuple[int, ...]:

@@ -134,25 +134,20 @@ def test_conv1d_net_matches_torch(tmp_path):
     assert_parity(binarized(conv1d_net(), (1, 64)), (1, 64), tmp_path)
 
 
-def test_a_pooling_window_computed_from_the_shape_matches_torch(tmp_path):
-    """``F.avg_pool1d(x, x.shape[-1])`` (torchaudio's M5): the window is a constant of the exported sample shape."""
+FORWARD_HABITS = {
+    # F.avg_pool1d(x, x.shape[-1]) (torchaudio's M5): the window is a constant of the exported sample shape
+    "a pooling window computed from the shape": (Waveform, (1, 500)),
+    "padding, clamping and reductions called in forward": (Reductions, (3, 40)),
+    "a layer called twice and attention by indexing": (CBAM, (1, 16, 16)),
+    "indexing a sequence": (Slices, (2, 24)),
+}
+
+
+@pytest.mark.parametrize("habit", FORWARD_HABITS)
+def test_what_forward_writes_matches_torch(tmp_path, habit):
+    make, shape = FORWARD_HABITS[habit]
     torch.manual_seed(0)
-    assert_parity(binarized(Waveform(), (1, 500)), (1, 500), tmp_path)
-
-
-def test_padding_clamping_and_reductions_called_in_forward_match_torch(tmp_path):
-    torch.manual_seed(0)
-    assert_parity(binarized(Reductions(), (3, 40)), (3, 40), tmp_path)
-
-
-def test_a_layer_called_twice_and_attention_by_indexing_match_torch(tmp_path):
-    torch.manual_seed(0)
-    assert_parity(binarized(CBAM(), (1, 16, 16)), (1, 16, 16), tmp_path)
-
-
-def test_indexing_a_sequence_matches_torch(tmp_path):
-    torch.manual_seed(0)
-    assert_parity(binarized(Slices(), (2, 24)), (2, 24), tmp_path)
+    assert_parity(binarized(make(), shape), shape, tmp_path)
 
 
 @pytest.mark.parametrize("kind, layers, bidirectional, read", [

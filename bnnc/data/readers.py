@@ -141,7 +141,7 @@ def _read_split_files(folder: Path, files: tuple[Path, Path], class_names: Seque
         if not {"x", "y"} <= arrays.keys():
             raise DataError(f"{path}: expected keys x, y (one split's samples and labels), found "
                             f"{', '.join(sorted(arrays)) or 'none'}", FORMS_HINT)
-        x, y = _as_array(arrays["x"], path, "x"), class_indices(_as_array(arrays["y"], path, "y"))
+        x, y = _xy(arrays, path)
         splits.append((x, y))
     (x_train, y_train), (x_test, y_test) = splits
     form = f"{files[0].name} and {files[1].name}"
@@ -268,7 +268,7 @@ def _split(arrays: dict[str, Any], path: Path, form: str, val_fraction: float, s
         x_train, y_train, x_test, y_test = (_as_array(arrays[k], path, k) for k in SPLIT_KEYS)
         return Raw(x_train, y_train, x_test, y_test, names, str(path), form)
     if "x" in arrays and "y" in arrays:
-        x, y = _as_array(arrays["x"], path, "x"), class_indices(_as_array(arrays["y"], path, "y"))
+        x, y = _xy(arrays, path)
         check_pair(x, y, path, "x", "y")
         n_val = round(len(x) * val_fraction)
         if not 0 < n_val < len(x):
@@ -317,6 +317,11 @@ def _known_names() -> dict[str, tuple[str, int]]:
 
 
 _KNOWN_NAMES = _known_names()
+
+
+def _xy(arrays: dict[str, Any], path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The samples and class indices under ``x`` and ``y``."""
+    return _as_array(arrays["x"], path, "x"), class_indices(_as_array(arrays["y"], path, "y"))
 
 
 def _as_array(value: Any, path: Path, key: str) -> np.ndarray:
