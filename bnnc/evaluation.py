@@ -7,6 +7,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from bnnc.classes import class_logits, predictions
+
 
 @torch.no_grad()
 def evaluate(model: nn.Module, data: TensorDataset, device: torch.device, batch_size: int = 1024
@@ -17,7 +19,7 @@ def evaluate(model: nn.Module, data: TensorDataset, device: torch.device, batch_
     for x, y in DataLoader(data, batch_size=batch_size):
         x, y = x.to(device), y.to(device)
         logits = model(x)
-        correct += int((logits.argmax(1) == y).sum())
-        loss += float(F.cross_entropy(logits, y, reduction="sum"))
+        correct += int((predictions(logits) == y).sum())
+        loss += float(F.cross_entropy(class_logits(logits), y, reduction="sum"))
         n += len(y)
     return correct / n, loss / n

@@ -19,6 +19,7 @@ import onnx
 import torch
 from torch import nn
 
+from bnnc.classes import predictions
 from bnnc.export.runtime import latency_ms, ort_session, run_ort
 
 
@@ -111,7 +112,7 @@ def has_convolutions(fp32_onnx: bytes) -> bool:
 
 def onnx_accuracy(model: bytes | Any, x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
     """Top-1 accuracy of an ONNX model in ONNX Runtime (or of a session: an OpenVINO one), and its predictions."""
-    pred = run_ort(ort_session(model) if isinstance(model, bytes) else model, x).argmax(1)
+    pred = predictions(run_ort(ort_session(model) if isinstance(model, bytes) else model, x))
     return float((pred == y).mean()), pred
 
 
@@ -120,7 +121,7 @@ def torch_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_siz
                    ) -> tuple[float, np.ndarray]:
     """Top-1 accuracy of a PyTorch model (eval mode, CPU), and its predictions."""
     model = model.eval()
-    pred = torch.cat([model(x[i:i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)]).numpy()
+    pred = torch.cat([predictions(model(x[i:i + batch_size])) for i in range(0, len(x), batch_size)]).numpy()
     return float((pred == y.numpy()).mean()), pred
 
 

@@ -165,7 +165,8 @@ def output_size(model: nn.Module, input_shape: Sequence[int],
     was_training = model.training
     model.eval()
     try:
-        out = model(torch.zeros(2, *input_shape, device=device))
+        with torch.enable_grad():  # its grad_fn says what computed the output
+            out = model(torch.zeros(2, *input_shape, device=device))
     except Exception:  # noqa: BLE001 - a shape problem is reported where the data is used
         return None
     finally:
@@ -174,6 +175,14 @@ def output_size(model: nn.Module, input_shape: Sequence[int],
     if not isinstance(out, torch.Tensor):
         raise ModelLoadError(f"{where}: the model returns a {type(out).__name__}, not a tensor of logits", hint)
     if out.dim() != 2:
+        if out.dim() == 1 and len(out) == 2:
+            hint = ("a binary classifier's one logit a sample: keep it as a column, e.g. drop the .squeeze() or "
+                    ".view(-1) at the end of forward (class 1 where the logit is > 0)")
         raise ModelLoadError(f"{where}: the model returns shape {tuple(out.shape)} for 2 samples; bnnc needs "
                              "(N, classes) logits", hint)
+    if out.shape[1] == 1 and type(out.grad_fn).__name__ == "SigmoidBackward0":
+        raise ModelLoadError(f"{where}: the model's one output is a sigmoid (a probability); bnnc reads one output "
+                             "as a logit (class 1 where it is > 0)",
+                             "return the logit: drop the final sigmoid (train with BCEWithLogitsLoss); the weights "
+                             "load as they are")
     return int(out.shape[1])

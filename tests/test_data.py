@@ -146,6 +146,12 @@ def test_arrays_saved_under_other_usual_names(tmp_path: Path) -> None:
     assert by_sample(load_data(tmp_path / "d.npz")) == by_sample(load_data(tmp_path / "e.npz"))
     np.savez(tmp_path / "f.npz", images=x, data=x, labels=y)
     expect_error(lambda: load_data(tmp_path / "f.npz"), "f.npz", "both 'data' and 'images' could be 'x'")
+    # a training split alone is split as x/y are (the same seeded validation split)
+    np.savez(tmp_path / "g.npz", X_train=np.concatenate([x, xt]), y_train=np.concatenate([y, yt]))
+    g, e = load_data(tmp_path / "g.npz"), load_data(tmp_path / "e.npz")
+    assert torch.equal(g.val.tensors[0], e.val.tensors[0]) and torch.equal(g.train.tensors[1], e.train.tensors[1])
+    np.savez(tmp_path / "h.npz", x_train=x, y_train=y, x_test=xt)
+    expect_error(lambda: load_data(tmp_path / "h.npz"), "h.npz", "expected keys")
 
 
 def test_labels_saved_as_class_names(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
+from bnnc.classes import classes_of
 from bnnc.data.labels import class_indices
 from bnnc.data.preprocessing import DataSplits, Normalisation, Preprocessing, derive
 from bnnc.data.readers import Raw, check_pair
@@ -68,17 +69,17 @@ def reshaped(splits: DataSplits, input_shape: Sequence[int]) -> DataSplits:
 
 
 def check_labels(splits: DataSplits, outputs: int) -> None:
-    """Labels must index the model's ``outputs`` classes: anything else is a data error, not a crash in the loss."""
+    """Labels must index the classes of the model's ``outputs`` (one output: classes 0 and 1): anything else is a
+    data error, not a crash in the loss."""
+    classes = classes_of(outputs)
     for key, part in (("y_train", splits.train), ("y_test", splits.val)):
         y = part.tensors[1]
-        if len(y) and (int(y.min()) < 0 or int(y.max()) >= outputs):
-            one_based = int(y.min()) >= 1 and int(y.max()) == outputs
-            fix = ("labels numbered from 1 (MATLAB's, UCI's habit): save y - 1" if one_based and outputs > 1 else
-                   f"give class indices in [0, {outputs})" if outputs > 1 else
-                   "a one-logit (sigmoid) binary classifier: bnnc reads one logit a class, so return two, e.g. "
-                   "torch.cat([-z, z], 1) from forward (the same decision, as a softmax over two classes)")
-            raise DataError(f"{splits.source}: '{key}' has labels from {int(y.min())} to {int(y.max())}, "
-                            f"but the model has {outputs} output{'s' if outputs > 1 else ''}", fix)
+        low, high = (int(y.min()), int(y.max())) if len(y) else (0, 0)
+        if low < 0 or high >= classes:
+            fix = ("labels numbered from 1 (MATLAB's, UCI's habit): save y - 1" if low >= 1 and high == classes else
+                   f"give class indices in [0, {classes})")
+            has = f"{outputs} outputs" if outputs > 1 else "one output (a logit: classes 0 and 1)"
+            raise DataError(f"{splits.source}: '{key}' has labels from {low} to {high}, but the model has {has}", fix)
 
 
 def _to_nchw(x: np.ndarray) -> np.ndarray:
@@ -117,6 +118,6 @@ def _check_labels(y: np.ndarray, n_classes: int, where: str, key: str) -> None:
     low, high = int(y.min()), int(y.max())
     if low < 0 or (n_classes and high >= n_classes):
         bound = f"[0, {n_classes})" if n_classes else "[0, ...)"
-        raise DataError(
-            f"{where}: '{key}' has labels from {low} to {high}", f"expected class indices in {bound}"
-        )
+        fix = ("labels -1 and +1 (a binary classifier's): save (y + 1) // 2" if set(np.unique(y).tolist()) == {-1, 1}
+               else f"expected class indices in {bound}")
+        raise DataError(f"{where}: '{key}' has labels from {low} to {high}", fix)

@@ -261,12 +261,14 @@ def to_numpy(t: torch.Tensor) -> np.ndarray:
 
 def _split(arrays: dict[str, Any], path: Path, form: str, val_fraction: float, seed: int,
            class_names: Sequence[str] = ()) -> Raw:
-    """Arrays from a keyed file -> train/val; only ``x``/``y`` are split with the seed."""
+    """Arrays from a keyed file -> train/val; ``x``/``y`` (or a training split alone) are split with the seed."""
     names = _class_names(arrays.get("class_names", ()), path) or tuple(class_names)
     arrays, names = named_labels(_renamed(arrays, path), names, path)
     if all(k in arrays for k in SPLIT_KEYS):
         x_train, y_train, x_test, y_test = (_as_array(arrays[k], path, k) for k in SPLIT_KEYS)
         return Raw(x_train, y_train, x_test, y_test, names, str(path), form)
+    if _train_only(arrays):
+        arrays = {**arrays, "x": arrays["x_train"], "y": arrays["y_train"]}
     if "x" in arrays and "y" in arrays:
         x, y = _xy(arrays, path)
         check_pair(x, y, path, "x", "y")
@@ -299,7 +301,13 @@ def _renamed(arrays: dict[str, Any], path: Path) -> dict[str, Any]:
             raise DataError(f"{path}: both {keys[0]!r} and {keys[1]!r} could be '{name}'",
                             f"save one array under '{name}'")
         renamed[name] = arrays[keys[0]]
-    return renamed if all(k in renamed for k in SPLIT_KEYS) or {"x", "y"} <= renamed.keys() else arrays
+    return renamed if all(k in renamed for k in SPLIT_KEYS) or {"x", "y"} <= renamed.keys() or _train_only(
+        renamed) else arrays
+
+
+def _train_only(arrays: dict[str, Any]) -> bool:
+    """A training split alone (``x_train``/``y_train``, no test arrays): split like ``x``/``y``."""
+    return {"x_train", "y_train"} <= arrays.keys() and not {"x_test", "y_test", "x", "y"} & arrays.keys()
 
 
 def _known_names() -> dict[str, tuple[str, int]]:

@@ -17,6 +17,7 @@ from typing import Any
 from torch import nn
 
 from bnnc import defaults
+from bnnc.classes import predictions
 from bnnc.data import DataSpec
 from bnnc.errors import ExportError
 from bnnc.export.csource import Program, c_name, generate
@@ -142,8 +143,8 @@ def _export(model: str | os.PathLike[str] | nn.Module, folder: Path | None, iden
                                f"{' '.join(FLAGS)} -march=native)")
             result.parity.append(parity)
             require_match(parity, "C")
-            if (labels != got.argmax(1)).any():
-                raise ExportError("the C model's returned class isn't its largest logit (a bnnc bug)",
+            if (labels != predictions(got)).any():
+                raise ExportError("the C model's returned class isn't its logits' (a bnnc bug)",
                                   "re-run with --debug and report it")
             if program.pixels and src.splits is not None and src.preprocessing:
                 pixels = src.splits.preprocessing.pixels(x)

@@ -285,11 +285,9 @@ class Emitter:
             "",
             "static int bnnc_run(const float *input, float *logits) {",
             "    float *out = logits ? logits : bnnc_logits;",
-            "    int best = 0, i;",
-            body,
-            f"    for (i = 1; i < {upper}_OUTPUTS; ++i)",
-            "        if (out[i] > out[best]) best = i;",
-            "    return best;",
+            *(["    int best = 0, i;", body, f"    for (i = 1; i < {upper}_OUTPUTS; ++i)",
+               "        if (out[i] > out[best]) best = i;", "    return best;"] if outputs > 1 else
+              [body, "    return out[0] > 0.0f; /* one logit: class 1 where it is > 0 */"]),
             "}",
             "",
             f"int {name}_predict(const float *input, float *logits) {{",
@@ -316,8 +314,10 @@ class Emitter:
             f"#define {upper}_WEIGHT_BYTES {self.const_bytes}",
             f"#define {upper}_RAM_BYTES {ram_total}",
             "",
-            f"/* Writes the {outputs} outputs (logits) to `logits` (or keeps them inside when NULL) and returns",
-            "   the index of the largest. Not reentrant: one call at a time (static buffers). */",
+            f"/* Writes the {outputs} outputs (logits) to `logits` (or keeps them inside when NULL) and returns\n"
+            "   the index of the largest. Not reentrant: one call at a time (static buffers). */" if outputs > 1 else
+            "/* Writes the one output (a logit) to `logits` (or keeps it inside when NULL) and returns the class: 1\n"
+            "   where the logit is > 0, else 0. Not reentrant: one call at a time (static buffers). */",
             f"int {name}_predict(const float *input, float *logits);",
             *(["/* The same on raw 8-bit pixels: the recorded preprocessing runs first. */",
                f"#define {upper}_HAS_U8 1",

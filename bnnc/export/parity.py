@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from bnnc.classes import predictions
 from bnnc.export.runtime import ort_session, run_ort, run_reference
 
 RTOL = 1e-4
@@ -64,7 +65,9 @@ def compare(onnx_out: np.ndarray, torch_out: np.ndarray, runtime: str, inputs: s
     """Parity of two output arrays of shape (N, ...); ``near_tie`` (N,) marks samples with a near-tie."""
     diff = np.abs(onnx_out.astype(np.float64) - torch_out.astype(np.float64))
     scale = max(float(np.abs(torch_out).max(initial=0.0)), 1e-12)
-    if torch_out.ndim >= 2 and torch_out.shape[-1] > 1:
+    if torch_out.ndim == 2:
+        agree = float((predictions(onnx_out) == predictions(torch_out)).mean())
+    elif torch_out.ndim > 2 and torch_out.shape[-1] > 1:
         agree = float((onnx_out.argmax(-1) == torch_out.argmax(-1)).mean())
     else:
         agree = 1.0

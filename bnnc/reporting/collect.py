@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from bnnc import defaults
+from bnnc.classes import predictions
 from bnnc.data import DataSpec, DataSplits
 from bnnc.errors import BnncError
 from bnnc.events import OnEvent, Stage, emitter
@@ -286,13 +287,13 @@ def _c_section(binarized: nn.Module, x: torch.Tensor, y: torch.Tensor, torch_pre
                           flags=CORTEX_M4) if shutil.which("arm-none-eabi-gcc") else None)
     except ExportError as e:
         return {"compiler": compiler, "error": e.message}
-    predictions = logits.argmax(1)
+    predicted = predictions(logits)
     doc: dict[str, Any] = {
         "compiler": compiler, "flags": " ".join((*FLAGS, "-march=native")), "weight_bytes": program.weight_bytes,
         "ram_bytes": program.ram_bytes, "object": host.to_dict() if host else None,
         "cortex_m4": m4.to_dict() if m4 else None,
-        "accuracy": float((predictions == y.numpy()).mean()),
-        "torch_agreement": float((predictions == torch_predictions).mean()), "latency_batch1_ms": latency_ms}
+        "accuracy": float((predicted == y.numpy()).mean()),
+        "torch_agreement": float((predicted == torch_predictions).mean()), "latency_batch1_ms": latency_ms}
     if batch1 is not None:
         int8 = batch1["int8" if batch1["int8_fastest"] == "static" else "int8_dynamic"]["median_ms"]
         doc.update(speedup_vs_fp32=batch1["fp32"]["median_ms"] / latency_ms, speedup_vs_int8=int8 / latency_ms)

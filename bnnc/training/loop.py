@@ -35,6 +35,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from bnnc import distributed
 from bnnc.calibrate import calibrate_on, reestimate_batchnorm
 from bnnc.checkpoint import FinetuneInfo, save_checkpoint
+from bnnc.classes import class_logits, predictions
 from bnnc.data import DataSpec, DataSplits, Normalisation
 from bnnc.device import resolve_device
 from bnnc.distributed import World
@@ -311,7 +312,7 @@ def _train_epoch(
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):  # binary layers opt out
             logits = trainer(x).float()
-        loss = F.cross_entropy(logits, y)
+        loss = F.cross_entropy(class_logits(logits), y)
         if targets is not None:
             w = config.distill_weight
             loss = (1 - w) * loss + w * distillation_loss(logits, targets[idx.to(device)], config.temperature)
@@ -326,7 +327,7 @@ def _train_epoch(
         clip_latent_weights(model)
         scheduler.step()
         loss_sum += value * len(y)
-        correct += int((logits.argmax(1) == y).sum())
+        correct += int((predictions(logits) == y).sum())
         seen += len(y)
         emit(BatchEnd(epoch=epoch, batch=i, batches=len(loader), loss=loss_sum / seen, accuracy=correct / seen,
                       samples_per_s=seen / max(time.perf_counter() - t0, 1e-9)))

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from bnnc.classes import class_logits
 from bnnc.layers import binary_layers
 from bnnc.shift import ShiftAdaMax
 from bnnc.training.bop import AdamaxBop, AdamBop, ShiftAdaMaxBop
@@ -25,8 +26,10 @@ def teacher_logits(teacher: nn.Module, data: TensorDataset, device: torch.device
 
 
 def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
-    """``T^2 * KL(softmax(teacher / T) || softmax(student / T))`` (Hinton et al., 2015), batch mean."""
+    """``T^2 * KL(softmax(teacher / T) || softmax(student / T))`` (Hinton et al., 2015), batch mean; one logit
+    is read as two classes (:func:`bnnc.classes.class_logits`)."""
     t = temperature
+    student, teacher = class_logits(student), class_logits(teacher)
     return F.kl_div(F.log_softmax(student / t, 1), F.log_softmax(teacher / t, 1),
                     reduction="batchmean", log_target=True) * t * t
 

@@ -31,6 +31,7 @@ runner = CliRunner()
 MLP_REF, MLP_KWARGS = SMALL_ARCHS["mlp"]
 
 NO_LAYERS_MODULE = '''
+import torch
 from torch import nn
 
 
@@ -66,6 +67,19 @@ class Text(nn.Module):
 
     def forward(self, x):
         return self.fc(self.emb(x).mean(1))
+
+
+class OneOutput(nn.Module):
+    """A binary classifier's one output: a logit, a probability (``sigmoid``) or squeezed to ``(N,)``."""
+
+    def __init__(self, end="logit"):
+        super().__init__()
+        self.end = end
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(784, 64), nn.ReLU(), nn.Linear(64, 1))
+
+    def forward(self, x):
+        z = self.body(x)
+        return torch.sigmoid(z) if self.end == "sigmoid" else z.squeeze(1) if self.end == "squeeze" else z
 '''
 
 
@@ -100,7 +114,7 @@ def ws(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     torch.save(build("mlp").state_dict(), d / "sd.pt")
     torch.manual_seed(0)
-    torch.save(zoo.MLP(**MLP_KWARGS, num_classes=1).state_dict(), d / "one-logit.pt")  # a sigmoid classifier
+    torch.save(zoo.MLP(**MLP_KWARGS, num_classes=1).state_dict(), d / "one-logit.pt")  # a binary classifier
     (d / "empty.pt").write_bytes(b"")
     (d / "random.pt").write_bytes(random.Random(0).randbytes(4096))
     whole = fp32.read_bytes()
@@ -122,6 +136,7 @@ def ws(tmp_path_factory: pytest.TempPathFactory) -> Path:
     exec(NO_LAYERS_MODULE, ns)
     torch.save(ns["BatchStats"]().state_dict(), d / "batchstats.pt")
     torch.save(ns["Text"]().state_dict(), d / "text.pt")
+    torch.save(ns["OneOutput"]().state_dict(), d / "one-output.pt")
     _npz(d / "tokens.npz", np.random.default_rng(0).integers(0, 300, (32, 20)), np.arange(32) % 4)
 
     rng = np.random.default_rng(0)
@@ -252,8 +267,12 @@ CONVERT = [
     case("labels-beyond-the-outputs", "but the model has 10 outputs", "convert", "{ws}/sd.pt", "--arch", MLP_REF,
          "--arch-kwargs", '{"hidden": [64, 48], "in_features": 784}', "--data", "{ws}/labels-15.npz",
          "-o", "{ws}/x.bnnc"),
-    case("one-logit-binary-classifier", "torch.cat([-z, z], 1)", "convert", "{ws}/one-logit.pt", "--arch", MLP_REF,
-         "--arch-kwargs", '{"hidden": [64, 48], "in_features": 784, "num_classes": 1}', "--data",
+    case("sigmoid-output", "one output is a sigmoid (a probability)", "convert", "{ws}/one-output.pt", "--arch",
+         "nolayers:OneOutput", "--arch-kwargs", '{"end": "sigmoid"}', "--data", "{ws}/data.npz", "-o", "{ws}/x.bnnc"),
+    case("squeezed-logit", "drop the .squeeze()", "convert", "{ws}/one-output.pt", "--arch", "nolayers:OneOutput",
+         "--arch-kwargs", '{"end": "squeeze"}', "--data", "{ws}/data.npz", "-o", "{ws}/x.bnnc"),
+    case("ten-classes-one-logit", "has one output (a logit: classes 0 and 1)", "convert", "{ws}/one-logit.pt",
+         "--arch", MLP_REF, "--arch-kwargs", '{"hidden": [64, 48], "in_features": 784, "num_classes": 1}', "--data",
          "{ws}/data.npz", "-o", "{ws}/x.bnnc"),
 ]
 FINETUNE = [

@@ -164,6 +164,34 @@ def test_a_csv_table_with_named_classes(user: Path, tmp_path: Path, monkeypatch:
     assert exported["parity"][0]["argmax_agreement"] == 1.0 and exported["parity"][0]["samples"] == 40
 
 
+def test_a_one_logit_binary_classifier(user: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A binary classifier with one output (trained with BCEWithLogitsLoss): class 1 where the logit is > 0, in the
+    loss, the accuracy, the exports' parity and the C model's returned class; labels -1/+1 get a fix, a sigmoid
+    output one line."""
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(600, 5)).astype(np.float32)
+    y = (x[:, 0] + x[:, 1] > 0).astype(np.int64)
+    np.savez("b.npz", x_train=x[:500], y_train=y[:500], x_test=x[500:], y_test=y[500:])
+    torch.manual_seed(0)
+    model = archs.tabular_net(5, classes=1)
+    opt = torch.optim.Adam(model.parameters(), 1e-2)
+    for _ in range(100):
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(torch.from_numpy(x[:500]))[:, 0],
+                                                                    torch.from_numpy(y[:500]).float())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    torch.save(model.eval().state_dict(), "b_sd.pt")
+    arch = ["--arch", "archs:tabular_net", "--arch-kwargs", '{"features": 5, "classes": 1}']
+    run(user, "compress", "b_sd.pt", *arch, "--data", "b.npz", "--epochs", "2", "--format", "onnx,c", "-o", "out")
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["accuracy"]["fp32"] > 0.9 and report["accuracy"]["bnnc_onnx"] > 0.8  # argmax of one column: 50%
+    assert report["accuracy"]["onnx_torch_agreement"] == 1.0 and report["c"]["torch_agreement"] == 1.0
+    np.savez("pm.npz", x_train=x[:500], y_train=2 * y[:500] - 1, x_test=x[500:], y_test=2 * y[500:] - 1)
+    assert "save (y + 1) // 2" in run(user, "convert", "b_sd.pt", *arch, "--data", "pm.npz", "-o", "m.bnnc", code=2)
+
+
 def test_signals_stored_with_their_channel_axis(user: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """Audio saved as ``(N, 1, 500)``, for a Conv1d net: the samples are ``(1, 500)`` as stored (not an image of
     1x500 given a channel axis), whatever the signal's length; the C export computes its shape-sized pooling."""
