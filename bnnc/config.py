@@ -1,7 +1,9 @@
 """Options from a file: ``bnnc.toml``, or ``[tool.bnnc]`` in ``pyproject.toml``; the command line wins.
 
-One flat table of keys shared by ``bnnc report`` and ``bnnc compress``. Unknown keys and wrong
-types are errors that name the key, so a typo never silently does nothing.
+One flat table of keys shared by every command, each reading the keys of its own options (``data`` all of
+them; ``epochs`` and ``batch_size`` finetune and compress; ``uint8_input`` export and compress; the thresholds
+and timing options report and compress), so a CI job names its data once. Unknown keys and wrong types are
+errors that name the key, so a typo never silently does nothing.
 """
 
 from __future__ import annotations

@@ -97,7 +97,8 @@ def convert_command(
     binarize: opt.Binarize = BinarizeChoice.deterministic,
     input_shape: opt.InputShape = None,
     data: Annotated[Optional[str], typer.Option(help="Data to calibrate thresholds on (IDX folder, .npz, .pt, "
-                                                "image folder, or pkg.module:function / file.py:function).")] = None,
+                                                "image folder, or pkg.module:function / file.py:function); or "
+                                                "`data` in the config file.")] = None,
     mean: opt.Mean = None,
     std: opt.Std = None,
     calibration_batches: opt.CalibrationBatches = defaults.CALIBRATION_BATCHES,
@@ -111,6 +112,7 @@ def convert_command(
                                                                "(needs --data).", min=0, max=100,
                                                                callback=opt.finite)] = None,
     as_json: Annotated[bool, opt.flag("--json", help="Print the plan and totals as JSON on stdout.")] = False,
+    config: opt.ConfigFile = None,
     force: opt.Force = False,
 ) -> None:
     """Replace hidden layers with binarized ones and save a bnnc checkpoint."""
@@ -120,9 +122,11 @@ def convert_command(
     normalisation = parse_normalisation(mean, std)
     err = Console(stderr=True)
     with reported_errors(ctx):
+        from bnnc.config import load_config, merge
         from bnnc.conversion import ConvertOptions, convert_file
         from bnnc.sensitivity import Budget
 
+        data = merge(load_config(config)[0], data=data).get("data")
         budget = None if target is None and max_accuracy_drop is None else Budget(
             target, None if max_accuracy_drop is None else max_accuracy_drop / 100)
         with err.status(f"converting {model}") as status:

@@ -35,24 +35,30 @@ def export_command(
     name: Annotated[Optional[str], typer.Option("--name", help="C: the model's name in the files and functions "
                                                 "(NAME_predict; default: MODEL's name).")] = None,
     float_ops: opt.FloatOps = False,
-    uint8_input: Annotated[bool, opt.flag("--uint8-input", help="Take raw 8-bit pixels: the recorded preprocessing "
-                                          "runs inside the model and the first layer on the integer path.")] = False,
+    uint8_input: Annotated[Optional[bool], opt.flag(
+        "--uint8-input/--float-input", help="Take raw 8-bit pixels: the recorded preprocessing runs inside the model "
+        "and the first layer on the integer path; or `uint8_input` in the config file \\[default: float input].")
+    ] = None,
     check: Annotated[bool, opt.flag("--check/--no-check", help="Check the exported model against the PyTorch model "
                                     "in its runtime (ONNX Runtime, OpenVINO) before writing it.")] = True,
-    data: Annotated[Optional[str], typer.Option(help="Data for the check (its evaluation split); "
-                                                "default: seeded random inputs.")] = None,
+    data: Annotated[Optional[str], typer.Option(help="Data for the check (its evaluation split), or `data` in the "
+                                                "config file; default: seeded random inputs.")] = None,
     check_samples: opt.CheckSamples = defaults.CHECK_SAMPLES,
     reference: opt.Reference = False,
     trust_model: opt.TrustModel = False,
     as_json: Annotated[bool, opt.flag("--json", help="Print the result as JSON on stdout.")] = False,
+    config: opt.ConfigFile = None,
     force: opt.Force = False,
 ) -> None:
     """Export a binarized model to ONNX, OpenVINO or C: 1 bit per binarized weight, same predictions."""
     err = Console(stderr=True)
     with reported_errors(ctx):
+        from bnnc.config import load_config, merge
         from bnnc.errors import BnncError
         from bnnc.export import export_c, export_onnx, export_openvino
 
+        o = merge(load_config(config)[0], data=data, uint8_input=uint8_input)
+        data = o.get("data")
         if fmt is not FormatChoice.onnx and (float_ops or reference):
             raise BnncError(f"{'--float' if float_ops else '--reference'} applies to --format onnx only",
                             "drop it, or export with --format onnx")
@@ -61,6 +67,7 @@ def export_command(
                             "NAME_predict_u8 when the checkpoint records its preprocessing", "drop --uint8-input")
         if fmt is not FormatChoice.c and name is not None:
             raise BnncError("--name applies to --format c only", "drop it")
+        uint8_input = fmt is not FormatChoice.c and bool(o.get("uint8_input", False))  # not the file's for C
         with err.status(f"exporting {model}" + (" and checking it against PyTorch" if check else "")):
             if fmt is FormatChoice.c:
                 result = export_c(model, output, name=name, check=check, data=data, check_samples=check_samples,

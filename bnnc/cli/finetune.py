@@ -28,11 +28,14 @@ if TYPE_CHECKING:
 def finetune_command(
     ctx: typer.Context,
     model: Annotated[Path, typer.Argument(metavar="MODEL", help="Binarized checkpoint written by `bnnc convert`.")],
-    data: Annotated[str, typer.Option(help="Training data: IDX folder, .npz, .pt, image folder, or "
-                                           "pkg.module:function or file.py:function.")],
+    data: Annotated[Optional[str], typer.Option(help="Training data: IDX folder, .npz, .pt, image folder, or "
+                                                     "pkg.module:function or file.py:function; or `data` in the "
+                                                     "config file.")] = None,
     mean: opt.Mean = None,
     std: opt.Std = None,
-    epochs: Annotated[int, typer.Option(help="Epochs to train.", min=1, max=100_000)] = defaults.FINETUNE_EPOCHS,
+    epochs: Annotated[Optional[int], typer.Option(
+        help=f"Epochs to train; or `epochs` in the config file \\[default: {defaults.FINETUNE_EPOCHS}].", min=1,
+        max=100_000)] = None,
     output: Annotated[Optional[str], typer.Option("-o", "--output", help="Best checkpoint "
                                                    "(default: MODEL.finetuned.bnnc).")] = None,
     lr: opt.LearningRate = None,
@@ -57,7 +60,9 @@ def finetune_command(
     bop: opt.Bop = defaults.BOP,
     bop_gamma: opt.BopGamma = defaults.BOP_GAMMA,
     bop_threshold: opt.BopThreshold = defaults.BOP_THRESHOLD,
-    batch_size: opt.BatchSize = defaults.BATCH_SIZE,
+    batch_size: Annotated[Optional[int], typer.Option(
+        help=f"Fine-tuning batch size; or `batch_size` in the config file \\[default: {defaults.BATCH_SIZE}].",
+        min=1, max=1 << 20)] = None,
     workers: opt.Workers = defaults.WORKERS,
     device: opt.Device = "auto",
     amp: opt.Amp = True,
@@ -69,6 +74,7 @@ def finetune_command(
                                                     ".history.json).")] = None,
     trust_model: opt.TrustModel = False,
     as_json: Annotated[bool, opt.flag("--json", help="Print the result as JSON on stdout.")] = False,
+    config_file: opt.ConfigFile = None,
     force: opt.Force = False,
 ) -> None:
     """Fine-tune a binarized model with the straight-through estimator to win back accuracy."""
@@ -76,12 +82,19 @@ def finetune_command(
     kwargs = parse_kwargs(arch_kwargs)
     normalisation = parse_normalisation(mean, std)
     with reported_errors(ctx):
+        from bnnc.config import load_config, merge
         from bnnc.device import resolve_device
         from bnnc.distributed import World, launched_by_torchrun, local_batch_size, main_process
+        from bnnc.errors import BnncError
         from bnnc.training import finetune, prepare
 
+        o = merge(load_config(config_file)[0], data=data, epochs=epochs, batch_size=batch_size)
+        if "data" not in o:
+            raise BnncError("no training data", "pass --data, or set data in bnnc.toml")
+        data, batch_size = o["data"], o.get("batch_size", defaults.BATCH_SIZE)
         config = finetune_config(
-            epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, schedule=schedule,
+            epochs=o.get("epochs", defaults.FINETUNE_EPOCHS), batch_size=batch_size, lr=lr, optimizer=optimizer,
+            schedule=schedule,
             weight_decay=weight_decay, distill=distill, temperature=temperature, distill_weight=distill_weight,
             glorot_lr=glorot_lr, bn=bn, binarize=binarize, recalibrate=recalibrate, ste=ste, two_step=two_step,
             bn_reestimate=bn_reestimate, warmup=warmup, latent_lr=latent_lr, bop=bop, bop_gamma=bop_gamma,

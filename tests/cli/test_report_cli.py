@@ -1,5 +1,6 @@
 import json
 
+import torch
 from conftest import PRE, learnable_npz
 from typer.testing import CliRunner
 
@@ -39,6 +40,32 @@ def test_config_file_then_command_line(tmp_path, fp32_checkpoint, monkeypatch):
     (tmp_path / "bnnc.toml").write_text('min_compresion = 2\n')
     r = runner.invoke(app, ["report", str(model)])
     assert r.exit_code == 2 and "unknown key 'min_compresion'" in r.stderr and "Traceback" not in r.output
+
+
+def test_each_step_of_a_pipeline_reads_the_config_file(tmp_path, fp32_checkpoint, monkeypatch):
+    """A CI job's ``bnnc convert``, ``bnnc finetune``, ``bnnc export`` with their data (and epochs, batch size) in
+    bnnc.toml, as ``report`` and ``compress`` read it; the command line wins."""
+    data = learnable_npz(tmp_path, 256, 64)
+    src = fp32_checkpoint("mlp", preprocessing=PRE)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "bnnc.toml").write_text(f'data = "{data}"\nepochs = 1\nbatch_size = 32\n')
+    r = runner.invoke(app, ["convert", str(src), "-o", "m.bnnc", "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["calibration"] is not None  # thresholds calibrated on the file's data
+    r = runner.invoke(app, ["finetune", "m.bnnc"])
+    assert r.exit_code == 0, r.output
+    config = torch.load(tmp_path / "m.finetuned.bnnc", weights_only=True)["binarized"]["finetune"]["config"]
+    assert (config["epochs"], config["batch_size"]) == (1, 32)
+    r = runner.invoke(app, ["finetune", "m.bnnc", "--epochs", "2", "--force"])
+    assert r.exit_code == 0, r.output
+    assert torch.load(tmp_path / "m.finetuned.bnnc", weights_only=True)["binarized"]["finetune"]["config"][
+        "epochs"] == 2
+    r = runner.invoke(app, ["export", "m.finetuned.bnnc", "--json"])
+    assert r.exit_code == 0, r.output
+    assert data.name in json.loads(r.stdout)["parity"][0]["inputs"]  # checked on the file's data, not random inputs
+    (tmp_path / "bnnc.toml").unlink()
+    r = runner.invoke(app, ["finetune", "m.bnnc", "--force"])
+    assert r.exit_code == 2 and "no training data" in r.stderr and "Traceback" not in r.output
 
 
 def test_report_refuses_a_foreign_onnx(tmp_path, fp32_checkpoint):
