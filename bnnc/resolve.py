@@ -178,6 +178,8 @@ def output_size(model: nn.Module, input_shape: Sequence[int],
         if out.dim() == 1 and len(out) == 2:
             hint = ("a binary classifier's one logit a sample: keep it as a column, e.g. drop the .squeeze() or "
                     ".view(-1) at the end of forward (class 1 where the logit is > 0)")
+        elif out.dim() > 2 and out.shape[2:].numel() == 1:
+            hint = "a convolutional head's (N, classes, 1, 1): flatten it at the end of forward, torch.flatten(x, 1)"
         raise ModelLoadError(f"{where}: the model returns shape {tuple(out.shape)} for 2 samples; bnnc needs "
                              "(N, classes) logits", hint)
     if out.shape[1] == 1 and type(out.grad_fn).__name__ == "SigmoidBackward0":

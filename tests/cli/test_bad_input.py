@@ -70,7 +70,8 @@ class Text(nn.Module):
 
 
 class OneOutput(nn.Module):
-    """A binary classifier's one output: a logit, a probability (``sigmoid``) or squeezed to ``(N,)``."""
+    """A binary classifier's one output: a logit, a probability (``sigmoid``), squeezed to ``(N,)`` or ``(N, 1, 1,
+    1)``."""
 
     def __init__(self, end="logit"):
         super().__init__()
@@ -79,6 +80,8 @@ class OneOutput(nn.Module):
 
     def forward(self, x):
         z = self.body(x)
+        if self.end == "conv-head":  # a convolutional head's (N, classes, 1, 1), not flattened
+            return z[:, :, None, None]
         return torch.sigmoid(z) if self.end == "sigmoid" else z.squeeze(1) if self.end == "squeeze" else z
 '''
 
@@ -271,6 +274,8 @@ CONVERT = [
          "nolayers:OneOutput", "--arch-kwargs", '{"end": "sigmoid"}', "--data", "{ws}/data.npz", "-o", "{ws}/x.bnnc"),
     case("squeezed-logit", "drop the .squeeze()", "convert", "{ws}/one-output.pt", "--arch", "nolayers:OneOutput",
          "--arch-kwargs", '{"end": "squeeze"}', "--data", "{ws}/data.npz", "-o", "{ws}/x.bnnc"),
+    case("conv-head-unflattened", "torch.flatten(x, 1)", "convert", "{ws}/one-output.pt", "--arch",
+         "nolayers:OneOutput", "--arch-kwargs", '{"end": "conv-head"}', "--data", "{ws}/data.npz", "-o", "{ws}/x.bnnc"),
     case("ten-classes-one-logit", "has one output (a logit: classes 0 and 1)", "convert", "{ws}/one-logit.pt",
          "--arch", MLP_REF, "--arch-kwargs", '{"hidden": [64, 48], "in_features": 784, "num_classes": 1}', "--data",
          "{ws}/data.npz", "-o", "{ws}/x.bnnc"),
