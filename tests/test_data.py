@@ -466,6 +466,34 @@ FUNCTION_MODULE = textwrap.dedent(
     def loaders():
         return tuple(DataLoader(ds, batch_size=4, shuffle=True) for ds in raw())
 
+    def keras_arrays():
+        x = torch.stack([Pairs(6)[i][0] for i in range(6)]).numpy()
+        y = torch.tensor([i % 2 for i in range(6)]).numpy()
+        return (x, y), (torch.zeros(3, 1, 4, 4, dtype=torch.uint8), torch.tensor([0, 1, 0]))
+
+    def as_dict():
+        (x, y), (xt, yt) = keras_arrays()
+        return {"X_train": x, "y_train": y, "X_test": xt, "y_test": yt}
+
+    class Rows(Dataset):  # Hugging Face datasets' rows
+        def __init__(self, pairs):
+            self.pairs = pairs
+        def __len__(self):
+            return len(self.pairs)
+        def __getitem__(self, i):
+            x, y = self.pairs[i]
+            return {"image": x, "label": y, "id": i}
+
+    def rows():
+        return tuple(Rows(ds) for ds in raw())
+
+    class Unnamed(Rows):
+        def __getitem__(self, i):
+            return {"pixels": self.pairs[i][0], "label": 0}
+
+    def bad_rows():
+        return Rows(Pairs(2)), Unnamed(Pairs(2))
+
     def ready():
         pre = Preprocessing(input_shape=(1, 4, 4), mean=(0.0,), std=(1.0,))
         ds = TensorDataset(torch.ones(2, 1, 4, 4), torch.tensor([0, 1]))
@@ -498,9 +526,11 @@ def test_function_returning_raw_datasets_is_normalised(data_module: str) -> None
     x, y = splits.train.tensors
     assert x.shape == (6, 16) and y.tolist() == [0, 1, 0, 1, 0, 1]
     torch.testing.assert_close(x[:, 0], (torch.arange(6) * 10 / 255 - 0.1) / 0.5)
-    from_loaders = load_data(f"{data_module}:loaders", preprocessing=pre)  # (train_loader, val_loader): their datasets
-    for ours, theirs in ((splits.train, from_loaders.train), (splits.val, from_loaders.val)):
-        assert all(torch.equal(a, b) for a, b in zip(ours.tensors, theirs.tensors, strict=True))
+    # the same data as (train_loader, val_loader), as arrays (Keras' tuples, a dict of a .npz's keys) and as dict rows
+    for form in ("loaders", "keras_arrays", "as_dict", "rows"):
+        other = load_data(f"{data_module}:{form}", preprocessing=pre)
+        for ours, theirs in ((splits.train, other.train), (splits.val, other.val)):
+            assert all(torch.equal(a, b) for a, b in zip(ours.tensors, theirs.tensors, strict=True)), form
 
 
 def test_function_returning_data_splits_is_used_as_it_is(data_module: str) -> None:
@@ -515,6 +545,7 @@ def test_function_errors(data_module: str) -> None:
     expect_error(lambda: load_data(f"{data_module}:missing"), "defines no function 'missing'")
     expect_error(lambda: load_data(f"{data_module}:wrong"), "expected (train_dataset, val_dataset)")
     expect_error(lambda: load_data(f"{data_module}:broken"), "val", "map-style torch Dataset")
+    expect_error(lambda: load_data(f"{data_module}:bad_rows"), "val sample 0 is a dict with keys pixels, label")
     expect_error(lambda: load_data(f"{data_module}:failing"), "raised FileNotFoundError", "/data/train.bin")
 
 

@@ -80,7 +80,7 @@ def load_data(
     text = os.fspath(spec)
     path = Path(text).expanduser()
     if isinstance(spec, str) and not path.exists() and FUNCTION_SPEC.match(text):
-        return from_function(text, preprocessing, input_shape, normalisation)
+        return from_function(text, preprocessing, input_shape, normalisation, val_fraction, seed)
     raw = read_path(path, preprocessing, val_fraction, seed, input_shape)
     return finish(raw, preprocessing, input_shape, normalisation)
 

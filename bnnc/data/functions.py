@@ -4,22 +4,25 @@ resolved only to what they named."""
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from bnnc.data.normalise import finish
 from bnnc.data.preprocessing import DataSplits, Normalisation, Preprocessing
-from bnnc.data.readers import Raw, to_numpy
+from bnnc.data.readers import Raw, read_returned, to_numpy
 from bnnc.errors import DataError, first_line
 from bnnc.usercode import import_module, is_file, not_user_code, split
 
 
 def from_function(spec: str, pre: Preprocessing | None, input_shape: Sequence[int] | None,
-                  normalisation: Normalisation | None = None) -> DataSplits:
-    """The splits the user's function returns: used as they are (a ``DataSplits``), or normalised here."""
+                  normalisation: Normalisation | None = None, val_fraction: float = 0.1, seed: int = 0) -> DataSplits:
+    """The splits the user's function returns: used as they are (a ``DataSplits``), or normalised here. Datasets
+    (or loaders) are read sample by sample; arrays as a file holding them is (``val_fraction`` and ``seed`` split
+    ``(x, y)``)."""
     module_name, func_name = split(spec)
     if not_user_code(module_name):  # the rule --arch follows: only the user's own code
         top = module_name.split(".")[0]
@@ -46,12 +49,21 @@ def from_function(spec: str, pre: Preprocessing | None, input_shape: Sequence[in
                 "return (train, val) datasets of raw samples and bnnc normalises them the model's way",
             )
         return result
+    names = pre.class_names if pre else ()
+    if isinstance(result, Mapping) or (isinstance(result, (tuple, list)) and _holds_arrays(result)):
+        return finish(read_returned(result, spec, val_fraction, seed, names), pre, input_shape, normalisation)
     if not (isinstance(result, (tuple, list)) and len(result) == 2):
-        raise DataError(f"{spec}: expected (train_dataset, val_dataset), (train_loader, val_loader) or a DataSplits, "
-                        f"got {type(result).__name__}")
+        raise DataError(f"{spec}: expected (train_dataset, val_dataset), (train_loader, val_loader), arrays "
+                        f"((x_train, y_train), (x_test, y_test)) or a DataSplits, got {type(result).__name__}")
     arrays = [_materialise(ds, spec, split) for ds, split in zip(result, ("train", "val"), strict=True)]
     raw = Raw(*arrays[0], *arrays[1], (), spec, "function")
     return finish(raw, pre, input_shape, normalisation)
+
+
+def _holds_arrays(items: Sequence[Any]) -> bool:
+    """Whether a returned tuple is arrays (or pairs of them), not datasets."""
+    flat = [a for item in items for a in (item if isinstance(item, (tuple, list)) else (item,))]
+    return all(isinstance(a, (np.ndarray, torch.Tensor)) for a in flat)
 
 
 def _materialise(dataset: Any, spec: str, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -66,6 +78,8 @@ def _materialise(dataset: Any, spec: str, split: str) -> tuple[np.ndarray, np.nd
     xs, ys = [], []
     for i in range(len(dataset)):
         item = dataset[i]
+        if isinstance(item, Mapping):  # Hugging Face's {"image": ..., "label": ...}
+            item = _pair(item, spec, split, i)
         if not (isinstance(item, (tuple, list)) and len(item) == 2):
             raise DataError(f"{spec}: {split} sample {i} must be an (x, y) pair, got {type(item).__name__}")
         xs.append(np.asarray(item[0]))
@@ -76,3 +90,17 @@ def _materialise(dataset: Any, spec: str, split: str) -> tuple[np.ndarray, np.nd
         return np.stack(xs), np.stack(ys)
     except ValueError as exc:
         raise DataError(f"{spec}: {split} samples differ in shape ({exc})") from exc
+
+
+_SAMPLE_KEYS = ("image", "img", "pixel_values", "input", "inputs", "x", "features", "data")
+_LABEL_KEYS = ("label", "labels", "target", "targets", "y", "class")
+
+
+def _pair(item: Mapping[str, Any], spec: str, split: str, i: int) -> tuple[Any, Any]:
+    """A sample given as a dict (Hugging Face datasets' rows): its sample and its label, by their usual keys."""
+    x = next((item[k] for k in _SAMPLE_KEYS if k in item), None)
+    y = next((item[k] for k in _LABEL_KEYS if k in item), None)
+    if x is None or y is None:
+        raise DataError(f"{spec}: {split} sample {i} is a dict with keys {', '.join(map(str, item))}",
+                        f"name its sample {_SAMPLE_KEYS[0]!r} and its label {_LABEL_KEYS[0]!r}, or return (x, y) pairs")
+    return x, y
