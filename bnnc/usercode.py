@@ -81,10 +81,27 @@ def import_module(module: str) -> ModuleType:
     try:
         with _on_path(str(path.parent)):
             spec.loader.exec_module(loaded)
+    except ImportError as exc:
+        del sys.modules[name]
+        if "relative import" not in str(exc) or (package := _package_of(path)) is None:
+            raise
+        with _on_path(str(path.parent)), _on_path(str(package[0])):  # as `python -m package.module` would
+            return importlib.import_module(package[1])
     except BaseException:
         del sys.modules[name]
         raise
     return loaded
+
+
+def _package_of(path: Path) -> tuple[Path, str] | None:
+    """The folder above the package ``path`` is in and its dotted name there (``models/net.py`` in a folder with an
+    ``__init__.py``: ``models.net``), for a file whose relative imports need its package; None outside one."""
+    parts = [path.stem]
+    folder = path.parent
+    while (folder / "__init__.py").is_file() and folder.parent != folder:
+        parts.insert(0, folder.name)
+        folder = folder.parent
+    return (folder, ".".join(parts)) if len(parts) > 1 else None
 
 
 @contextlib.contextmanager

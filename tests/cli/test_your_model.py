@@ -139,6 +139,23 @@ def test_an_architecture_and_a_data_loader_named_by_file_path(user: Path, tmp_pa
     assert exported["parity"][0]["argmax_agreement"] == 1.0
 
 
+def test_an_architecture_file_in_a_package_with_relative_imports(user: Path, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch):
+    """``--arch models/nets.py:build`` where ``models/`` is a package and the file imports ``from .blocks``: it is
+    imported as ``models.nets`` (its package found above it), from the project's folder and from any other."""
+    project = tmp_path / "project"
+    (project / "models").mkdir(parents=True)
+    (project / "models" / "__init__.py").write_text("")
+    (project / "models" / "blocks.py").write_text(USER_MODULE)
+    (project / "models" / "nets.py").write_text("from .blocks import build as _build\n\n\n"
+                                                "def build(num_classes=10):\n    return _build(num_classes)\n")
+    monkeypatch.chdir(project)
+    run(user, "convert", "{d}/mlp_sd.pt", "--arch", "models/nets.py:build", "--data", "{d}/d.npz", "-o", "m.bnnc")
+    monkeypatch.chdir(tmp_path)
+    out = json.loads(run(user, "finetune", "project/m.bnnc", "--data", "{d}/d.npz", "--epochs", "1", "--json"))
+    assert out["fp32_accuracy"] > 0.5  # the teacher, rebuilt from the recorded file
+
+
 def test_a_csv_table_with_named_classes(user: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """Tabular data as pandas writes it (its index column, a header, class names as labels) through convert,
     finetune and export: the converted checkpoint records the names, and later steps label the rows by them."""
