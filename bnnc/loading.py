@@ -9,6 +9,7 @@ binarized model: the FP32 architecture rebuilt, then swapped by its recorded pla
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -22,7 +23,7 @@ from torch.nn.modules.lazy import LazyModuleMixin
 from torch.nn.parameter import is_lazy
 
 from bnnc import program, seal
-from bnnc.arch import allowed, build_model, is_plain
+from bnnc.arch import allowed, build_model, is_plain, resolve_arch
 from bnnc.checkpoint import FORMAT, PROGRAM_FORM, BinarizedInfo, parse
 from bnnc.errors import ModelLoadError, UntrustedModelError
 from bnnc.formats import check_readable, file_sha256, refuse_other_formats, torch_load, zip_names
@@ -121,9 +122,36 @@ def load_weights(model: nn.Module, state_dict: Mapping[str, Any], path: Path, re
             if items:
                 parts.append(f"{label}: {', '.join(items[:4])}{', ...' if len(items) > 4 else ''}")
         raise ModelLoadError(f"the weights in {path} don't fit architecture {ref or '(pickled module)'}: "
-                             + "; ".join(parts), "check --arch and --arch-kwargs")
+                             + "; ".join(parts), _fit_hint(expected, state_dict, missing or unexpected, ref))
     check_finite(state_dict, path)
     model.load_state_dict(state_dict, strict=True)
+
+
+def _fit_hint(expected: Mapping[str, torch.Tensor], state_dict: Mapping[str, Any], other: list[str],
+              ref: str | None) -> str:
+    """What to change when weights don't fit: the class count, when one layer's outputs are all that differ (a
+    model trained for another number of classes than the architecture's default), else --arch/--arch-kwargs."""
+    differ = {k: (tuple(state_dict[k].shape), tuple(v.shape)) for k, v in expected.items()
+              if isinstance(state_dict.get(k), torch.Tensor) and state_dict[k].shape != v.shape}
+    layers = {k.rpartition(".")[0] for k in differ}
+    if not other and len(layers) == 1 and all(len(a) == len(b) and a[1:] == b[1:] for a, b in differ.values()):
+        (got, want), = {(a[0], b[0]) for a, b in differ.values()}
+        return (f"the file's {layers.pop()} has {got} outputs, the architecture's {want}: pass the class count, "
+                f"--arch-kwargs '{{\"{_class_count_name(ref)}\": {got}}}'")
+    return "check --arch and --arch-kwargs"
+
+
+_CLASS_COUNT_NAMES = ("num_classes", "n_classes", "classes", "nclasses", "num_labels", "num_outputs", "n_outputs",
+                      "outputs", "out_features", "output_dim", "out_dim", "output_size", "nb_classes")
+
+
+def _class_count_name(ref: str | None) -> str:
+    """The factory's parameter for its number of classes, by the usual names (``num_classes`` if none is there)."""
+    try:
+        params = inspect.signature(resolve_arch(ref)).parameters if ref else {}
+    except Exception:  # noqa: BLE001 - only a hint: an unreadable signature falls back to the usual name
+        params = {}
+    return next((n for n in _CLASS_COUNT_NAMES if n in params), "num_classes")
 
 
 def wrapper_prefixes(expected: Iterable[str], state_dict: Mapping[str, Any]) -> list[str]:

@@ -255,6 +255,9 @@ CONVERT = [
     case("arch-file-missing", "no Python file", "convert", "{ws}/sd.pt", "--arch", "{ws}/models/none.py:Net"),
     case("arch-not-of-form", "pkg.module:factory", "convert", "{ws}/sd.pt", "--arch", "Net"),
     case("arch-keys-differ", "don't fit", "convert", "{ws}/sd.pt", "--arch", "bnnc.zoo:VGG"),
+    case("arch-other-class-count", "has 10 outputs, the architecture's 3: pass the class count, --arch-kwargs "
+         "'{\"num_classes\": 10}'", "convert", "{ws}/sd.pt", "--arch", MLP_REF, "--arch-kwargs",
+         '{"hidden": [64, 48], "in_features": 784, "num_classes": 3}'),
     case("no-linear-or-conv", "no Linear or Conv", "convert", "{ws}/nolayers.pt", "-o", "{ws}/x.bnnc"),
     case("nan-weights", "NaN or inf", "convert", "{ws}/nan.pt", "-o", "{ws}/x.bnnc"),
     case("inf-weights", "NaN or inf", "convert", "{ws}/inf.pt", "-o", "{ws}/x.bnnc"),
