@@ -12,6 +12,7 @@ import copy
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import torch
 from torch import nn
 
 from bnnc.errors import BnncError, PlanError
@@ -65,15 +66,23 @@ def _weight_hooks(model: nn.Module) -> list[tuple[nn.Module, Any]]:
 
 
 def plain_weights(model: nn.Module) -> nn.Module:
-    """``model`` with each hook-computed weight (:func:`_weight_hooks`) folded into the plain parameter it computes
-    in eval, in place. Such a weight is a computed tensor, which ``copy.deepcopy`` (every bnnc step copies the
-    model) refuses once a forward pass with gradients ran; the newer ``torch.nn.utils.parametrizations`` forms
-    copy as they are and stay."""
-    from torch.nn.utils import remove_spectral_norm, remove_weight_norm
+    """``model`` with each computed weight folded into the plain parameter it computes in eval, in place: the
+    hook-based ``weight_norm``/``spectral_norm`` (:func:`_weight_hooks`; a computed tensor, which ``copy.deepcopy``
+    — every bnnc step copies the model — refuses once a forward pass with gradients ran) and the
+    ``torch.nn.utils.parametrizations`` forms (``ParametrizedLinear`` is no ``nn.Linear`` to swap: a training-time
+    reparametrization, its layers would stay FP32)."""
+    from torch.nn.utils import parametrize, remove_spectral_norm, remove_weight_norm
     from torch.nn.utils.weight_norm import WeightNorm
 
     for module, hook in _weight_hooks(model):
         (remove_weight_norm if isinstance(hook, WeightNorm) else remove_spectral_norm)(module, hook.name)
+    for module in list(model.modules()):
+        if parametrize.is_parametrized(module):
+            parametrizations: nn.ModuleDict = getattr(module, "parametrizations")  # noqa: B009 - typed for mypy
+            parametrizations.eval()  # spectral_norm's power iteration runs in training mode only
+            with torch.no_grad():
+                for name in list(parametrizations):
+                    parametrize.remove_parametrizations(module, name, leave_parametrized=True)
     return model
 
 

@@ -3,6 +3,7 @@ with data that records no preprocessing — through every command, from the CLI,
 
 from __future__ import annotations
 
+import importlib
 import json
 import shutil
 from pathlib import Path
@@ -484,15 +485,19 @@ class Named(Pair):
 
 
 @pytest.mark.filterwarnings("ignore:`torch.nn.utils.weight_norm` is deprecated:FutureWarning")
-def test_weight_norm_and_spectral_norm_layers(user: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """``torch.nn.utils.weight_norm``/``spectral_norm`` (audio models have them) compute each weight in a hook, which
-    ``copy.deepcopy`` refuses: loading folds them into the plain weights they compute, so every step works, and the
-    FP32 model bnnc measures is the user's; the API's ``convert`` copies such a model and leaves it as it was."""
-    (tmp_path / "normed.py").write_text('''
+@pytest.mark.parametrize("form", ["torch.nn.utils", "torch.nn.utils.parametrizations"])
+def test_weight_norm_and_spectral_norm_layers(user: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, form: str):
+    """``weight_norm``/``spectral_norm`` (audio models have them) compute each weight: in a hook (``torch.nn.utils``:
+    ``copy.deepcopy`` refuses the computed tensor) or a parametrization (``ParametrizedLinear`` is no ``nn.Linear``
+    to binarize). Loading folds them into the plain weights they compute, so every step works and the hidden
+    layers are binarized, and the FP32 model bnnc measures is the user's; the API's ``convert`` copies such a model
+    and leaves it as it was."""
+    name = "normed" if form == "torch.nn.utils" else "parametrized"  # one module name a form: imports are cached
+    (tmp_path / f"{name}.py").write_text(f'''
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils import spectral_norm, weight_norm
+from {form} import spectral_norm, weight_norm
 
 
 class Normed(nn.Module):
@@ -510,21 +515,23 @@ class Normed(nn.Module):
 ''')
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
-    import normed
+    normed = importlib.import_module(name)
 
     import bnnc
 
     torch.manual_seed(0)
     model = normed.Normed().eval()
     torch.save(model.state_dict(), "sd.pt")
-    assert any(k.endswith("weight_g") for k in model.state_dict()) and any(k.endswith("weight_u") for k in
-                                                                            model.state_dict())
+    computed = ("weight_g", "weight_u") if form == "torch.nn.utils" else ("original0", "_u")
+    assert all(any(k.endswith(end) for k in model.state_dict()) for end in computed)
     x = torch.randn(4, 1, 28, 28)
-    loaded = load_checkpoint("sd.pt", arch="normed:Normed").model.eval()
+    loaded = load_checkpoint("sd.pt", arch=f"{name}:Normed").model.eval()
     assert torch.allclose(loaded(x), model(x), atol=1e-6)  # the user's model, weights folded
-    run(tmp_path, "compress", "sd.pt", "--arch", "normed:Normed", "--data", str(user / "d.npz"), "--epochs", "1",
+    run(tmp_path, "compress", "sd.pt", "--arch", f"{name}:Normed", "--data", str(user / "d.npz"), "--epochs", "1",
         "-o", "out")
-    assert json.loads((tmp_path / "out" / "report.json").read_text())["accuracy"]["onnx_torch_agreement"] == 1.0
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["accuracy"]["onnx_torch_agreement"] == 1.0
+    assert [layer["precision"] for layer in report["layers"]] == ["fp32", "binary", "binary", "fp32"]
     model(x).sum().backward()  # the hooks' weights now carry gradients: a plain deepcopy refuses them
     keys = set(model.state_dict())
     converted = bnnc.convert(model)
