@@ -607,7 +607,7 @@ def test_preprocessing_from_bad_dict(d: object, needle: str) -> None:
 def test_missing_path_and_unsupported_files(tmp_path: Path) -> None:
     expect_error(lambda: load_data(tmp_path / "nope.npz"), "nope.npz", "not found")
     (tmp_path / "empty").mkdir()
-    expect_error(lambda: load_data(tmp_path / "empty"), "empty", "no IDX files, train and test files, .npy arrays")
+    expect_error(lambda: load_data(tmp_path / "empty"), "empty", "no IDX files, CIFAR batches, train and test files")
     (tmp_path / "d.xlsx").write_text("1,2\n")
     expect_error(lambda: load_data(tmp_path / "d.xlsx"), "d.xlsx", "unsupported data file type .xlsx", ".csv table")
     expect_error(lambda: load_data(tmp_path / "d.xlsx", val_fraction=1.5), "val_fraction")
@@ -740,3 +740,90 @@ def test_tensor_dataset_type_is_what_callers_get(tmp_path: Path) -> None:
     np.savez(tmp_path / "d.npz", **arrays())
     splits = load_data(str(tmp_path / "d.npz"))
     assert isinstance(splits.train, TensorDataset) and isinstance(splits.val, TensorDataset)
+
+
+# --- CIFAR as its authors distribute it ----------------------------------------------------------
+
+
+def _pixels(splits: DataSplits) -> tuple[np.ndarray, np.ndarray]:
+    """Both splits' samples back as the uint8 pixels they were normalised from."""
+    pre = splits.preprocessing
+    mean, std = (torch.tensor(v).reshape(1, -1, 1, 1) for v in (pre.mean, pre.std))
+    return tuple(((d.tensors[0] * std + mean) / pre.pixel_scale).round().to(torch.uint8).numpy()  # type: ignore[return-value]
+                 for d in (splits.train, splits.val))
+
+
+def _cifar_images(n: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (n, 3 * 32 * 32), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("version", ["cifar-10-batches-py", "cifar-100-python", "cifar-10-batches-bin"])
+def test_cifar_folders_as_torchvision_downloads_them(tmp_path: Path, version: str) -> None:
+    """The Python version's pickled batches (read by an unpickler that builds arrays and lists only) and the binary
+    version's records: images (N, 3, 32, 32) in the files' order, labels, the class names of the meta file."""
+    import pickle
+
+    folder = tmp_path / version
+    folder.mkdir()
+    parts = [(_cifar_images(n, seed), np.arange(n) % 10) for n, seed in ((6, 0), (4, 1), (5, 2))]
+    train, test = parts[:2], parts[2]
+    names = [f"class{i}" for i in range(10)]
+
+    def dump(name: str, obj: object) -> None:
+        (folder / name).write_bytes(pickle.dumps(obj, protocol=2))
+
+    if version == "cifar-10-batches-py":
+        for i, (x, y) in enumerate(train, 1):
+            dump(f"data_batch_{i}", {b"batch_label": b"training batch", b"labels": y.tolist(), b"data": x,
+                                     b"filenames": [b"a.png"] * len(y)})
+        dump("test_batch", {b"labels": test[1].tolist(), b"data": test[0]})
+        dump("batches.meta", {b"label_names": [n.encode() for n in names], b"num_vis": 3072})
+    elif version == "cifar-100-python":
+        x, y = np.concatenate([p[0] for p in train]), np.concatenate([p[1] for p in train])
+        dump("train", {b"fine_labels": y.tolist(), b"coarse_labels": (y // 5).tolist(), b"data": x})
+        dump("test", {b"fine_labels": test[1].tolist(), b"coarse_labels": (test[1] // 5).tolist(), b"data": test[0]})
+        dump("meta", {b"fine_label_names": [n.encode() for n in names], b"coarse_label_names": [b"a", b"b"]})
+    else:
+        for i, (x, y) in enumerate(train, 1):
+            (folder / f"data_batch_{i}.bin").write_bytes(np.concatenate([y[:, None].astype(np.uint8), x], 1).tobytes())
+        (folder / "test_batch.bin").write_bytes(np.concatenate([test[1][:, None].astype(np.uint8), test[0]],
+                                                               1).tobytes())
+        (folder / "batches.meta.txt").write_text("\n".join(names) + "\n\n")
+    splits = load_data(folder)
+    assert splits.preprocessing.input_shape == (3, 32, 32) and splits.preprocessing.class_names == tuple(names)
+    x_train, x_test = _pixels(splits)
+    assert np.array_equal(x_train, np.concatenate([p[0] for p in train]).reshape(-1, 3, 32, 32))
+    assert np.array_equal(x_test, test[0].reshape(-1, 3, 32, 32))
+    assert splits.train.tensors[1].tolist() == [0, 1, 2, 3, 4, 5, 0, 1, 2, 3]
+    assert splits.val.tensors[1].tolist() == [0, 1, 2, 3, 4]
+
+
+def test_a_tampered_cifar_batch_runs_nothing(tmp_path: Path) -> None:
+    """A pickle naming any global but numpy's array constructors is refused before anything runs."""
+    import pickle
+
+    from conftest import Payload
+
+    marker = tmp_path / "pwned"
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    (folder / "data_batch_1").write_bytes(pickle.dumps({b"data": _cifar_images(2, 0), b"labels": [0, 1]}, protocol=2))
+    (folder / "test_batch").write_bytes(pickle.dumps({b"data": Payload(marker), b"labels": [0]}, protocol=2))
+    expect_error(lambda: load_data(folder), "test_batch", "not a CIFAR batch bnnc will unpickle",
+                 "refused global posix.system")
+    assert not marker.exists()
+    (folder / "test_batch").write_bytes(b"\x80\x02}q\x00")  # truncated
+    expect_error(lambda: load_data(folder), "test_batch", "truncated or corrupted")
+
+
+def test_kaggle_idx_names(tmp_path: Path) -> None:
+    """Kaggle's MNIST names its IDX files with a dot: train-images.idx3-ubyte."""
+    rng = np.random.default_rng(0)
+    for name, array in (("train-images.idx3-ubyte", rng.integers(0, 255, (8, 4, 4), dtype=np.uint8)),
+                        ("train-labels.idx1-ubyte", np.arange(8, dtype=np.uint8) % 3),
+                        ("t10k-images.idx3-ubyte", rng.integers(0, 255, (4, 4, 4), dtype=np.uint8)),
+                        ("t10k-labels.idx1-ubyte", np.arange(4, dtype=np.uint8) % 3)):
+        dims = b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+        (tmp_path / name).write_bytes(bytes([0, 0, 8, array.ndim]) + dims + array.tobytes())
+    splits = load_data(tmp_path)
+    assert len(splits.train) == 8 and splits.val.tensors[1].tolist() == [0, 1, 2, 0]

@@ -1,5 +1,5 @@
-"""Reading the file forms of ``--data`` (IDX folders, ``.npz``, ``.pt``, CSV tables, image folders) into raw arrays,
-each problem a ``DataError`` naming the file and what was expected."""
+"""Reading the file forms of ``--data`` (IDX folders, CIFAR batches, ``.npz``, ``.pt``, CSV tables, image folders)
+into raw arrays, each problem a ``DataError`` naming the file and what was expected."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from bnnc.data.cifar import is_cifar_folder, read_cifar_folder
 from bnnc.data.labels import class_indices, named_labels
 from bnnc.data.preprocessing import Preprocessing
 from bnnc.data.tables import read_table
@@ -24,7 +25,7 @@ from bnnc.errors import DataError, first_line
 from bnnc.formats import archive_problem
 
 FORMS_HINT = (
-    "give a folder of MNIST-style IDX files, a .npz or .pt with x_train/y_train/x_test/y_test "
+    "give a folder of MNIST-style IDX files or CIFAR batches, a .npz or .pt with x_train/y_train/x_test/y_test "
     "(or x/y), a .csv table, a folder of class sub-folders of images, or pkg.module:function"
 )
 IDX_NAMES = {
@@ -79,6 +80,9 @@ def read_path(path: Path, pre: Preprocessing | None, val_fraction: float, seed: 
         nested = next((p for p in _class_folders(path) if any(_find_idx_files(p).values())), None)
         if nested is not None:
             raise DataError(f"{path}: no IDX files here, but {nested} has some", f"pass {nested} as the data")
+        if is_cifar_folder(path):
+            x_train, y_train, x_test, y_test, names = read_cifar_folder(path)
+            return Raw(x_train, y_train, x_test, y_test, names, str(path), "CIFAR batches")
         files = _split_files(path)
         if files is not None:
             return _read_split_files(path, files, pre.class_names if pre else ())
@@ -88,8 +92,8 @@ def read_path(path: Path, pre: Preprocessing | None, val_fraction: float, seed: 
         if _class_folders(path) or _split_folders(path):
             shape = tuple(pre.input_shape) if pre is not None else tuple(input_shape) if input_shape else None
             return _read_image_folder(path, shape, pre.class_names if pre else (), val_fraction, seed)
-        raise DataError(f"{path}: no IDX files, train and test files, .npy arrays or class sub-folders of images "
-                        "found", FORMS_HINT)
+        raise DataError(f"{path}: no IDX files, CIFAR batches, train and test files, .npy arrays or class sub-folders "
+                        "of images found", FORMS_HINT)
     names = pre.class_names if pre else ()
     return _split(_read_file(path, names), path, FILE_FORMS[path.suffix.lower()], val_fraction, seed, names)
 
@@ -152,7 +156,8 @@ def _find_idx_files(folder: Path) -> dict[str, Path | None]:
     """Each split's IDX file in ``folder`` (raw or .gz), or None where absent."""
     found: dict[str, Path | None] = {}
     for key, name in IDX_NAMES.items():
-        candidates = [folder / name, folder / f"{name}.gz"]
+        dotted = name.replace("-idx", ".idx")  # Kaggle's MNIST: train-images.idx3-ubyte
+        candidates = [folder / n for n in (name, f"{name}.gz", dotted, f"{dotted}.gz")]
         found[key] = next((p for p in candidates if p.is_file()), None)
     return found
 
