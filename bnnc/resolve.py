@@ -14,15 +14,16 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from bnnc.data import DataSpec, DataSplits, Normalisation, Preprocessing, check_labels, load_data, reshaped
+from bnnc.data import DataSpec, DataSplits, Normalisation, Preprocessing, check_labels, folder_form, load_data, reshaped
 from bnnc.errors import BnncError, DataError, ModelLoadError
 from bnnc.loading import ModelFile, load_checkpoint, locate_source
-from bnnc.tracing import input_shape_for, is_swapped, refuse_token_input
+from bnnc.tracing import image_shape_for, input_shape_for, is_swapped, refuse_token_input
 
 
 def require_binarized(loaded: ModelFile) -> ModelFile:
@@ -138,6 +139,11 @@ def _fit_shape(spec: DataSpec, splits: DataSplits, model: nn.Module,
     """Data of the data's own shape, reshaped to the shape the model takes (see :func:`input_shape_for`)."""
     natural = splits.preprocessing.input_shape
     shape = input_shape_for(model, natural)
+    if shape is None and isinstance(spec, (str, os.PathLike)) and Path(spec).is_dir() and folder_form(
+            Path(spec)) == "image folder":
+        image_shape = image_shape_for(model, natural)
+        if image_shape is not None:  # images convert and resize as they load
+            return load_data(spec, input_shape=image_shape, normalisation=normalisation)
     if shape is None:
         raise DataError(f"{splits.source}: the model doesn't run on samples of shape {natural}, "
                         f"nor on them flattened to ({math.prod(natural)},)",

@@ -298,6 +298,19 @@ def input_shape_for(model: nn.Module, sample_shape: Sequence[int]) -> tuple[int,
     return next((c for c in candidates if _runs_on(model, c)), None)
 
 
+def image_shape_for(model: nn.Module, sample_shape: Sequence[int]) -> tuple[int, ...] | None:
+    """The shape to read images of ``sample_shape`` ``(C, H, W)`` at for a model that takes none of the shapes
+    :func:`input_shape_for` tries (images are converted and resized as they load): the first convolution's channels
+    at the images' own size (grey images for an RGB model), else at the square sides models are usually trained at.
+    None when none fits, or the first layer is no Conv2d."""
+    layers = candidate_layers(model)
+    if len(sample_shape) != 3 or not layers or not isinstance(layers[0][1], nn.Conv2d):
+        return None
+    c, (h, w) = layers[0][1].in_channels, tuple(int(n) for n in sample_shape[1:])
+    candidates = dict.fromkeys([(c, h, w), *((c, side, side) for side in _CONV_PROBE_SIDES)])
+    return next((shape for shape in candidates if _runs_on(model, shape)), None)
+
+
 def is_swapped(sample_shape: Sequence[int], shape: Sequence[int]) -> bool:
     """Whether feeding samples of ``sample_shape`` as ``shape`` swaps their last two axes rather than reshaping:
     ``(1, L, C)`` -> ``(C, L)``, signals saved channels-last (Keras' Conv1D layout) for a Conv1d of C channels."""

@@ -32,12 +32,12 @@ from pathlib import Path
 from bnnc.data.functions import from_function
 from bnnc.data.normalise import check_labels, finish, reshaped
 from bnnc.data.preprocessing import DataSpec, DataSplits, Normalisation, Preprocessing
-from bnnc.data.readers import FORMS_HINT, read_idx, read_path
+from bnnc.data.readers import FORMS_HINT, folder_form, read_idx, read_path
 from bnnc.errors import DataError
 from bnnc.usercode import FUNCTION_SPEC
 
-__all__ = ["FORMS_HINT", "DataSpec", "DataSplits", "Normalisation", "Preprocessing", "check_labels", "load_data",
-           "read_idx", "reshaped", "sample_data_path"]
+__all__ = ["FORMS_HINT", "DataSpec", "DataSplits", "Normalisation", "Preprocessing", "check_labels", "folder_form",
+           "load_data", "read_idx", "reshaped", "sample_data_path"]
 
 
 def load_data(

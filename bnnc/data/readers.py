@@ -12,7 +12,7 @@ import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -73,29 +73,43 @@ def read_path(path: Path, pre: Preprocessing | None, val_fraction: float, seed: 
     """The raw samples at ``path``; images are read at the model's shape: the recorded one, else ``input_shape``."""
     if not path.exists():
         raise DataError(f"data not found: {path}", FORMS_HINT)
-    if path.is_dir():
-        idx_files = _find_idx_files(path)
-        if any(idx_files.values()):
-            return _read_idx_folder(path, idx_files)
-        nested = next((p for p in _class_folders(path) if any(_find_idx_files(p).values())), None)
-        if nested is not None:
-            raise DataError(f"{path}: no IDX files here, but {nested} has some", f"pass {nested} as the data")
-        if is_cifar_folder(path):
-            x_train, y_train, x_test, y_test, names = read_cifar_folder(path)
-            return Raw(x_train, y_train, x_test, y_test, names, str(path), "CIFAR batches")
-        files = _split_files(path)
-        if files is not None:
-            return _read_split_files(path, files, pre.class_names if pre else ())
-        if any(path.glob("*.npy")):
-            return _split(_read_npy_folder(path), path, "folder of .npy", val_fraction, seed,
-                          pre.class_names if pre else ())
-        if _class_folders(path) or _split_folders(path):
-            shape = tuple(pre.input_shape) if pre is not None else tuple(input_shape) if input_shape else None
-            return _read_image_folder(path, shape, pre.class_names if pre else (), val_fraction, seed)
-        raise DataError(f"{path}: no IDX files, CIFAR batches, train and test files, .npy arrays or class sub-folders "
-                        "of images found", FORMS_HINT)
     names = pre.class_names if pre else ()
-    return _split(_read_file(path, names), path, FILE_FORMS[path.suffix.lower()], val_fraction, seed, names)
+    if not path.is_dir():
+        return _split(_read_file(path, names), path, FILE_FORMS[path.suffix.lower()], val_fraction, seed, names)
+    form = folder_form(path)
+    if form == "IDX folder":
+        return _read_idx_folder(path, _find_idx_files(path))
+    if form == "CIFAR batches":
+        x_train, y_train, x_test, y_test, cifar_names = read_cifar_folder(path)
+        return Raw(x_train, y_train, x_test, y_test, cifar_names, str(path), form)
+    if form == "split files":
+        return _read_split_files(path, cast(tuple[Path, Path], _split_files(path)), names)  # found by folder_form
+    if form == "folder of .npy":
+        return _split(_read_npy_folder(path), path, form, val_fraction, seed, names)
+    if form == "image folder":
+        shape = tuple(pre.input_shape) if pre is not None else tuple(input_shape) if input_shape else None
+        return _read_image_folder(path, shape, names, val_fraction, seed)
+    nested = next((p for p in _class_folders(path) if any(_find_idx_files(p).values())), None)
+    if nested is not None:
+        raise DataError(f"{path}: no IDX files here, but {nested} has some", f"pass {nested} as the data")
+    raise DataError(f"{path}: no IDX files, CIFAR batches, train and test files, .npy arrays or class sub-folders "
+                    "of images found", FORMS_HINT)
+
+
+def folder_form(folder: Path) -> str | None:
+    """Which of the folder forms ``folder`` holds (the first that fits, in this order), None for none."""
+    if any(_find_idx_files(folder).values()):
+        return "IDX folder"
+    if is_cifar_folder(folder):
+        return "CIFAR batches"
+    if _split_files(folder) is not None:
+        return "split files"
+    if any(folder.glob("*.npy")):
+        return "folder of .npy"
+    if (_class_folders(folder) or _split_folders(folder)) and not any(
+            any(_find_idx_files(p).values()) for p in _class_folders(folder)):
+        return "image folder"
+    return None
 
 
 def _read_file(path: Path, class_names: Sequence[str]) -> dict[str, Any]:

@@ -567,3 +567,44 @@ def build():
               "1", "-o", "out")
     assert "fine-tuned 1 epoch in" in out
     assert json.loads((tmp_path / "out" / "report.json").read_text())["accuracy"]["onnx_torch_agreement"] == 1.0
+
+
+RGB_MODULE = '''
+from torch import nn
+
+
+class Rgb32(nn.Module):
+    """A CIFAR-style net: 3 channels in, a fixed 32x32 input (its Linear after the flatten says so)."""
+
+    def __init__(self, num_classes=2):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
+                                      nn.Conv2d(8, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2))
+        self.classifier = nn.Linear(16 * 8 * 8, num_classes)
+
+    def forward(self, x):
+        return self.classifier(self.features(x).flatten(1))
+'''
+
+
+def test_an_image_folder_is_read_at_the_shape_the_model_takes(user: Path, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch):
+    """Grey 40x40 photos for an RGB model with a fixed 32x32 input and no recorded shape: the folder is read again,
+    converted and resized, at the shape the model runs on (the first convolution's channels, a usual size)."""
+    pytest.importorskip("PIL")
+    from PIL import Image
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "rgbnet.py").write_text(RGB_MODULE)
+    rng = np.random.default_rng(0)
+    for label, bright in (("cat", 0), ("dog", 1)):
+        (tmp_path / "photos" / label).mkdir(parents=True)
+        for i in range(20):
+            pixels = rng.integers(0, 80, (40, 40), dtype=np.uint8)
+            pixels[10:20] += 170 * bright
+            Image.fromarray(pixels, "L").save(tmp_path / "photos" / label / f"{i}.png")
+    ns: dict = {}
+    exec(RGB_MODULE, ns)
+    torch.save(ns["Rgb32"]().state_dict(), "rgb_sd.pt")
+    run(user, "convert", "rgb_sd.pt", "--arch", "rgbnet:Rgb32", "--data", "photos", "-o", "m.bnnc")
+    assert load_checkpoint(tmp_path / "m.bnnc").preprocessing["input_shape"] == [3, 32, 32]
