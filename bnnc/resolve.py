@@ -139,8 +139,7 @@ def _fit_shape(spec: DataSpec, splits: DataSplits, model: nn.Module,
     """Data of the data's own shape, reshaped to the shape the model takes (see :func:`input_shape_for`)."""
     natural = splits.preprocessing.input_shape
     shape = input_shape_for(model, natural)
-    if shape is None and isinstance(spec, (str, os.PathLike)) and Path(spec).is_dir() and folder_form(
-            Path(spec)) == "image folder":
+    if shape is None and isinstance(spec, (str, os.PathLike)) and folder_form(Path(spec)) == "image folder":
         image_shape = image_shape_for(model, natural)
         if image_shape is not None:  # images convert and resize as they load
             return load_data(spec, input_shape=image_shape, normalisation=normalisation)

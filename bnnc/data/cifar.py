@@ -62,9 +62,10 @@ def read_cifar_folder(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray,
 
 
 def _present(folder: Path, names: tuple[str, ...]) -> list[str]:
+    """The training batches there (all five, or fewer: as many as the user kept)."""
     found = [n for n in names if (folder / n).is_file()]
     if not found:
-        raise DataError(f"{folder}: CIFAR test batch found but no training batches ({', '.join(names)})",
+        raise DataError(f"{folder}: CIFAR test batch found but no training batches ({names[0]}, ...)",
                         "the download may be incomplete")
     return found
 
@@ -94,19 +95,11 @@ def _batch(batch: dict[Any, Any], labels: bytes, folder: Path) -> tuple[np.ndarr
 
 def _read_binary(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, tuple[str, ...]]:
     """CIFAR-10's binary version: records of one label byte and 3072 pixel bytes (red, green, blue planes)."""
-    parts = [_records(folder / f"{name}.bin") for name in _present_bin(folder)]
+    parts = [_records(folder / name) for name in _present(folder, tuple(f"{n}.bin" for n in CIFAR10_TRAIN))]
     x_test, y_test = _records(folder / "test_batch.bin")
     meta = folder / "batches.meta.txt"
     names = tuple(line.strip() for line in meta.read_text().splitlines() if line.strip()) if meta.is_file() else ()
     return (np.concatenate([x for x, _ in parts]), np.concatenate([y for _, y in parts]), x_test, y_test, names)
-
-
-def _present_bin(folder: Path) -> list[str]:
-    found = [n for n in CIFAR10_TRAIN if (folder / f"{n}.bin").is_file()]
-    if not found:
-        raise DataError(f"{folder}: CIFAR test batch found but no training batches (data_batch_1.bin, ...)",
-                        "the download may be incomplete")
-    return found
 
 
 def _records(path: Path) -> tuple[np.ndarray, np.ndarray]:

@@ -97,7 +97,9 @@ def read_path(path: Path, pre: Preprocessing | None, val_fraction: float, seed: 
 
 
 def folder_form(folder: Path) -> str | None:
-    """Which of the folder forms ``folder`` holds (the first that fits, in this order), None for none."""
+    """Which of the folder forms ``folder`` holds (the first that fits, in this order), None for none (or no folder)."""
+    if not folder.is_dir():
+        return None
     if any(_find_idx_files(folder).values()):
         return "IDX folder"
     if is_cifar_folder(folder):
