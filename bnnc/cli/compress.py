@@ -49,9 +49,7 @@ def compress_command(
     threshold: opt.Threshold = True,
     binarize: opt.Binarize = BinarizeChoice.deterministic,
     calibration_batches: opt.CalibrationBatches = defaults.CALIBRATION_BATCHES,
-    batch_size: Annotated[Optional[int], typer.Option(
-        help=f"Fine-tuning batch size \\[default: {defaults.BATCH_SIZE}].", min=1, max=1 << 20)]
-        = None,
+    batch_size: opt.BatchSize = None,
     lr: opt.LearningRate = None,
     optimizer: opt.Optimizer = OptimizerChoice.adam,
     schedule: opt.Schedule = ScheduleChoice.cosine,

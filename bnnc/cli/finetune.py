@@ -60,9 +60,7 @@ def finetune_command(
     bop: opt.Bop = defaults.BOP,
     bop_gamma: opt.BopGamma = defaults.BOP_GAMMA,
     bop_threshold: opt.BopThreshold = defaults.BOP_THRESHOLD,
-    batch_size: Annotated[Optional[int], typer.Option(
-        help=f"Fine-tuning batch size; or `batch_size` in the config file \\[default: {defaults.BATCH_SIZE}].",
-        min=1, max=1 << 20)] = None,
+    batch_size: opt.BatchSize = None,
     workers: opt.Workers = defaults.WORKERS,
     device: opt.Device = "auto",
     amp: opt.Amp = True,

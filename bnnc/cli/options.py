@@ -118,7 +118,9 @@ BopThreshold = Annotated[float, typer.Option(help="Bop: a weight flips where its
                                              callback=finite)]
 Recalibrate = Annotated[bool, flag("--recalibrate/--no-recalibrate", help="Re-estimate BatchNorm statistics and "
                                                                           "thresholds before training.")]
-BatchSize = Annotated[int, typer.Option(help="Fine-tuning batch size.", min=1, max=1 << 20)]
+BatchSize = Annotated[Optional[int], typer.Option(
+    help=f"Fine-tuning batch size; or `batch_size` in the config file \\[default: {defaults.BATCH_SIZE}].", min=1,
+    max=1 << 20)]
 Workers = Annotated[int, typer.Option(help="DataLoader worker processes.", min=0, max=64)]
 Device = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
 Amp = Annotated[bool, flag("--amp/--no-amp", help="bfloat16 autocast for the FP32 layers on a GPU (binary layers "
