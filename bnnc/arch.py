@@ -46,8 +46,10 @@ def resolve_arch(ref: str, *, named_by_user: bool = True, source: Path | None = 
     try:
         obj: Any = usercode.import_module(module_name)
     except Exception as e:  # noqa: BLE001 - the user's module can raise anything on import
-        fix = ("check the path, or pass --arch with the file's new place" if usercode.is_file(module_name) else
-               "install the package that defines the model, or run bnnc from its folder")
+        fix = ("check the path, or pass --arch with the file's new place" if isinstance(e, FileNotFoundError) else
+               "install the package that defines the model, or run bnnc from its folder"
+               if isinstance(e, ModuleNotFoundError) and not usercode.is_file(module_name) else
+               "the module must import without error or exit: fix it, or move the model into a module of its own")
         raise ModelLoadError(f"can't import {module_name!r} for architecture {ref!r} ({first_line(e)})", fix) from None
     for part in attr.split("."):
         if not hasattr(obj, part):

@@ -4,7 +4,8 @@
 directory on the path, as ``python -m`` does, so ``--arch mymodels:Net`` finds ``./mymodels.py``; a
 file path is imported from that file with its folder on the path, as ``python file.py`` does, so its
 own ``import layers`` of a sibling file works. A file reference is kept as an absolute path
-(:func:`canonical`): a checkpoint records it, and later steps rebuild the model from any folder.
+(:func:`canonical`): a checkpoint records it, and later steps rebuild the model from any folder. The module sees
+``sys.argv`` as a run with no arguments would, so a script that parses options at import gets its defaults.
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ def import_module(module: str) -> ModuleType:
     file that isn't there).
     """
     if not is_file(module):
-        with _on_path(os.getcwd()):
+        with _on_path(os.getcwd()), _bare_argv(module), _exit_as_error(module):
             return importlib.import_module(module)
     path = Path(module).expanduser().resolve()
     if path.suffix != ".py" or not path.is_file():
@@ -79,14 +80,14 @@ def import_module(module: str) -> ModuleType:
     loaded = importlib.util.module_from_spec(spec)
     sys.modules[name] = loaded  # before running it: dataclasses and pickling look their module up by name
     try:
-        with _on_path(str(path.parent)):
+        with _on_path(str(path.parent)), _bare_argv(str(path)), _exit_as_error(module):
             spec.loader.exec_module(loaded)
     except ImportError as exc:
         del sys.modules[name]
         if "relative import" not in str(exc) or (package := _package_of(path)) is None:
             raise
-        with _on_path(str(path.parent)), _on_path(str(package[0])):  # as `python -m package.module` would
-            return importlib.import_module(package[1])
+        with _on_path(str(path.parent)), _on_path(str(package[0])), _bare_argv(str(path)), _exit_as_error(module):
+            return importlib.import_module(package[1])  # as `python -m package.module` would
     except BaseException:
         del sys.modules[name]
         raise
@@ -102,6 +103,27 @@ def _package_of(path: Path) -> tuple[Path, str] | None:
         parts.insert(0, folder.name)
         folder = folder.parent
     return (folder, ".".join(parts)) if len(parts) > 1 else None
+
+
+@contextlib.contextmanager
+def _bare_argv(program: str) -> Iterator[None]:
+    """``sys.argv`` as the module would see it run with no arguments, while it is imported: a training script that
+    parses its options at import (``argparse`` at module level) gets its defaults, not bnnc's command line."""
+    saved = sys.argv
+    sys.argv = [program]
+    try:
+        yield
+    finally:
+        sys.argv = saved
+
+
+@contextlib.contextmanager
+def _exit_as_error(module: str) -> Iterator[None]:
+    """An exit while the module is imported (``sys.exit``, argparse's error) as an error of the import, not bnnc's."""
+    try:
+        yield
+    except SystemExit as exc:
+        raise ImportError(f"importing {module} exited (SystemExit: {exc.code})") from None
 
 
 @contextlib.contextmanager

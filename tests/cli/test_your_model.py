@@ -140,6 +140,20 @@ def test_an_architecture_and_a_data_loader_named_by_file_path(user: Path, tmp_pa
     assert exported["parity"][0]["argmax_agreement"] == 1.0
 
 
+def test_an_architecture_in_a_training_script_that_parses_options_at_import(user: Path, tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch):
+    """``--arch train.py:Net`` where train.py calls ``argparse`` at module level: imported, it sees the command line
+    of a run with no arguments (its defaults), not bnnc's; a module that exits while imported is one error line."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "train.py").write_text("import argparse\n\nparser = argparse.ArgumentParser()\n"
+                                       "parser.add_argument('--hidden', type=int, default=64)\n"
+                                       "args = parser.parse_args()\n" + USER_MODULE)
+    run(user, "convert", "{d}/mlp_sd.pt", "--arch", "train.py:build", "-o", "m.bnnc")
+    (tmp_path / "cuda_only.py").write_text("import sys\n\nsys.exit('no GPU found')\n")
+    line = run(user, "convert", "{d}/mlp_sd.pt", "--arch", "cuda_only.py:build", "-o", "x.bnnc", code=2)
+    assert "exited (SystemExit: no GPU found)" in line and "must import without error or exit" in line
+
+
 def test_an_architecture_file_in_a_package_with_relative_imports(user: Path, tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch):
     """``--arch models/nets.py:build`` where ``models/`` is a package and the file imports ``from .blocks``: it is
