@@ -181,6 +181,21 @@ def _unwrapped(model: nn.Module, state_dict: Mapping[str, Any], path: Path,
     return {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}, prefix
 
 
+def _module_in(obj: Any, path: Path) -> tuple[str | None, nn.Module | None]:
+    """A whole module a (trusted) training checkpoint holds beside other things — ``{'model': model, 'epoch': 3}``,
+    YOLOv5's ``{'model': ..., 'ema': ...}``: the one under ``model``, else the only one."""
+    if not isinstance(obj, Mapping):
+        return None, None
+    modules = {str(k): v for k, v in obj.items() if isinstance(v, nn.Module)}
+    if "model" in modules or len(modules) == 1:
+        key = "model" if "model" in modules else next(iter(modules))
+        return key, modules[key]
+    if modules:
+        raise ModelLoadError(f"{path} holds a module under each of {', '.join(map(repr, sorted(modules)))}",
+                             f"save the one you mean, e.g. torch.save(ckpt[{min(modules)!r}], 'model.pt')")
+    return None, None
+
+
 def _nested_state_dict(obj: Mapping[str, Any], path: Path) -> Mapping[str, Any] | None:
     """The state dict in a training checkpoint: the file itself, under a usual key (``state_dict``,
     ``model_state_dict``, ``model``), else the one dict of tensors it holds under any key (``net``, ``weights``)."""
@@ -232,12 +247,17 @@ def load_checkpoint(
         return ModelFile(model=model, path=path, sha256=sha, form=PROGRAM_FORM, example_shape=shape)
     obj = torch_load(path, trust_model)
 
-    if isinstance(obj, nn.Module):
+    key, module = (None, obj) if isinstance(obj, nn.Module) else _module_in(obj, path)
+    if module is not None:
         if arch is not None:
             raise ModelLoadError(f"{path} holds a whole pickled module; --arch applies to state dicts",
                                  "drop --arch")
-        check_finite(obj.state_dict(), path)
-        return ModelFile(model=plain_weights(obj.cpu()), path=path, sha256=sha, form="pickled nn.Module (trusted)")
+        check_finite(module.state_dict(), path)
+        module = module.cpu()
+        if any(p.dtype in (torch.float16, torch.bfloat16) for p in module.parameters()):
+            module = module.float()  # saved in half precision (YOLOv5's checkpoints): bnnc computes in float32
+        return ModelFile(model=plain_weights(module), path=path, sha256=sha,
+                         form="pickled nn.Module" + (f" under {key!r}" if key else "") + " (trusted)")
     if not isinstance(obj, Mapping):
         raise ModelLoadError(f"{path} holds a {type(obj).__name__}, not a model checkpoint",
                              "save a state dict, a bnnc checkpoint, or (trusted) a whole nn.Module")

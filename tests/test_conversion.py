@@ -151,6 +151,26 @@ def test_pickled_source_needs_trust_to_convert_and_to_reload(tmp_path):
     assert isinstance(load_model(out, trust_model=True).features[4], BinaryLinear)
 
 
+def test_a_whole_module_inside_a_training_checkpoint(tmp_path):
+    """``{'model': model, 'epoch': 3}`` (YOLOv5's checkpoints: beside an 'ema', in half precision) is the pickled
+    module under 'model', trusted only, computed in float32; two modules and no 'model' are one error."""
+    model = build("mlp").eval()
+    x = torch.randn(4, 1, 28, 28)
+    torch.save({"model": build("mlp").eval().half(), "ema": None, "epoch": 3}, tmp_path / "half.pt")
+    torch.save({"model": model, "epoch": 3, "optimizer": None}, tmp_path / "ckpt.pt")
+    with pytest.raises(UntrustedModelError):
+        load_checkpoint(tmp_path / "ckpt.pt")
+    loaded = load_checkpoint(tmp_path / "ckpt.pt", trust_model=True)
+    assert loaded.form == "pickled nn.Module under 'model' (trusted)" and torch.equal(loaded.model(x), model(x))
+    half = load_checkpoint(tmp_path / "half.pt", trust_model=True).model
+    assert {p.dtype for p in half.parameters()} == {torch.float32} and half(x).dtype == torch.float32
+    torch.save({"student": model, "teacher": build("mlp")}, tmp_path / "two.pt")
+    with pytest.raises(BnncError, match="a module under each of 'student', 'teacher'"):
+        load_checkpoint(tmp_path / "two.pt", trust_model=True)
+    assert isinstance(load_model(convert_file(tmp_path / "ckpt.pt", tmp_path / "c.bnnc", trust_model=True).output,
+                                 trust_model=True).features[4], BinaryLinear)  # rebuilt from its source
+
+
 def test_calibration_on_data_balances_the_binarized_inputs(tmp_path, fp32_checkpoint):
     pre = {"input_shape": [1, 28, 28], "mean": [0.5], "std": [0.25], "class_names": [str(i) for i in range(10)],
            "pixel_scale": 1 / 255}
