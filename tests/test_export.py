@@ -286,6 +286,23 @@ def test_group_and_instance_norm_export():
     assert result.parity[0].argmax_agreement == 1.0 and result.parity[0].mismatched == 0, result.parity[0]
 
 
+def test_a_batchnorm_without_affine_parameters_after_a_binary_layer_exports():
+    """``BatchNorm2d(affine=False)`` left as a float op after a binary convolution (average pooling follows, so it
+    folds into no threshold): the TorchScript exporter needs its channel count from a weight, and the binary
+    layer's output has no known shape ("ONNX export of batch_norm for unknown channel size"); exported as the same
+    BatchNorm with weight 1 and bias 0."""
+    torch.manual_seed(0)
+    plain = nn.BatchNorm2d(16, affine=False)
+    with torch.no_grad():
+        plain.running_mean.uniform_(-0.5, 0.5)
+        plain.running_var.uniform_(0.5, 2.0)
+    model = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1), plain, nn.ReLU(),
+                          nn.AvgPool2d(3, 2, ceil_mode=True), nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 4))
+    result = export_onnx(binarized(model), input_shape=(1, 28, 28), check_samples=64)
+    assert result.parity[0].argmax_agreement == 1.0 and result.parity[0].mismatched == 0, result.parity[0]
+
+
 @pytest.mark.parametrize("dims", [1, 2])
 @pytest.mark.parametrize("integer", [True, False])
 def test_padding_modes_export(dims, integer):

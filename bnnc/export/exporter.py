@@ -124,6 +124,15 @@ def _as_batchnorm(m: nn.Module) -> nn.Module:
     return bn.eval()
 
 
+def _with_affine(m: nn.modules.batchnorm._BatchNorm) -> nn.Module:
+    """A BatchNorm without affine parameters as one with weight 1 and bias 0: the same arithmetic (torch's kernel
+    takes a missing weight as 1 and a missing bias as 0), and the TorchScript exporter needs the channel count a
+    weight gives where the input's shape is unknown (after a binary layer)."""
+    bn = type(m)(m.num_features, m.eps, m.momentum, affine=True, track_running_stats=True)
+    bn.load_state_dict({**m.state_dict(), "weight": torch.ones(m.num_features), "bias": torch.zeros(m.num_features)})
+    return bn.train(m.training)
+
+
 def exportable(model: nn.Module) -> nn.Module:
     """``model`` with the modules the TorchScript exporter can't express swapped for exact equivalents."""
     for name, m in list(model.named_modules()):
@@ -131,6 +140,8 @@ def exportable(model: nn.Module) -> nn.Module:
             set_submodule(model, name, _ExportableAdaptivePool(m))
         elif type(m) in (nn.InstanceNorm1d, nn.InstanceNorm2d) and m.track_running_stats and not m.training and name:
             set_submodule(model, name, _as_batchnorm(m))
+        elif type(m) in (nn.BatchNorm1d, nn.BatchNorm2d) and not m.affine and m.track_running_stats and name:
+            set_submodule(model, name, _with_affine(m))
     return model
 
 
