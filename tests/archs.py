@@ -305,3 +305,21 @@ class Activations(nn.Module):
             x = act(norm(conv(x)))
         x = F.softplus(F.selu(x), 1.5) + F.mish(F.celu(x, 2.0)) + F.softsign(x)
         return self.head(F.max_pool2d(x, 4).flatten(1))
+
+
+class Resized(nn.Module):
+    """Nearest-neighbour resizing between binary convolutions: ``nn.Upsample`` (x2) and ``F.interpolate`` to an
+    uneven size (16 -> 10) in forward."""
+
+    def __init__(self, classes: int = 4) -> None:
+        super().__init__()
+        self.c1, self.b1 = nn.Conv2d(1, 16, 3, 2, 1), nn.BatchNorm2d(16)
+        self.up = nn.Upsample(scale_factor=2)
+        self.c2, self.b2 = nn.Conv2d(16, 16, 3, padding=1), nn.BatchNorm2d(16)
+        self.c3, self.b3 = nn.Conv2d(16, 16, 3, padding=1), nn.BatchNorm2d(16)
+        self.fc = nn.Linear(16, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.up(F.relu(self.b1(self.c1(x))))
+        x = F.interpolate(F.relu(self.b2(self.c2(x))), size=(10, 10), mode="nearest")
+        return self.fc(F.relu(self.b3(self.c3(x))).mean((2, 3)))

@@ -21,6 +21,7 @@ from archs import (
     FunctionalNet,
     Recurrent,
     Reductions,
+    Resized,
     Slices,
     TokenMLP,
     Waveform,
@@ -140,6 +141,7 @@ FORWARD_HABITS = {
     "padding, clamping and reductions called in forward": (Reductions, (3, 40)),
     "a layer called twice and attention by indexing": (CBAM, (1, 16, 16)),
     "indexing a sequence": (Slices, (2, 24)),
+    "nearest-neighbour resizing (nn.Upsample, F.interpolate)": (Resized, (1, 16, 16)),
 }
 
 
@@ -311,7 +313,8 @@ def test_unsupported_operations_are_refused_in_one_line(tmp_path):
         export_c(net, tmp_path / "out", input_shape=(16,))
 
     class Tails(nn.Module):
-        """What the C export computes only in part: a max's indices, a max of two tensors, cropping."""
+        """What the C export computes only in part: a max's indices, a max of two tensors, cropping, resizing other
+        than by the nearest value."""
 
         def __init__(self, tail: str) -> None:
             super().__init__()
@@ -324,12 +327,14 @@ def test_unsupported_operations_are_refused_in_one_line(tmp_path):
                 y = torch.max(y, 2)[1].float()
             elif self.tail == "two tensors":
                 y = torch.max(y, y * 2).mean(2)
+            elif self.tail == "linear":
+                y = F.interpolate(y, scale_factor=2, mode="linear").mean(2)
             else:
                 y = F.pad(y, (-1, -1)).mean(2)
             return self.fc(y)
 
     for tail, what in (("indices", "the indices of a max"), ("two tensors", "an elementwise max of two tensors"),
-                       ("crop", "cropping")):
+                       ("crop", "cropping"), ("linear", "resizing by 'linear' interpolation")):
         net = binarized(Tails(tail), (2, 12), PlanRules(min_params=0, min_fan_in=0))
         with pytest.raises(ExportError, match=f"no kernel for {what}"):
             export_c(net, tmp_path / tail, input_shape=(2, 12))

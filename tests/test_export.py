@@ -7,7 +7,17 @@ import onnx
 import pytest
 import torch
 import torch.nn.functional as F
-from archs import CBAM, Activations, AdaptiveMax, FunctionalNet, Reductions, Slices, norms_net, padding_modes_net
+from archs import (
+    CBAM,
+    Activations,
+    AdaptiveMax,
+    FunctionalNet,
+    Reductions,
+    Resized,
+    Slices,
+    norms_net,
+    padding_modes_net,
+)
 from conftest import build, images
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -316,7 +326,8 @@ def test_padding_modes_export(dims, integer):
 
 
 @pytest.mark.parametrize("integer", [True, False])
-@pytest.mark.parametrize("make, shape", [(Reductions, (3, 40)), (Slices, (2, 24))], ids=["reductions", "slices"])
+@pytest.mark.parametrize("make, shape", [(Reductions, (3, 40)), (Slices, (2, 24)), (Resized, (1, 16, 16))],
+                         ids=["reductions", "slices", "resizing"])
 def test_padding_clamping_reductions_and_indexing_in_forward_export(integer, make, shape):
     torch.manual_seed(0)
     net = binarized(make(), shape)

@@ -556,6 +556,8 @@ class _Builder:
             return self.normalize(node, m)
         if isinstance(m, nn.PReLU):
             return self.prelu(node, m)
+        if isinstance(m, nn.Upsample):
+            return self.resize(node, self.arg(node), m, m.mode)
         unary = _unary_module(m)
         if unary is not None:
             return self.unary(node, self.arg(node), *unary)
@@ -587,6 +589,9 @@ class _Builder:
             return self.split(node)
         if target is F.layer_norm:
             return self.layer_norm_function(node)
+        if target is F.interpolate and not any(isinstance(a, fx.Node) for a in (*node.args[1:], *node.kwargs.values())):
+            return self.resize(node, self.arg(node), lambda t: F.interpolate(t, *node.args[1:], **node.kwargs),
+                               str(node.kwargs.get("mode", node.args[3] if len(node.args) > 3 else "nearest")))
         tensors = [a for a in node.args if isinstance(a, fx.Node) and isinstance(self.values.get(a), Tensor)]
         if target is getattr and node.args[1] in ("values", "indices") and isinstance(self.values.get(node.args[0]),
                                                                              tuple):
@@ -639,9 +644,24 @@ class _Builder:
         picked = np.arange(x.size, dtype=np.int64).reshape(batched)[items] if simple else None
         if x.layout is not None or x.ctype != "float" or picked is None or picked.shape != (1, *out_shape):
             raise self.unsupported(node, "indexing other than whole batches of a sample's axes by ints and slices")
-        offsets = picked.reshape(-1)
+        return self.gather(node, x, picked.reshape(-1), "indexing")
+
+    def resize(self, node: fx.Node, x: Tensor, resize: Callable[[torch.Tensor], torch.Tensor], mode: str) -> Tensor:
+        """Nearest-neighbour resizing (``nn.Upsample``, ``F.interpolate``): each output value is one input value, so
+        a copy through a table of offsets, which torch's own resizing of the offsets computes."""
+        if mode not in ("nearest", "nearest-exact"):
+            raise self.unsupported(node, f"resizing by {mode!r} interpolation (nearest only)")
+        batched = [*x.shape[:x.batch_axis], 1, *x.shape[x.batch_axis:]]
+        offsets = torch.arange(x.size, dtype=torch.float64).reshape(batched)
+        picked = resize(offsets)
+        if x.layout is not None or x.ctype != "float" or tuple(picked.shape) != (1, *self.shape(node)):
+            raise self.unsupported(node, "resizing other than a sample's spatial axes")
+        return self.gather(node, x, picked.round().long().reshape(-1).numpy(), "resizing")
+
+    def gather(self, node: fx.Node, x: Tensor, offsets: np.ndarray, what: str) -> Tensor:
+        """``y[i] = x[offsets[i]]``: a copy through a table (int32, in flash) of where each value comes from."""
         if offsets.size > 65536:
-            raise self.unsupported(node, f"indexing that selects {offsets.size} values (a table of their offsets)")
+            raise self.unsupported(node, f"{what} that selects {offsets.size} values (a table of their offsets)")
         out = self.float_out(node)
         table = self.em.const("int32_t", offsets, f"{node.name}_at")
         self.em.step(f"    {{ const float *x = {x.ref()}; float *y = {out.ref()}; long i;\n"
