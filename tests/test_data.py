@@ -209,6 +209,25 @@ def test_pt_tuples_as_users_save_them(tmp_path: Path) -> None:
     expect_error(lambda: load_data(tmp_path / "three.pt"), "three.pt", "a list of 3 items", "save (x, y)")
 
 
+
+def test_tensor_datasets_saved_whole(tmp_path: Path) -> None:
+    """``torch.save(TensorDataset(x, y))`` (a plain class of tensors: loaded with weights_only, it allowed), alone, as
+    ``(train_set, test_set)`` and as ``{'train': ..., 'val': ..., 'test': ...}`` (the test split measured)."""
+    data = arrays()
+    x, y, xt, yt = (torch.from_numpy(data[k]) for k in ("x_train", "y_train", "x_test", "y_test"))
+    train, test = TensorDataset(x, y), TensorDataset(xt, yt)
+    torch.save((train, test), tmp_path / "pair.pt")
+    torch.save({"train": train, "val": TensorDataset(xt[:3], yt[:3]), "test": test, "epoch": 3}, tmp_path / "dict.pt")
+    for name in ("pair.pt", "dict.pt"):
+        splits = load_data(tmp_path / name)
+        assert torch.equal(splits.train.tensors[1], y) and torch.equal(splits.val.tensors[1], yt), name
+    torch.save(TensorDataset(torch.cat([x, xt]), torch.cat([y, yt])), tmp_path / "one.pt")
+    torch.save((torch.cat([x, xt]), torch.cat([y, yt])), tmp_path / "xy.pt")
+    assert by_sample(load_data(tmp_path / "one.pt")) == by_sample(load_data(tmp_path / "xy.pt"))
+    torch.save({"mine": train}, tmp_path / "unnamed.pt")
+    expect_error(lambda: load_data(tmp_path / "unnamed.pt"), "a TensorDataset under 'mine'", "'train' and 'test'")
+
+
 def test_csv_tables(tmp_path: Path) -> None:
     """A table as pandas writes it (its index column, a header, class names as labels), one with the label first
     (Kaggle's MNIST), one without a header (np.savetxt: the label last), and one with semicolons."""

@@ -16,6 +16,7 @@ from typing import Any, cast
 
 import numpy as np
 import torch
+from torch.utils.data import TensorDataset
 
 from bnnc.data.cifar import is_cifar_folder, read_cifar_folder
 from bnnc.data.labels import class_indices, named_labels
@@ -244,7 +245,8 @@ def _read_pt(path: Path) -> dict[str, Any]:
     if (problem := archive_problem(path)) is not None:
         raise DataError(f"{path}: not a data file bnnc will unpack: {problem}", "save plain tensors with torch.save")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals([TensorDataset]):  # torch.save(dataset): tensors in a plain class
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch's unpickler raises anything on corrupt bytes
         refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
         if isinstance(exc, pickle.UnpicklingError) and refused:
@@ -253,11 +255,39 @@ def _read_pt(path: Path) -> dict[str, Any]:
                 "save it with torch.save({'x_train': ..., 'y_train': ..., 'x_test': ..., 'y_test': ...}, path)",
             ) from exc
         raise DataError(f"{path}: can't read as a torch .pt file", "the file may be truncated or corrupted") from exc
+    obj = _datasets_as_pairs(obj, path)
     if isinstance(obj, (tuple, list)):
         obj = _from_sequence(obj, path)
     if not isinstance(obj, Mapping):
         raise DataError(f"{path}: expected a dict of tensors, got {type(obj).__name__}", FORMS_HINT)
     return {str(k): to_numpy(v) if isinstance(v, torch.Tensor) else v for k, v in obj.items()}
+
+
+def _datasets_as_pairs(obj: Any, path: Path) -> Any:
+    """``TensorDataset``s saved whole (``torch.save(train_set)``) as their ``(samples, labels)``: the file itself, in
+    a tuple (``(train_set, test_set)``), or in a dict under split names (``{'train': ..., 'test': ...}``)."""
+    def pair(dataset: TensorDataset) -> tuple[torch.Tensor, torch.Tensor]:
+        tensors = getattr(dataset, "tensors", None)
+        if not (isinstance(tensors, tuple) and len(tensors) == 2 and all(isinstance(t, torch.Tensor) for t in tensors)):
+            raise DataError(f"{path}: a TensorDataset of other than (samples, labels)",
+                            "save a TensorDataset(x, y), or the tensors themselves")
+        return tensors[0], tensors[1]
+
+    if isinstance(obj, TensorDataset):
+        return pair(obj)
+    if isinstance(obj, (tuple, list)):
+        return [pair(v) if isinstance(v, TensorDataset) else v for v in obj]
+    if not isinstance(obj, Mapping) or not any(isinstance(v, TensorDataset) for v in obj.values()):
+        return obj
+    arrays = {k: v for k, v in obj.items() if not isinstance(v, TensorDataset)}
+    ranks = {**{name: ("train", 0) for name in TRAIN_NAMES}, **{name: ("test", i) for i, name in enumerate(TEST_NAMES)}}
+    named = sorted((ranks.get(str(k).lower(), ("", 0)), str(k)) for k, v in obj.items() if isinstance(v, TensorDataset))
+    for (split, _), key in named:
+        if not split:
+            raise DataError(f"{path}: a TensorDataset under {key!r}", "save the splits under 'train' and 'test'")
+        arrays.setdefault(f"x_{split}", pair(obj[key])[0])
+        arrays.setdefault(f"y_{split}", pair(obj[key])[1])
+    return arrays
 
 
 def _from_sequence(items: Sequence[Any], path: Path) -> dict[str, Any]:
