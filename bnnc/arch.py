@@ -88,8 +88,9 @@ def build_model(ref: str, kwargs: Mapping[str, Any] | None = None, *, named_by_u
             raise ModelLoadError(f"argument {key!r} for architecture {ref!r} is a {type(value).__name__}",
                                  "architecture arguments must be numbers, strings, booleans, lists or dicts")
     try:
-        model = factory(**kwargs)
-    except Exception as e:  # noqa: BLE001
+        with usercode.bare_argv(ref):
+            model = factory(**kwargs)
+    except (Exception, SystemExit) as e:  # noqa: BLE001 - the user's code can raise anything, or exit
         raise ModelLoadError(f"building architecture {ref!r} with {kwargs} failed ({first_line(e)})",
                              "check the architecture's arguments (--arch-kwargs)") from None
     if not isinstance(model, nn.Module):

@@ -65,7 +65,7 @@ def import_module(module: str) -> ModuleType:
     file that isn't there).
     """
     if not is_file(module):
-        with _on_path(os.getcwd()), _bare_argv(module), _exit_as_error(module):
+        with _on_path(os.getcwd()), bare_argv(module), _exit_as_error(module):
             return importlib.import_module(module)
     path = Path(module).expanduser().resolve()
     if path.suffix != ".py" or not path.is_file():
@@ -80,13 +80,13 @@ def import_module(module: str) -> ModuleType:
     loaded = importlib.util.module_from_spec(spec)
     sys.modules[name] = loaded  # before running it: dataclasses and pickling look their module up by name
     try:
-        with _on_path(str(path.parent)), _bare_argv(str(path)), _exit_as_error(module):
+        with _on_path(str(path.parent)), bare_argv(str(path)), _exit_as_error(module):
             spec.loader.exec_module(loaded)
     except ImportError as exc:
         del sys.modules[name]
         if "relative import" not in str(exc) or (package := _package_of(path)) is None:
             raise
-        with _on_path(str(path.parent)), _on_path(str(package[0])), _bare_argv(str(path)), _exit_as_error(module):
+        with _on_path(str(path.parent)), _on_path(str(package[0])), bare_argv(str(path)), _exit_as_error(module):
             return importlib.import_module(package[1])  # as `python -m package.module` would
     except BaseException:
         del sys.modules[name]
@@ -106,9 +106,10 @@ def _package_of(path: Path) -> tuple[Path, str] | None:
 
 
 @contextlib.contextmanager
-def _bare_argv(program: str) -> Iterator[None]:
-    """``sys.argv`` as the module would see it run with no arguments, while it is imported: a training script that
-    parses its options at import (``argparse`` at module level) gets its defaults, not bnnc's command line."""
+def bare_argv(program: str) -> Iterator[None]:
+    """``sys.argv`` as the user's code would see it run with no arguments, while bnnc imports or calls it: a
+    training script that parses its options (``argparse`` at module level, or in its model's or loader's code)
+    gets its defaults, not bnnc's command line."""
     saved = sys.argv
     sys.argv = [program]
     try:

@@ -15,7 +15,7 @@ from bnnc.data.normalise import finish
 from bnnc.data.preprocessing import DataSplits, Normalisation, Preprocessing
 from bnnc.data.readers import Raw, read_returned, to_numpy
 from bnnc.errors import DataError, first_line
-from bnnc.usercode import import_module, is_file, not_user_code, split
+from bnnc.usercode import bare_argv, import_module, is_file, not_user_code, split
 
 
 def from_function(spec: str, pre: Preprocessing | None, input_shape: Sequence[int] | None,
@@ -38,7 +38,8 @@ def from_function(spec: str, pre: Preprocessing | None, input_shape: Sequence[in
         raise DataError(f"{spec}: module '{module_name}' defines no function '{func_name}'",
                         "name a Python function defined in that module (not one it imports)")
     try:
-        result = func()
+        with bare_argv(spec):
+            result = func()
     except (Exception, SystemExit) as exc:  # noqa: BLE001 - the user's function can raise anything
         raise DataError(f"{spec}: the data function raised {first_line(exc)}") from None
     if isinstance(result, DataSplits):

@@ -142,13 +142,18 @@ def test_an_architecture_and_a_data_loader_named_by_file_path(user: Path, tmp_pa
 
 def test_an_architecture_in_a_training_script_that_parses_options_at_import(user: Path, tmp_path: Path,
                                                                           monkeypatch: pytest.MonkeyPatch):
-    """``--arch train.py:Net`` where train.py calls ``argparse`` at module level: imported, it sees the command line
-    of a run with no arguments (its defaults), not bnnc's; a module that exits while imported is one error line."""
+    """``--arch train.py:Net`` where train.py calls ``argparse`` at module level, or in the factory or data loader it
+    names: they see the command line of a run with no arguments (their defaults), not bnnc's; a module that exits
+    while imported is one error line."""
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "train.py").write_text("import argparse\n\nparser = argparse.ArgumentParser()\n"
-                                       "parser.add_argument('--hidden', type=int, default=64)\n"
-                                       "args = parser.parse_args()\n" + USER_MODULE)
+    (tmp_path / "train.py").write_text(
+        "import argparse\n\nimport numpy as np\n\nparser = argparse.ArgumentParser()\n"
+        "parser.add_argument('--hidden', type=int, default=64)\nargs = parser.parse_args()\n" + USER_MODULE +
+        "\n\ndef parsed():\n    return build(hidden=parser.parse_args().hidden)\n\n\n"
+        f"def load():\n    parser.parse_args()\n    z = np.load({str(user / 'd.npz')!r})\n"
+        "    return (z['x_train'], z['y_train']), (z['x_test'], z['y_test'])\n")
     run(user, "convert", "{d}/mlp_sd.pt", "--arch", "train.py:build", "-o", "m.bnnc")
+    run(user, "convert", "{d}/mlp_sd.pt", "--arch", "train.py:parsed", "--data", "train.py:load", "-o", "p.bnnc")
     (tmp_path / "cuda_only.py").write_text("import sys\n\nsys.exit('no GPU found')\n")
     line = run(user, "convert", "{d}/mlp_sd.pt", "--arch", "cuda_only.py:build", "-o", "x.bnnc", code=2)
     assert "exited (SystemExit: no GPU found)" in line and "must import without error or exit" in line
