@@ -275,10 +275,11 @@ def _datasets_as_pairs(obj: Any, path: Path) -> Any:
 
     if isinstance(obj, TensorDataset):
         return pair(obj)
-    if isinstance(obj, (tuple, list)):
-        return [pair(v) if isinstance(v, TensorDataset) else v for v in obj]
-    if not isinstance(obj, Mapping) or not any(isinstance(v, TensorDataset) for v in obj.values()):
+    values = obj.values() if isinstance(obj, Mapping) else obj if isinstance(obj, (tuple, list)) else ()
+    if not any(isinstance(v, TensorDataset) for v in values):
         return obj
+    if isinstance(obj, (tuple, list)):
+        return type(obj)(pair(v) if isinstance(v, TensorDataset) else v for v in obj)
     arrays = {k: v for k, v in obj.items() if not isinstance(v, TensorDataset)}
     ranks = {**{name: ("train", 0) for name in TRAIN_NAMES}, **{name: ("test", i) for i, name in enumerate(TEST_NAMES)}}
     named = sorted((ranks.get(str(k).lower(), ("", 0)), str(k)) for k, v in obj.items() if isinstance(v, TensorDataset))
