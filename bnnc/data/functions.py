@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from bnnc.data.normalise import finish
 from bnnc.data.preprocessing import DataSplits, Normalisation, Preprocessing
-from bnnc.data.readers import Raw, read_returned, to_numpy
+from bnnc.data.readers import LABEL_NAMES, SAMPLE_NAMES, Raw, read_returned, to_numpy
 from bnnc.errors import DataError, first_line
 from bnnc.usercode import bare_argv, import_module, is_file, not_user_code, split
 
@@ -93,8 +93,9 @@ def _materialise(dataset: Any, spec: str, split: str) -> tuple[np.ndarray, np.nd
         raise DataError(f"{spec}: {split} samples differ in shape ({exc})") from exc
 
 
-_SAMPLE_KEYS = ("image", "img", "pixel_values", "input", "inputs", "x", "features", "data")
-_LABEL_KEYS = ("label", "labels", "target", "targets", "y", "class")
+# Hugging Face's names first, then the names a file's arrays go by
+_SAMPLE_KEYS = tuple(dict.fromkeys(("image", "img", "pixel_values", "input", *SAMPLE_NAMES)))
+_LABEL_KEYS = tuple(dict.fromkeys(("label", *LABEL_NAMES, "class")))
 
 
 def _pair(item: Mapping[str, Any], spec: str, split: str, i: int) -> tuple[Any, Any]:
