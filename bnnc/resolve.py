@@ -20,7 +20,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from bnnc.data import DataSpec, DataSplits, Normalisation, Preprocessing, check_labels, folder_form, load_data, reshaped
+from bnnc.data import (
+    DataSpec,
+    DataSplits,
+    Normalisation,
+    Preprocessing,
+    check_labels,
+    load_data,
+    reads_images,
+    reshaped,
+)
 from bnnc.errors import BnncError, DataError, ModelLoadError
 from bnnc.loading import ModelFile, load_checkpoint, locate_source
 from bnnc.tracing import image_shape_for, input_shape_for, is_swapped, refuse_token_input
@@ -139,7 +148,7 @@ def _fit_shape(spec: DataSpec, splits: DataSplits, model: nn.Module,
     """Data of the data's own shape, reshaped to the shape the model takes (see :func:`input_shape_for`)."""
     natural = splits.preprocessing.input_shape
     shape = input_shape_for(model, natural)
-    if shape is None and isinstance(spec, (str, os.PathLike)) and folder_form(Path(spec)) == "image folder":
+    if shape is None and isinstance(spec, (str, os.PathLike)) and reads_images(Path(spec)):
         image_shape = image_shape_for(model, natural)
         if image_shape is not None:  # images convert and resize as they load
             return load_data(spec, input_shape=image_shape, normalisation=normalisation)

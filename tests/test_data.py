@@ -460,9 +460,114 @@ def test_image_folder_of_rgb_images_is_rgb(tmp_path: Path) -> None:
     pytest.importorskip("PIL")
     colour = np.zeros((SIDE, SIDE, 3), np.uint8)
     colour[..., 0] = 255
-    root = write_png_folder(tmp_path / "img", {"red": [colour] * 10})
+    root = write_png_folder(tmp_path / "img", {"red": [colour] * 10, "black": [colour * 0] * 10})
     x = load_data(root).train.tensors[0]
     assert x.shape[1:] == (3, SIDE, SIDE)
+
+
+def _listed_images(root: Path, n: int) -> tuple[list[np.ndarray], np.ndarray]:
+    """``n`` greyscale images whose brightness says their class (0-3), and the classes."""
+    labels = np.arange(n) % 4
+    return [np.full((SIDE, SIDE), 20 + 60 * int(c) + i // 4, np.uint8) for i, c in enumerate(labels)], labels
+
+
+def _write_listing(root: Path, layout: str) -> tuple[np.ndarray, np.ndarray]:
+    """Images and a table of their labels as users lay them out; returns every image's pixel and label, in the
+    order of the table's rows (training rows first)."""
+    from PIL import Image
+
+    images, labels = _listed_images(root, 40)
+    names = ["ant", "bee", "cat", "dog"]
+    rows = []
+    for i, (pixels, label) in enumerate(zip(images, labels, strict=True)):
+        if layout == "kaggle":  # train/ + test/ flat, ids without suffix, class names, an unlabelled test list
+            split = "train" if i < 32 else "test"
+            path = root / split / f"id{i:03d}.jpg" if split == "train" else root / split / f"id{i:03d}.png"
+            rows.append((split, f"id{i:03d}", names[label]))
+        elif layout == "paths":  # images/ and a headerless, semicolon table of relative paths and class indices
+            path = root / "images" / f"{i}.png"
+            rows.append(("all", f"images/{i}.png", str(label)))
+        elif layout == "one-hot":  # plant-pathology style: one column per class
+            path = root / "images" / f"Train_{i}.png"
+            rows.append(("all", f"Train_{i}", ",".join("1" if k == label else "0" for k in range(4))))
+        else:  # "split": train.csv and val.csv naming files, extra columns, the label column named
+            path = root / "data" / f"{i}.bmp"
+            rows.append(("train" if i < 32 else "val", f"{i}.bmp", str(label)))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pixels).save(path, **({"quality": 100} if path.suffix == ".jpg" else {}))
+    if layout == "kaggle":
+        (root / "train.csv").write_text("id,breed\n" + "".join(f"{r[1]},{r[2]}\n" for r in rows if r[0] == "train"))
+        (root / "test.csv").write_text("id\n" + "".join(f"{r[1]}\n" for r in rows if r[0] == "test"))
+        (root / "sample_submission.csv").write_text("id,breed\n" + "".join(f"{r[1]},ant\n" for r in rows
+                                                                            if r[0] == "test"))
+        keep = [i for i, r in enumerate(rows) if r[0] == "train"]
+        return np.array([images[i][0, 0] for i in keep]), labels[keep]
+    if layout == "paths":
+        (root / "labels.csv").write_text("".join(f"{r[1]};{r[2]}\n" for r in rows))
+    elif layout == "one-hot":
+        (root / "train.csv").write_text("image_id," + ",".join(names) + "\n"
+                                        + "".join(f"{r[1]},{r[2]}\n" for r in rows))
+    else:
+        for split in ("train", "val"):
+            (root / f"{split}.csv").write_text("filename,width,height,label\n" + "".join(
+                f"{r[1]},{SIDE},{SIDE},{r[2]}\n" for r in rows if r[0] == split))
+    return np.array([im[0, 0] for im in images]), labels
+
+
+@pytest.mark.parametrize("layout", ["kaggle", "paths", "one-hot", "split"])
+def test_images_listed_in_a_table_with_their_labels(tmp_path: Path, layout: str) -> None:
+    """Images beside a table of their labels (a Kaggle competition's train/ + train.csv) are read with the table's
+    labels; before, the folder was an image folder of one class, "train", and every label 0."""
+    pytest.importorskip("PIL")
+    root = tmp_path / layout
+    brightness, labels = _write_listing(root, layout)
+    splits = load_data(root, val_fraction=0.25)
+    pre = splits.preprocessing
+    x = torch.cat([splits.train.tensors[0], splits.val.tensors[0]])
+    y = torch.cat([splits.train.tensors[1], splits.val.tensors[1]]).numpy()
+    pixels = ((x[:, 0, 0, 0] * pre.std[0] + pre.mean[0]) * 255).round().numpy()
+    found = dict(zip(pixels.tolist(), y.tolist(), strict=True))  # every image has its own brightness
+    assert len(found) == len(labels) and found == dict(zip(brightness.tolist(), labels.tolist(), strict=True))
+    if layout == "split":
+        assert len(splits.val) == 8 and splits.source.endswith("(images listed in train.csv and val.csv; "
+                                                               f"train 32, val 8, samples (1, {SIDE}, {SIDE}))")
+    if layout in ("kaggle", "one-hot"):
+        assert pre.class_names == ("ant", "bee", "cat", "dog")
+    table = root / ("labels.csv" if layout == "paths" else "train.csv")
+    alone = load_data(table, val_fraction=0.25)  # the table itself is the data too: all its rows, split
+    assert len(alone.train) + len(alone.val) == (32 if layout == "split" else len(labels))
+
+
+def test_a_table_of_features_beside_images_stays_a_table(tmp_path: Path) -> None:
+    """Numeric ids that happen to be the names of images in the folder (plots/1.png) don't make a table a listing."""
+    pytest.importorskip("PIL")
+    write_png_folder(tmp_path / "plots", {"loss": grey_images(4, 9)})
+    (tmp_path / "plots" / "loss").rename(tmp_path / "plots" / "1")
+    rows = "".join(f"{i},{i / 10},{i % 2}\n" for i in range(20))
+    (tmp_path / "data.csv").write_text("id,f1,label\n" + rows)
+    splits = load_data(tmp_path / "data.csv", val_fraction=0.25)
+    assert splits.preprocessing.input_shape == (2,) and len(splits.train) == 15
+
+
+def test_bad_image_listings(tmp_path: Path) -> None:
+    pytest.importorskip("PIL")
+    root = tmp_path / "paths"
+    _write_listing(root, "paths")
+    with (root / "labels.csv").open("a") as f:
+        f.write("images/gone.png;1\n")
+    expect_error(lambda: load_data(root), "labels.csv: line 41", "no image 'images/gone.png'")
+    kaggle = tmp_path / "kaggle"
+    _write_listing(kaggle, "kaggle")
+    expect_error(lambda: load_data(kaggle / "test.csv"), "test.csv: no label column")
+    (kaggle / "train.csv").write_text("id,breed,size\nid000,ant,3\nid001,bee,4\nid002,cat,4\n")
+    expect_error(lambda: load_data(kaggle), "train.csv: no label column")
+    split = tmp_path / "split"
+    _write_listing(split, "split")
+    (split / "more.csv").write_text((split / "val.csv").read_text())
+    (split / "train.csv").rename(split / "first.csv")
+    expect_error(lambda: load_data(split), "3 tables list images with labels", "name the training table train.csv")
+    one = write_png_folder(tmp_path / "one", {"train": grey_images(4, 9)})  # flat images, the table forgotten
+    expect_error(lambda: load_data(one), "one class sub-folder, 'train'", "a table beside the images")
 
 
 FUNCTION_MODULE = textwrap.dedent(
@@ -746,7 +851,7 @@ def test_bad_image_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     assert x.shape[1:] == (3, 12, 10)
     pre = Preprocessing(input_shape=(1, SIDE, SIDE), mean=(0.5,), std=(0.5,), class_names=("a", "c"))
     expect_error(lambda: load_data(root, preprocessing=pre), "class 'b' is not one of the model's classes")
-    corrupt = write_png_folder(tmp_path / "corrupt", {"a": grey_images(2, 0)})
+    corrupt = write_png_folder(tmp_path / "corrupt", {"a": grey_images(2, 0), "b": grey_images(2, 0)})
     (corrupt / "a" / "9.png").write_bytes(RANDOM_BYTES)
     expect_error(lambda: load_data(corrupt), "9.png", "can't read as an image")
     (tmp_path / "hollow" / "a").mkdir(parents=True)

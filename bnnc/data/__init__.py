@@ -13,7 +13,8 @@ Accepted forms of ``spec``:
 * a folder of ``train`` and ``test`` (or ``val``) files of those forms, each with ``x``/``y``, or of ``.npy``
   arrays named as those keys;
 * a folder of images with one sub-folder per class (class names are the sorted sub-folder names),
-  or ``train/`` and ``val/`` (or ``test/``) folders laid out that way; needs Pillow;
+  or ``train/`` and ``val/`` (or ``test/``) folders laid out that way; or images listed with their labels in a
+  table (``train/`` + ``train.csv``, ``images.py``); needs Pillow;
 * ``pkg.module:function`` returning a ``DataSplits`` (used as it is) or ``(train, val)`` datasets of
   raw ``(x, y)`` samples (normalised here like every other form).
 
@@ -32,12 +33,12 @@ from pathlib import Path
 from bnnc.data.functions import from_function
 from bnnc.data.normalise import check_labels, finish, reshaped
 from bnnc.data.preprocessing import DataSpec, DataSplits, Normalisation, Preprocessing
-from bnnc.data.readers import FORMS_HINT, folder_form, read_idx, read_path
+from bnnc.data.readers import FORMS_HINT, read_idx, read_path, reads_images
 from bnnc.errors import DataError
 from bnnc.usercode import FUNCTION_SPEC
 
-__all__ = ["FORMS_HINT", "DataSpec", "DataSplits", "Normalisation", "Preprocessing", "check_labels", "folder_form",
-           "load_data", "read_idx", "reshaped", "sample_data_path"]
+__all__ = ["FORMS_HINT", "DataSpec", "DataSplits", "Normalisation", "Preprocessing", "check_labels",
+           "load_data", "read_idx", "reads_images", "reshaped", "sample_data_path"]
 
 
 def load_data(

@@ -19,6 +19,19 @@ import torch
 from torch.utils.data import TensorDataset
 
 from bnnc.data.cifar import is_cifar_folder, read_cifar_folder
+from bnnc.data.images import (
+    IMAGE_SUFFIXES,
+    TABLE_SUFFIXES,
+    class_folder_files,
+    class_folders,
+    has_labels,
+    image_index,
+    listing_tables,
+    lists_images,
+    read_listing,
+    read_pixels,
+    split_folders,
+)
 from bnnc.data.labels import class_indices, named_labels
 from bnnc.data.preprocessing import Preprocessing
 from bnnc.data.tables import read_table
@@ -27,7 +40,8 @@ from bnnc.formats import archive_problem
 
 FORMS_HINT = (
     "give a folder of MNIST-style IDX files or CIFAR batches, a .npz or .pt with x_train/y_train/x_test/y_test "
-    "(or x/y), a .csv table, a folder of class sub-folders of images, or pkg.module:function"
+    "(or x/y), a .csv table, a folder of class sub-folders of images (or of images and a table of their labels), "
+    "or pkg.module:function"
 )
 IDX_NAMES = {
     "x_train": "train-images-idx3-ubyte",
@@ -43,10 +57,6 @@ IDX_DTYPES: dict[int, np.dtype[Any]] = {
     0x0D: np.dtype(">f4"),
     0x0E: np.dtype(">f8"),
 }
-IMAGE_SUFFIXES = frozenset(
-    {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm"}
-)
-GREY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "F"})
 SPLIT_KEYS = ("x_train", "y_train", "x_test", "y_test")
 # Other names the arrays are saved under (any case, joined by _, -, . or nothing): X_train, train_images, testY, data
 SAMPLE_NAMES = ("x", "data", "images", "inputs", "features", "samples")
@@ -75,7 +85,10 @@ def read_path(path: Path, pre: Preprocessing | None, val_fraction: float, seed: 
     if not path.exists():
         raise DataError(f"data not found: {path}", FORMS_HINT)
     names = pre.class_names if pre else ()
+    shape = tuple(pre.input_shape) if pre is not None else tuple(input_shape) if input_shape else None
     if not path.is_dir():
+        if reads_images(path):
+            return _read_listed(path, shape, names, val_fraction, seed)
         return _split(_read_file(path, names), path, FILE_FORMS[path.suffix.lower()], val_fraction, seed, names)
     form = folder_form(path)
     if form == "IDX folder":
@@ -87,14 +100,15 @@ def read_path(path: Path, pre: Preprocessing | None, val_fraction: float, seed: 
         return _read_split_files(path, cast(tuple[Path, Path], _split_files(path)), names)  # found by folder_form
     if form == "folder of .npy":
         return _split(_read_npy_folder(path), path, form, val_fraction, seed, names)
+    if form == "images listed in a table":
+        return _read_listed(path, shape, names, val_fraction, seed)
     if form == "image folder":
-        shape = tuple(pre.input_shape) if pre is not None else tuple(input_shape) if input_shape else None
         return _read_image_folder(path, shape, names, val_fraction, seed)
-    nested = next((p for p in _class_folders(path) if any(_find_idx_files(p).values())), None)
+    nested = next((p for p in class_folders(path) if any(_find_idx_files(p).values())), None)
     if nested is not None:
         raise DataError(f"{path}: no IDX files here, but {nested} has some", f"pass {nested} as the data")
-    raise DataError(f"{path}: no IDX files, CIFAR batches, train and test files, .npy arrays or class sub-folders "
-                    "of images found", FORMS_HINT)
+    raise DataError(f"{path}: no IDX files, CIFAR batches, train and test files, .npy arrays, class sub-folders "
+                    "of images or a table listing images found", FORMS_HINT)
 
 
 def folder_form(folder: Path) -> str | None:
@@ -105,14 +119,24 @@ def folder_form(folder: Path) -> str | None:
         return "IDX folder"
     if is_cifar_folder(folder):
         return "CIFAR batches"
+    if listing_tables(folder):
+        return "images listed in a table"
     if _split_files(folder) is not None:
         return "split files"
     if any(folder.glob("*.npy")):
         return "folder of .npy"
-    if (_class_folders(folder) or _split_folders(folder)) and not any(
-            any(_find_idx_files(p).values()) for p in _class_folders(folder)):
+    if (class_folders(folder) or split_folders(folder)) and not any(
+            any(_find_idx_files(p).values()) for p in class_folders(folder)):
         return "image folder"
     return None
+
+
+def reads_images(path: Path) -> bool:
+    """Whether the data at ``path`` is image files (read at the model's shape): a folder of them, or a table listing
+    them."""
+    if path.is_file():
+        return path.suffix.lower() in TABLE_SUFFIXES and lists_images(path)
+    return folder_form(path) in {"image folder", "images listed in a table"}
 
 
 def _read_file(path: Path, class_names: Sequence[str]) -> dict[str, Any]:
@@ -412,109 +436,64 @@ def _class_names(value: Any, path: Path) -> tuple[str, ...]:
     return tuple(names)
 
 
-def _class_folders(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-
-
-def _split_folders(folder: Path) -> tuple[Path, Path] | None:
-    """``train/`` and ``val/`` (or ``test/``) when the image folder comes split."""
-    train = folder / "train"
-    val = next((folder / n for n in ("val", "test") if (folder / n).is_dir()), None)
-    return (train, val) if train.is_dir() and val is not None else None
-
-
 def _read_image_folder(folder: Path, shape: tuple[int, ...] | None, class_names: Sequence[str], val_fraction: float,
                        seed: int) -> Raw:
     """Images as uint8 ``(N, H, W)`` or ``(N, 3, H, W)`` (resized to ``shape``, the model's input, when known);
     labels index the class names (the model's, when known)."""
-    image_module = _pillow()
-    splits = _split_folders(folder)
+    splits = split_folders(folder)
     roots = list(splits) if splits else [folder]
-    names = tuple(class_names) or tuple(p.name for p in _class_folders(roots[0]))
-    files = [_image_files(root, names) for root in roots]
-    all_files = [p for split in files for p, _ in split]
-    if not all_files:
+    names = tuple(class_names) or tuple(p.name for p in class_folders(roots[0]))
+    files = [class_folder_files(root, names) for root in roots]
+    if not any(files):
         raise DataError(
             f"{folder}: no images found in its class sub-folders", f"expected {', '.join(sorted(IMAGE_SUFFIXES))}"
         )
-    images = [_open_image(image_module, p) for p in all_files]
-    mode = _image_mode(images, shape)
-    size = _image_size(images, all_files, shape)
-    pixels = np.stack([_image_array(image_module, im, mode, size) for im in images])
-    labels = np.array([label for split in files for _, label in split], dtype=np.int64)
+    if len(names) == 1:
+        raise DataError(f"{roots[0]}: one class sub-folder, {names[0]!r}, so every image would be labelled alike",
+                        "give one sub-folder per class, or a table beside the images listing each with its label "
+                        "(train.csv: file, label)")
+    pixels = read_pixels([[p for p, _ in split] for split in files], shape)
+    labels = [np.array([label for _, label in split], dtype=np.int64) for split in files]
     if splits:
-        n_train = len(files[0])
-        return Raw(pixels[:n_train], labels[:n_train], pixels[n_train:], labels[n_train:], names,
-                    str(folder), "image folder, train/val")
-    raw = _split({"x": pixels, "y": labels}, folder, "image folder", val_fraction, seed)
+        return Raw(pixels[0], labels[0], pixels[1], labels[1], names, str(folder), "image folder, train/val")
+    raw = _split({"x": pixels[0], "y": labels[0]}, folder, "image folder", val_fraction, seed)
     return Raw(raw.x_train, raw.y_train, raw.x_val, raw.y_val, names, raw.where, raw.form)
 
 
-def _pillow() -> Any:
-    try:
-        from PIL import Image
-    except ImportError as exc:
-        raise DataError("reading a folder of images needs Pillow, which isn't installed", "pip install pillow") from exc
-    return Image
+def _read_listed(path: Path, shape: tuple[int, ...] | None, class_names: Sequence[str], val_fraction: float,
+                 seed: int) -> Raw:
+    """Images listed with their labels in a table (``path``), or in the tables of the folder ``path``: a training
+    table and a test one when their names say so (``train.csv``, ``test.csv``), else one table, split with the seed."""
+    index = image_index(path.parent if path.is_file() else path)
+    train, test = (path, None) if path.is_file() else _listing_splits(path, listing_tables(path), index)
+    listings = [read_listing(train, class_names, index)]
+    if test is not None:
+        listings.append(read_listing(test, class_names or listings[0].class_names, index))
+    names = tuple(class_names) or listings[0].class_names
+    pixels = read_pixels([listing.files for listing in listings], shape)
+    if test is not None:
+        return Raw(pixels[0], listings[0].labels, pixels[1], listings[1].labels, names, str(path),
+                   f"images listed in {train.name} and {test.name}")
+    raw = _split({"x": pixels[0], "y": listings[0].labels}, path, f"images listed in {train.name}", val_fraction,
+                 seed)
+    return Raw(raw.x_train, raw.y_train, raw.x_val, raw.y_val, names, raw.where, raw.form)
 
 
-def _image_files(root: Path, names: Sequence[str]) -> list[tuple[Path, int]]:
-    """(file, label) for each image under ``root/<class>/``; a class folder not in ``names`` is an error."""
-    index = {name: i for i, name in enumerate(names)}
-    pairs = []
-    for class_dir in _class_folders(root):
-        if class_dir.name not in index:
-            raise DataError(
-                f"{class_dir}: class '{class_dir.name}' is not one of the model's classes",
-                f"expected sub-folders named {', '.join(names)}",
-            )
-        images = sorted(p for p in class_dir.rglob("*")  # in sub-folders too, as torchvision's ImageFolder reads
-                        if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
-                        and not any(part.startswith(".") for part in p.relative_to(class_dir).parts))
-        pairs += [(p, index[class_dir.name]) for p in images]
-    return pairs
+def _listing_splits(folder: Path, tables: list[Path], index: dict[str, list[Path]]) -> tuple[Path, Path | None]:
+    """The training table and the test one (None: split off the training one) of the tables naming images: of those
+    with labels, else the training one, whose reading says what it lacks."""
+    def named(words: Sequence[str], among: list[Path]) -> list[Path]:
+        return [t for t in among if set(re.split(r"[^a-z0-9]+", t.stem.lower())) & set(words)]
 
-
-def _open_image(image_module: Any, path: Path) -> Any:
-    try:
-        with image_module.open(path) as im:
-            im.load()
-            return im.convert("L") if im.mode in GREY_MODES else im.convert("RGB")
-    except (OSError, ValueError, SyntaxError, EOFError, image_module.DecompressionBombError) as exc:
-        # Pillow raises SyntaxError ("broken PNG file") for some corrupt chunks
-        raise DataError(f"{path}: can't read as an image ({first_line(exc, with_type=False)})",
-                        "remove or replace the file") from exc
-
-
-def _image_mode(images: Sequence[Any], shape: tuple[int, ...] | None) -> str:
-    """Greyscale or RGB: from the model's channels when known, else RGB unless all are greyscale."""
-    if shape is not None and len(shape) == 3 and shape[0] in {1, 3}:
-        return "L" if shape[0] == 1 else "RGB"
-    if shape is not None:
-        return "L"
-    return "L" if all(im.mode == "L" for im in images) else "RGB"
-
-
-def _image_size(images: Sequence[Any], files: Sequence[Path], shape: tuple[int, ...] | None) -> tuple[int, int]:
-    """(width, height): the model's when known (images are resized to it), else all must agree."""
-    if shape is not None and len(shape) == 3:
-        return shape[2], shape[1]
-    first = images[0].size
-    for im, path in zip(images, files, strict=True):
-        if im.size != first:
-            raise DataError(
-                f"{path}: image size {im.size[0]}x{im.size[1]} differs from {first[0]}x{first[1]} of {files[0]}",
-                "pass the model's input shape, e.g. --input-shape 3,32,32, and they are resized to it",
-            )
-    return first
-
-
-def _image_array(image_module: Any, image: Any, mode: str, size: tuple[int, int]) -> np.ndarray:
-    image = image.convert(mode)
-    if image.size != size:
-        image = image.resize(size, image_module.Resampling.BILINEAR)
-    pixels = np.asarray(image, dtype=np.uint8)  # (H, W) or (H, W, 3)
-    return pixels.transpose(2, 0, 1) if pixels.ndim == 3 else pixels
+    tables = [t for t in tables if has_labels(t, index)] or (named(TRAIN_NAMES, tables) or tables)[:1]
+    if len(tables) == 1:
+        return tables[0], None
+    train, test = named(TRAIN_NAMES, tables), named(TEST_NAMES, tables)
+    if len(train) == 1 and len(test) <= 1:
+        return train[0], test[0] if test else None
+    raise DataError(f"{folder}: {len(tables)} tables list images with labels ({', '.join(t.name for t in tables)}), "
+                    "and their names don't say which is for training",
+                    "name the training table train.csv (and a test one test.csv), or pass one table as the data")
 
 
 def check_pair(x: np.ndarray, y: np.ndarray, where: str | Path, x_key: str, y_key: str) -> None:

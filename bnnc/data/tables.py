@@ -18,6 +18,7 @@ from bnnc.errors import DataError, first_line
 LABEL_COLUMNS = ("label", "labels", "target", "targets", "class", "y")
 INDEX_COLUMNS = frozenset({"", "unnamed: 0"})  # pandas' index, written by to_csv() unless index=False
 PIXEL_VALUES = 64  # a sample of at least this many whole numbers in [0, 255] is an image's pixels (Kaggle's MNIST)
+_PREFIX = 1 << 20  # characters read to see a table's first rows
 TABLE_HINT = "expected numbers, one sample a row, and a header naming the label column 'label' (else it is the last)"
 
 
@@ -50,9 +51,9 @@ def read_table(path: Path, class_names: Sequence[str]) -> dict[str, Any]:
         body = [*head[1:], *rows] if header is not None else [*head, *rows]
         cells = _cells(body, path, width, header is not None)
         x = _numbers(cells[:, features], path, [names[i] for i in features], header is not None)
-        y, found = _labels([c.strip() for c in cells[:, label]], path, names[label], class_names)
+        y, found = parse_labels([c.strip() for c in cells[:, label]], path, names[label], class_names)
         return {"x": pixels_or_numbers(x), "y": y, "class_names": found}
-    y, found = _labels(table[:, label], path, names[label], class_names)
+    y, found = parse_labels(table[:, label], path, names[label], class_names)
     return {"x": pixels_or_numbers(table[:, features]), "y": y, "class_names": found}
 
 
@@ -64,9 +65,20 @@ def pixels_or_numbers(x: np.ndarray) -> np.ndarray:
     return x.astype(np.uint8) if pixels and (x == np.round(x)).all() else x.astype(np.float32)
 
 
-def _text(path: Path) -> str:
+def text_rows(path: Path, limit: int | None = None) -> list[list[str]]:
+    """The table's non-empty rows as strings (the first ``limit``, read from the file's start alone), in the
+    delimiter it uses."""
+    text = _text(path, _PREFIX if limit is not None else None)
+    delimiter = "\t" if path.suffix.lower() == ".tsv" else _delimiter(text)
+    complete = text if limit is None or len(text) < _PREFIX else text[: text.rfind("\n") + 1]  # no cut-off row
+    rows = (row for row in csv.reader(io.StringIO(complete), delimiter=delimiter) if any(c.strip() for c in row))
+    return list(itertools.islice(rows, limit))
+
+
+def _text(path: Path, size: int | None = None) -> str:
     try:
-        return path.read_text(encoding="utf-8-sig")  # -sig: Excel writes a byte-order mark
+        with path.open(encoding="utf-8-sig") as f:  # -sig: Excel writes a byte-order mark
+            return f.read(size if size is not None else -1)
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: can't read as a text table ({first_line(exc, with_type=False)})",
                         "save it as UTF-8 CSV") from exc
@@ -88,7 +100,7 @@ def _cells(body: list[list[str]], path: Path, width: int, header: bool) -> np.nd
     return np.array(body, dtype=object)
 
 
-def _is_number(cell: str) -> bool:
+def is_number(cell: str) -> bool:
     try:
         float(cell)
     except ValueError:
@@ -99,15 +111,15 @@ def _is_number(cell: str) -> bool:
 def _is_header(rows: list[list[str]]) -> bool:
     """The first row names the columns when some column is a number below it but not in it."""
     if len(rows) < 2:
-        return not all(_is_number(c) for c in rows[0])
-    return any(not _is_number(a) and _is_number(b) for a, b in zip(rows[0], rows[1], strict=False))
+        return not all(is_number(c) for c in rows[0])
+    return any(not is_number(a) and is_number(b) for a, b in zip(rows[0], rows[1], strict=False))
 
 
 def _numbers(cells: np.ndarray, path: Path, names: list[str], header: bool) -> np.ndarray:
     try:
         return cells.astype(np.float64)
     except ValueError as exc:
-        bad = next(((r, c) for r, row in enumerate(cells) for c, cell in enumerate(row) if not _is_number(cell)), None)
+        bad = next(((r, c) for r, row in enumerate(cells) for c, cell in enumerate(row) if not is_number(cell)), None)
         if bad is None:
             raise DataError(f"{path}: can't read the features as numbers ({first_line(exc, with_type=False)})") from exc
         r, c = bad
@@ -118,10 +130,10 @@ def _numbers(cells: np.ndarray, path: Path, names: list[str], header: bool) -> n
         raise DataError(f"{path}: line {r + (2 if header else 1)}, column {names[c]!r}: {what}", fix) from exc
 
 
-def _labels(values: list[str] | np.ndarray, path: Path, column: str,
+def parse_labels(values: list[str] | np.ndarray, path: Path, column: str,
             class_names: Sequence[str]) -> tuple[np.ndarray, tuple[str, ...]]:
     """Class indices from whole numbers, or from names (the model's, else the sorted names found)."""
-    if isinstance(values, list) and all(_is_number(v) for v in values):
+    if isinstance(values, list) and all(is_number(v) for v in values):
         values = np.array(values, dtype=np.float64)
     if isinstance(values, np.ndarray):
         fraction = values[values != np.round(values)]

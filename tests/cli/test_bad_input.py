@@ -171,6 +171,7 @@ def ws(tmp_path_factory: pytest.TempPathFactory) -> Path:
     _npz(d / "huge.npz", np.full((32, 28, 28), 1e300), labels)
     (d / "words.csv").write_text("a,b,label\n1,2,0\n3,n/a,1\n")
     _broken_png_folder(d / "imgs")
+    _image_listings(d)
     _zip_bomb(d / "sd.pt", d / "bomb.pt")
     for name, tamper in (("options-none", lambda r: r["binarized"].__setitem__("options", None)),
                          ("preprocessing-list", lambda r: r.__setitem__("preprocessing", [1, 2])),
@@ -212,6 +213,17 @@ def _broken_png_folder(root: Path) -> None:
     good = buf.getvalue()
     junk = b"\x00\x00\x00\x05JUNK!\x00\x00\x00\x00"
     (root / "train" / "a" / "broken.png").write_bytes(good[:110] + junk + good[110:])
+
+
+def _image_listings(d: Path) -> None:
+    """Kaggle's layout with one image missing (``listed/``), and its images alone, the table forgotten (``flat/``)."""
+    from PIL import Image
+
+    for folder in ("listed/train", "flat/train"):
+        (d / folder).mkdir(parents=True)
+        for i in range(4):
+            Image.fromarray(np.full((28, 28), 40 * i, np.uint8)).save(d / folder / f"{i}.png")
+    (d / "listed" / "train.csv").write_text("id,label\n0.png,1\n1.png,0\n2.png,1\n3.png,0\n7.png,1\n")
 
 
 def _snapshot(folder: Path) -> dict[str, str]:
@@ -445,6 +457,10 @@ VALUES = [
          "{ws}/data.npz", "--config", "{ws}/samples-negative.toml", "-o", "{ws}/out"),
     case("convert-broken-png", "can't read as an image", "convert", "{ws}/sd.pt", "--arch", MLP_REF, "--arch-kwargs",
          json.dumps(MLP_KWARGS), "--data", "{ws}/imgs", "-o", "{ws}/x.bnnc"),
+    case("convert-listed-image-missing", "line 6: no image '7.png'", "convert", "{ws}/sd.pt", "--arch", MLP_REF,
+         "--arch-kwargs", json.dumps(MLP_KWARGS), "--data", "{ws}/listed", "-o", "{ws}/x.bnnc"),
+    case("convert-images-of-one-class-folder", "one class sub-folder, 'train'", "convert", "{ws}/sd.pt", "--arch",
+         MLP_REF, "--arch-kwargs", json.dumps(MLP_KWARGS), "--data", "{ws}/flat", "-o", "{ws}/x.bnnc"),
     *[case(f"export-tampered-{name}", "malformed", "export", f"{{ws}}/tampered-{name}.bnnc", "-o", "{ws}/x.onnx")
       for name in ("options-none", "preprocessing-list", "negative-shape", "metrics-list", "source-string")],
     case("convert-zip-bomb", "unpacks to 0.3 GiB", "convert", "{ws}/bomb.pt", "--arch", MLP_REF, "-o", "{ws}/x.bnnc"),

@@ -606,24 +606,32 @@ class Rgb32(nn.Module):
 '''
 
 
+@pytest.mark.parametrize("layout", ["class folders", "listed in a table"])
 def test_an_image_folder_is_read_at_the_shape_the_model_takes(user: Path, tmp_path: Path,
-                                                             monkeypatch: pytest.MonkeyPatch):
+                                                             monkeypatch: pytest.MonkeyPatch, layout: str):
     """Grey 40x40 photos for an RGB model with a fixed 32x32 input and no recorded shape: the folder is read again,
-    converted and resized, at the shape the model runs on (the first convolution's channels, a usual size)."""
+    converted and resized, at the shape the model runs on (the first convolution's channels, a usual size) —
+    photos in class sub-folders, or in one folder beside a table of their labels (Kaggle's train/ + train.csv)."""
     pytest.importorskip("PIL")
     from PIL import Image
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "rgbnet.py").write_text(RGB_MODULE)
     rng = np.random.default_rng(0)
+    table = ["image,label"]
     for label, bright in (("cat", 0), ("dog", 1)):
-        (tmp_path / "photos" / label).mkdir(parents=True)
+        folder = tmp_path / "photos" / (label if layout == "class folders" else "train")
+        folder.mkdir(parents=True, exist_ok=True)
         for i in range(20):
             pixels = rng.integers(0, 80, (40, 40), dtype=np.uint8)
             pixels[10:20] += 170 * bright
-            Image.fromarray(pixels, "L").save(tmp_path / "photos" / label / f"{i}.png")
+            Image.fromarray(pixels, "L").save(folder / f"{label}{i}.png")
+            table.append(f"{label}{i}.png,{label}")
+    if layout == "listed in a table":
+        (tmp_path / "photos" / "train.csv").write_text("\n".join(table) + "\n")
     ns: dict = {}
     exec(RGB_MODULE, ns)
     torch.save(ns["Rgb32"]().state_dict(), "rgb_sd.pt")
     run(user, "convert", "rgb_sd.pt", "--arch", "rgbnet:Rgb32", "--data", "photos", "-o", "m.bnnc")
-    assert load_checkpoint(tmp_path / "m.bnnc").preprocessing["input_shape"] == [3, 32, 32]
+    recorded = load_checkpoint(tmp_path / "m.bnnc").preprocessing
+    assert recorded["input_shape"] == [3, 32, 32] and recorded["class_names"] == ["cat", "dog"]
