@@ -210,6 +210,25 @@ def test_pt_tuples_as_users_save_them(tmp_path: Path) -> None:
 
 
 
+def test_data_held_in_memory_from_python(tmp_path: Path) -> None:
+    """From Python, the data may be the objects themselves — arrays as a file holds them, or (train, val) datasets —
+    and they read as that file would: ``bnnc.finetune(model, ((x, y), (xt, yt)))`` in a notebook."""
+    data = arrays()
+    np.savez(tmp_path / "d.npz", **data)
+    from_file = load_data(tmp_path / "d.npz")
+    x, y, xt, yt = (data[k] for k in ("x_train", "y_train", "x_test", "y_test"))
+    datasets = (TensorDataset(torch.from_numpy(x), torch.from_numpy(y)),
+                TensorDataset(torch.from_numpy(xt), torch.from_numpy(yt)))
+    for given in (((x, y), (xt, yt)), (x, y, xt, yt), dict(data), datasets, [*datasets]):
+        splits = load_data(given)
+        assert splits.source.startswith("the data given (in memory")
+        for mine, theirs in ((splits.train, from_file.train), (splits.val, from_file.val)):
+            assert all(torch.equal(a, b) for a, b in zip(mine.tensors, theirs.tensors, strict=True))
+    both = np.concatenate([x, xt]), np.concatenate([y, yt])
+    assert len(load_data(both, val_fraction=0.25).val) == (N_TRAIN + N_TEST) // 4
+    expect_error(lambda: load_data([1, 2, 3]), "the data given", "expected (train_dataset, val_dataset)")
+
+
 def test_tensor_datasets_saved_whole(tmp_path: Path) -> None:
     """``torch.save(TensorDataset(x, y))`` (a plain class of tensors: loaded with weights_only, it allowed), alone, as
     ``(train_set, test_set)`` and as ``{'train': ..., 'val': ..., 'test': ...}`` (the test split measured)."""

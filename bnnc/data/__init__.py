@@ -16,7 +16,9 @@ Accepted forms of ``spec``:
   or ``train/`` and ``val/`` (or ``test/``) folders laid out that way; or images listed with their labels in a
   table (``train/`` + ``train.csv``, ``images.py``); needs Pillow;
 * ``pkg.module:function`` returning a ``DataSplits`` (used as it is) or ``(train, val)`` datasets of
-  raw ``(x, y)`` samples (normalised here like every other form).
+  raw ``(x, y)`` samples (normalised here like every other form), or arrays as a file holds them;
+* from Python, those objects themselves: ``(train_dataset, val_dataset)``, ``(x, y)``,
+  ``((x_train, y_train), (x_test, y_test))``, a dict of arrays.
 
 Raw samples are uint8 pixels or numbers already in the model's units (integers: see
 ``tables.pixels_or_numbers``). Every problem a user can cause is a ``DataError`` naming the file and what was
@@ -30,12 +32,14 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from bnnc.data.functions import from_function
+from bnnc.data.functions import from_function, from_object
 from bnnc.data.normalise import check_labels, finish, reshaped
 from bnnc.data.preprocessing import DataSpec, DataSplits, Normalisation, Preprocessing
 from bnnc.data.readers import FORMS_HINT, read_idx, read_path, reads_images
 from bnnc.errors import DataError
 from bnnc.usercode import FUNCTION_SPEC
+
+_IN_MEMORY = "the data given"  # how messages name data passed as Python objects
 
 __all__ = ["FORMS_HINT", "DataSpec", "DataSplits", "Normalisation", "Preprocessing", "check_labels",
            "load_data", "read_idx", "reads_images", "reshaped", "sample_data_path"]
@@ -78,6 +82,8 @@ def load_data(
         return spec if preprocessing is None else replace(spec, guessed=False)  # the model records it now
     if not 0 < val_fraction < 1:
         raise DataError(f"val_fraction must be between 0 and 1, got {val_fraction}")
+    if not isinstance(spec, (str, os.PathLike)):  # held in memory: a Python caller's datasets or arrays
+        return from_object(spec, _IN_MEMORY, preprocessing, input_shape, normalisation, val_fraction, seed)
     text = os.fspath(spec)
     path = Path(text).expanduser()
     if isinstance(spec, str) and not path.exists() and FUNCTION_SPEC.match(text):

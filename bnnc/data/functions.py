@@ -50,14 +50,23 @@ def from_function(spec: str, pre: Preprocessing | None, input_shape: Sequence[in
                 "return (train, val) datasets of raw samples and bnnc normalises them the model's way",
             )
         return result
+    return from_object(result, spec, pre, input_shape, normalisation, val_fraction, seed, form="function")
+
+
+def from_object(data: Any, where: str, pre: Preprocessing | None, input_shape: Sequence[int] | None,
+                normalisation: Normalisation | None = None, val_fraction: float = 0.1, seed: int = 0, *,
+                form: str = "in memory") -> DataSplits:
+    """Data held in memory, as a data function returns it or a Python caller passes it: ``(train, val)`` datasets
+    (or loaders) of raw samples, read sample by sample; arrays as a file holds them (``(x, y)`` is split with
+    ``val_fraction`` and ``seed``). Normalised the model's way (``pre``), or by the data's own statistics."""
     names = pre.class_names if pre else ()
-    if isinstance(result, Mapping) or (isinstance(result, (tuple, list)) and _holds_arrays(result)):
-        return finish(read_returned(result, spec, val_fraction, seed, names), pre, input_shape, normalisation)
-    if not (isinstance(result, (tuple, list)) and len(result) == 2):
-        raise DataError(f"{spec}: expected (train_dataset, val_dataset), (train_loader, val_loader), arrays "
-                        f"((x_train, y_train), (x_test, y_test)) or a DataSplits, got {type(result).__name__}")
-    arrays = [_materialise(ds, spec, split) for ds, split in zip(result, ("train", "val"), strict=True)]
-    raw = Raw(*arrays[0], *arrays[1], (), spec, "function")
+    if isinstance(data, Mapping) or (isinstance(data, (tuple, list)) and _holds_arrays(data)):
+        return finish(read_returned(data, where, val_fraction, seed, names, form), pre, input_shape, normalisation)
+    if not (isinstance(data, (tuple, list)) and len(data) == 2):
+        raise DataError(f"{where}: expected (train_dataset, val_dataset), (train_loader, val_loader), arrays "
+                        f"((x_train, y_train), (x_test, y_test)) or a DataSplits, got {type(data).__name__}")
+    arrays = [_materialise(ds, where, split) for ds, split in zip(data, ("train", "val"), strict=True)]
+    raw = Raw(*arrays[0], *arrays[1], (), where, form)
     return finish(raw, pre, input_shape, normalisation)
 
 

@@ -158,8 +158,9 @@ class DataSplits:
     guessed: bool = False  # the mean/std came from the data itself: neither recorded in the model nor stated
 
 
-DataSpec: TypeAlias = "str | os.PathLike[str] | DataSplits"
-"""What every ``data`` argument accepts: a ``--data`` form (see the module docstring) or loaded splits."""
+DataSpec: TypeAlias = "str | os.PathLike[str] | DataSplits | tuple[Any, ...] | list[Any] | Mapping[str, Any]"
+"""What every ``data`` argument accepts: a ``--data`` form (see ``bnnc.data``), loaded splits, or from Python the
+objects a data function may return (``(train_dataset, val_dataset)``, ``(x, y)``, a dict of arrays)."""
 
 
 def derive(x_train: np.ndarray, class_names: tuple[str, ...], model_shape: Sequence[int] | None,

@@ -327,7 +327,8 @@ def _from_sequence(items: Sequence[Any], path: Path) -> dict[str, Any]:
                     "save (x, y), (x_train, y_train, x_test, y_test), or a dict of tensors with those keys")
 
 
-def read_returned(obj: Any, where: str, val_fraction: float, seed: int, class_names: Sequence[str] = ()) -> Raw:
+def read_returned(obj: Any, where: str, val_fraction: float, seed: int, class_names: Sequence[str],
+                  form: str) -> Raw:
     """Arrays a data function returned as a file holds them: a dict with the keys of a ``.npz``, or the tuples of
     a ``.pt`` (``(x, y)``, ``(x_train, y_train, x_test, y_test)``, ``((x_train, y_train), (x_test, y_test))``)."""
     path = Path(where)
@@ -335,7 +336,7 @@ def read_returned(obj: Any, where: str, val_fraction: float, seed: int, class_na
     if not isinstance(arrays, Mapping):
         raise DataError(f"{where}: expected arrays, got {type(obj).__name__}", FORMS_HINT)
     arrays = {str(k): to_numpy(v) if isinstance(v, torch.Tensor) else v for k, v in arrays.items()}
-    return _split(arrays, path, "function", val_fraction, seed, class_names)
+    return _split(arrays, path, form, val_fraction, seed, class_names)
 
 
 def to_numpy(t: torch.Tensor) -> np.ndarray:
