@@ -210,6 +210,50 @@ def test_pt_tuples_as_users_save_them(tmp_path: Path) -> None:
 
 
 
+def test_hdf5_files_as_keras_era_data_sets_ship(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Coursera's ``train_catvnoncat.h5`` + ``test_catvnoncat.h5`` (``train_set_x``, ``list_classes`` as bytes), alone
+    or as the folder of both; one file of groups (``train/images``); a file that isn't HDF5; no h5py."""
+    h5py = pytest.importorskip("h5py")
+    data = arrays()
+    folder = tmp_path / "datasets"
+    folder.mkdir()
+    for split in ("train", "test"):
+        with h5py.File(folder / f"{split}_catvnoncat.h5", "w") as f:
+            f[f"{split}_set_x"], f[f"{split}_set_y"] = data[f"x_{split}"], data[f"y_{split}"]
+            f["list_classes"] = np.array([n.encode() for n in NAMES])
+    with h5py.File(tmp_path / "groups.h5", "w") as f:
+        for split in ("train", "test"):
+            f[f"{split}/images"], f[f"{split}/labels"] = data[f"x_{split}"], data[f"y_{split}"]
+    np.savez(tmp_path / "d.npz", **data)
+    expected = load_data(tmp_path / "d.npz")
+    for given in (folder, tmp_path / "groups.h5"):
+        splits = load_data(given)
+        for mine, theirs in ((splits.train, expected.train), (splits.val, expected.val)):
+            assert all(torch.equal(a, b) for a, b in zip(mine.tensors, theirs.tensors, strict=True)), given
+    assert load_data(folder).preprocessing.class_names == NAMES
+    alone = load_data(folder / "train_catvnoncat.h5", val_fraction=0.2)  # a training split alone: split
+    assert len(alone.train) + len(alone.val) == N_TRAIN and alone.preprocessing.class_names == NAMES
+    (tmp_path / "junk.h5").write_bytes(RANDOM_BYTES)
+    expect_error(lambda: load_data(tmp_path / "junk.h5"), "junk.h5: can't read as an HDF5 file")
+    monkeypatch.setitem(sys.modules, "h5py", None)
+    expect_error(lambda: load_data(tmp_path / "groups.h5"), "needs h5py", "pip install h5py")
+
+
+def test_split_files_named_by_their_split(tmp_path: Path) -> None:
+    """Kaggle's ``mnist_train.csv`` + ``mnist_test.csv``: the one file whose name has the word train, and the one with
+    test, are the two splits (before, only ``train.csv`` + ``test.csv``)."""
+    data = arrays()
+    for split in ("train", "test"):
+        x, y = data[f"x_{split}"].reshape(-1, SIDE * SIDE), data[f"y_{split}"]
+        np.savetxt(tmp_path / f"mnist_{split}.csv", np.column_stack([y, x]), fmt="%d", delimiter=",",
+                   header="label," + ",".join(f"p{i}" for i in range(SIDE * SIDE)), comments="")
+    splits = load_data(tmp_path)
+    assert splits.train.tensors[1].tolist() == data["y_train"].tolist()
+    assert splits.val.tensors[1].tolist() == data["y_test"].tolist()
+    (tmp_path / "mnist_train_small.csv").write_text((tmp_path / "mnist_train.csv").read_text())
+    expect_error(lambda: load_data(tmp_path), "no IDX files")  # two training files: which one is unsaid
+
+
 def test_data_held_in_memory_from_python(tmp_path: Path) -> None:
     """From Python, the data may be the objects themselves — arrays as a file holds them, or (train, val) datasets —
     and they read as that file would: ``bnnc.finetune(model, ((x, y), (xt, yt)))`` in a notebook."""

@@ -1,4 +1,4 @@
-"""Reading the file forms of ``--data`` (IDX folders, CIFAR batches, ``.npz``, ``.pt``, CSV tables, image folders)
+"""Reading the file forms of ``--data`` (IDX folders, CIFAR batches, ``.npz``, ``.pt``, ``.h5``, CSV tables, images)
 into raw arrays, each problem a ``DataError`` naming the file and what was expected."""
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 from bnnc.data.cifar import is_cifar_folder, read_cifar_folder
+from bnnc.data.hdf5 import read_hdf5
 from bnnc.data.images import (
     IMAGE_SUFFIXES,
     TABLE_SUFFIXES,
@@ -39,7 +40,7 @@ from bnnc.errors import DataError, first_line
 from bnnc.formats import archive_problem
 
 FORMS_HINT = (
-    "give a folder of MNIST-style IDX files or CIFAR batches, a .npz or .pt with x_train/y_train/x_test/y_test "
+    "give a folder of MNIST-style IDX files or CIFAR batches, a .npz, .pt or .h5 with x_train/y_train/x_test/y_test "
     "(or x/y), a .csv table, a folder of class sub-folders of images (or of images and a table of their labels), "
     "or pkg.module:function"
 )
@@ -63,7 +64,9 @@ SAMPLE_NAMES = ("x", "data", "images", "inputs", "features", "samples")
 LABEL_NAMES = ("y", "labels", "label", "targets", "target")
 TRAIN_NAMES = ("train", "training")
 TEST_NAMES = ("test", "val", "valid", "validation", "eval")  # the first found is the split measured
-FILE_FORMS = {".npz": "npz", ".pt": "pt", ".pth": "pt", ".csv": "table", ".tsv": "table"}
+FILE_FORMS = {".npz": "npz", ".pt": "pt", ".pth": "pt", ".csv": "table", ".tsv": "table", ".h5": "HDF5",
+              ".hdf5": "HDF5"}
+CLASS_NAME_KEYS = ("class_names", "classes", "list_classes", "label_names")  # the first found names the classes
 
 
 @dataclass(frozen=True)
@@ -151,6 +154,8 @@ def _read_file(path: Path, class_names: Sequence[str]) -> dict[str, Any]:
         return _read_npz(path)
     if suffix in {".pt", ".pth"}:
         return _read_pt(path)
+    if FILE_FORMS[suffix] == "HDF5":
+        return read_hdf5(path)
     return read_table(path, class_names)
 
 
@@ -167,22 +172,29 @@ def _read_npy_folder(folder: Path) -> dict[str, Any]:
 
 
 def _split_files(folder: Path) -> tuple[Path, Path] | None:
-    """``train.csv`` and ``test.csv`` (or ``val``, or ``.npz``/``.pt`` files) side by side in ``folder``."""
+    """``train.csv`` and ``test.csv`` (or ``val``, or ``.npz``/``.pt``/``.h5`` files) side by side in ``folder``; or
+    the one file whose name has the word train and the one with test (``mnist_train.csv`` + ``mnist_test.csv``,
+    ``train_catvnoncat.h5`` + ``test_catvnoncat.h5``)."""
     def find(stems: Sequence[str]) -> Path | None:
         return next((folder / f"{stem}{suffix}" for stem in stems for suffix in FILE_FORMS
                      if (folder / f"{stem}{suffix}").is_file()), None)
 
     train, test = find(TRAIN_NAMES), find(TEST_NAMES)
-    return (train, test) if train is not None and test is not None else None
+    if train is not None and test is not None:
+        return train, test
+    files = [p for p in sorted(folder.iterdir()) if p.suffix.lower() in FILE_FORMS and p.is_file()]
+    named = [[p for p in files if set(re.split(r"[^a-z0-9]+", p.stem.lower())) & set(words)]
+             for words in (TRAIN_NAMES, TEST_NAMES)]
+    return (named[0][0], named[1][0]) if all(len(n) == 1 for n in named) and named[0] != named[1] else None
 
 
 def _read_split_files(folder: Path, files: tuple[Path, Path], class_names: Sequence[str]) -> Raw:
     """Each file's ``x``/``y`` as one split; a table's class names are the training file's in both."""
     splits = []
     for path in files:
-        arrays = _renamed(_read_file(path, class_names), path)
-        arrays, class_names = named_labels(arrays, class_names or _class_names(arrays.get("class_names", ()), path),
-                                           path)
+        arrays = _read_file(path, class_names)
+        arrays, class_names = named_labels(_one_split(_renamed(arrays, path)),
+                                           class_names or _file_class_names(arrays, path), path)
         if not {"x", "y"} <= arrays.keys():
             raise DataError(f"{path}: expected keys x, y (one split's samples and labels), found "
                             f"{', '.join(sorted(arrays)) or 'none'}", FORMS_HINT)
@@ -350,7 +362,7 @@ def to_numpy(t: torch.Tensor) -> np.ndarray:
 def _split(arrays: dict[str, Any], path: Path, form: str, val_fraction: float, seed: int,
            class_names: Sequence[str] = ()) -> Raw:
     """Arrays from a keyed file -> train/val; ``x``/``y`` (or a training split alone) are split with the seed."""
-    names = _class_names(arrays.get("class_names", ()), path) or tuple(class_names)
+    names = _file_class_names(arrays, path) or tuple(class_names)
     arrays, names = named_labels(_renamed(arrays, path), names, path)
     if all(k in arrays for k in SPLIT_KEYS):
         x_train, y_train, x_test, y_test = (_as_array(arrays[k], path, k) for k in SPLIT_KEYS)
@@ -379,7 +391,7 @@ def _renamed(arrays: dict[str, Any], path: Path) -> dict[str, Any]:
         return arrays
     found: dict[str, list[tuple[int, str]]] = {}
     for key in arrays:
-        if (known := _KNOWN_NAMES.get(key.lower())) is not None:
+        if (known := _KNOWN_NAMES.get(_without_set(key.lower()))) is not None:
             found.setdefault(known[0], []).append((known[1], key))
     renamed = {}
     for name, candidates in found.items():
@@ -389,8 +401,22 @@ def _renamed(arrays: dict[str, Any], path: Path) -> dict[str, Any]:
             raise DataError(f"{path}: both {keys[0]!r} and {keys[1]!r} could be '{name}'",
                             f"save one array under '{name}'")
         renamed[name] = arrays[keys[0]]
-    return renamed if all(k in renamed for k in SPLIT_KEYS) or {"x", "y"} <= renamed.keys() or _train_only(
-        renamed) else arrays
+    whole = any(keys <= renamed.keys() for keys in ({"x", "y"}, {"x_train", "y_train"}, {"x_test", "y_test"}))
+    return renamed if whole else arrays
+
+
+def _one_split(arrays: dict[str, Any]) -> dict[str, Any]:
+    """A split file's arrays under ``x``/``y`` when it names them by its split alone (``x_train``/``y_train`` in the
+    training file, ``test_set_x`` in the test file)."""
+    if {"x", "y"} <= arrays.keys():
+        return arrays
+    pairs = [split for split in ("train", "test") if {f"x_{split}", f"y_{split}"} <= arrays.keys()]
+    return {**arrays, "x": arrays[f"x_{pairs[0]}"], "y": arrays[f"y_{pairs[0]}"]} if len(pairs) == 1 else arrays
+
+
+def _without_set(key: str) -> str:
+    """``train_set_x`` as ``train_x``: Keras-era data sets say "set" between the split and the role."""
+    return re.sub(r"(?<![a-z])set(?![a-z])[_.-]?", "", key).strip("_.-")
 
 
 def _train_only(arrays: dict[str, Any]) -> bool:
@@ -428,6 +454,14 @@ def _as_array(value: Any, path: Path, key: str) -> np.ndarray:
     if not isinstance(value, np.ndarray):
         raise DataError(f"{path}: '{key}' must be an array or tensor, got {type(value).__name__}")
     return value
+
+
+def _file_class_names(arrays: dict[str, Any], path: Path) -> tuple[str, ...]:
+    """The class names a file holds, under ``class_names`` or another usual key (``classes``, Keras-era HDF5's
+    ``list_classes``)."""
+    lowered = {key.lower(): key for key in arrays}
+    key = next((lowered[k] for k in CLASS_NAME_KEYS if k in lowered), None)
+    return _class_names(arrays[key], path) if key is not None else ()
 
 
 def _class_names(value: Any, path: Path) -> tuple[str, ...]:
