@@ -78,9 +78,18 @@ def allowed(ref: str, allow_arch: str | None) -> bool:
     return (allow_arch is not None and usercode.canonical(ref) == usercode.canonical(allow_arch)) or seal.allowed(ref)
 
 
+CLASS_COUNT_NAMES = ("num_classes", "n_classes", "classes", "nclasses", "num_labels", "num_outputs", "n_outputs",
+                     "outputs", "out_features", "output_dim", "out_dim", "output_size", "nb_classes")
+"""A factory's usual names for its number of classes (the outputs of the last layer)."""
+INPUT_SIZE_NAMES = ("in_ch", "in_chans", "in_channels", "input_channels", "channels", "n_channels", "num_channels",
+                    "in_features", "input_dim", "in_dim", "input_size", "n_inputs", "num_inputs", "num_features")
+"""Its usual names for the size of each input (the first layer's input channels or features)."""
+
+
 def build_model(ref: str, kwargs: Mapping[str, Any] | None = None, *, named_by_user: bool = True,
-                source: Path | None = None) -> nn.Module:
-    """Instantiate the architecture ``ref`` with ``kwargs`` (JSON-like values only); see :func:`resolve_arch`."""
+                source: Path | None = None, weights: Mapping[str, Any] | None = None) -> nn.Module:
+    """Instantiate the architecture ``ref`` with ``kwargs`` (JSON-like values only); see :func:`resolve_arch`.
+    ``weights``, the state dict to be loaded, only fills in the fix when required arguments are missing."""
     factory = resolve_arch(ref, named_by_user=named_by_user, source=source)
     kwargs = dict(kwargs or {})
     for key, value in kwargs.items():
@@ -92,7 +101,7 @@ def build_model(ref: str, kwargs: Mapping[str, Any] | None = None, *, named_by_u
             model = factory(**kwargs)
     except (Exception, SystemExit) as e:  # noqa: BLE001 - the user's code can raise anything, or exit
         raise ModelLoadError(f"building architecture {ref!r} with {kwargs} failed ({first_line(e)})",
-                             "check the architecture's arguments (--arch-kwargs)") from None
+                             _arguments_hint(factory, kwargs, weights)) from None
     if not isinstance(model, nn.Module):
         raise ModelLoadError(f"architecture {ref!r} returned a {type(model).__name__}, not an nn.Module",
                              "point --arch at a function that returns the model")
@@ -108,3 +117,21 @@ def is_plain(v: Any) -> bool:
         return all(isinstance(k, str) and is_plain(x) for k, x in v.items())
     return False
 
+
+
+def _arguments_hint(factory: Callable[..., Any], kwargs: Mapping[str, Any], weights: Mapping[str, Any] | None) -> str:
+    """The fix for a factory that failed: its required arguments not given, as the --arch-kwargs to pass, with the
+    number of classes and the input size read from the weights where the names say which they are."""
+    try:
+        params = list(inspect.signature(factory).parameters.values())
+    except (TypeError, ValueError):  # a builtin without a signature
+        params = []
+    missing = [p.name for p in params if p.default is p.empty and p.name not in kwargs
+               and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    if not missing:
+        return "check the architecture's arguments (--arch-kwargs)"
+    shapes = [tuple(v.shape) for v in (weights or {}).values() if getattr(v, "ndim", 0) >= 2]
+    known = {**dict.fromkeys(INPUT_SIZE_NAMES, shapes[0][1] if shapes else None),
+             **dict.fromkeys(CLASS_COUNT_NAMES, shapes[-1][0] if shapes else None)}
+    values = ", ".join(f'"{n}": {known.get(n) if known.get(n) is not None else "..."}' for n in missing)
+    return f"pass {', '.join(missing)}: --arch-kwargs '{{{values}}}'"

@@ -23,7 +23,7 @@ from torch.nn.modules.lazy import LazyModuleMixin
 from torch.nn.parameter import is_lazy
 
 from bnnc import program, seal
-from bnnc.arch import allowed, build_model, is_plain, resolve_arch
+from bnnc.arch import CLASS_COUNT_NAMES, allowed, build_model, is_plain, resolve_arch
 from bnnc.checkpoint import FORMAT, PROGRAM_FORM, BinarizedInfo, parse
 from bnnc.errors import ModelLoadError, UntrustedModelError
 from bnnc.formats import check_readable, file_sha256, refuse_other_formats, torch_load, zip_names
@@ -141,17 +141,13 @@ def _fit_hint(expected: Mapping[str, torch.Tensor], state_dict: Mapping[str, Any
     return "check --arch and --arch-kwargs"
 
 
-_CLASS_COUNT_NAMES = ("num_classes", "n_classes", "classes", "nclasses", "num_labels", "num_outputs", "n_outputs",
-                      "outputs", "out_features", "output_dim", "out_dim", "output_size", "nb_classes")
-
-
 def _class_count_name(ref: str | None) -> str:
     """The factory's parameter for its number of classes, by the usual names (``num_classes`` if none is there)."""
     try:
         params = inspect.signature(resolve_arch(ref)).parameters if ref else {}
     except Exception:  # noqa: BLE001 - only a hint: an unreadable signature falls back to the usual name
         params = {}
-    return next((n for n in _CLASS_COUNT_NAMES if n in params), "num_classes")
+    return next((n for n in CLASS_COUNT_NAMES if n in params), "num_classes")
 
 
 def wrapper_prefixes(expected: Iterable[str], state_dict: Mapping[str, Any]) -> list[str]:
@@ -276,7 +272,7 @@ def load_checkpoint(
     if arch is None:
         raise ModelLoadError(f"{path} is a plain state dict: it holds weights but not the architecture",
                              "pass --arch pkg.module:factory (the class or function that builds the model)")
-    model = build_model(arch, arch_kwargs, named_by_user=named_by_user, source=path)
+    model = build_model(arch, arch_kwargs, named_by_user=named_by_user, source=path, weights=state_dict)
     state_dict, prefix = _unwrapped(model, state_dict, path, arch)
     load_weights(model, state_dict, path, arch)
     return ModelFile(model=plain_weights(model), path=path, sha256=sha,

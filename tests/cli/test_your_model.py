@@ -43,6 +43,12 @@ class Flat(nn.Module):
         return self.body(x)
 
 
+def required(in_features, n_classes):
+    """build's MLP, its sizes required arguments."""
+    return nn.Sequential(nn.Flatten(), nn.Linear(in_features, 64), nn.BatchNorm1d(64), nn.ReLU(),
+                         nn.Linear(64, 64), nn.BatchNorm1d(64), nn.ReLU(), nn.Linear(64, n_classes))
+
+
 def tabular(features=5, classes=3):
     """A model for a table of numbers."""
     return nn.Sequential(nn.Linear(features, 64), nn.BatchNorm1d(64), nn.ReLU(), nn.Linear(64, 64),
@@ -635,3 +641,22 @@ def test_an_image_folder_is_read_at_the_shape_the_model_takes(user: Path, tmp_pa
     run(user, "convert", "rgb_sd.pt", "--arch", "rgbnet:Rgb32", "--data", "photos", "-o", "m.bnnc")
     recorded = load_checkpoint(tmp_path / "m.bnnc").preprocessing
     assert recorded["input_shape"] == [3, 32, 32] and recorded["class_names"] == ["cat", "dog"]
+
+
+def test_required_arguments_missing_get_the_arch_kwargs_to_pass(user: Path, tmp_path: Path):
+    """An architecture whose sizes are required arguments, built without them: the error gives the --arch-kwargs
+    to pass, the sizes read from the weights (the first layer's inputs, the last layer's outputs), which work."""
+    torch.save(build_user_model("required", in_features=784, n_classes=10).state_dict(), tmp_path / "req.pt")
+    line = run(user, "convert", str(tmp_path / "req.pt"), "--arch", "{d}/usermodels.py:required", "-o",
+               str(tmp_path / "x.bnnc"), code=2)
+    fix = "--arch-kwargs '{\"in_features\": 784, \"n_classes\": 10}'"
+    assert "missing 2 required positional arguments" in line and fix in line, line
+    kwargs = json.loads(line.split("--arch-kwargs ")[1].strip("'"))
+    run(user, "convert", str(tmp_path / "req.pt"), "--arch", "{d}/usermodels.py:required", "--arch-kwargs",
+        json.dumps(kwargs), "-o", str(tmp_path / "x.bnnc"))
+
+
+def build_user_model(name: str, **kwargs: int) -> torch.nn.Module:
+    ns: dict = {}
+    exec(USER_MODULE, ns)
+    return ns[name](**kwargs)
