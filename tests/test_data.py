@@ -903,7 +903,7 @@ def test_pt_with_code_or_no_dict_is_refused(tmp_path: Path) -> None:
     torch.save({"x_train": Fraction(1, 2)}, tmp_path / "obj.pt")
     expect_error(lambda: load_data(tmp_path / "obj.pt"), "obj.pt", "fractions.Fraction", "torch.save(")
     torch.save(torch.zeros(3), tmp_path / "tensor.pt")
-    expect_error(lambda: load_data(tmp_path / "tensor.pt"), "tensor.pt", "expected a dict of tensors")
+    expect_error(lambda: load_data(tmp_path / "tensor.pt"), "tensor.pt", "expected a dict of arrays")
 
 
 def test_bad_image_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -1014,3 +1014,35 @@ def test_kaggle_idx_names(tmp_path: Path) -> None:
         (tmp_path / name).write_bytes(bytes([0, 0, 8, array.ndim]) + dims + array.tobytes())
     splits = load_data(tmp_path)
     assert len(splits.train) == 8 and splits.val.tensors[1].tolist() == [0, 1, 2, 0]
+
+
+def test_pickled_arrays(tmp_path: Path) -> None:
+    """``pickle.dump((x, y), f)``, a dict of arrays, and the classic ``mnist.pkl.gz`` — ``(train, validation, test)``
+    pairs, gzip-compressed, protocol 2 — read by the unpickler that builds arrays and containers only; a pickle
+    naming any other global (a payload, a DataFrame's class) is one error and runs nothing."""
+    import gzip
+    import pickle
+
+    from conftest import Payload
+
+    data = arrays()
+    np.savez(tmp_path / "d.npz", **data)
+    expected = load_data(tmp_path / "d.npz")
+    pairs = [(data["x_train"], data["y_train"]), (data["x_test"][:4], data["y_test"][:4]),
+             (data["x_test"], data["y_test"])]
+    (tmp_path / "mnist.pkl.gz").write_bytes(gzip.compress(pickle.dumps(tuple(pairs), protocol=2)))
+    (tmp_path / "dict.pickle").write_bytes(pickle.dumps(dict(data)))
+    for name in ("mnist.pkl.gz", "dict.pickle"):
+        splits = load_data(tmp_path / name)
+        for mine, theirs in ((splits.train, expected.train), (splits.val, expected.val)):
+            assert all(torch.equal(a, b) for a, b in zip(mine.tensors, theirs.tensors, strict=True)), name
+    both = (np.concatenate([data["x_train"], data["x_test"]]), np.concatenate([data["y_train"], data["y_test"]]))
+    (tmp_path / "xy.pkl").write_bytes(pickle.dumps(both))
+    assert len(load_data(tmp_path / "xy.pkl", val_fraction=0.25).val) == (N_TRAIN + N_TEST) // 4
+    marker = tmp_path / "pwned"
+    (tmp_path / "evil.pkl").write_bytes(pickle.dumps({"x": Payload(marker), "y": [0]}))
+    expect_error(lambda: load_data(tmp_path / "evil.pkl"), "evil.pkl: not a pickle bnnc will unpickle",
+                 "refused global posix.system", "numpy.savez")
+    assert not marker.exists()
+    (tmp_path / "cut.pkl").write_bytes(pickle.dumps(dict(data))[:50])
+    expect_error(lambda: load_data(tmp_path / "cut.pkl"), "cut.pkl: can't read as a pickle", "truncated")

@@ -10,7 +10,8 @@ Accepted forms of ``spec``:
 * a ``.pt``/``.pth`` dict of tensors with the same keys, read with ``torch.load(weights_only=True)``, or a
   tuple ``(x, y)``, ``(x_train, y_train, x_test, y_test)``, ``((x_train, y_train), (x_test, y_test))``;
 * a ``.csv``/``.tsv`` table: numeric features, a label column of class indices or names (``tables.py``);
-* an HDF5 file (``.h5``, ``hdf5.py``) of arrays under those names;
+* an HDF5 file (``.h5``, ``hdf5.py``) of arrays under those names; a pickle of them (``.pkl``, read by
+  ``pickles.py``'s unpickler of arrays and containers only);
 * a folder of ``train`` and ``test`` (or ``val``) files of those forms, each with ``x``/``y``, or of ``.npy``
   arrays named as those keys;
 * a folder of images with one sub-folder per class (class names are the sorted sub-folder names),

@@ -2,39 +2,23 @@
 pickled batches (``cifar-10-batches-py``, ``cifar-100-python``) and CIFAR-10's binary version
 (``cifar-10-batches-bin``).
 
-The Python batches are pickles, and unpickling can run code: they are read by an unpickler that builds nothing but
-dicts, lists, bytes and numpy arrays (the globals a numpy array's pickle names), so a tampered batch is an error, not
-a program."""
+The Python batches are pickles, and unpickling can run code: they are read by :class:`bnnc.data.pickles.ArraysOnly`,
+which builds nothing but dicts, lists, bytes and numpy arrays, so a tampered batch is an error, not a program."""
 
 from __future__ import annotations
 
 import io
-import pickle
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from bnnc.data.pickles import ArraysOnly, RefusedGlobal
 from bnnc.errors import DataError
 
 CIFAR10_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
 _SIDE = 32
 _RECORD = 3 * _SIDE * _SIDE
-_NUMPY_GLOBALS = frozenset({
-    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
-    ("numpy._core.multiarray", "scalar"),
-    ("_codecs", "encode"),  # bytes in a protocol-2 pickle written by Python 3 (torch's weights_only allows it too)
-})
-
-
-class _ArraysOnly(pickle.Unpickler):
-    """Builds numpy arrays and plain containers only: any other global a pickle names is refused."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in _NUMPY_GLOBALS:
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refused global {module}.{name}")
 
 
 def is_cifar_folder(folder: Path) -> bool:
@@ -72,8 +56,8 @@ def _present(folder: Path, names: tuple[str, ...]) -> list[str]:
 
 def _unpickle(path: Path) -> dict[Any, Any]:
     try:
-        obj = _ArraysOnly(io.BytesIO(path.read_bytes()), encoding="bytes").load()
-    except pickle.UnpicklingError as exc:
+        obj = ArraysOnly(io.BytesIO(path.read_bytes()), encoding="bytes").load()
+    except RefusedGlobal as exc:
         raise DataError(f"{path}: not a CIFAR batch bnnc will unpickle ({exc})",
                         "it holds more than arrays and lists; use the files as CIFAR's authors distribute them") \
             from None

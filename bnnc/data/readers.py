@@ -34,15 +34,16 @@ from bnnc.data.images import (
     split_folders,
 )
 from bnnc.data.labels import class_indices, named_labels
+from bnnc.data.pickles import read_pickle
 from bnnc.data.preprocessing import Preprocessing
 from bnnc.data.tables import read_table
 from bnnc.errors import DataError, first_line
 from bnnc.formats import archive_problem
 
 FORMS_HINT = (
-    "give a folder of MNIST-style IDX files or CIFAR batches, a .npz, .pt or .h5 with x_train/y_train/x_test/y_test "
-    "(or x/y), a .csv table, a folder of class sub-folders of images (or of images and a table of their labels), "
-    "or pkg.module:function"
+    "give a folder of MNIST-style IDX files or CIFAR batches, a .npz, .pt, .h5 or .pkl with "
+    "x_train/y_train/x_test/y_test (or x/y), a .csv table, a folder of class sub-folders of images (or of images "
+    "and a table of their labels), or pkg.module:function"
 )
 IDX_NAMES = {
     "x_train": "train-images-idx3-ubyte",
@@ -65,7 +66,7 @@ LABEL_NAMES = ("y", "labels", "label", "targets", "target")
 TRAIN_NAMES = ("train", "training")
 TEST_NAMES = ("test", "val", "valid", "validation", "eval")  # the first found is the split measured
 FILE_FORMS = {".npz": "npz", ".pt": "pt", ".pth": "pt", ".csv": "table", ".tsv": "table", ".h5": "HDF5",
-              ".hdf5": "HDF5"}
+              ".hdf5": "HDF5", ".pkl": "pickle", ".pickle": "pickle"}
 CLASS_NAME_KEYS = ("class_names", "classes", "list_classes", "label_names")  # the first found names the classes
 
 
@@ -92,7 +93,7 @@ def read_path(path: Path, pre: Preprocessing | None, val_fraction: float, seed: 
     if not path.is_dir():
         if reads_images(path):
             return _read_listed(path, shape, names, val_fraction, seed)
-        return _split(_read_file(path, names), path, FILE_FORMS[path.suffix.lower()], val_fraction, seed, names)
+        return _split(_read_file(path, names), path, FILE_FORMS[_suffix(path)], val_fraction, seed, names)
     form = folder_form(path)
     if form == "IDX folder":
         return _read_idx_folder(path, _find_idx_files(path))
@@ -142,9 +143,15 @@ def reads_images(path: Path) -> bool:
     return folder_form(path) in {"image folder", "images listed in a table"}
 
 
+def _suffix(path: Path) -> str:
+    """The suffix that says the file's form: a compressed pickle's (``mnist.pkl.gz``) is the one before ``.gz``."""
+    suffixes = [s.lower() for s in path.suffixes]
+    return suffixes[-2] if suffixes[-2:-1] in ([".pkl"], [".pickle"]) and suffixes[-1] == ".gz" else path.suffix.lower()
+
+
 def _read_file(path: Path, class_names: Sequence[str]) -> dict[str, Any]:
-    """The arrays of a ``.npz``, ``.pt`` or table file, by its suffix."""
-    suffix = path.suffix.lower()
+    """The arrays of a ``.npz``, ``.pt``, ``.h5``, pickle or table file, by its suffix."""
+    suffix = _suffix(path)
     if suffix == ".npy":
         raise DataError(f"{path}: one .npy array holds no labels",
                         f"pass the folder of its .npy files (x_train.npy, y_train.npy, ...): {path.parent}")
@@ -156,6 +163,8 @@ def _read_file(path: Path, class_names: Sequence[str]) -> dict[str, Any]:
         return _read_pt(path)
     if FILE_FORMS[suffix] == "HDF5":
         return read_hdf5(path)
+    if FILE_FORMS[suffix] == "pickle":
+        return _as_arrays(read_pickle(path), path)
     return read_table(path, class_names)
 
 
@@ -291,11 +300,15 @@ def _read_pt(path: Path) -> dict[str, Any]:
                 "save it with torch.save({'x_train': ..., 'y_train': ..., 'x_test': ..., 'y_test': ...}, path)",
             ) from exc
         raise DataError(f"{path}: can't read as a torch .pt file", "the file may be truncated or corrupted") from exc
-    obj = _datasets_as_pairs(obj, path)
+    return _as_arrays(_datasets_as_pairs(obj, path), path)
+
+
+def _as_arrays(obj: Any, path: Path) -> dict[str, Any]:
+    """A file's object — a dict of arrays or tensors, or the tuples users save — as a dict of arrays."""
     if isinstance(obj, (tuple, list)):
         obj = _from_sequence(obj, path)
     if not isinstance(obj, Mapping):
-        raise DataError(f"{path}: expected a dict of tensors, got {type(obj).__name__}", FORMS_HINT)
+        raise DataError(f"{path}: expected a dict of arrays, got {type(obj).__name__}", FORMS_HINT)
     return {str(k): to_numpy(v) if isinstance(v, torch.Tensor) else v for k, v in obj.items()}
 
 
@@ -328,9 +341,10 @@ def _datasets_as_pairs(obj: Any, path: Path) -> Any:
 
 
 def _from_sequence(items: Sequence[Any], path: Path) -> dict[str, Any]:
-    """``(x, y)``, ``(x_train, y_train, x_test, y_test)`` or Keras' ``((x_train, y_train), (x_test, y_test))``."""
-    if len(items) == 2 and all(isinstance(p, (tuple, list)) and len(p) == 2 for p in items):
-        return dict(zip(SPLIT_KEYS, (*items[0], *items[1]), strict=True))
+    """``(x, y)``, ``(x_train, y_train, x_test, y_test)``, Keras' ``((x_train, y_train), (x_test, y_test))``, or
+    ``mnist.pkl.gz``'s ``(train, validation, test)`` pairs (the test split is the one measured)."""
+    if len(items) in (2, 3) and all(isinstance(p, (tuple, list)) and len(p) == 2 for p in items):
+        return dict(zip(SPLIT_KEYS, (*items[0], *items[-1]), strict=True))
     if len(items) == 4:
         return dict(zip(SPLIT_KEYS, items, strict=True))
     if len(items) == 2:
