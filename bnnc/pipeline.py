@@ -22,8 +22,10 @@ from bnnc.planning import PlanRules
 from bnnc.reporting import Limits, Report, report
 from bnnc.resolve import data_for_model, require_fp32, stated_input_shape
 from bnnc.training import (
+    FINETUNED_SUFFIX,
     FinetuneConfig,
     FinetuneResult,
+    default_output,
     finetune,
     history_path_for,
     state_path,
@@ -59,7 +61,7 @@ FORMATS = ("onnx", "openvino", "c")
 def outputs(model_path: Path, folder: Path, formats: Sequence[str] = ("onnx",)) -> dict[str, Path]:
     """The files ``compress`` writes for ``model_path`` into ``folder``."""
     stem = model_path.stem
-    finetuned = folder / f"{stem}.finetuned.bnnc"
+    finetuned = default_output(folder / f"{stem}.bnnc")
     files = {"converted": folder / f"{stem}.bnnc", "finetuned": finetuned, "history": history_path_for(finetuned),
              "state": state_path(finetuned), "json": folder / "report.json", "markdown": folder / "report.md",
              "html": folder / "report.html"}
@@ -192,3 +194,26 @@ def _remove(created: list[Path], folder: Path | None) -> None:
             sub.rmdir()
     if folder is not None and folder.is_dir() and not any(folder.iterdir()):
         folder.rmdir()
+
+
+def previous_checkpoint(command: str, folder: Path | None = None) -> Path:
+    """The checkpoint the step before ``command`` wrote in ``folder`` (the working directory), for a CI job that
+    runs ``bnnc convert model.pt``, ``bnnc finetune --epochs 3``, ``bnnc report`` with no model named: ``finetune``
+    takes the converted checkpoint (``*.bnnc``), ``export`` and ``report`` the fine-tuned one
+    (``*.finetuned.bnnc``, by ``finetune``'s default name), else the converted one. There must be one: several are
+    an error naming them, never a guess."""
+    folder = folder or Path.cwd()
+    found = sorted(p for p in folder.glob("*.bnnc") if p.is_file() and not p.name.startswith("."))
+    finetuned = [p for p in found if p.name.endswith(FINETUNED_SUFFIX)]
+    converted = [p for p in found if not p.name.endswith(FINETUNED_SUFFIX)]
+    candidates = converted if command == "finetune" else finetuned or converted
+    kind = "converted " if command == "finetune" else ""
+    if not candidates:
+        raise BnncError(f"no MODEL given, and no {kind}bnnc checkpoint in {folder} to take",
+                        f"pass the model: bnnc {command} MODEL.bnnc (bnnc convert writes one)")
+    if len(candidates) > 1:
+        names = ", ".join(p.name for p in candidates[:4]) + (", ..." if len(candidates) > 4 else "")
+        raise BnncError(f"no MODEL given, and {len(candidates)} {kind}bnnc checkpoints in {folder} ({names})",
+                        f"pass the one meant: bnnc {command} MODEL.bnnc")
+    return candidates[0]
+

@@ -86,9 +86,9 @@ def _main(
 
 
 app.command("convert", no_args_is_help=True, cls=_Command)(convert_command)
-app.command("finetune", no_args_is_help=True, cls=_Command)(finetune_command)
-app.command("export", no_args_is_help=True, cls=_Command)(export_command)
-app.command("report", no_args_is_help=True, cls=_Command)(report_command)
+app.command("finetune", cls=_Command)(finetune_command)  # these three run without MODEL: the previous step's
+app.command("export", cls=_Command)(export_command)
+app.command("report", cls=_Command)(report_command)
 app.command("compress", no_args_is_help=True, cls=_Command)(compress_command)
 
 

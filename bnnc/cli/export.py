@@ -21,8 +21,9 @@ if TYPE_CHECKING:
 
 def export_command(
     ctx: typer.Context,
-    model: Annotated[Path, typer.Argument(metavar="MODEL", help="Binarized checkpoint (from `bnnc convert` or "
-                                          "`bnnc finetune`).")],
+    model: Annotated[Optional[Path], typer.Argument(
+        metavar="MODEL", help="Binarized checkpoint (from `bnnc convert` or `bnnc finetune`; default: the one in "
+        "the working directory, fine-tuned if there is one).", show_default=False)] = None,
     output: Annotated[Optional[str], typer.Option("-o", "--output", help="File to write (default: MODEL with suffix "
                                                    ".onnx, or .xml for OpenVINO, whose weights go beside it in "
                                                    ".bin); for C a folder (default: MODEL-c).")] = None,
@@ -56,6 +57,8 @@ def export_command(
         from bnnc.config import load_config, merge
         from bnnc.errors import BnncError
         from bnnc.export import export_c, export_onnx, export_openvino
+
+        model = model or opt.taken("export", err)
 
         o = merge(load_config(config)[0], data=data, uint8_input=uint8_input)
         data = o.get("data")

@@ -27,7 +27,9 @@ if TYPE_CHECKING:
 
 def finetune_command(
     ctx: typer.Context,
-    model: Annotated[Path, typer.Argument(metavar="MODEL", help="Binarized checkpoint written by `bnnc convert`.")],
+    model: Annotated[Optional[Path], typer.Argument(
+        metavar="MODEL", help="Binarized checkpoint written by `bnnc convert` (default: the one in the working "
+        "directory).", show_default=False)] = None,
     data: Annotated[Optional[str], typer.Option(help="Training data: IDX folder, .npz, .pt, image folder, or "
                                                      "pkg.module:function or file.py:function; or `data` in the "
                                                      "config file.")] = None,
@@ -86,6 +88,7 @@ def finetune_command(
         from bnnc.errors import BnncError
         from bnnc.training import finetune, prepare
 
+        model = model or opt.taken("finetune", err)
         o = merge(load_config(config_file)[0], data=data, epochs=epochs, batch_size=batch_size)
         if "data" not in o:
             raise BnncError("no training data", "pass --data, or set data in bnnc.toml")

@@ -153,3 +153,15 @@ Threads = Annotated[Optional[int], typer.Option(help="ONNX Runtime threads \\[de
                                                 max=256)]
 Samples = Annotated[Optional[int], typer.Option(help="Evaluate on the first N test samples \\[default: all].", min=1,
                                                 max=2**31)]
+
+
+def taken(command: str, err: Any) -> Path:
+    """The checkpoint ``command`` takes when no MODEL is named (the previous step's, in the working directory),
+    said on stderr so a CI log shows which."""
+    from bnnc.pipeline import previous_checkpoint
+    from bnnc.training import FINETUNED_SUFFIX
+
+    model = previous_checkpoint(command)
+    kind = "fine-tuned" if model.name.endswith(FINETUNED_SUFFIX) else "converted"
+    err.print(f"{command}: {model.name} (the {kind} checkpoint here; name MODEL to take another)")
+    return model

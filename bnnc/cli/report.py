@@ -20,8 +20,9 @@ if TYPE_CHECKING:
 
 def report_command(
     ctx: typer.Context,
-    model: Annotated[Path, typer.Argument(metavar="MODEL", help="Binarized checkpoint (from bnnc convert / "
-                                          "finetune).")],
+    model: Annotated[Optional[Path], typer.Argument(
+        metavar="MODEL", help="Binarized checkpoint (from bnnc convert / finetune; default: the one in the "
+        "working directory, fine-tuned if there is one).", show_default=False)] = None,
     data: Annotated[Optional[str], typer.Option(help="Evaluation data (its test split); or `data` in the "
                                                 "config file.")] = None,
     onnx_model: Annotated[Optional[Path], typer.Option("--onnx", help="The bnnc ONNX to measure "
@@ -60,6 +61,7 @@ def report_command(
         from bnnc.outputs import check_outputs
         from bnnc.reporting import report
 
+        model = model or opt.taken("report", err)
         file_options, _ = load_config(config)
         o = merge(file_options, data=data, batch=batch, threads=threads, samples=samples,
                   max_accuracy_drop=max_accuracy_drop, min_compression=min_compression, min_speedup=min_speedup,

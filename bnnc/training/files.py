@@ -28,9 +28,12 @@ class RunState:
     baselines: dict[str, Any] = field(default_factory=dict)
 
 
+FINETUNED_SUFFIX = ".finetuned.bnnc"
+
+
 def default_output(model_path: Path) -> Path:
     """``mlp.bnnc`` -> ``mlp.finetuned.bnnc``."""
-    return model_path.with_name(f"{model_path.stem}.finetuned.bnnc")
+    return model_path.with_name(f"{model_path.stem}{FINETUNED_SUFFIX}")
 
 
 def state_path(output: Path) -> Path:

@@ -459,6 +459,8 @@ VALUES = [
          json.dumps(MLP_KWARGS), "--data", "{ws}/imgs", "-o", "{ws}/x.bnnc"),
     case("convert-listed-image-missing", "line 6: no image '7.png'", "convert", "{ws}/sd.pt", "--arch", MLP_REF,
          "--arch-kwargs", json.dumps(MLP_KWARGS), "--data", "{ws}/listed", "-o", "{ws}/x.bnnc"),
+    case("report-no-model-and-several-here", "pass the one meant: bnnc report MODEL.bnnc", "report", "--data",
+         "{ws}/data.npz"),
     case("convert-images-of-one-class-folder", "one class sub-folder, 'train'", "convert", "{ws}/sd.pt", "--arch",
          MLP_REF, "--arch-kwargs", json.dumps(MLP_KWARGS), "--data", "{ws}/flat", "-o", "{ws}/x.bnnc"),
     *[case(f"export-tampered-{name}", "malformed", "export", f"{{ws}}/tampered-{name}.bnnc", "-o", "{ws}/x.onnx")

@@ -68,6 +68,34 @@ def test_each_step_of_a_pipeline_reads_the_config_file(tmp_path, fp32_checkpoint
     assert r.exit_code == 2 and "no training data" in r.stderr and "Traceback" not in r.output
 
 
+def test_the_briefs_pipeline_names_the_model_once(tmp_path, fp32_checkpoint, monkeypatch):
+    """``bnnc convert model.pt``, ``bnnc finetune --epochs N``, ``bnnc export``, ``bnnc report``: each step after
+    convert takes the checkpoint the step before wrote in the working directory, and says which; with two to choose
+    from, or none, it names no guess."""
+    data = learnable_npz(tmp_path, 256, 64)
+    job = tmp_path / "job"
+    job.mkdir()
+    fp32_checkpoint("mlp", preprocessing=PRE).rename(job / "model.pt")
+    monkeypatch.chdir(job)
+    (job / "bnnc.toml").write_text(f'data = "{data}"\nbatch_size = 32\n')
+    r = runner.invoke(app, ["finetune", "--epochs", "1"])
+    assert r.exit_code == 2 and "no converted bnnc checkpoint in" in r.stderr and "bnnc finetune MODEL.bnnc" in r.stderr
+    assert runner.invoke(app, ["convert", "model.pt"]).exit_code == 0
+    r = runner.invoke(app, ["finetune", "--epochs", "1"])
+    assert r.exit_code == 0, r.output
+    assert "finetune: model.bnnc (the converted checkpoint here" in r.stderr
+    r = runner.invoke(app, ["export", "--json"])
+    assert r.exit_code == 0, r.output
+    assert "export: model.finetuned.bnnc (the fine-tuned checkpoint here" in r.stderr
+    assert (job / "model.finetuned.onnx").is_file()
+    r = runner.invoke(app, ["report", "--samples", "64", "--batch", "4", "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["model"]["path"].endswith("model.finetuned.bnnc")
+    (job / "other.bnnc").write_bytes((job / "model.bnnc").read_bytes())
+    r = runner.invoke(app, ["finetune", "--epochs", "1", "--force"])
+    assert r.exit_code == 2 and "2 converted bnnc checkpoints" in r.stderr and "model.bnnc, other.bnnc" in r.stderr
+
+
 def test_report_refuses_a_foreign_onnx(tmp_path, fp32_checkpoint):
     model, data = _model(tmp_path, fp32_checkpoint)
     fake = tmp_path / "x.onnx"
