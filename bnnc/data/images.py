@@ -7,6 +7,7 @@ file name, or name without its suffix); its label column is the one a header nam
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -83,11 +84,9 @@ class Listing:
 def listing_tables(folder: Path) -> list[Path]:
     """The tables directly in ``folder`` that name images under it (a submission template's placeholder labels are
     no labels: ``*submission*`` tables are left out)."""
-    tables = sorted(p for p in folder.iterdir() if p.suffix.lower() in TABLE_SUFFIXES and p.is_file()
-                    and "submission" not in p.stem.lower())
-    if not tables:
-        return []
-    index = image_index(folder)
+    tables = [t for t in sorted(folder.iterdir()) if t.suffix.lower() in TABLE_SUFFIXES and t.is_file()
+              and "submission" not in t.stem.lower() and _may_name_files(_first_rows(t))]
+    index = image_index(folder) if tables else {}
     return [t for t in tables if (rows := _first_rows(t)) and _file_column(rows, index) is not None] if index else []
 
 
@@ -99,9 +98,18 @@ def has_labels(table: Path, index: dict[str, list[Path]]) -> bool:
 
 def lists_images(table: Path) -> bool:
     """Whether the table ``table`` names image files in its folder (and so is read as a listing, not as features)."""
-    index = image_index(table.parent)
     rows = _first_rows(table)
-    return bool(index) and rows is not None and _file_column(rows, index) is not None
+    if rows is None or not _may_name_files(rows):  # a table of numbers: its folder's files aren't looked through
+        return False
+    index = image_index(table.parent)
+    return bool(index) and _file_column(rows, index) is not None
+
+
+def _may_name_files(rows: list[list[str]] | None) -> bool:
+    """Whether some cell below the header is not a number, or is one with an image's suffix (``7.png``): the only
+    cells that can name an image (see :func:`_names_image`)."""
+    return rows is not None and any(not is_number(c.strip()) or Path(c.strip()).suffix.lower() in IMAGE_SUFFIXES
+                                    for row in rows[1:] for c in row)
 
 
 def _first_rows(table: Path) -> list[list[str]] | None:
@@ -159,8 +167,18 @@ def image_index(root: Path) -> dict[str, list[Path]]:
 
 
 def _images_under(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
-                  and not any(part.startswith(".") for part in p.relative_to(root).parts))
+    """The image files under ``root``, hidden folders (``.git``, ``.thumbnails``) and files left out, not walked;
+    linked folders followed (datasets are often linked in), each once."""
+    found, seen = [], set()
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:  # a link back up the tree
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found += [Path(folder, f) for f in files if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_SUFFIXES]
+    return sorted(found)
 
 
 def _columns(index: dict[str, list[Path]], rows: list[list[str]]) -> tuple[int, list[int], list[str] | None] | None:
