@@ -227,7 +227,7 @@ def test_compress_writes_both_formats_and_the_report_measures_openvino(tmp_path:
     assert r.exit_code == 0, r.output
     assert all((out / f"mlp.{s}").is_file() for s in ("onnx", "xml", "bin"))
     doc = json.loads((out / "report.json").read_text())
-    assert doc["schema_version"] == 4
+    assert doc["schema_version"] == 5
     ov = doc["openvino"]
     # the hidden layer; the first has a real input
     assert ov["xnor_layers"] == 1 and ov["accuracy"]["torch_agreement"] == 1.0

@@ -31,7 +31,7 @@ def test_report_schema_is_complete_and_consistent(converted):
     model, data = converted
     rep = report(model, data, limits=Limits(min_compression=2.0), **FAST)
     d = json.loads(rep.to_json())
-    assert d["schema"] == "bnnc-report" and d["schema_version"] == 4
+    assert d["schema"] == "bnnc-report" and d["schema_version"] == 5
     for section, keys in {
         "size": ["fp32_onnx_bytes", "int8_onnx_bytes", "bnnc_onnx_bytes", "theoretical_bytes", "compression_vs_fp32",
                  "compression_vs_int8"],
@@ -56,6 +56,16 @@ def test_report_schema_is_complete_and_consistent(converted):
         assert lat["speedup_vs_int8"] == pytest.approx(int8 / lat["bnnc"]["median_ms"])
         assert lat["int8_fastest"] == ("static" if lat["int8"]["median_ms"] == int8 else "dynamic")
     assert [la["name"] for la in d["layers"]] == ["features.1", "features.4", "classifier"]
+    # size per layer, FP32 against what the bnnc ONNX stores for it: 1 bit a weight plus a few values per output
+    # for the binary layers (thresholds), the parameters as they are for the one kept
+    first, hidden, last = d["layers"]
+    fp32_bytes = [784 * 64 * 4, 64 * 48 * 4, (48 * 10 + 10) * 4]  # no biases before a BatchNorm
+    assert [la["fp32_bytes"] for la in d["layers"]] == fp32_bytes
+    for la in (first, hidden):
+        outputs = la["params"] // (784 if la is first else 64)
+        assert la["params"] / 8 < la["bytes"] <= la["params"] / 8 + 8 * outputs + 64, la
+    assert last["bytes"] == last["fp32_bytes"] and sum(la["bytes"] for la in d["layers"]) <= s["theoretical_bytes"]
+    assert "| features.4 | Linear | binary | 3,072 | 1 | 3,072 | 12,288 |" in rep.to_markdown()
     ov = d["openvino"]  # the test extras install openvino: measured by default
     assert ov["xnor_layers"] == 1 and ov["accuracy"]["torch_agreement"] == 1.0
     from bnnc.export.ctoolchain import find_compiler

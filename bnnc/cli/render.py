@@ -240,7 +240,17 @@ def exported(result: ExportResult, console: Console) -> None:
 
 def report(rep: Report, console: Console) -> None:
     """The summary table, the checks and the layers, for a person."""
-    from bnnc.reporting import C_HEADER, INT8_HEADER, OPENVINO_HEADER, c_rows, openvino_rows, summary_rows
+    from bnnc.reporting import (
+        C_HEADER,
+        INT8_HEADER,
+        LAYER_HEADER,
+        LAYER_TEXT_COLUMNS,
+        OPENVINO_HEADER,
+        c_rows,
+        layer_rows,
+        openvino_rows,
+        summary_rows,
+    )
 
     d = rep.to_dict()
     table = Table(title=f"bnnc report: {Path(d['model']['path']).name} on {d['data']['samples']:,} samples",
@@ -264,12 +274,14 @@ def report(rep: Report, console: Console) -> None:
         for c_row in c_rows(d):
             c_table.add_row(*c_row)
         console.print(c_table)
-    layers = Table(title="Layers", title_justify="left")
-    for name in ("layer", "type", "precision", "params", "bits", "MACs"):
-        layers.add_column(name, justify="left" if name in ("layer", "type", "precision") else "right")
-    for la in d["layers"]:
-        layers.add_row(la["name"], la["kind"], la["precision"], f"{la['params']:,}", str(la["bits"]), f"{la['macs']:,}")
-    console.print(layers)
+    rows = layer_rows(d, size)
+    for title, columns in (("Layers", range(6)), ("Size by layer", (0, 6, 7, 8))):  # two tables fit 80 columns
+        table = Table(title=title, title_justify="left")
+        for i in columns:
+            table.add_column(LAYER_HEADER[i], justify="left" if i < LAYER_TEXT_COLUMNS else "right")
+        for layer_row in rows:
+            table.add_row(*(layer_row[i] for i in columns))
+        console.print(table)
     if d["finetune"]:
         ft = d["finetune"]
         n = len(ft["epochs"])

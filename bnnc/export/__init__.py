@@ -13,6 +13,7 @@ from bnnc.export.exporter import (
     ExportError,
     ExportResult,
     export_onnx,
+    layer_payload,
     payload_bytes,
     predicted_payload,
     to_fp32_onnx,
@@ -22,4 +23,4 @@ from bnnc.export.openvino import export_openvino
 from bnnc.export.parity import Parity, check_parity
 
 __all__ = ["ExportError", "ExportResult", "Parity", "check_parity", "export_c", "export_onnx", "export_openvino",
-           "payload_bytes", "predicted_payload", "to_fp32_onnx", "to_onnx"]
+           "layer_payload", "payload_bytes", "predicted_payload", "to_fp32_onnx", "to_onnx"]

@@ -16,7 +16,7 @@ import io
 import json
 import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -277,6 +277,8 @@ def to_onnx(model: nn.Module, input_shape: tuple[int, ...], *, integer: bool = T
     if integer:
         fold_requantization(proto)
     _prune(proto)
+    prefixes = {f"b{spec.index}": spec.name for spec in lowered.specs}
+    proto.metadata_props.add(key=LAYER_PREFIXES, value=json.dumps(prefixes, separators=(",", ":")))
     try:
         onnx.checker.check_model(proto, full_check=True)
     except Exception as e:  # noqa: BLE001
@@ -292,6 +294,26 @@ def payload_bytes(proto: onnx.ModelProto) -> int:
     A lower bound of the file's size: what bnnc calls the theoretical size, and what ``convert`` predicts."""
     tensors = [*proto.graph.initializer, *(a.t for n in proto.graph.node for a in n.attribute if a.HasField("t"))]
     return sum(numpy_helper.to_array(t).nbytes for t in tensors)
+
+
+LAYER_PREFIXES = "bnnc.layer_prefixes"
+"""Metadata naming the layer of each subgraph's tensors (``b3:weight_bits`` is layer ``b3``'s): for per-layer bytes."""
+
+
+def layer_payload(proto: onnx.ModelProto, layers: Sequence[str]) -> dict[str, int | None]:
+    """What the export stores for each of ``layers``: the tensors of its subgraph (``b{i}:...``, by the prefixes
+    recorded at export), or for a layer left to torch's own export, its parameters (``name.weight``,
+    ``name.bias``). None where no tensor is found that way (a file exported before the record, a parameter the
+    exporter renamed)."""
+    meta = {p.key: p.value for p in proto.metadata_props}
+    prefixes: dict[str, str] = json.loads(meta.get(LAYER_PREFIXES, "{}"))
+    found: dict[str, int] = {}
+    for t in proto.graph.initializer:
+        prefix, colon, _ = t.name.partition(":")
+        owner = prefixes.get(prefix) if colon else t.name.rpartition(".")[0]
+        if owner is not None:
+            found[owner] = found.get(owner, 0) + numpy_helper.to_array(t).nbytes
+    return {name: found.get(name) for name in layers}
 
 
 def predicted_payload(model: nn.Module, input_shape: tuple[int, ...]) -> int | None:

@@ -13,8 +13,11 @@ from bnnc.reporting.limits import Check, Limits, check_limits
 from bnnc.reporting.render import (
     C_HEADER,
     INT8_HEADER,
+    LAYER_HEADER,
+    LAYER_TEXT_COLUMNS,
     OPENVINO_HEADER,
     c_rows,
+    layer_rows,
     openvino_rows,
     plots,
     render_html,
@@ -22,9 +25,9 @@ from bnnc.reporting.render import (
     summary_rows,
 )
 
-__all__ = ["C_HEADER", "INT8_HEADER", "OPENVINO_HEADER", "SCHEMA_VERSION", "Check", "Limits", "Report",
-           "ReportError", "c_rows", "check_limits", "openvino_rows", "plots", "render_html", "render_markdown",
-           "report", "summary_rows"]
+__all__ = ["C_HEADER", "INT8_HEADER", "LAYER_HEADER", "LAYER_TEXT_COLUMNS", "OPENVINO_HEADER", "SCHEMA_VERSION",
+           "Check", "Limits", "Report", "ReportError", "c_rows", "check_limits", "layer_rows", "openvino_rows", "plots",
+           "render_html", "render_markdown", "report", "summary_rows"]
 
 
 def __getattr__(name: str) -> Any:

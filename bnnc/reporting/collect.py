@@ -24,7 +24,7 @@ from bnnc.classes import predictions
 from bnnc.data import DataSpec, DataSplits
 from bnnc.errors import BnncError
 from bnnc.events import OnEvent, Stage, emitter
-from bnnc.export import ExportError, csource, ov_runtime, payload_bytes, to_fp32_onnx, to_onnx
+from bnnc.export import ExportError, csource, layer_payload, ov_runtime, payload_bytes, to_fp32_onnx, to_onnx
 from bnnc.export import openvino as ov_export
 from bnnc.export.ctoolchain import CORTEX_M4, FLAGS, compile_library, find_compiler, object_size
 from bnnc.export.pixels import pixel_model
@@ -183,9 +183,7 @@ def report(
         "int8": {"baseline": INT8_STATIC, "calibration_samples": models.calibration_samples,
                  "dynamic_measured": "int8_dynamic" in models.runnable},
         "latency": {"threads": threads, "by_batch": by_batch},
-        "layers": [{"name": layer.name, "kind": layer.kind, "precision": layer.precision.value,
-                    "params": layer.params, "bits": layer.precision.bits, "macs": layer.macs, "reason": layer.reason}
-                   for layer in plan.layers],
+        "layers": _layers(plan, source.model, models.bnnc_proto),
         "totals": _totals(plan),
         "openvino": ov_doc,
         "c": c_doc,
@@ -328,6 +326,19 @@ def _sizes(models: _Models) -> dict[str, Any]:
     if "int8_dynamic" in models.runnable:
         sizes["int8_dynamic_onnx_bytes"] = len(models.onnx("int8_dynamic"))
     return sizes
+
+
+def _layers(plan: Plan, fp32: nn.Module, bnnc: onnx.ModelProto) -> list[dict[str, Any]]:
+    """The plan's layers, each with its bytes in FP32 (its own parameters, float32) and what the bnnc export stores
+    for it (1-bit weights and folded thresholds, or the parameters of a layer kept; None where not known)."""
+    stored = layer_payload(bnnc, [layer.name for layer in plan.layers])
+    rows = []
+    for layer in plan.layers:
+        own = fp32.get_submodule(layer.name).parameters(recurse=False)
+        rows.append({"name": layer.name, "kind": layer.kind, "precision": layer.precision.value, "params": layer.params,
+                     "bits": layer.precision.bits, "macs": layer.macs, "reason": layer.reason,
+                     "fp32_bytes": sum(p.numel() * 4 for p in own), "bytes": stored[layer.name]})
+    return rows
 
 
 def _totals(plan: Plan) -> dict[str, Any]:

@@ -10,11 +10,12 @@ and the fine-tuning history. Limits (:mod:`bnnc.reporting.limits`) turn the figu
 for a CI pipeline. :class:`Report` renders to a dict (the JSON schema below), Markdown and a
 self-contained HTML page; it never prints.
 
-JSON schema (``schema_version`` 4; 4 added ``c``; 2 added ``openvino`` and the ``*_openvino`` latencies; 3 made
-``int8`` ORT's static quantization, added ``int8_dynamic*`` where measured, ``int8_fastest`` and the ``int8`` section;
-``speedup_vs_int8`` is against the faster of the two)::
+JSON schema (``schema_version`` 5; 5 added each layer's ``fp32_bytes`` (its own parameters in float32) and
+``bytes`` (what the bnnc ONNX stores for it, null where not known); 4 added ``c``; 2 added ``openvino`` and the
+``*_openvino`` latencies; 3 made ``int8`` ORT's static quantization, added ``int8_dynamic*`` where measured,
+``int8_fastest`` and the ``int8`` section; ``speedup_vs_int8`` is against the faster of the two)::
 
-    {"schema": "bnnc-report", "schema_version": 3, "bnnc_version": str,
+    {"schema": "bnnc-report", "schema_version": 5, "bnnc_version": str,
      "model": {"path", "sha256", "source_path", "source_sha256", "onnx_path"},
      "data": {"source": str, "samples": int},
      "machine": {"platform", "cpus", "threads", "torch", "onnxruntime"},
@@ -34,7 +35,7 @@ JSON schema (``schema_version`` 4; 4 added ``c``; 2 added ``openvino`` and the `
                  "flags", "text", "data", "bss", "flash", "ram"} | null, "cortex_m4": same | null,
                  "accuracy", "torch_agreement", "latency_batch1_ms", "speedup_vs_fp32", "speedup_vs_int8",
                  ["speedup_vs_openvino"]},
-     "layers": [{"name", "kind", "precision", "params", "bits", "macs", "reason"}],
+     "layers": [{"name", "kind", "precision", "params", "bits", "macs", "reason", "fp32_bytes", "bytes"}],
      "totals": {"params", "binary_params", "macs", "binary_mac_share", "binary_weight_mac_share"},
      "finetune": null | {"best_epoch", "best_val_accuracy", "seconds", "epochs": [{"epoch",
                  "val_accuracy", "train_loss", "seconds"}]},
@@ -52,7 +53,7 @@ from bnnc.errors import BnncError
 from bnnc.reporting.limits import Check
 from bnnc.reporting.render import render_html, render_markdown
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 class ReportError(BnncError):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +73,22 @@ def openvino_rows(d: dict[str, Any]) -> list[tuple[str, str, str]]:
     return rows
 
 
+LAYER_HEADER = ("layer", "type", "precision", "params", "bits", "MACs", "FP32 bytes", "bnnc bytes", "FP32 ÷ bnnc")
+LAYER_TEXT_COLUMNS = 3  # the rest are numbers (right-aligned)
+
+
+def layer_rows(d: dict[str, Any], size: Callable[[int], str] = "{:,}".format) -> list[tuple[str, ...]]:
+    """One row a layer: its plan, and its size in FP32 against what the bnnc export stores for it (``size`` writes
+    bytes: exact by default, KiB/MiB in a terminal)."""
+    rows: list[tuple[str, ...]] = []
+    for la in d["layers"]:
+        fp32, stored = la.get("fp32_bytes"), la.get("bytes")
+        ratio = f"{fp32 / stored:.1f}x" if fp32 and stored else "—"
+        rows.append((la["name"], la["kind"], la["precision"], f"{la['params']:,}", str(la["bits"]), f"{la['macs']:,}",
+                     size(fp32) if fp32 is not None else "—", size(stored) if stored is not None else "—", ratio))
+    return rows
+
+
 C_HEADER = ("", "bnnc as C (XNOR-popcount, 1 thread)")
 
 
@@ -120,11 +137,9 @@ def render_markdown(d: dict[str, Any]) -> str:
         for c in d["checks"]:
             mark = "✅ pass" if c["passed"] else "❌ FAIL"
             lines.append(f"| {c['name']} | {c['value']:.4g} | {c['op']} {c['limit']:g} | {mark} |")
-    lines += ["", "## Layers", "", "| layer | type | precision | params | bits | MACs |",
-              "|---|---|---|---:|---:|---:|"]
-    for la in d["layers"]:
-        lines.append(f"| {la['name']} | {la['kind']} | {la['precision']} | {la['params']:,} | {la['bits']} "
-                     f"| {la['macs']:,} |")
+    lines += ["", "## Layers", "", "| " + " | ".join(LAYER_HEADER) + " |",
+              "|" + "---|" * LAYER_TEXT_COLUMNS + "---:|" * (len(LAYER_HEADER) - LAYER_TEXT_COLUMNS)]
+    lines += ["| " + " | ".join(row) + " |" for row in layer_rows(d)]
     t = d["totals"]
     lines += ["", f"{t['binary_params']:,} of {t['params']:,} weights binary; {t['binary_mac_share']:.1%} of "
               f"multiply-accumulates XNOR-popcount, {t['binary_weight_mac_share']:.1%} with binary weights."]
@@ -217,9 +232,7 @@ def render_html(d: dict[str, Any]) -> str:
                                            ["pass" if c["passed"] else "fail" for c in d["checks"]])]
     figs = plots(d)
     parts += ["<h2>Size and speed</h2>"] + [f"<img alt='{k}' src='data:image/png;base64,{v}'>" for k, v in figs.items()]
-    parts += ["<h2>Layers</h2>", table(["layer", "type", "precision", "params", "bits", "MACs"],
-                                       [[la["name"], la["kind"], la["precision"], f"{la['params']:,}", str(la["bits"]),
-                                         f"{la['macs']:,}"] for la in d["layers"]])]
+    parts += ["<h2>Layers</h2>", table(list(LAYER_HEADER), [list(row) for row in layer_rows(d)])]
     style = ("body{font-family:system-ui,sans-serif;max-width:960px;margin:2em auto;color:#222}"
              "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}"
              "tr.fail td{background:#fdd}tr.pass td{background:#efe}img{display:block;margin:1em 0}")
