@@ -27,6 +27,19 @@ def converted(tmp_path, fp32_checkpoint):
     return model, data
 
 
+def test_accuracy_by_layer_when_convert_measured_it(tmp_path, fp32_checkpoint):
+    """``convert --sensitivity`` records each layer's accuracy drop binarized alone; the report shows it by layer
+    (and null for a checkpoint converted without it, as the other tests' is)."""
+    data = learnable_npz(tmp_path, 256, 64)
+    result = convert_file(fp32_checkpoint("mlp", preprocessing=PRE), tmp_path / "m.bnnc", data=data,
+                          measure_sensitivity=True)
+    measured = {s.name: s.accuracy_drop * 100 for s in result.sensitivity.layers}
+    d = report(result.output, data, openvino=False, **FAST).to_dict()
+    shown = {la["name"]: la["drop_alone_pt"] for la in d["layers"]}
+    assert shown.pop("classifier") is None and shown == pytest.approx(measured)  # the layer kept FP32: not measured
+    assert "drop alone (pt)" in report(result.output, data, openvino=False, **FAST).to_markdown()
+
+
 def test_report_schema_is_complete_and_consistent(converted):
     model, data = converted
     rep = report(model, data, limits=Limits(min_compression=2.0), **FAST)
@@ -66,6 +79,7 @@ def test_report_schema_is_complete_and_consistent(converted):
         assert la["params"] / 8 < la["bytes"] <= la["params"] / 8 + 8 * outputs + 64, la
     assert last["bytes"] == last["fp32_bytes"] and sum(la["bytes"] for la in d["layers"]) <= s["theoretical_bytes"]
     assert "| features.4 | Linear | binary | 3,072 | 1 | 3,072 | 12,288 |" in rep.to_markdown()
+    assert all(la["drop_alone_pt"] is None for la in d["layers"])  # convert measured no sensitivity
     ov = d["openvino"]  # the test extras install openvino: measured by default
     assert ov["xnor_layers"] == 1 and ov["accuracy"]["torch_agreement"] == 1.0
     from bnnc.export.ctoolchain import find_compiler

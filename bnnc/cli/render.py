@@ -275,7 +275,8 @@ def report(rep: Report, console: Console) -> None:
             c_table.add_row(*c_row)
         console.print(c_table)
     rows = layer_rows(d, size)
-    for title, columns in (("Layers", range(6)), ("Size by layer", (0, 6, 7, 8))):  # two tables fit 80 columns
+    measured = any(la.get("drop_alone_pt") is not None for la in d["layers"])
+    for title, columns in (("Layers", range(6)), ("Size by layer", (0, 6, 7, 8, 9) if measured else (0, 6, 7, 8))):
         table = Table(title=title, title_justify="left")
         for i in columns:
             table.add_column(LAYER_HEADER[i], justify="left" if i < LAYER_TEXT_COLUMNS else "right")

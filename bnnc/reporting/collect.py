@@ -183,7 +183,7 @@ def report(
         "int8": {"baseline": INT8_STATIC, "calibration_samples": models.calibration_samples,
                  "dynamic_measured": "int8_dynamic" in models.runnable},
         "latency": {"threads": threads, "by_batch": by_batch},
-        "layers": _layers(plan, source.model, models.bnnc_proto),
+        "layers": _layers(plan, source.model, models.bnnc_proto, loaded.binarized.sensitivity),  # type: ignore[union-attr]
         "totals": _totals(plan),
         "openvino": ov_doc,
         "c": c_doc,
@@ -328,16 +328,20 @@ def _sizes(models: _Models) -> dict[str, Any]:
     return sizes
 
 
-def _layers(plan: Plan, fp32: nn.Module, bnnc: onnx.ModelProto) -> list[dict[str, Any]]:
+def _layers(plan: Plan, fp32: nn.Module, bnnc: onnx.ModelProto, sensitivity: dict[str, Any] | None
+            ) -> list[dict[str, Any]]:
     """The plan's layers, each with its bytes in FP32 (its own parameters, float32) and what the bnnc export stores
-    for it (1-bit weights and folded thresholds, or the parameters of a layer kept; None where not known)."""
+    for it (1-bit weights and folded thresholds, or the parameters of a layer kept; None where not known), and the
+    accuracy drop of binarizing it alone, in points, where ``convert --sensitivity`` measured it."""
     stored = layer_payload(bnnc, [layer.name for layer in plan.layers])
+    drops = {s["name"]: s["accuracy_drop"] * 100 for s in (sensitivity or {}).get("layers", [])}
     rows = []
     for layer in plan.layers:
         own = fp32.get_submodule(layer.name).parameters(recurse=False)
         rows.append({"name": layer.name, "kind": layer.kind, "precision": layer.precision.value, "params": layer.params,
                      "bits": layer.precision.bits, "macs": layer.macs, "reason": layer.reason,
-                     "fp32_bytes": sum(p.numel() * 4 for p in own), "bytes": stored[layer.name]})
+                     "fp32_bytes": sum(p.numel() * 4 for p in own), "bytes": stored[layer.name],
+                     "drop_alone_pt": drops.get(layer.name)})
     return rows
 
 

@@ -11,7 +11,8 @@ for a CI pipeline. :class:`Report` renders to a dict (the JSON schema below), Ma
 self-contained HTML page; it never prints.
 
 JSON schema (``schema_version`` 5; 5 added each layer's ``fp32_bytes`` (its own parameters in float32) and
-``bytes`` (what the bnnc ONNX stores for it, null where not known); 4 added ``c``; 2 added ``openvino`` and the
+``bytes`` (what the bnnc ONNX stores for it, null where not known) and ``drop_alone_pt`` (its accuracy drop
+binarized alone, where ``convert --sensitivity`` measured it, else null); 4 added ``c``; 2 added ``openvino`` and the
 ``*_openvino`` latencies; 3 made ``int8`` ORT's static quantization, added ``int8_dynamic*`` where measured,
 ``int8_fastest`` and the ``int8`` section; ``speedup_vs_int8`` is against the faster of the two)::
 
@@ -35,7 +36,8 @@ JSON schema (``schema_version`` 5; 5 added each layer's ``fp32_bytes`` (its own 
                  "flags", "text", "data", "bss", "flash", "ram"} | null, "cortex_m4": same | null,
                  "accuracy", "torch_agreement", "latency_batch1_ms", "speedup_vs_fp32", "speedup_vs_int8",
                  ["speedup_vs_openvino"]},
-     "layers": [{"name", "kind", "precision", "params", "bits", "macs", "reason", "fp32_bytes", "bytes"}],
+     "layers": [{"name", "kind", "precision", "params", "bits", "macs", "reason", "fp32_bytes", "bytes",
+                 "drop_alone_pt"}],
      "totals": {"params", "binary_params", "macs", "binary_mac_share", "binary_weight_mac_share"},
      "finetune": null | {"best_epoch", "best_val_accuracy", "seconds", "epochs": [{"epoch",
                  "val_accuracy", "train_loss", "seconds"}]},

@@ -73,19 +73,23 @@ def openvino_rows(d: dict[str, Any]) -> list[tuple[str, str, str]]:
     return rows
 
 
-LAYER_HEADER = ("layer", "type", "precision", "params", "bits", "MACs", "FP32 bytes", "bnnc bytes", "FP32 ÷ bnnc")
+LAYER_HEADER = ("layer", "type", "precision", "params", "bits", "MACs", "FP32 bytes", "bnnc bytes", "FP32 ÷ bnnc",
+                "drop alone (pt)")
 LAYER_TEXT_COLUMNS = 3  # the rest are numbers (right-aligned)
 
 
 def layer_rows(d: dict[str, Any], size: Callable[[int], str] = "{:,}".format) -> list[tuple[str, ...]]:
-    """One row a layer: its plan, and its size in FP32 against what the bnnc export stores for it (``size`` writes
-    bytes: exact by default, KiB/MiB in a terminal)."""
+    """One row a layer: its plan, its size in FP32 against what the bnnc export stores for it (``size`` writes
+    bytes: exact by default, KiB/MiB in a terminal), and its accuracy drop binarized alone (``convert
+    --sensitivity``; — where not measured)."""
     rows: list[tuple[str, ...]] = []
     for la in d["layers"]:
         fp32, stored = la.get("fp32_bytes"), la.get("bytes")
         ratio = f"{fp32 / stored:.1f}x" if fp32 and stored else "—"
+        drop = la.get("drop_alone_pt")
         rows.append((la["name"], la["kind"], la["precision"], f"{la['params']:,}", str(la["bits"]), f"{la['macs']:,}",
-                     size(fp32) if fp32 is not None else "—", size(stored) if stored is not None else "—", ratio))
+                     size(fp32) if fp32 is not None else "—", size(stored) if stored is not None else "—", ratio,
+                     f"{drop:.2f}" if drop is not None else "—"))
     return rows
 
 
