@@ -277,8 +277,6 @@ def to_onnx(model: nn.Module, input_shape: tuple[int, ...], *, integer: bool = T
     if integer:
         fold_requantization(proto)
     _prune(proto)
-    prefixes = {f"b{spec.index}": spec.name for spec in lowered.specs}
-    proto.metadata_props.add(key=LAYER_PREFIXES, value=json.dumps(prefixes, separators=(",", ":")))
     try:
         onnx.checker.check_model(proto, full_check=True)
     except Exception as e:  # noqa: BLE001
@@ -296,17 +294,11 @@ def payload_bytes(proto: onnx.ModelProto) -> int:
     return sum(numpy_helper.to_array(t).nbytes for t in tensors)
 
 
-LAYER_PREFIXES = "bnnc.layer_prefixes"
-"""Metadata naming the layer of each subgraph's tensors (``b3:weight_bits`` is layer ``b3``'s): for per-layer bytes."""
-
-
-def layer_payload(proto: onnx.ModelProto, layers: Sequence[str]) -> dict[str, int | None]:
-    """What the export stores for each of ``layers``: the tensors of its subgraph (``b{i}:...``, by the prefixes
-    recorded at export), or for a layer left to torch's own export, its parameters (``name.weight``,
-    ``name.bias``). None where no tensor is found that way (a file exported before the record, a parameter the
-    exporter renamed)."""
-    meta = {p.key: p.value for p in proto.metadata_props}
-    prefixes: dict[str, str] = json.loads(meta.get(LAYER_PREFIXES, "{}"))
+def layer_payload(proto: onnx.ModelProto, lowered: Lowered, layers: Sequence[str]) -> dict[str, int | None]:
+    """What the export ``proto`` (made by ``lowered``) stores for each of ``layers``: the tensors of its subgraph
+    (``b3:weight_bits`` is the third placeholder's), or for a layer left to torch's own export, its parameters
+    (``name.weight``, ``name.bias``). None where no tensor is found that way (a parameter the exporter renamed)."""
+    prefixes = {f"b{spec.index}": spec.name for spec in lowered.specs}
     found: dict[str, int] = {}
     for t in proto.graph.initializer:
         prefix, colon, _ = t.name.partition(":")

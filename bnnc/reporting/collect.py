@@ -27,6 +27,7 @@ from bnnc.events import OnEvent, Stage, emitter
 from bnnc.export import ExportError, csource, layer_payload, ov_runtime, payload_bytes, to_fp32_onnx, to_onnx
 from bnnc.export import openvino as ov_export
 from bnnc.export.ctoolchain import CORTEX_M4, FLAGS, compile_library, find_compiler, object_size
+from bnnc.export.lowering import Lowered
 from bnnc.export.pixels import pixel_model
 from bnnc.loading import ModelFile, load_checkpoint
 from bnnc.measure import (
@@ -52,7 +53,7 @@ def _bnnc_onnx_input(proto: onnx.ModelProto) -> str:
     return "uint8" if meta.get("bnnc.input", "").startswith("uint8") else "float"
 
 
-def _check_onnx(path: Path, loaded: ModelFile, shape: tuple[int, ...]) -> onnx.ModelProto:
+def _check_onnx(path: Path, loaded: ModelFile, shape: tuple[int, ...]) -> tuple[onnx.ModelProto, Lowered]:
     """The ONNX model at ``path``, refused unless bnnc exported it from this very checkpoint: its
     metadata names the checkpoint's SHA-256, and its graph is, byte for byte, the graph a fresh export
     of the checkpoint in the mode it claims makes (metadata can be copied onto a forged model; the
@@ -84,13 +85,13 @@ def _check_onnx(path: Path, loaded: ModelFile, shape: tuple[int, ...]) -> onnx.M
                               "re-export it with `bnnc export`, or drop --onnx")
         net = pixel_model(net, loaded.preprocessing)
     try:
-        fresh, _ = to_onnx(net, shape, integer=meta.get("bnnc.mode") != "float", uint8_input=uint8)
+        fresh, lowered = to_onnx(net, shape, integer=meta.get("bnnc.mode") != "float", uint8_input=uint8)
     except ExportError:
         fresh = None
     if fresh is None or fresh.graph.SerializeToString() != proto.graph.SerializeToString():
         raise ReportError(f"{path} is not what bnnc export makes of this checkpoint (its graph differs), though "
                           "its metadata says so", "re-export it with `bnnc export`, or drop --onnx")
-    return proto
+    return proto, lowered
 
 
 def _all_tensors(graph: onnx.GraphProto) -> list[onnx.TensorProto]:
@@ -183,7 +184,7 @@ def report(
         "int8": {"baseline": INT8_STATIC, "calibration_samples": models.calibration_samples,
                  "dynamic_measured": "int8_dynamic" in models.runnable},
         "latency": {"threads": threads, "by_batch": by_batch},
-        "layers": _layers(plan, source.model, models.bnnc_proto, loaded.binarized.sensitivity),  # type: ignore[union-attr]
+        "layers": _layers(plan, source.model, models, loaded.binarized.sensitivity),  # type: ignore[union-attr]
         "totals": _totals(plan),
         "openvino": ov_doc,
         "c": c_doc,
@@ -198,6 +199,7 @@ class _Models:
     the inputs it takes (the bnnc ONNX may take uint8 pixels)."""
 
     bnnc_proto: onnx.ModelProto
+    lowered: Lowered                    # what made bnnc_proto: whose tensors are whose layer's
     runnable: dict[str, Any]            # name -> ONNX bytes or an OpenVINO session
     inputs: dict[str, np.ndarray]       # name -> its evaluation inputs
     calibration_samples: int
@@ -212,10 +214,10 @@ def _onnx_models(loaded: ModelFile, fp32: nn.Module, splits: DataSplits, x: torc
     the checked file at ``onnx_path``, else exported to memory."""
     shape = splits.preprocessing.input_shape
     if onnx_path is not None:
-        bnnc_proto = _check_onnx(Path(onnx_path), loaded, shape)
+        bnnc_proto, lowered = _check_onnx(Path(onnx_path), loaded, shape)
         bnnc_blob = Path(onnx_path).read_bytes()
     else:
-        bnnc_proto, _ = to_onnx(loaded.model, shape)
+        bnnc_proto, lowered = to_onnx(loaded.model, shape)
         bnnc_blob = bnnc_proto.SerializeToString()
     fp32_blob = to_fp32_onnx(fp32, shape).SerializeToString()
     pool = splits.train if len(splits.train) else splits.val  # the int8 baseline calibrates on training data
@@ -225,7 +227,7 @@ def _onnx_models(loaded: ModelFile, fp32: nn.Module, splits: DataSplits, x: torc
         blobs["int8_dynamic"] = int8_dynamic(fp32_blob)
     xs = x.numpy()
     bnnc_x = splits.preprocessing.pixels(x).numpy() if _bnnc_onnx_input(bnnc_proto) == "uint8" else xs
-    return _Models(bnnc_proto, blobs, {k: bnnc_x if k == "bnnc" else xs for k in blobs}, len(calibration))
+    return _Models(bnnc_proto, lowered, blobs, {k: bnnc_x if k == "bnnc" else xs for k in blobs}, len(calibration))
 
 
 def _accuracy(models: _Models, binarized: nn.Module, fp32: nn.Module, x: torch.Tensor, y: torch.Tensor
@@ -328,12 +330,11 @@ def _sizes(models: _Models) -> dict[str, Any]:
     return sizes
 
 
-def _layers(plan: Plan, fp32: nn.Module, bnnc: onnx.ModelProto, sensitivity: dict[str, Any] | None
-            ) -> list[dict[str, Any]]:
+def _layers(plan: Plan, fp32: nn.Module, models: _Models, sensitivity: dict[str, Any] | None) -> list[dict[str, Any]]:
     """The plan's layers, each with its bytes in FP32 (its own parameters, float32) and what the bnnc export stores
     for it (1-bit weights and folded thresholds, or the parameters of a layer kept; None where not known), and the
     accuracy drop of binarizing it alone, in points, where ``convert --sensitivity`` measured it."""
-    stored = layer_payload(bnnc, [layer.name for layer in plan.layers])
+    stored = layer_payload(models.bnnc_proto, models.lowered, [layer.name for layer in plan.layers])
     drops = {s["name"]: s["accuracy_drop"] * 100 for s in (sensitivity or {}).get("layers", [])}
     rows = []
     for layer in plan.layers:
