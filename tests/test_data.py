@@ -6,7 +6,7 @@ import gzip
 import json
 import sys
 import textwrap
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -237,6 +237,64 @@ def test_hdf5_files_as_keras_era_data_sets_ship(tmp_path: Path, monkeypatch: pyt
     expect_error(lambda: load_data(tmp_path / "junk.h5"), "junk.h5: can't read as an HDF5 file")
     monkeypatch.setitem(sys.modules, "h5py", None)
     expect_error(lambda: load_data(tmp_path / "groups.h5"), "needs h5py", "pip install h5py")
+
+
+def _hub_parquet(path: Path, x: np.ndarray, y: np.ndarray, names: Sequence[str]) -> None:
+    """A Parquet file as the Hugging Face hub stores an image data set: PNG bytes in an Image struct, the
+    ClassLabel's names in the schema's metadata."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    cells = []
+    for pixels in x:
+        buf = io.BytesIO()
+        Image.fromarray(pixels).save(buf, "PNG")
+        cells.append({"bytes": buf.getvalue(), "path": None})
+    image = pa.array(cells, type=pa.struct([("bytes", pa.binary()), ("path", pa.string())]))
+    meta = {"info": {"features": {"image": {"_type": "Image"}, "label": {"names": list(names), "_type": "ClassLabel"}}}}
+    table = pa.table({"image": image, "label": pa.array(y)})
+    pq.write_table(table.replace_schema_metadata({b"huggingface": json.dumps(meta).encode()}), path)
+
+
+def test_parquet_as_the_hugging_face_hub_stores_data_sets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hub's layout (``train-00000-of-00001.parquet`` + ``test-...``, PNG bytes, names in the metadata), a single
+    file (split with the seed), a table of numeric features with class names, a column of lists; the errors."""
+    pytest.importorskip("pyarrow")
+    pytest.importorskip("PIL")
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    data = arrays()
+    hub = tmp_path / "mnist"
+    hub.mkdir()
+    for split in ("train", "test"):
+        _hub_parquet(hub / f"{split}-00000-of-00001.parquet", data[f"x_{split}"], data[f"y_{split}"], NAMES)
+    np.savez(tmp_path / "d.npz", **data)
+    expected = load_data(tmp_path / "d.npz")
+    splits = load_data(hub)
+    for mine, theirs in ((splits.train, expected.train), (splits.val, expected.val)):
+        assert all(torch.equal(a, b) for a, b in zip(mine.tensors, theirs.tensors, strict=True))
+    assert splits.preprocessing.class_names == NAMES
+    alone = load_data(hub / "train-00000-of-00001.parquet", val_fraction=0.2)
+    assert len(alone.train) + len(alone.val) == N_TRAIN
+    features = np.random.default_rng(0).normal(size=(20, 3))
+    labels = [NAMES[i % 3] for i in range(20)]
+    pq.write_table(pa.table({"f1": features[:, 0], "f2": features[:, 1], "f3": features[:, 2], "Class": labels}),
+                   tmp_path / "table.parquet")
+    table = load_data(tmp_path / "table.parquet", val_fraction=0.25)
+    assert table.preprocessing.input_shape == (3,) and table.preprocessing.class_names == NAMES
+    lists = {"pixels": [list(range(i, i + 5)) for i in range(20)], "label": [i % 2 for i in range(20)]}
+    pq.write_table(pa.table(lists), tmp_path / "lists.parquet")
+    assert load_data(tmp_path / "lists.parquet", val_fraction=0.25).preprocessing.input_shape == (5,)
+    pq.write_table(pa.table({"f1": features[:, 0], "kind": labels}), tmp_path / "nolabel.parquet")
+    expect_error(lambda: load_data(tmp_path / "nolabel.parquet"), "no label column among f1, kind")
+    (tmp_path / "junk.parquet").write_bytes(RANDOM_BYTES)
+    expect_error(lambda: load_data(tmp_path / "junk.parquet"), "junk.parquet: can't read as a Parquet table")
+    monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
+    expect_error(lambda: load_data(tmp_path / "table.parquet"), "needs pyarrow", "pip install pyarrow")
 
 
 def test_split_files_named_by_their_split(tmp_path: Path) -> None:

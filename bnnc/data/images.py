@@ -7,6 +7,7 @@ file name, or name without its suffix); its label column is the one a header nam
 
 from __future__ import annotations
 
+import io
 import os
 import re
 from collections.abc import Sequence
@@ -55,7 +56,18 @@ def class_folder_files(root: Path, names: Sequence[str]) -> list[tuple[Path, int
     return pairs
 
 
-def read_pixels(splits: Sequence[Sequence[Path]], shape: tuple[int, ...] | None) -> list[np.ndarray]:
+@dataclass(frozen=True)
+class EncodedImage:
+    """An image file's bytes held elsewhere (a Parquet table's cell), named for messages."""
+
+    where: str
+    data: bytes
+
+    def __str__(self) -> str:
+        return self.where
+
+
+def read_pixels(splits: Sequence[Sequence[Path | EncodedImage]], shape: tuple[int, ...] | None) -> list[np.ndarray]:
     """Each split's images as uint8 ``(N, H, W)`` or ``(N, 3, H, W)``, all of one mode and size: the model's
     (``shape``) when known, else greyscale if all are and the size they share."""
     image_module = _pillow()
@@ -264,9 +276,9 @@ def _pillow() -> Any:
     return Image
 
 
-def _open_image(image_module: Any, path: Path) -> Any:
+def _open_image(image_module: Any, path: Path | EncodedImage) -> Any:
     try:
-        with image_module.open(path) as im:
+        with image_module.open(io.BytesIO(path.data) if isinstance(path, EncodedImage) else path) as im:
             im.load()
             return im.convert("L") if im.mode in GREY_MODES else im.convert("RGB")
     except (OSError, ValueError, SyntaxError, EOFError, image_module.DecompressionBombError) as exc:
@@ -284,7 +296,8 @@ def _image_mode(images: Sequence[Any], shape: tuple[int, ...] | None) -> str:
     return "L" if all(im.mode == "L" for im in images) else "RGB"
 
 
-def _image_size(images: Sequence[Any], files: Sequence[Path], shape: tuple[int, ...] | None) -> tuple[int, int]:
+def _image_size(images: Sequence[Any], files: Sequence[Path | EncodedImage],
+                shape: tuple[int, ...] | None) -> tuple[int, int]:
     """(width, height): the model's when known (images are resized to it), else all must agree."""
     if shape is not None and len(shape) == 3:
         return shape[2], shape[1]

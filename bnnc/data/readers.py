@@ -1,5 +1,5 @@
-"""Reading the file forms of ``--data`` (IDX folders, CIFAR batches, ``.npz``, ``.pt``, ``.h5``, CSV tables, images)
-into raw arrays, each problem a ``DataError`` naming the file and what was expected."""
+"""Reading the file forms of ``--data`` (IDX folders, CIFAR batches, ``.npz``, ``.pt``, ``.h5``, pickles, Parquet, CSV
+tables, images) into raw arrays, each problem a ``DataError`` naming the file and what was expected."""
 
 from __future__ import annotations
 
@@ -34,6 +34,8 @@ from bnnc.data.images import (
     split_folders,
 )
 from bnnc.data.labels import class_indices, named_labels
+from bnnc.data.parquet import has_images as parquet_has_images
+from bnnc.data.parquet import read_parquet
 from bnnc.data.pickles import read_pickle
 from bnnc.data.preprocessing import Preprocessing
 from bnnc.data.tables import read_table
@@ -41,7 +43,7 @@ from bnnc.errors import DataError, first_line
 from bnnc.formats import archive_problem
 
 FORMS_HINT = (
-    "give a folder of MNIST-style IDX files or CIFAR batches, a .npz, .pt, .h5 or .pkl with "
+    "give a folder of MNIST-style IDX files or CIFAR batches, a .npz, .pt, .h5, .pkl or .parquet with "
     "x_train/y_train/x_test/y_test (or x/y), a .csv table, a folder of class sub-folders of images (or of images "
     "and a table of their labels), or pkg.module:function"
 )
@@ -66,7 +68,7 @@ LABEL_NAMES = ("y", "labels", "label", "targets", "target")
 TRAIN_NAMES = ("train", "training")
 TEST_NAMES = ("test", "val", "valid", "validation", "eval")  # the first found is the split measured
 FILE_FORMS = {".npz": "npz", ".pt": "pt", ".pth": "pt", ".csv": "table", ".tsv": "table", ".h5": "HDF5",
-              ".hdf5": "HDF5", ".pkl": "pickle", ".pickle": "pickle"}
+              ".hdf5": "HDF5", ".pkl": "pickle", ".pickle": "pickle", ".parquet": "Parquet"}
 CLASS_NAME_KEYS = ("class_names", "classes", "list_classes", "label_names")  # the first found names the classes
 
 
@@ -91,9 +93,9 @@ def read_path(path: Path, pre: Preprocessing | None, val_fraction: float, seed: 
     names = pre.class_names if pre else ()
     shape = tuple(pre.input_shape) if pre is not None else tuple(input_shape) if input_shape else None
     if not path.is_dir():
-        if reads_images(path):
+        if path.suffix.lower() in TABLE_SUFFIXES and lists_images(path):
             return _read_listed(path, shape, names, val_fraction, seed)
-        return _split(_read_file(path, names), path, FILE_FORMS[_suffix(path)], val_fraction, seed, names)
+        return _split(_read_file(path, names, shape), path, FILE_FORMS[_suffix(path)], val_fraction, seed, names)
     form = folder_form(path)
     if form == "IDX folder":
         return _read_idx_folder(path, _find_idx_files(path))
@@ -101,7 +103,7 @@ def read_path(path: Path, pre: Preprocessing | None, val_fraction: float, seed: 
         x_train, y_train, x_test, y_test, cifar_names = read_cifar_folder(path)
         return Raw(x_train, y_train, x_test, y_test, cifar_names, str(path), form)
     if form == "split files":
-        return _read_split_files(path, cast(tuple[Path, Path], _split_files(path)), names)  # found by folder_form
+        return _read_split_files(path, cast(tuple[Path, Path], _split_files(path)), names, shape)  # see folder_form
     if form == "folder of .npy":
         return _split(_read_npy_folder(path), path, form, val_fraction, seed, names)
     if form == "images listed in a table":
@@ -139,7 +141,8 @@ def reads_images(path: Path) -> bool:
     """Whether the data at ``path`` is image files (read at the model's shape): a folder of them, or a table listing
     them."""
     if path.is_file():
-        return path.suffix.lower() in TABLE_SUFFIXES and lists_images(path)
+        suffix = path.suffix.lower()
+        return (suffix in TABLE_SUFFIXES and lists_images(path)) or (suffix == ".parquet" and parquet_has_images(path))
     return folder_form(path) in {"image folder", "images listed in a table"}
 
 
@@ -149,8 +152,9 @@ def _suffix(path: Path) -> str:
     return suffixes[-2] if suffixes[-2:-1] in ([".pkl"], [".pickle"]) and suffixes[-1] == ".gz" else path.suffix.lower()
 
 
-def _read_file(path: Path, class_names: Sequence[str]) -> dict[str, Any]:
-    """The arrays of a ``.npz``, ``.pt``, ``.h5``, pickle or table file, by its suffix."""
+def _read_file(path: Path, class_names: Sequence[str], shape: tuple[int, ...] | None = None) -> dict[str, Any]:
+    """The arrays of a ``.npz``, ``.pt``, ``.h5``, pickle, Parquet or table file, by its suffix (a Parquet table's
+    images read at ``shape``, the model's, when known)."""
     suffix = _suffix(path)
     if suffix == ".npy":
         raise DataError(f"{path}: one .npy array holds no labels",
@@ -165,6 +169,8 @@ def _read_file(path: Path, class_names: Sequence[str]) -> dict[str, Any]:
         return read_hdf5(path)
     if FILE_FORMS[suffix] == "pickle":
         return _as_arrays(read_pickle(path), path)
+    if FILE_FORMS[suffix] == "Parquet":
+        return read_parquet(path, class_names, shape)
     return read_table(path, class_names)
 
 
@@ -197,11 +203,12 @@ def _split_files(folder: Path) -> tuple[Path, Path] | None:
     return (named[0][0], named[1][0]) if all(len(n) == 1 for n in named) and named[0] != named[1] else None
 
 
-def _read_split_files(folder: Path, files: tuple[Path, Path], class_names: Sequence[str]) -> Raw:
+def _read_split_files(folder: Path, files: tuple[Path, Path], class_names: Sequence[str],
+                      shape: tuple[int, ...] | None) -> Raw:
     """Each file's ``x``/``y`` as one split; a table's class names are the training file's in both."""
     splits = []
     for path in files:
-        arrays = _read_file(path, class_names)
+        arrays = _read_file(path, class_names, shape)
         arrays, class_names = named_labels(_one_split(_renamed(arrays, path)),
                                            class_names or _file_class_names(arrays, path), path)
         if not {"x", "y"} <= arrays.keys():
