@@ -36,9 +36,10 @@ from dataclasses import replace
 from pathlib import Path
 
 from bnnc.data.functions import from_function, from_object
+from bnnc.data.idx import read_idx
 from bnnc.data.normalise import check_labels, finish, reshaped
 from bnnc.data.preprocessing import DataSpec, DataSplits, Normalisation, Preprocessing
-from bnnc.data.readers import FORMS_HINT, read_idx, read_path, reads_images
+from bnnc.data.readers import FORMS_HINT, read_path, reads_images
 from bnnc.errors import DataError
 from bnnc.usercode import FUNCTION_SPEC
 

@@ -11,9 +11,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
+from bnnc.data.names import LABEL_NAMES, SAMPLE_NAMES
 from bnnc.data.normalise import finish
 from bnnc.data.preprocessing import DataSplits, Normalisation, Preprocessing
-from bnnc.data.readers import LABEL_NAMES, SAMPLE_NAMES, Raw, read_returned, to_numpy
+from bnnc.data.readers import Raw, read_returned, to_numpy
 from bnnc.errors import DataError, first_line
 from bnnc.usercode import bare_argv, import_module, is_file, not_user_code, split
 

@@ -3,8 +3,6 @@ tables, images) into raw arrays, each problem a ``DataError`` naming the file an
 
 from __future__ import annotations
 
-import gzip
-import math
 import pickle
 import re
 import zipfile
@@ -20,6 +18,7 @@ from torch.utils.data import TensorDataset
 
 from bnnc.data.cifar import is_cifar_folder, read_cifar_folder
 from bnnc.data.hdf5 import read_hdf5
+from bnnc.data.idx import find_idx_files, read_idx_folder
 from bnnc.data.images import (
     IMAGE_SUFFIXES,
     TABLE_SUFFIXES,
@@ -34,6 +33,15 @@ from bnnc.data.images import (
     split_folders,
 )
 from bnnc.data.labels import class_indices, named_labels
+from bnnc.data.names import (
+    SPLIT_KEYS,
+    TEST_NAMES,
+    TRAIN_NAMES,
+    file_class_names,
+    one_split,
+    renamed,
+    train_only,
+)
 from bnnc.data.parquet import has_images as parquet_has_images
 from bnnc.data.parquet import read_parquet
 from bnnc.data.pickles import read_pickle
@@ -47,29 +55,9 @@ FORMS_HINT = (
     "x_train/y_train/x_test/y_test (or x/y), a .csv table, a folder of class sub-folders of images (or of images "
     "and a table of their labels), or pkg.module:function"
 )
-IDX_NAMES = {
-    "x_train": "train-images-idx3-ubyte",
-    "y_train": "train-labels-idx1-ubyte",
-    "x_test": "t10k-images-idx3-ubyte",
-    "y_test": "t10k-labels-idx1-ubyte",
-}
-IDX_DTYPES: dict[int, np.dtype[Any]] = {
-    0x08: np.dtype(np.uint8),
-    0x09: np.dtype(np.int8),
-    0x0B: np.dtype(">i2"),
-    0x0C: np.dtype(">i4"),
-    0x0D: np.dtype(">f4"),
-    0x0E: np.dtype(">f8"),
-}
-SPLIT_KEYS = ("x_train", "y_train", "x_test", "y_test")
-# Other names the arrays are saved under (any case, joined by _, -, . or nothing): X_train, train_images, testY, data
-SAMPLE_NAMES = ("x", "data", "images", "inputs", "features", "samples")
-LABEL_NAMES = ("y", "labels", "label", "targets", "target")
-TRAIN_NAMES = ("train", "training")
-TEST_NAMES = ("test", "val", "valid", "validation", "eval")  # the first found is the split measured
 FILE_FORMS = {".npz": "npz", ".pt": "pt", ".pth": "pt", ".csv": "table", ".tsv": "table", ".h5": "HDF5",
               ".hdf5": "HDF5", ".pkl": "pickle", ".pickle": "pickle", ".parquet": "Parquet"}
-CLASS_NAME_KEYS = ("class_names", "classes", "list_classes", "label_names")  # the first found names the classes
+
 
 
 @dataclass(frozen=True)
@@ -98,7 +86,8 @@ def read_path(path: Path, pre: Preprocessing | None, val_fraction: float, seed: 
         return _split(_read_file(path, names, shape), path, FILE_FORMS[_suffix(path)], val_fraction, seed, names)
     form = folder_form(path)
     if form == "IDX folder":
-        return _read_idx_folder(path, _find_idx_files(path))
+        x_train, y_train, x_test, y_test = read_idx_folder(path, find_idx_files(path))
+        return Raw(x_train, y_train, x_test, y_test, (), str(path), form)
     if form == "CIFAR batches":
         x_train, y_train, x_test, y_test, cifar_names = read_cifar_folder(path)
         return Raw(x_train, y_train, x_test, y_test, cifar_names, str(path), form)
@@ -110,7 +99,7 @@ def read_path(path: Path, pre: Preprocessing | None, val_fraction: float, seed: 
         return _read_listed(path, shape, names, val_fraction, seed)
     if form == "image folder":
         return _read_image_folder(path, shape, names, val_fraction, seed)
-    nested = next((p for p in class_folders(path) if any(_find_idx_files(p).values())), None)
+    nested = next((p for p in class_folders(path) if any(find_idx_files(p).values())), None)
     if nested is not None:
         raise DataError(f"{path}: no IDX files here, but {nested} has some", f"pass {nested} as the data")
     raise DataError(f"{path}: no IDX files, CIFAR batches, train and test files, .npy arrays, class sub-folders "
@@ -121,7 +110,7 @@ def folder_form(folder: Path) -> str | None:
     """Which of the folder forms ``folder`` holds (the first that fits, in this order), None for none (or no folder)."""
     if not folder.is_dir():
         return None
-    if any(_find_idx_files(folder).values()):
+    if any(find_idx_files(folder).values()):
         return "IDX folder"
     if is_cifar_folder(folder):
         return "CIFAR batches"
@@ -132,7 +121,7 @@ def folder_form(folder: Path) -> str | None:
     if any(folder.glob("*.npy")):
         return "folder of .npy"
     if (class_folders(folder) or split_folders(folder)) and not any(
-            any(_find_idx_files(p).values()) for p in class_folders(folder)):
+            any(find_idx_files(p).values()) for p in class_folders(folder)):
         return "image folder"
     return None
 
@@ -209,8 +198,8 @@ def _read_split_files(folder: Path, files: tuple[Path, Path], class_names: Seque
     splits = []
     for path in files:
         arrays = _read_file(path, class_names, shape)
-        arrays, class_names = named_labels(_one_split(_renamed(arrays, path)),
-                                           class_names or _file_class_names(arrays, path), path)
+        arrays, class_names = named_labels(one_split(renamed(arrays, path)),
+                                           class_names or file_class_names(arrays, path), path)
         if not {"x", "y"} <= arrays.keys():
             raise DataError(f"{path}: expected keys x, y (one split's samples and labels), found "
                             f"{', '.join(sorted(arrays)) or 'none'}", FORMS_HINT)
@@ -219,62 +208,6 @@ def _read_split_files(folder: Path, files: tuple[Path, Path], class_names: Seque
     (x_train, y_train), (x_test, y_test) = splits
     form = f"{files[0].name} and {files[1].name}"
     return Raw(x_train, y_train, x_test, y_test, tuple(class_names), str(folder), form)
-
-
-def _find_idx_files(folder: Path) -> dict[str, Path | None]:
-    """Each split's IDX file in ``folder`` (raw or .gz), or None where absent."""
-    found: dict[str, Path | None] = {}
-    for key, name in IDX_NAMES.items():
-        dotted = name.replace("-idx", ".idx")  # Kaggle's MNIST: train-images.idx3-ubyte
-        candidates = [folder / n for n in (name, f"{name}.gz", dotted, f"{dotted}.gz")]
-        found[key] = next((p for p in candidates if p.is_file()), None)
-    return found
-
-
-def _read_idx_folder(folder: Path, files: dict[str, Path | None]) -> Raw:
-    missing = [IDX_NAMES[k] for k, p in files.items() if p is None]
-    if missing:
-        raise DataError(f"{folder}: missing IDX files {', '.join(missing)} (raw or .gz)", FORMS_HINT)
-    arrays = {key: read_idx(p) for key, p in files.items() if p is not None}
-    for key, ndim in (("x_train", 3), ("y_train", 1), ("x_test", 3), ("y_test", 1)):
-        if arrays[key].ndim != ndim:
-            raise DataError(
-                f"{files[key]}: expected a {ndim}-D IDX array ({'images' if ndim == 3 else 'labels'}), "
-                f"got shape {arrays[key].shape}"
-            )
-    return Raw(
-        arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"], (), str(folder), "IDX folder"
-    )
-
-
-def read_idx(path: Path) -> np.ndarray:
-    """Parse one IDX file (gzip-compressed or not): magic ``0 0 dtype ndim``, big-endian dims, data."""
-    try:
-        data = path.read_bytes()
-        if data[:2] == b"\x1f\x8b":
-            data = gzip.decompress(data)
-    except (OSError, EOFError, zlib.error) as exc:
-        raise DataError(
-            f"{path}: can't read as an IDX file ({first_line(exc, with_type=False)})",
-            "the file may be truncated or corrupted",
-        ) from exc
-    if len(data) < 4 or data[:2] != b"\0\0" or data[2] not in IDX_DTYPES or data[3] == 0:
-        raise DataError(
-            f"{path}: not an IDX file (bad magic number {data[:4].hex() or 'empty'})",
-            "expected 0x00000803 for images or 0x00000801 for labels",
-        )
-    dtype, ndim = IDX_DTYPES[data[2]], data[3]
-    header = 4 + 4 * ndim
-    if len(data) < header:
-        raise DataError(f"{path}: IDX header truncated", "the file may be truncated")
-    dims = tuple(int(d) for d in np.frombuffer(data, ">u4", count=ndim, offset=4))
-    expected = math.prod(dims) * dtype.itemsize
-    if len(data) - header != expected:
-        raise DataError(
-            f"{path}: IDX dims {dims} need {expected} data bytes, found {len(data) - header}",
-            "the file may be truncated or corrupted",
-        )
-    return np.frombuffer(data, dtype, offset=header).reshape(dims).astype(dtype.newbyteorder("="))
 
 
 def _read_npz(path: Path) -> dict[str, Any]:
@@ -383,12 +316,12 @@ def to_numpy(t: torch.Tensor) -> np.ndarray:
 def _split(arrays: dict[str, Any], path: Path, form: str, val_fraction: float, seed: int,
            class_names: Sequence[str] = ()) -> Raw:
     """Arrays from a keyed file -> train/val; ``x``/``y`` (or a training split alone) are split with the seed."""
-    names = _file_class_names(arrays, path) or tuple(class_names)
-    arrays, names = named_labels(_renamed(arrays, path), names, path)
+    names = file_class_names(arrays, path) or tuple(class_names)
+    arrays, names = named_labels(renamed(arrays, path), names, path)
     if all(k in arrays for k in SPLIT_KEYS):
         x_train, y_train, x_test, y_test = (_as_array(arrays[k], path, k) for k in SPLIT_KEYS)
         return Raw(x_train, y_train, x_test, y_test, names, str(path), form)
-    if _train_only(arrays):
+    if train_only(arrays):
         arrays = {**arrays, "x": arrays["x_train"], "y": arrays["y_train"]}
     if "x" in arrays and "y" in arrays:
         x, y = _xy(arrays, path)
@@ -405,63 +338,6 @@ def _split(arrays: dict[str, Any], path: Path, form: str, val_fraction: float, s
     )
 
 
-def _renamed(arrays: dict[str, Any], path: Path) -> dict[str, Any]:
-    """``arrays`` under bnnc's keys when saved under other usual names (``X_train``, ``train_labels``, ``testX``,
-    ``data``/``targets``); a test split is preferred to a validation one. bnnc's own keys, when all there, win."""
-    if all(k in arrays for k in SPLIT_KEYS) or {"x", "y"} <= arrays.keys():
-        return arrays
-    found: dict[str, list[tuple[int, str]]] = {}
-    for key in arrays:
-        if (known := _KNOWN_NAMES.get(_without_set(key.lower()))) is not None:
-            found.setdefault(known[0], []).append((known[1], key))
-    renamed = {}
-    for name, candidates in found.items():
-        best = min(rank for rank, _ in candidates)
-        keys = sorted(key for rank, key in candidates if rank == best)
-        if len(keys) > 1:
-            raise DataError(f"{path}: both {keys[0]!r} and {keys[1]!r} could be '{name}'",
-                            f"save one array under '{name}'")
-        renamed[name] = arrays[keys[0]]
-    whole = any(keys <= renamed.keys() for keys in ({"x", "y"}, {"x_train", "y_train"}, {"x_test", "y_test"}))
-    return renamed if whole else arrays
-
-
-def _one_split(arrays: dict[str, Any]) -> dict[str, Any]:
-    """A split file's arrays under ``x``/``y`` when it names them by its split alone (``x_train``/``y_train`` in the
-    training file, ``test_set_x`` in the test file)."""
-    if {"x", "y"} <= arrays.keys():
-        return arrays
-    pairs = [split for split in ("train", "test") if {f"x_{split}", f"y_{split}"} <= arrays.keys()]
-    return {**arrays, "x": arrays[f"x_{pairs[0]}"], "y": arrays[f"y_{pairs[0]}"]} if len(pairs) == 1 else arrays
-
-
-def _without_set(key: str) -> str:
-    """``train_set_x`` as ``train_x``: Keras-era data sets say "set" between the split and the role."""
-    return re.sub(r"(?<![a-z])set(?![a-z])[_.-]?", "", key).strip("_.-")
-
-
-def _train_only(arrays: dict[str, Any]) -> bool:
-    """A training split alone (``x_train``/``y_train``, no test arrays): split like ``x``/``y``."""
-    return {"x_train", "y_train"} <= arrays.keys() and not {"x_test", "y_test", "x", "y"} & arrays.keys()
-
-
-def _known_names() -> dict[str, tuple[str, int]]:
-    """Every accepted spelling (lower case) -> (bnnc's key, rank among the test split's names)."""
-    names: dict[str, tuple[str, int]] = {}
-    for role, aliases in (("x", SAMPLE_NAMES), ("y", LABEL_NAMES)):
-        for alias in aliases:
-            names[alias] = (role, 0)
-            for sep in ("_", "-", ".", ""):
-                for split in TRAIN_NAMES:
-                    names[f"{alias}{sep}{split}"] = names[f"{split}{sep}{alias}"] = (f"{role}_train", 0)
-                for rank, split in enumerate(TEST_NAMES):
-                    names[f"{alias}{sep}{split}"] = names[f"{split}{sep}{alias}"] = (f"{role}_test", rank)
-    return names
-
-
-_KNOWN_NAMES = _known_names()
-
-
 def _xy(arrays: dict[str, Any], path: Path) -> tuple[np.ndarray, np.ndarray]:
     """The samples and class indices under ``x`` and ``y``."""
     return _as_array(arrays["x"], path, "x"), class_indices(_as_array(arrays["y"], path, "y"))
@@ -475,21 +351,6 @@ def _as_array(value: Any, path: Path, key: str) -> np.ndarray:
     if not isinstance(value, np.ndarray):
         raise DataError(f"{path}: '{key}' must be an array or tensor, got {type(value).__name__}")
     return value
-
-
-def _file_class_names(arrays: dict[str, Any], path: Path) -> tuple[str, ...]:
-    """The class names a file holds, under ``class_names`` or another usual key (``classes``, Keras-era HDF5's
-    ``list_classes``)."""
-    lowered = {key.lower(): key for key in arrays}
-    key = next((lowered[k] for k in CLASS_NAME_KEYS if k in lowered), None)
-    return _class_names(arrays[key], path) if key is not None else ()
-
-
-def _class_names(value: Any, path: Path) -> tuple[str, ...]:
-    names = value.tolist() if isinstance(value, np.ndarray) else value
-    if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
-        raise DataError(f"{path}: class_names must be a list of strings")
-    return tuple(names)
 
 
 def _read_image_folder(folder: Path, shape: tuple[int, ...] | None, class_names: Sequence[str], val_fraction: float,
