@@ -297,6 +297,46 @@ def test_parquet_as_the_hugging_face_hub_stores_data_sets(tmp_path: Path, monkey
     expect_error(lambda: load_data(tmp_path / "table.parquet"), "needs pyarrow", "pip install pyarrow")
 
 
+def test_hugging_face_shards_and_saved_datasets(tmp_path: Path) -> None:
+    """A hub split in numbered Parquet shards is read end to end; a ``datasets`` ``save_to_disk`` folder (a
+    DatasetDict: ``dataset_dict.json``, a folder a split of Arrow stream shards, the class names in
+    ``dataset_info.json``) reads as the arrays it holds, and a single saved Dataset is split with the seed."""
+    pytest.importorskip("pyarrow")
+    pytest.importorskip("PIL")
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    data = arrays()
+    np.savez(tmp_path / "d.npz", **data)
+    expected = load_data(tmp_path / "d.npz")
+    hub = tmp_path / "hub"
+    hub.mkdir()
+    half = N_TRAIN // 2
+    _hub_parquet(hub / "train-00000-of-00002.parquet", data["x_train"][:half], data["y_train"][:half], NAMES)
+    _hub_parquet(hub / "train-00001-of-00002.parquet", data["x_train"][half:], data["y_train"][half:], NAMES)
+    _hub_parquet(hub / "test-00000-of-00001.parquet", data["x_test"], data["y_test"], NAMES)
+    saved = tmp_path / "saved"
+    for split in ("train", "test"):
+        (saved / split).mkdir(parents=True)
+        _hub_parquet(tmp_path / "tmp.parquet", data[f"x_{split}"], data[f"y_{split}"], NAMES)
+        table = pq.read_table(tmp_path / "tmp.parquet").replace_schema_metadata(None)
+        with pa.OSFile(str(saved / split / "data-00000-of-00001.arrow"), "wb") as sink, \
+                pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+        (saved / split / "state.json").write_text(json.dumps({"_data_files": [{"filename":
+                                                                                "data-00000-of-00001.arrow"}]}))
+        (saved / split / "dataset_info.json").write_text(json.dumps(
+            {"features": {"image": {"_type": "Image"}, "label": {"names": list(NAMES), "_type": "ClassLabel"}}}))
+    (saved / "dataset_dict.json").write_text(json.dumps({"splits": ["train", "test"]}))
+    for folder in (hub, saved):
+        splits = load_data(folder)
+        for mine, theirs in ((splits.train, expected.train), (splits.val, expected.val)):
+            assert all(torch.equal(a, b) for a, b in zip(mine.tensors, theirs.tensors, strict=True)), folder
+        assert splits.preprocessing.class_names == NAMES, folder
+    one = load_data(saved / "train", val_fraction=0.2)  # a single Dataset saved: split with the seed
+    assert len(one.train) + len(one.val) == N_TRAIN and one.preprocessing.class_names == NAMES
+
+
 def test_split_files_named_by_their_split(tmp_path: Path) -> None:
     """Kaggle's ``mnist_train.csv`` + ``mnist_test.csv``: the one file whose name has the word train, and the one with
     test, are the two splits (before, only ``train.csv`` + ``test.csv``)."""

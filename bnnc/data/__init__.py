@@ -11,8 +11,8 @@ Accepted forms of ``spec``:
   tuple ``(x, y)``, ``(x_train, y_train, x_test, y_test)``, ``((x_train, y_train), (x_test, y_test))``;
 * a ``.csv``/``.tsv`` table: numeric features, a label column of class indices or names (``tables.py``);
 * an HDF5 file (``.h5``, ``hdf5.py``) of arrays under those names; a pickle of them (``.pkl``, read by
-  ``pickles.py``'s unpickler of arrays and containers only); a Parquet table (``parquet.py``: the Hugging Face hub's
-  image columns, or numeric features) with a label column;
+  ``pickles.py``'s unpickler of arrays and containers only); a Parquet table or a ``datasets`` ``save_to_disk``
+  folder (``arrow.py``: the Hugging Face hub's image columns, or numeric features) with a label column;
 * a folder of ``train`` and ``test`` (or ``val``) files of those forms, each with ``x``/``y``, or of ``.npy``
   arrays named as those keys;
 * a folder of images with one sub-folder per class (class names are the sorted sub-folder names),

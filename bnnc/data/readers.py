@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
+from bnnc.data.arrow import has_images as parquet_has_images
+from bnnc.data.arrow import is_saved_dataset, read_tables, saved_dataset, shard_base
 from bnnc.data.cifar import is_cifar_folder, read_cifar_folder
 from bnnc.data.hdf5 import read_hdf5
 from bnnc.data.idx import find_idx_files, read_idx_folder
@@ -42,8 +44,6 @@ from bnnc.data.names import (
     renamed,
     train_only,
 )
-from bnnc.data.parquet import has_images as parquet_has_images
-from bnnc.data.parquet import read_parquet
 from bnnc.data.pickles import read_pickle
 from bnnc.data.preprocessing import Preprocessing
 from bnnc.data.tables import read_table
@@ -91,8 +91,10 @@ def read_path(path: Path, pre: Preprocessing | None, val_fraction: float, seed: 
     if form == "CIFAR batches":
         x_train, y_train, x_test, y_test, cifar_names = read_cifar_folder(path)
         return Raw(x_train, y_train, x_test, y_test, cifar_names, str(path), form)
+    if form == "saved Hugging Face dataset":
+        return _read_saved_dataset(path, names, shape, val_fraction, seed)
     if form == "split files":
-        return _read_split_files(path, cast(tuple[Path, Path], _split_files(path)), names, shape)  # see folder_form
+        return _read_split_files(path, cast(tuple[list[Path], list[Path]], _split_files(path)), names, shape)
     if form == "folder of .npy":
         return _split(_read_npy_folder(path), path, form, val_fraction, seed, names)
     if form == "images listed in a table":
@@ -114,6 +116,8 @@ def folder_form(folder: Path) -> str | None:
         return "IDX folder"
     if is_cifar_folder(folder):
         return "CIFAR batches"
+    if is_saved_dataset(folder):
+        return "saved Hugging Face dataset"
     if listing_tables(folder):
         return "images listed in a table"
     if _split_files(folder) is not None:
@@ -159,7 +163,7 @@ def _read_file(path: Path, class_names: Sequence[str], shape: tuple[int, ...] | 
     if FILE_FORMS[suffix] == "pickle":
         return _as_arrays(read_pickle(path), path)
     if FILE_FORMS[suffix] == "Parquet":
-        return read_parquet(path, class_names, shape)
+        return read_tables([path], class_names, shape)
     return read_table(path, class_names)
 
 
@@ -175,29 +179,34 @@ def _read_npy_folder(folder: Path) -> dict[str, Any]:
     return arrays
 
 
-def _split_files(folder: Path) -> tuple[Path, Path] | None:
+def _split_files(folder: Path) -> tuple[list[Path], list[Path]] | None:
     """``train.csv`` and ``test.csv`` (or ``val``, or ``.npz``/``.pt``/``.h5`` files) side by side in ``folder``; or
     the one file whose name has the word train and the one with test (``mnist_train.csv`` + ``mnist_test.csv``,
-    ``train_catvnoncat.h5`` + ``test_catvnoncat.h5``)."""
+    ``train_catvnoncat.h5`` + ``test_catvnoncat.h5``) — a Parquet split may be the hub's numbered shards of one name
+    (``train-00000-of-00002.parquet``, ``train-00001-of-00002.parquet``)."""
     def find(stems: Sequence[str]) -> Path | None:
         return next((folder / f"{stem}{suffix}" for stem in stems for suffix in FILE_FORMS
                      if (folder / f"{stem}{suffix}").is_file()), None)
 
     train, test = find(TRAIN_NAMES), find(TEST_NAMES)
     if train is not None and test is not None:
-        return train, test
+        return [train], [test]
     files = [p for p in sorted(folder.iterdir()) if p.suffix.lower() in FILE_FORMS and p.is_file()]
-    named = [[p for p in files if set(re.split(r"[^a-z0-9]+", p.stem.lower())) & set(words)]
+    named = [[p for p in files if set(re.split(r"[^a-z0-9]+", shard_base(p).lower())) & set(words)]
              for words in (TRAIN_NAMES, TEST_NAMES)]
-    return (named[0][0], named[1][0]) if all(len(n) == 1 for n in named) and named[0] != named[1] else None
+    one_each = all(len({(shard_base(p), p.suffix.lower()) for p in n}) == 1 for n in named)
+    shards_only_parquet = all(len(n) == 1 or all(p.suffix.lower() == ".parquet" for p in n) for n in named)
+    return (named[0], named[1]) if one_each and shards_only_parquet and named[0] != named[1] else None
 
 
-def _read_split_files(folder: Path, files: tuple[Path, Path], class_names: Sequence[str],
+def _read_split_files(folder: Path, files: tuple[list[Path], list[Path]], class_names: Sequence[str],
                       shape: tuple[int, ...] | None) -> Raw:
-    """Each file's ``x``/``y`` as one split; a table's class names are the training file's in both."""
+    """Each file's ``x``/``y`` as one split (a Parquet split's shards end to end); a table's class names are the
+    training file's in both."""
     splits = []
-    for path in files:
-        arrays = _read_file(path, class_names, shape)
+    for parts in files:
+        path = parts[0]
+        arrays = read_tables(parts, class_names, shape) if len(parts) > 1 else _read_file(path, class_names, shape)
         arrays, class_names = named_labels(one_split(renamed(arrays, path)),
                                            class_names or file_class_names(arrays, path), path)
         if not {"x", "y"} <= arrays.keys():
@@ -206,8 +215,25 @@ def _read_split_files(folder: Path, files: tuple[Path, Path], class_names: Seque
         x, y = _xy(arrays, path)
         splits.append((x, y))
     (x_train, y_train), (x_test, y_test) = splits
-    form = f"{files[0].name} and {files[1].name}"
+    form = " and ".join(f"{parts[0].name}" + (f" (+{len(parts) - 1} shards)" if len(parts) > 1 else "")
+                        for parts in files)
     return Raw(x_train, y_train, x_test, y_test, tuple(class_names), str(folder), form)
+
+
+def _read_saved_dataset(folder: Path, class_names: Sequence[str], shape: tuple[int, ...] | None,
+                        val_fraction: float, seed: int) -> Raw:
+    """A ``datasets`` ``save_to_disk`` folder: its training split, and its test (or validation) split if saved, else
+    one split off the training split with the seed."""
+    train, test, hub_names = saved_dataset(folder)
+    names = tuple(class_names) or hub_names
+    arrays = read_tables(train, names, shape)
+    names = names or tuple(arrays["class_names"])
+    form = "saved Hugging Face dataset"
+    if not test:
+        raw = _split({"x": arrays["x"], "y": arrays["y"]}, folder, form, val_fraction, seed, names)
+        return Raw(raw.x_train, raw.y_train, raw.x_val, raw.y_val, names, raw.where, raw.form)
+    held_out = read_tables(test, names, shape)
+    return Raw(*_xy(arrays, folder), *_xy(held_out, folder), names, str(folder), f"{form}, {test[0].parent.name}")
 
 
 def _read_npz(path: Path) -> dict[str, Any]:
