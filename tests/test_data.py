@@ -708,6 +708,18 @@ def test_a_table_of_features_beside_images_stays_a_table(tmp_path: Path) -> None
     (tmp_path / "data.csv").write_text("id,f1,label\n" + rows)
     splits = load_data(tmp_path / "data.csv", val_fraction=0.25)
     assert splits.preprocessing.input_shape == (2,) and len(splits.train) == 15
+    # a table of class names is looked up cell by cell, never by walking its folder's tree (a home folder, say)
+    named = "".join(f"{i / 10},{i % 3},{NAMES[i % 3]}\n" for i in range(20))
+    (tmp_path / "named.csv").write_text("f1,f2,label\n" + named)
+
+    def no_walk(*args: object, **kwargs: object) -> None:
+        raise AssertionError("walked the folder")
+
+    import bnnc.data.images
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(bnnc.data.images.os, "walk", no_walk)
+        assert load_data(tmp_path / "named.csv", val_fraction=0.25).preprocessing.class_names == NAMES
 
 
 def test_bad_image_listings(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,8 +98,8 @@ def listing_tables(folder: Path) -> list[Path]:
     no labels: ``*submission*`` tables are left out)."""
     tables = [t for t in sorted(folder.iterdir()) if t.suffix.lower() in TABLE_SUFFIXES and t.is_file()
               and "submission" not in t.stem.lower() and _may_name_files(_first_rows(t))]
-    index = image_index(folder) if tables else {}
-    return [t for t in tables if (rows := _first_rows(t)) and _file_column(rows, index) is not None] if index else []
+    nearby = _Nearby(folder) if tables else None
+    return [t for t in tables if (rows := _first_rows(t)) and nearby and _file_column(rows, nearby) is not None]
 
 
 def has_labels(table: Path, index: dict[str, list[Path]]) -> bool:
@@ -113,8 +113,25 @@ def lists_images(table: Path) -> bool:
     rows = _first_rows(table)
     if rows is None or not _may_name_files(rows):  # a table of numbers: its folder's files aren't looked through
         return False
-    index = image_index(table.parent)
-    return bool(index) and _file_column(rows, index) is not None
+    return _file_column(rows, _Nearby(table.parent)) is not None
+
+
+class _Nearby:
+    """Whether an image a table's cell names is there, by looking it up — as named, or with an image's suffix, from
+    the folder or one of its sub-folders (Kaggle's ``train/``) — not by walking the tree: deciding whether any CSV
+    lists images (a table of class names in a big home folder, say) must stay cheap. Reading a listing indexes
+    every image under the folder (:func:`image_index`)."""
+
+    _SUFFIXES = sorted({*IMAGE_SUFFIXES, *(s.upper() for s in IMAGE_SUFFIXES)})
+
+    def __init__(self, folder: Path) -> None:
+        self.roots = [folder, *(d for d in class_folders(folder))]
+
+    def __contains__(self, key: object) -> bool:
+        if not isinstance(key, str) or not key:
+            return False
+        named = [Path(key)] if Path(key).suffix.lower() in IMAGE_SUFFIXES else [Path(key + s) for s in self._SUFFIXES]
+        return any((root / n).is_file() for root in self.roots for n in named)
 
 
 def _may_name_files(rows: list[list[str]] | None) -> bool:
@@ -193,7 +210,7 @@ def _images_under(root: Path) -> list[Path]:
     return sorted(found)
 
 
-def _columns(index: dict[str, list[Path]], rows: list[list[str]]) -> tuple[int, list[int], list[str] | None] | None:
+def _columns(index: Container[str], rows: list[list[str]]) -> tuple[int, list[int], list[str] | None] | None:
     """(the file column, the label columns, the header) of a table that lists images with labels, judged by its
     first ``rows``; else None."""
     found = _file_column(rows, index)
@@ -214,7 +231,7 @@ def _columns(index: dict[str, list[Path]], rows: list[list[str]]) -> tuple[int, 
     return None
 
 
-def _file_column(rows: list[list[str]], index: dict[str, list[Path]]) -> tuple[int, bool] | None:
+def _file_column(rows: list[list[str]], index: Container[str]) -> tuple[int, bool] | None:
     """The column whose cells name images, and whether the first row is a header (its cell names none)."""
     if len(rows) < 2 or not index:
         return None
@@ -225,7 +242,7 @@ def _file_column(rows: list[list[str]], index: dict[str, list[Path]]) -> tuple[i
     return None
 
 
-def _names_image(cell: str, index: dict[str, list[Path]]) -> bool:
+def _names_image(cell: str, index: Container[str]) -> bool:
     """Whether a cell names an image: a number only with its suffix (``7.png``), since a table of features whose ids
     happen to be the names of images (``plots/7.png``) lists no images."""
     return _key(cell) in index and (not is_number(cell) or Path(cell).suffix.lower() in IMAGE_SUFFIXES)
