@@ -24,16 +24,16 @@ SHARD = re.compile(r"^(?P<base>.+)-\d{5}-of-\d{5}$")
 _LABELS = (*LABEL_COLUMNS, "fine_label", "coarse_label")  # CIFAR-100 on the hub: the fine classes, as torchvision
 
 
-def read_tables(paths: Sequence[Path], class_names: Sequence[str], shape: tuple[int, ...] | None,
-                hub_names: Sequence[str] = ()) -> dict[str, Any]:
+def read_tables(paths: Sequence[Path], class_names: Sequence[str], shape: tuple[int, ...] | None) -> dict[str, Any]:
     """``x`` (an image column decoded to uint8 pixels at ``shape`` when known; else the numeric columns, or a
-    column of equal-length lists, as features), ``y`` (the label column as class indices) and ``class_names`` (the
-    model's, else the hub's ``ClassLabel`` names — ``hub_names``, or the files' metadata — else the sorted names
-    found) of the Parquet files or Arrow stream shards ``paths``, one table end to end."""
+    column of equal-length lists, as features), ``y`` (the label column as class indices) and ``class_names``
+    (``class_names``, the model's or a saved data set's; else the hub's ``ClassLabel`` names in the files' metadata;
+    else the sorted names found) of the Parquet files or Arrow stream shards ``paths``, one table end to end."""
     import pyarrow as pa
 
     path = paths[0]
     table = pa.concat_tables([_table(p) for p in paths]) if len(paths) > 1 else _table(path)
+    where = f"{path} (+{len(paths) - 1} shards)" if len(paths) > 1 else str(path)
     columns = table.column_names
     label = next((c for want in _LABELS for c in columns if c.lower() == want), None)
     if label is None:
@@ -43,12 +43,12 @@ def read_tables(paths: Sequence[Path], class_names: Sequence[str], shape: tuple[
     images = [c for c in features if _is_image(table.schema.field(c).type)]
     if images:
         cells = table.column(images[0]).to_pylist()
-        sources = [EncodedImage(f"{path} row {i}, column {images[0]!r}", _image_bytes(cell, path, i))
+        sources = [EncodedImage(f"{where} row {i}, column {images[0]!r}", _image_bytes(cell, where, i))
                    for i, cell in enumerate(cells)]
         x = read_pixels([sources], shape)[0]
     else:
         x = _features(table, features, path)
-    names = tuple(class_names) or tuple(hub_names) or _hub_class_names(table, label)
+    names = tuple(class_names) or _hub_class_names(table, label)
     values = table.column(label).to_pylist()
     if any(v is None for v in values):
         raise DataError(f"{path}: label column {label!r} has empty cells", "fill in or drop those rows")
@@ -150,10 +150,10 @@ def _is_image(kind: Any) -> bool:
         pa.types.is_large_binary(kind)
 
 
-def _image_bytes(cell: Any, path: Path, row: int) -> bytes:
+def _image_bytes(cell: Any, where: str, row: int) -> bytes:
     data = cell.get("bytes") if isinstance(cell, dict) else cell
     if not isinstance(data, bytes):
-        raise DataError(f"{path}: row {row} holds no image bytes", "store the images' bytes in the table")
+        raise DataError(f"{where}: row {row} holds no image bytes", "store the images' bytes in the table")
     return data
 
 
