@@ -118,7 +118,6 @@ def is_plain(v: Any) -> bool:
     return False
 
 
-
 def _arguments_hint(factory: Callable[..., Any], kwargs: Mapping[str, Any], weights: Mapping[str, Any] | None) -> str:
     """The fix for a factory that failed: its required arguments not given, as the --arch-kwargs to pass, with the
     number of classes and the input size read from the weights where the names say which they are."""

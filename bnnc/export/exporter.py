@@ -296,7 +296,7 @@ def payload_bytes(proto: onnx.ModelProto) -> int:
 
 def layer_payload(proto: onnx.ModelProto, lowered: Lowered, layers: Sequence[str]) -> dict[str, int | None]:
     """What the export ``proto`` (made by ``lowered``) stores for each of ``layers``: the tensors of its subgraph
-    (``b3:weight_bits`` is the third placeholder's), or for a layer left to torch's own export, its parameters
+    (``b3:weight_bits`` is placeholder 3's), or for a layer left to torch's own export, its parameters
     (``name.weight``, ``name.bias``). None where no tensor is found that way (a parameter the exporter renamed)."""
     prefixes = {f"b{spec.index}": spec.name for spec in lowered.specs}
     found: dict[str, int] = {}
