@@ -13,9 +13,9 @@ A bnnc checkpoint is a plain dict saved with ``torch.save`` that reloads with
      "binarized": None | BinarizedInfo:
         {"plan": Plan, "options": ConvertOptions,
          "source": {"path", "sha256", "form"} | None,             # the FP32 file it was converted from
-         "calibration": {"samples", "data"} | None,               # thresholds calibrated on data
+         "calibration": {"samples", "data", "data_path"} | None,  # thresholds calibrated on data
          "sensitivity": {...} | None, "auto_plan": {...} | None,  # bnnc.sensitivity, when measured/used
-         "finetune": {"config", "best_epoch", "best_val_accuracy", "from", "from_sha256"} | None,
+         "finetune": {"config", "best_epoch", "best_val_accuracy", "from", "from_sha256", "data_path"} | None,
          "bnnc_version": "..."}}
 
 (De)serialization is derived from the dataclasses' fields: a field whose type has ``from_dict``
@@ -65,6 +65,7 @@ class CalibrationInfo:
 
     samples: int
     data: str
+    data_path: str | None = None  # the data's file or folder, absolute, when it was one: the steps after take it
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,7 @@ class FinetuneInfo:
     best_val_accuracy: float
     source: str = field(metadata={"key": "from"})   # the checkpoint fine-tuned
     source_sha256: str = field(metadata={"key": "from_sha256"})
+    data_path: str | None = None  # the training data's file or folder, absolute, when it was one
 
 
 @dataclass(frozen=True)

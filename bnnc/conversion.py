@@ -130,4 +130,4 @@ def _calibrate(model: nn.Module, splits: DataSplits, batches: int, emit: OnEvent
     """Input thresholds (and int8 input ranges) from up to ``batches`` training batches."""
     samples = calibrate_on(model, splits.train, batches,
                                    on_batch=lambda done, total: emit(Calibrating(done, total, batchnorm=False)))
-    return CalibrationInfo(samples=samples, data=splits.source)
+    return CalibrationInfo(samples=samples, data=splits.source, data_path=splits.path)

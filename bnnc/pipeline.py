@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bnnc import defaults
+from bnnc.checkpoint import FORMAT, parse
 from bnnc.conversion import ConvertOptions, convert_file
 from bnnc.data import DataSpec, Normalisation
 from bnnc.errors import BnncError, OutputError
@@ -16,6 +17,7 @@ from bnnc.events import OnEvent, Stage, emitter
 from bnnc.export import ExportResult, export_c, export_onnx, export_openvino
 from bnnc.export.csource import c_name, generate
 from bnnc.export.lowering import check_running_statistics
+from bnnc.formats import torch_load
 from bnnc.loading import load_checkpoint
 from bnnc.outputs import check_outputs, write_text
 from bnnc.planning import PlanRules
@@ -217,3 +219,21 @@ def previous_checkpoint(command: str, folder: Path | None = None) -> Path:
                         f"pass the one meant: bnnc {command} MODEL.bnnc")
     return candidates[0]
 
+
+def recorded_data(model_path: str | os.PathLike[str]) -> Path | None:
+    """The data the steps before used on the checkpoint ``model_path`` — fine-tuning's training data, else the data
+    ``bnnc convert --data`` calibrated on — for a CI job that names ``--data`` once, to ``convert``. Only a file or
+    folder is recorded (a data function is named again: nothing a file says is run); None when there is none, or
+    the file is not a bnnc checkpoint (the step that loads it says what is wrong)."""
+    path = Path(model_path)
+    try:
+        obj = torch_load(path, trust_model=False)
+        binarized = parse(obj, path).binarized if isinstance(obj, Mapping) and obj.get("format") == FORMAT else None
+    except BnncError:
+        return None
+    if binarized is None:
+        return None
+    for recorded in (binarized.finetune, binarized.calibration):
+        if recorded is not None and recorded.data_path:
+            return Path(recorded.data_path)
+    return None

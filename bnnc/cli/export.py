@@ -43,7 +43,8 @@ def export_command(
     check: Annotated[bool, opt.flag("--check/--no-check", help="Check the exported model against the PyTorch model "
                                     "in its runtime (ONNX Runtime, OpenVINO) before writing it.")] = True,
     data: Annotated[Optional[str], typer.Option(help="Data for the check (its evaluation split), or `data` in the "
-                                                "config file; default: seeded random inputs.")] = None,
+                                                "config file; default: the data MODEL records (from convert or finetune --data), else seeded random "
+                                                "inputs.")] = None,
     check_samples: opt.CheckSamples = defaults.CHECK_SAMPLES,
     reference: opt.Reference = False,
     trust_model: opt.TrustModel = False,
@@ -61,7 +62,7 @@ def export_command(
         model = model or opt.taken("export", err)
 
         o = merge(load_config(config)[0], data=data, uint8_input=uint8_input)
-        data = o.get("data")
+        data = o["data"] if "data" in o else opt.data_taken("export", model, err, required=False) if check else None
         if fmt is not FormatChoice.onnx and (float_ops or reference):
             raise BnncError(f"{'--float' if float_ops else '--reference'} applies to --format onnx only",
                             "drop it, or export with --format onnx")

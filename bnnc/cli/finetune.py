@@ -32,7 +32,8 @@ def finetune_command(
         "directory).", show_default=False)] = None,
     data: Annotated[Optional[str], typer.Option(help="Training data: IDX folder, .npz, .pt, image folder, or "
                                                      "pkg.module:function or file.py:function; or `data` in the "
-                                                     "config file.")] = None,
+                                                     "config file; default: the data MODEL records (convert --data)."
+                                                     )] = None,
     mean: opt.Mean = None,
     std: opt.Std = None,
     epochs: Annotated[Optional[int], typer.Option(
@@ -85,14 +86,12 @@ def finetune_command(
         from bnnc.config import load_config, merge
         from bnnc.device import resolve_device
         from bnnc.distributed import World, launched_by_torchrun, local_batch_size, main_process
-        from bnnc.errors import BnncError
         from bnnc.training import finetune, prepare
 
         model = model or opt.taken("finetune", err)
         o = merge(load_config(config_file)[0], data=data, epochs=epochs, batch_size=batch_size)
-        if "data" not in o:
-            raise BnncError("no training data", "pass --data, or set data in bnnc.toml")
-        data, batch_size = o["data"], o.get("batch_size", defaults.BATCH_SIZE)
+        data = o["data"] if "data" in o else opt.data_taken("finetune", model, err)
+        batch_size = o.get("batch_size", defaults.BATCH_SIZE)
         config = finetune_config(
             epochs=o.get("epochs", defaults.FINETUNE_EPOCHS), batch_size=batch_size, lr=lr, optimizer=optimizer,
             schedule=schedule,

@@ -163,5 +163,26 @@ def taken(command: str, err: Any) -> Path:
 
     model = previous_checkpoint(command)
     kind = "fine-tuned" if model.name.endswith(FINETUNED_SUFFIX) else "converted"
-    err.print(f"{command}: {model.name} (the {kind} checkpoint here; name MODEL to take another)")
+    err.print(f"{command}: {model.name} (the {kind} checkpoint here; name MODEL to take another)", soft_wrap=True)
     return model
+
+
+def data_taken(command: str, model: Path, err: Any, *, required: bool = True) -> Path | None:
+    """The data ``command`` takes when neither ``--data`` nor the config file names any: the data the steps before
+    used on ``model`` (see :func:`bnnc.pipeline.recorded_data`), said on stderr. Without it, a step that needs data
+    stops with one line; ``export`` (whose check can run without) goes on."""
+    from bnnc.errors import BnncError
+    from bnnc.pipeline import recorded_data
+
+    data = recorded_data(model)
+    need = "training" if command == "finetune" else "evaluation"
+    if data is None or not data.exists():
+        if not required:
+            return None
+        if data is None:
+            raise BnncError(f"no {need} data", "pass --data, or set data in bnnc.toml (or give bnnc convert --data: "
+                            "the steps after take it)")
+        raise BnncError(f"no {need} data given, and {data}, which {model.name} records, is not there",
+                        "pass --data")
+    err.print(f"{command}: data {data} (recorded in {model.name}; pass --data to take other)", soft_wrap=True)
+    return data

@@ -24,7 +24,8 @@ def report_command(
         metavar="MODEL", help="Binarized checkpoint (from bnnc convert / finetune; default: the one in the "
         "working directory, fine-tuned if there is one).", show_default=False)] = None,
     data: Annotated[Optional[str], typer.Option(help="Evaluation data (its test split); or `data` in the "
-                                                "config file.")] = None,
+                                                "config file; default: the data MODEL records (from convert or "
+                                                "finetune --data).")] = None,
     onnx_model: Annotated[Optional[Path], typer.Option("--onnx", help="The bnnc ONNX to measure "
                                                        "(default: export to memory).")] = None,
     fp32: Annotated[Optional[Path], typer.Option(help="The FP32 source model, if not at its recorded path; a "
@@ -57,7 +58,6 @@ def report_command(
     kwargs = parse_kwargs(arch_kwargs)
     with reported_errors(ctx):
         from bnnc.config import load_config, merge
-        from bnnc.errors import BnncError
         from bnnc.outputs import check_outputs
         from bnnc.reporting import report
 
@@ -66,12 +66,11 @@ def report_command(
         o = merge(file_options, data=data, batch=batch, threads=threads, samples=samples,
                   max_accuracy_drop=max_accuracy_drop, min_compression=min_compression, min_speedup=min_speedup,
                   max_parity_mismatch=max_parity_mismatch)
-        if "data" not in o:
-            raise BnncError("no evaluation data", "pass --data, or set data in bnnc.toml")
+        data = o["data"] if "data" in o else opt.data_taken("report", model, err)
         check_outputs([p for p in (json_out, markdown, html_out) if p is not None],
-                      (model, o["data"], onnx_model, fp32, config), overwrite=force)
+                      (model, data, onnx_model, fp32, config), overwrite=force)
         with err.status("measuring") as status:
-            rep = report(model, o["data"], onnx_path=onnx_model, fp32_path=fp32, arch=arch,
+            rep = report(model, data, onnx_path=onnx_model, fp32_path=fp32, arch=arch,
                          arch_kwargs=kwargs, limits=limits_from(o),
                          batches=(1, o.get("batch", defaults.REPORT_BATCH)), threads=o.get("threads"),
                          samples=o.get("samples"),

@@ -93,7 +93,7 @@ def load_data(
     if isinstance(spec, str) and not path.exists() and FUNCTION_SPEC.match(text):
         return from_function(text, preprocessing, input_shape, normalisation, val_fraction, seed)
     raw = read_path(path, preprocessing, val_fraction, seed, input_shape)
-    return finish(raw, preprocessing, input_shape, normalisation)
+    return replace(finish(raw, preprocessing, input_shape, normalisation), path=str(path.resolve()))
 
 
 def _listed(values: Sequence[float]) -> str:

@@ -64,7 +64,7 @@ def reshaped(splits: DataSplits, input_shape: Sequence[int]) -> DataSplits:
                         "for that shape")
     pre = Preprocessing(shape, pre.mean[:1], pre.std[:1], pre.class_names, pre.pixel_scale)
     train, val = (TensorDataset(d.tensors[0].reshape(len(d), *shape), d.tensors[1]) for d in (splits.train, splits.val))
-    return DataSplits(train=train, val=val, preprocessing=pre, guessed=splits.guessed,
+    return DataSplits(train=train, val=val, preprocessing=pre, guessed=splits.guessed, path=splits.path,
                       source=splits.source.replace(f"samples {splits.preprocessing.input_shape}", f"samples {shape}"))
 
 

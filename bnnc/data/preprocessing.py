@@ -156,6 +156,7 @@ class DataSplits:
     preprocessing: Preprocessing
     source: str
     guessed: bool = False  # the mean/std came from the data itself: neither recorded in the model nor stated
+    path: str | None = None  # the file or folder read, absolute (None: a data function's, or held in memory)
 
 
 DataSpec: TypeAlias = "str | os.PathLike[str] | DataSplits | tuple[Any, ...] | list[Any] | Mapping[str, Any]"

@@ -253,7 +253,7 @@ def _finetune(run: Prepared, config: FinetuneConfig, resume: bool, device: torch
         if world.is_main:
             if is_best or start is not None:  # the first epoch's end writes the output: it, or the start
                 weights = start if start is not None and not is_best else model.state_dict()
-                _save_model(run.output, loaded, weights, options, config, state, splits.preprocessing.to_dict())
+                _save_model(run.output, loaded, weights, options, config, state, splits)
             save_state(run.state, loaded.sha256, config, model, optimizer, scheduler, state, digest)
             write_text(run.history, json.dumps(_history_doc(state, config), indent=2), overwrite=True)
         start = None
@@ -349,14 +349,14 @@ def _history_doc(state: RunState, config: FinetuneConfig) -> dict[str, Any]:
 
 
 def _save_model(out: Path, loaded: ModelFile, weights: dict[str, torch.Tensor], options: ConvertOptions,
-                config: FinetuneConfig, state: RunState, preprocessing: dict[str, Any]) -> None:
+                config: FinetuneConfig, state: RunState, splits: DataSplits) -> None:
     """The best epoch's checkpoint (epoch 0: the start); the data's preprocessing is recorded if the input had
-    none."""
+    none, and the data's path, for the steps after."""
     binarized = replace(loaded.binarized, options=options, finetune=FinetuneInfo(  # type: ignore[type-var]
         config=config.to_dict(), best_epoch=state.best_epoch, best_val_accuracy=state.best_accuracy,
-        source=str(loaded.path.resolve()), source_sha256=loaded.sha256))
+        source=str(loaded.path.resolve()), source_sha256=loaded.sha256, data_path=splits.path))
     metrics = {**loaded.metrics, **{k: v for k, v in state.baselines.items() if v is not None},
                "val_accuracy": state.best_accuracy}
     save_checkpoint(out, state_dict=weights, arch=loaded.arch, arch_kwargs=loaded.arch_kwargs,
-                    preprocessing=loaded.preprocessing or preprocessing, metrics=metrics, binarized=binarized,
+                    preprocessing=loaded.preprocessing or splits.preprocessing.to_dict(), metrics=metrics, binarized=binarized,
                     overwrite=True)

@@ -63,9 +63,6 @@ def test_each_step_of_a_pipeline_reads_the_config_file(tmp_path, fp32_checkpoint
     r = runner.invoke(app, ["export", "m.finetuned.bnnc", "--json"])
     assert r.exit_code == 0, r.output
     assert data.name in json.loads(r.stdout)["parity"][0]["inputs"]  # checked on the file's data, not random inputs
-    (tmp_path / "bnnc.toml").unlink()
-    r = runner.invoke(app, ["finetune", "m.bnnc", "--force"])
-    assert r.exit_code == 2 and "no training data" in r.stderr and "Traceback" not in r.output
 
 
 def test_the_briefs_pipeline_names_the_model_once(tmp_path, fp32_checkpoint, monkeypatch):
@@ -94,6 +91,49 @@ def test_the_briefs_pipeline_names_the_model_once(tmp_path, fp32_checkpoint, mon
     (job / "other.bnnc").write_bytes((job / "model.bnnc").read_bytes())
     r = runner.invoke(app, ["finetune", "--epochs", "1", "--force"])
     assert r.exit_code == 2 and "2 converted bnnc checkpoints" in r.stderr and "model.bnnc, other.bnnc" in r.stderr
+
+
+def test_the_briefs_pipeline_names_the_data_once(tmp_path, fp32_checkpoint, monkeypatch):
+    """No bnnc.toml: ``bnnc convert model.pt --data D`` records D, and ``finetune``, ``export`` and ``report`` with
+    neither MODEL nor ``--data`` take it, saying so; recorded data that has gone is one error line, and a data
+    function (code) is never recorded."""
+    data = learnable_npz(tmp_path, 256, 64)
+    job = tmp_path / "job"
+    job.mkdir()
+    fp32_checkpoint("mlp", preprocessing=PRE).rename(job / "model.pt")
+    monkeypatch.chdir(job)
+    assert runner.invoke(app, ["convert", "model.pt", "--data", str(data)]).exit_code == 0
+    r = runner.invoke(app, ["finetune", "--epochs", "1", "--batch-size", "32"])
+    assert r.exit_code == 0, r.output
+    assert f"finetune: data {data} (recorded in model.bnnc" in r.stderr
+    r = runner.invoke(app, ["export", "--json"])
+    assert r.exit_code == 0, r.output
+    assert f"samples of {data}" in json.loads(r.stdout)["parity"][0]["inputs"]  # the check ran on the data, not noise
+    r = runner.invoke(app, ["report", "--samples", "64", "--batch", "4", "--json"])
+    assert r.exit_code == 0, r.output
+    assert f"report: data {data} (recorded in model.finetuned.bnnc" in r.stderr
+    data.rename(tmp_path / "moved.npz")
+    r = runner.invoke(app, ["report", "--samples", "64", "--batch", "4"])
+    assert r.exit_code == 2 and f"{data}, which model.finetuned.bnnc records, is not there" in " ".join(r.stderr.split())
+    assert "Traceback" not in r.output
+
+    (tmp_path / "loader.py").write_text("import numpy as np\n\ndef load():\n"
+                                        f"    d = np.load({str(tmp_path / 'moved.npz')!r})\n"
+                                        "    return (d['x_train'], d['y_train']), (d['x_test'], d['y_test'])\n")
+    r = runner.invoke(app, ["convert", "model.pt", "-o", "again.bnnc", "--data", f"{tmp_path / 'loader.py'}:load"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["finetune", "again.bnnc", "--epochs", "1"])
+    assert r.exit_code == 2 and "no training data" in r.stderr and "bnnc convert --data" in r.stderr
+
+    # A file that says its data is code (written by hand, not by bnnc) gets it read as a path, never run.
+    marker = tmp_path / "ran"
+    (job / "evil.py").write_text(f"def load():\n    open({str(marker)!r}, 'w').close()\n")
+    checkpoint = torch.load(job / "again.bnnc", weights_only=True)
+    checkpoint["binarized"]["calibration"]["data_path"] = "evil.py:load"
+    torch.save(checkpoint, job / "forged.bnnc")
+    r = runner.invoke(app, ["finetune", "forged.bnnc", "--epochs", "1"])
+    assert r.exit_code == 2 and "evil.py:load, which forged.bnnc records, is not there" in r.stderr
+    assert not marker.exists()
 
 
 def test_report_refuses_a_foreign_onnx(tmp_path, fp32_checkpoint):
