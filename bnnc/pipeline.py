@@ -211,8 +211,11 @@ def previous_checkpoint(command: str, folder: Path | None = None) -> Path:
     candidates = converted if command == "finetune" else finetuned or converted
     kind = "converted " if command == "finetune" else ""
     if not candidates:
-        raise BnncError(f"no MODEL given, and no {kind}bnnc checkpoint in {folder} to take",
-                        f"pass the model: bnnc {command} MODEL.bnnc (bnnc convert writes one)")
+        below = sorted(p.relative_to(folder) for p in folder.glob("*/*.bnnc")
+                       if p.is_file() and not p.name.startswith(".") and not p.parent.name.startswith("."))
+        fix = (f"pass the one meant: bnnc {command} {below[0]}" if below  # convert writes beside models/net.pt
+               else f"pass the model: bnnc {command} MODEL.bnnc (bnnc convert writes one)")
+        raise BnncError(f"no MODEL given, and no {kind}bnnc checkpoint in {folder} to take", fix)
     if len(candidates) > 1:
         names = ", ".join(p.name for p in candidates[:4]) + (", ..." if len(candidates) > 4 else "")
         raise BnncError(f"no MODEL given, and {len(candidates)} {kind}bnnc checkpoints in {folder} ({names})",

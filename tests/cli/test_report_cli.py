@@ -91,6 +91,12 @@ def test_the_briefs_pipeline_names_the_model_once(tmp_path, fp32_checkpoint, mon
     (job / "other.bnnc").write_bytes((job / "model.bnnc").read_bytes())
     r = runner.invoke(app, ["finetune", "--epochs", "1", "--force"])
     assert r.exit_code == 2 and "2 converted bnnc checkpoints" in r.stderr and "model.bnnc, other.bnnc" in r.stderr
+    (tmp_path / "ci" / "models").mkdir(parents=True)  # `bnnc convert models/net.pt` wrote beside its input
+    (job / "model.bnnc").rename(tmp_path / "ci" / "models" / "net.bnnc")
+    monkeypatch.chdir(tmp_path / "ci")
+    r = runner.invoke(app, ["finetune", "--epochs", "1"])
+    assert r.exit_code == 2 and "no converted bnnc checkpoint in" in r.stderr
+    assert "pass the one meant: bnnc finetune models/net.bnnc" in " ".join(r.stderr.split())
 
 
 def test_the_briefs_pipeline_names_the_data_once(tmp_path, fp32_checkpoint, monkeypatch):
