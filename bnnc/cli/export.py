@@ -43,8 +43,8 @@ def export_command(
     check: Annotated[bool, opt.flag("--check/--no-check", help="Check the exported model against the PyTorch model "
                                     "in its runtime (ONNX Runtime, OpenVINO) before writing it.")] = True,
     data: Annotated[Optional[str], typer.Option(help="Data for the check (its evaluation split), or `data` in the "
-                                                "config file; default: the data MODEL records (from convert or finetune --data), else seeded random "
-                                                "inputs.")] = None,
+                                                "config file; default: the data MODEL records (from convert or "
+                                                "finetune --data), else seeded random inputs.")] = None,
     check_samples: opt.CheckSamples = defaults.CHECK_SAMPLES,
     reference: opt.Reference = False,
     trust_model: opt.TrustModel = False,
@@ -62,7 +62,7 @@ def export_command(
         model = model or opt.taken("export", err)
 
         o = merge(load_config(config)[0], data=data, uint8_input=uint8_input)
-        data = o["data"] if "data" in o else opt.data_taken("export", model, err, required=False) if check else None
+        spec = o["data"] if "data" in o else (opt.data_for_check(model, err) if check else None)
         if fmt is not FormatChoice.onnx and (float_ops or reference):
             raise BnncError(f"{'--float' if float_ops else '--reference'} applies to --format onnx only",
                             "drop it, or export with --format onnx")
@@ -74,14 +74,14 @@ def export_command(
         uint8_input = fmt is not FormatChoice.c and bool(o.get("uint8_input", False))  # not the file's for C
         with err.status(f"exporting {model}" + (" and checking it against PyTorch" if check else "")):
             if fmt is FormatChoice.c:
-                result = export_c(model, output, name=name, check=check, data=data, check_samples=check_samples,
+                result = export_c(model, output, name=name, check=check, data=spec, check_samples=check_samples,
                                   overwrite=force, trust_model=trust_model)
             elif fmt is FormatChoice.openvino:
-                result = export_openvino(model, output, uint8_input=uint8_input, check=check, data=data,
+                result = export_openvino(model, output, uint8_input=uint8_input, check=check, data=spec,
                                          check_samples=check_samples, overwrite=force, trust_model=trust_model)
             else:
                 result = export_onnx(
-                    model, output, float_ops=float_ops, uint8_input=uint8_input, check=check, data=data,
+                    model, output, float_ops=float_ops, uint8_input=uint8_input, check=check, data=spec,
                     check_samples=check_samples, reference_check=reference, overwrite=force, trust_model=trust_model,
                 )
     if as_json:

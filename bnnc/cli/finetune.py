@@ -90,7 +90,7 @@ def finetune_command(
 
         model = model or opt.taken("finetune", err)
         o = merge(load_config(config_file)[0], data=data, epochs=epochs, batch_size=batch_size)
-        data = o["data"] if "data" in o else opt.data_taken("finetune", model, err)
+        spec = o["data"] if "data" in o else opt.data_taken("finetune", model, err)
         batch_size = o.get("batch_size", defaults.BATCH_SIZE)
         config = finetune_config(
             epochs=o.get("epochs", defaults.FINETUNE_EPOCHS), batch_size=batch_size, lr=lr, optimizer=optimizer,
@@ -103,12 +103,12 @@ def finetune_command(
         if nproc > 1 and not launched_by_torchrun():  # bad input gets its one line here, not once per process
             resolve_device(device)
             local_batch_size(batch_size, World(0, nproc))
-            prepare(model, data, output, resume=resume, overwrite=force, trust_model=trust_model,
+            prepare(model, spec, output, resume=resume, overwrite=force, trust_model=trust_model,
                     history_path=history, distill=distill, teacher=teacher, arch=arch, arch_kwargs=kwargs,
                     normalisation=normalisation)
             raise typer.Exit(_torchrun(ctx, nproc))
         with render.FinetuneProgress(err) as progress:
-            result = finetune(model, data, config, output, resume=resume, overwrite=force, teacher=teacher,
+            result = finetune(model, spec, config, output, resume=resume, overwrite=force, teacher=teacher,
                               arch=arch, arch_kwargs=kwargs, trust_model=trust_model, history_path=history,
                               normalisation=normalisation, on_event=progress)
     if not main_process():

@@ -167,22 +167,31 @@ def taken(command: str, err: Any) -> Path:
     return model
 
 
-def data_taken(command: str, model: Path, err: Any, *, required: bool = True) -> Path | None:
+def data_taken(command: str, model: Path, err: Any) -> Path:
     """The data ``command`` takes when neither ``--data`` nor the config file names any: the data the steps before
-    used on ``model`` (see :func:`bnnc.pipeline.recorded_data`), said on stderr. Without it, a step that needs data
-    stops with one line; ``export`` (whose check can run without) goes on."""
+    used on ``model`` (see :func:`bnnc.pipeline.recorded_data`), said on stderr; without it, one error line."""
     from bnnc.errors import BnncError
     from bnnc.pipeline import recorded_data
 
     data = recorded_data(model)
     need = "training" if command == "finetune" else "evaluation"
-    if data is None or not data.exists():
-        if not required:
-            return None
-        if data is None:
-            raise BnncError(f"no {need} data", "pass --data, or set data in bnnc.toml (or give bnnc convert --data: "
-                            "the steps after take it)")
+    if data is None:
+        raise BnncError(f"no {need} data", "pass --data, or set data in bnnc.toml (or give bnnc convert --data: "
+                        "the steps after take it)")
+    if not data.exists():
         raise BnncError(f"no {need} data given, and {data}, which {model.name} records, is not there",
                         "pass --data")
     err.print(f"{command}: data {data} (recorded in {model.name}; pass --data to take other)", soft_wrap=True)
+    return data
+
+
+def data_for_check(model: Path, err: Any) -> Path | None:
+    """``export``'s check data when none is named: the data ``model`` records, if still there (said on stderr);
+    else None, and the check runs on seeded random inputs."""
+    from bnnc.pipeline import recorded_data
+
+    data = recorded_data(model)
+    if data is None or not data.exists():
+        return None
+    err.print(f"export: data {data} (recorded in {model.name}; pass --data to take other)", soft_wrap=True)
     return data

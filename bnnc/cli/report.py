@@ -66,11 +66,11 @@ def report_command(
         o = merge(file_options, data=data, batch=batch, threads=threads, samples=samples,
                   max_accuracy_drop=max_accuracy_drop, min_compression=min_compression, min_speedup=min_speedup,
                   max_parity_mismatch=max_parity_mismatch)
-        data = o["data"] if "data" in o else opt.data_taken("report", model, err)
+        spec = o["data"] if "data" in o else opt.data_taken("report", model, err)
         check_outputs([p for p in (json_out, markdown, html_out) if p is not None],
-                      (model, data, onnx_model, fp32, config), overwrite=force)
+                      (model, spec, onnx_model, fp32, config), overwrite=force)
         with err.status("measuring") as status:
-            rep = report(model, data, onnx_path=onnx_model, fp32_path=fp32, arch=arch,
+            rep = report(model, spec, onnx_path=onnx_model, fp32_path=fp32, arch=arch,
                          arch_kwargs=kwargs, limits=limits_from(o),
                          batches=(1, o.get("batch", defaults.REPORT_BATCH)), threads=o.get("threads"),
                          samples=o.get("samples"),

@@ -358,5 +358,5 @@ def _save_model(out: Path, loaded: ModelFile, weights: dict[str, torch.Tensor], 
     metrics = {**loaded.metrics, **{k: v for k, v in state.baselines.items() if v is not None},
                "val_accuracy": state.best_accuracy}
     save_checkpoint(out, state_dict=weights, arch=loaded.arch, arch_kwargs=loaded.arch_kwargs,
-                    preprocessing=loaded.preprocessing or splits.preprocessing.to_dict(), metrics=metrics, binarized=binarized,
-                    overwrite=True)
+                    preprocessing=loaded.preprocessing or splits.preprocessing.to_dict(), metrics=metrics,
+                    binarized=binarized, overwrite=True)

@@ -120,7 +120,8 @@ def test_the_briefs_pipeline_names_the_data_once(tmp_path, fp32_checkpoint, monk
     assert f"report: data {data} (recorded in model.finetuned.bnnc" in r.stderr
     data.rename(tmp_path / "moved.npz")
     r = runner.invoke(app, ["report", "--samples", "64", "--batch", "4"])
-    assert r.exit_code == 2 and f"{data}, which model.finetuned.bnnc records, is not there" in " ".join(r.stderr.split())
+    said = " ".join(r.stderr.split())
+    assert r.exit_code == 2 and f"{data}, which model.finetuned.bnnc records, is not there" in said
     assert "Traceback" not in r.output
 
     (tmp_path / "loader.py").write_text("import numpy as np\n\ndef load():\n"
