@@ -52,6 +52,7 @@ ABLATIONS: dict[str, tuple[dict[str, Any], ConvertOptions]] = {  # (finetune cha
     "Bop (no latent weights)": ({"bop": True}, ConvertOptions()),
     "latent weights at the global lr (before 2026-12-01)": ({"latent_lr": 0.0}, ConvertOptions()),
     "batch 128 (before 2026-12-01)": ({"batch_size": 128}, ConvertOptions()),
+    "latent weights not equalized per channel (before 2026-12-02)": ({"equalize_latent": False}, ConvertOptions()),
 }
 
 

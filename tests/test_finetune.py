@@ -1,4 +1,5 @@
 import json
+import math
 from collections import defaultdict
 from pathlib import Path
 
@@ -6,12 +7,14 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
+from bnnc.checkpoint import save_checkpoint
 from bnnc.conversion import convert_file
 from bnnc.data import DataSplits, Preprocessing, load_data, sample_data_path
 from bnnc.errors import BnncError
 from bnnc.layers import binary_layers
 from bnnc.loading import load_checkpoint
 from bnnc.shift import ShiftBatchNorm
+from bnnc.swap import ConvertOptions
 from bnnc.training import EpochEnd, FinetuneConfig, Started, finetune, glorot_scale, lr_factor
 
 REPO = Path(__file__).resolve().parent.parent
@@ -399,3 +402,59 @@ def test_fine_tuning_never_ships_a_model_worse_than_its_start(tmp_path, subset, 
     start, shipped = _weights(converted), _weights(result.output)
     assert start.keys() == shipped.keys() and all(torch.equal(start[k], shipped[k]) for k in start)
     assert json.loads(result.history_path.read_text())["best_epoch"] == 0
+
+
+def _rescaled_channels(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """The same function with each hidden Linear's output channels scaled by 1/4..4 and its BatchNorm's running
+    statistics with them: a per-channel weight scale the BatchNorm makes arbitrary, as training leaves it."""
+    g = torch.Generator().manual_seed(seed)
+    modules = list(model.features)
+    with torch.no_grad():
+        for linear, bn in zip(modules, modules[1:], strict=False):
+            if isinstance(linear, torch.nn.Linear) and isinstance(bn, torch.nn.BatchNorm1d):
+                k = torch.exp((torch.rand(linear.out_features, generator=g) * 2 - 1) * math.log(4))
+                linear.weight.mul_(k[:, None])
+                bn.running_mean.mul_(k)
+                bn.running_var.mul_(k * k)
+    return model
+
+
+def test_equalized_latent_weights_keep_the_signs_and_make_every_channel_as_easy_to_flip(small_bnnc):
+    from bnnc.training import equalize_latent
+
+    model = load_checkpoint(small_bnnc).model
+    layer = binary_layers(model)[1][1]
+    layer.weight.data[:3] *= torch.tensor([0.1, 10.0, 0.0])[:, None]  # channels of other scales, one all zero
+    signs = [(lay.weight >= 0).clone() for _, lay in binary_layers(model)]
+    layer_mean = float(layer.weight.detach().abs().mean())
+    equalize_latent(model)
+    assert all(torch.equal(lay.weight >= 0, s) for (_, lay), s in zip(binary_layers(model), signs, strict=True))
+    per_channel = layer.weight.abs().mean(1)
+    assert torch.allclose(per_channel[per_channel > 0], torch.full_like(per_channel[per_channel > 0], layer_mean),
+                          rtol=1e-5)
+    assert int((per_channel == 0).sum()) == 1
+
+
+def test_fine_tuning_with_equalized_latent_weights_is_blind_to_a_per_channel_weight_scale(tmp_path, subset,
+                                                                                            fp32_checkpoint):
+    """Two FP32 models that compute the same function, one with its hidden channels' weights rescaled (and the
+    BatchNorm statistics with them), fine-tune to the same binary weights; without equalizing, the rescaled
+    channels' latent weights flip at other rates and the runs part."""
+    src = fp32_checkpoint("mlp", preprocessing=load_checkpoint(SAMPLE_MLP).preprocessing)
+    loaded = load_checkpoint(src)
+    save_checkpoint(tmp_path / "rescaled.pt", state_dict=_rescaled_channels(loaded.model).state_dict(),
+                    arch=loaded.arch, arch_kwargs=loaded.arch_kwargs, preprocessing=loaded.preprocessing)
+
+    def binary_weights(fp32: Path, equalize: bool) -> torch.Tensor:
+        converted = convert_file(fp32, tmp_path / f"{fp32.stem}-{equalize}.bnnc",  # alpha: learnt at an absolute
+                                 options=ConvertOptions(scale=False)).output  # rate, so not blind to the scale
+        out = finetune(converted, subset, FinetuneConfig(epochs=1, equalize_latent=equalize),
+                       tmp_path / f"{fp32.stem}-{equalize}.ft.bnnc").output
+        return torch.cat([lay.weight.flatten() >= 0 for _, lay in binary_layers(load_checkpoint(out).model)])
+
+    def parted(equalize: bool) -> float:
+        a, b = binary_weights(src, equalize), binary_weights(tmp_path / "rescaled.pt", equalize)
+        return float((a != b).float().mean())
+
+    assert parted(True) < 0.01    # 0.25% here: BatchNorm's eps and rounding, not the scale
+    assert parted(False) > 0.03   # 6.9% here

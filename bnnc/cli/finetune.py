@@ -60,6 +60,7 @@ def finetune_command(
     bn_reestimate: opt.BnReestimate = defaults.BN_REESTIMATE,
     warmup: opt.Warmup = defaults.WARMUP,
     latent_lr: opt.LatentLr = defaults.LATENT_LR,
+    equalize_latent: opt.EqualizeLatent = defaults.EQUALIZE_LATENT,
     bop: opt.Bop = defaults.BOP,
     bop_gamma: opt.BopGamma = defaults.BOP_GAMMA,
     bop_threshold: opt.BopThreshold = defaults.BOP_THRESHOLD,
@@ -97,7 +98,8 @@ def finetune_command(
             schedule=schedule,
             weight_decay=weight_decay, distill=distill, temperature=temperature, distill_weight=distill_weight,
             glorot_lr=glorot_lr, bn=bn, binarize=binarize, recalibrate=recalibrate, ste=ste, two_step=two_step,
-            bn_reestimate=bn_reestimate, warmup=warmup, latent_lr=latent_lr, bop=bop, bop_gamma=bop_gamma,
+            bn_reestimate=bn_reestimate, warmup=warmup, latent_lr=latent_lr, equalize_latent=equalize_latent, bop=bop,
+            bop_gamma=bop_gamma,
             bop_threshold=bop_threshold, seed=seed, device=device,
             workers=workers, amp=amp)
         if nproc > 1 and not launched_by_torchrun():  # bad input gets its one line here, not once per process

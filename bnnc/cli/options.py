@@ -108,6 +108,9 @@ Warmup = Annotated[float, typer.Option(help="Share of the steps with a linear le
 LatentLr = Annotated[float, typer.Option(help="Each binary layer's latent weights learn at this share of their mean "
                                               "|W| (a step the same size relative to every layer's weights); 0: "
                                               "the global --lr.", min=0, max=1e3, callback=finite)]
+EqualizeLatent = Annotated[bool, flag("--equalize-latent/--no-equalize-latent", help="Rescale each output channel's "
+                                      "latent weights to their layer's mean |W| before training (the signs, so the "
+                                      "model, unchanged): the same push then flips a weight in any channel.")]
 Bop = Annotated[bool, flag("--bop/--no-bop", help="Train the binary weights with Bop's sign flips instead of latent "
                                                   "weights (Helwegen et al. 2019, with a scale-free threshold); "
                                                   "--latent-lr then doesn't apply.")]

@@ -7,10 +7,18 @@ from bnnc.training.config import DEFAULT_LR, FinetuneConfig, Optimizer, Schedule
 from bnnc.training.events import BatchEnd, Calibrating, EpochEnd, EpochRecord, Event, FinetuneResult, Started
 from bnnc.training.files import FINETUNED_SUFFIX, default_output, history_path_for, state_path
 from bnnc.training.loop import Prepared, finetune, prepare
-from bnnc.training.recipe import distillation_loss, flip_share, glorot_scale, lr_factor, make_optimizer
+from bnnc.training.recipe import (
+    distillation_loss,
+    equalize_latent,
+    flip_share,
+    glorot_scale,
+    lr_factor,
+    make_optimizer,
+)
 
 __all__ = [
     "DEFAULT_LR", "FINETUNED_SUFFIX", "BatchEnd", "Calibrating", "EpochEnd", "EpochRecord", "Event", "FinetuneConfig",
-    "FinetuneResult", "Optimizer", "Prepared", "Schedule", "Started", "default_output", "distillation_loss", "finetune",
-    "flip_share", "glorot_scale", "history_path_for", "lr_factor", "make_optimizer", "prepare", "state_path",
+    "FinetuneResult", "Optimizer", "Prepared", "Schedule", "Started", "default_output", "distillation_loss",
+    "equalize_latent", "finetune", "flip_share", "glorot_scale", "history_path_for", "lr_factor", "make_optimizer",
+    "prepare", "state_path",
 ]

@@ -37,6 +37,7 @@ class FinetuneConfig:
     bn_reestimate: bool = defaults.BN_REESTIMATE  # BN statistics re-estimated before each validation (Bi-Real)
     warmup: float = defaults.WARMUP           # share of the steps with a linear learning-rate warm-up
     latent_lr: float = defaults.LATENT_LR     # latent weights' lr as a share of their layer's mean |W| (0: lr)
+    equalize_latent: bool = defaults.EQUALIZE_LATENT  # each channel's latent weights at their layer's mean |W|
     bop: bool = defaults.BOP                  # Bop's flips for the binary weights instead of latent weights
     bop_gamma: float = defaults.BOP_GAMMA     # Bop: rate of the gradient averages (the schedule scales it)
     bop_threshold: float = defaults.BOP_THRESHOLD  # Bop: flip where sign(w) * m / sqrt(v) exceeds it

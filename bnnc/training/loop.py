@@ -59,7 +59,15 @@ from bnnc.training.files import (
     save_state,
     state_path,
 )
-from bnnc.training.recipe import distillation_loss, flip_share, lr_factor, make_optimizer, teacher_logits, weight_signs
+from bnnc.training.recipe import (
+    distillation_loss,
+    equalize_latent,
+    flip_share,
+    lr_factor,
+    make_optimizer,
+    teacher_logits,
+    weight_signs,
+)
 
 
 class _Indexed(torch.utils.data.Dataset):
@@ -215,6 +223,8 @@ def _finetune(run: Prepared, config: FinetuneConfig, resume: bool, device: torch
         # the start competes with the epochs as epoch 0: it stays the output until an epoch beats it
         state.best_accuracy = max(converted_acc, recalibrated_acc or 0.0)
         start = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        if config.equalize_latent and not config.bop:  # the signs, so the model, stay (Bop uses no magnitudes)
+            equalize_latent(model)
     guessed = (guess_warning(splits),) if splits.guessed else ()
     for text in guessed:
         emit(Warned(text))

@@ -42,6 +42,24 @@ def glorot_scale(layer: nn.Module) -> float:
     return 1.0 / math.sqrt(1.5 / (fan_in + fan_out))
 
 
+@torch.no_grad()
+def equalize_latent(model: nn.Module) -> None:
+    """Rescale each output channel's latent weights to their layer's mean |W|: ``W_c * mean|W| / mean|W_c|``.
+
+    A latent weight's magnitude only says how far a step must push it to flip its sign; the model computes with
+    the signs (and ``alpha``), which this leaves as they are. The FP32 weights' per-channel scale is arbitrary —
+    a BatchNorm after the layer makes the function blind to it, so weight decay and training history set it —
+    and with one learning rate a layer (:func:`latent_learning_rate`) it would decide which channels' weights
+    flip easily. Equalized, the same push flips a weight in any channel; within a channel, the magnitudes keep
+    saying which signs are surest. An all-zero channel stays zero."""
+    for _, layer in binary_layers(model):
+        w = layer.weight
+        per_channel = w.abs().flatten(1).mean(1)
+        scale = torch.where(per_channel > 0, w.abs().mean() / per_channel.clamp_min(torch.finfo(w.dtype).tiny),
+                            torch.ones_like(per_channel))
+        w.mul_(scale.view(-1, *([1] * (w.dim() - 1)))).clamp_(-1, 1)
+
+
 def latent_learning_rate(weight: torch.Tensor, config: FinetuneConfig) -> float:
     """A binary layer's learning rate: ``latent_lr * mean |W|`` (the global one when that is 0, or the weights are).
 
