@@ -184,8 +184,7 @@ def data_taken(command: str, model: Path, err: Any) -> Path:
     if not data.exists():
         raise BnncError(f"no {need} data given, and {data}, which {model.name} records, is not there",
                         "pass --data")
-    err.print(f"{command}: data {data} (recorded in {model.name}; pass --data to take other)", soft_wrap=True)
-    return data
+    return _said(command, model, data, err)
 
 
 def data_for_check(model: Path, err: Any) -> Path | None:
@@ -194,7 +193,10 @@ def data_for_check(model: Path, err: Any) -> Path | None:
     from bnnc.pipeline import recorded_data
 
     data = recorded_data(model)
-    if data is None or not data.exists():
-        return None
-    err.print(f"export: data {data} (recorded in {model.name}; pass --data to take other)", soft_wrap=True)
+    return _said("export", model, data, err) if data is not None and data.exists() else None
+
+
+def _said(command: str, model: Path, data: Path, err: Any) -> Path:
+    """``data``, taken from what ``model`` records, said on stderr so a CI log shows which."""
+    err.print(f"{command}: data {data} (recorded in {model.name}; pass --data to take other)", soft_wrap=True)
     return data
