@@ -232,7 +232,7 @@ def recorded_data(model_path: str | os.PathLike[str]) -> Path | None:
     try:
         obj = torch_load(path, trust_model=False)
         binarized = parse(obj, path).binarized if isinstance(obj, Mapping) and obj.get("format") == FORMAT else None
-    except BnncError:
+    except (BnncError, OSError):  # not there, unreadable: the step that loads it says so
         return None
     if binarized is None:
         return None

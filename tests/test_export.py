@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import onnxruntime
 import pytest
 import torch
 import torch.nn.functional as F
@@ -384,6 +385,35 @@ def test_adaptive_max_pooling_to_an_even_window_exports(dims):
     net = binarized(AdaptiveMax(dims, 7), shape)
     result = export_onnx(net, input_shape=shape, check_samples=64)
     assert result.parity[0].argmax_agreement == 1.0 and result.parity[0].mismatched == 0, result.parity[0]
+
+
+class _AveragedTo7(nn.Module):
+    """torchvision's VGG head: ``AdaptiveAvgPool2d((7, 7))`` on the features (here 14 x 14), flatten, Linear."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+                                      nn.Conv2d(16, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+                                      nn.MaxPool2d(2), nn.Conv2d(16, 16, 3, padding=1), nn.BatchNorm2d(16))
+        self.avgpool = nn.AdaptiveAvgPool2d((7, 7))
+        self.classifier = nn.Linear(16 * 49, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
+
+
+@pytest.mark.parametrize("float_ops", [False, True])
+def test_adaptive_average_pooling_to_more_than_one_exports_with_a_dynamic_batch(float_ops, tmp_path):
+    """The TorchScript exporter needs an adaptive pool's input sizes when the output isn't 1 x 1; a binary layer's
+    placeholder gave none, and such a model (torchvision's VGG) didn't export. Its batch stays dynamic."""
+    torch.manual_seed(0)
+    net = binarized(_AveragedTo7())
+    result = export_onnx(net, tmp_path / "m.onnx", input_shape=(1, 28, 28), check_samples=64, float_ops=float_ops)
+    assert result.parity[0].ok and result.parity[0].argmax_agreement == 1.0, result.parity[0]
+    session = onnxruntime.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
+    for batch in (1, 5):
+        x = torch.randn(batch, 1, 28, 28, generator=torch.Generator().manual_seed(batch))
+        assert session.run(None, {"input": x.numpy()})[0].shape == (batch, 4)
 
 
 @pytest.mark.parametrize("float_ops", [False, True])

@@ -24,6 +24,15 @@ from bnnc.version import __version__
 _click = importlib.import_module(typer.BadParameter.__module__)
 
 
+def _debug_first(args: list[str]) -> list[str]:
+    """``--debug`` anywhere before a ``--`` moved before the command: every error's hint says "re-run with
+    --debug", and people add it at the end (``bnnc export m.bnnc --debug``), where the command would refuse it."""
+    end = args.index("--") if "--" in args else len(args)
+    if "--debug" not in args[:end]:
+        return args
+    return ["--debug", *(a for i, a in enumerate(args) if i >= end or a != "--debug")]
+
+
 class _OneLineErrors(TyperGroup):
     """Usage errors as one line on stderr, like every other error, not typer's multi-line panel."""
 
@@ -31,6 +40,7 @@ class _OneLineErrors(TyperGroup):
         self, args: Sequence[str] | None = None, prog_name: str | None = None, complete_var: str | None = None,
         standalone_mode: bool = True, **extra: Any,
     ) -> Any:
+        args = _debug_first(sys.argv[1:] if args is None else list(args))
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         try:

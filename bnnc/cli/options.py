@@ -172,10 +172,13 @@ def taken(command: str, err: Any) -> Path:
 
 def data_taken(command: str, model: Path, err: Any) -> Path:
     """The data ``command`` takes when neither ``--data`` nor the config file names any: the data the steps before
-    used on ``model`` (see :func:`bnnc.pipeline.recorded_data`), said on stderr; without it, one error line."""
+    used on ``model`` (see :func:`bnnc.pipeline.recorded_data`), said on stderr; without it, one error line (a MODEL
+    that isn't there or can't be read is that line, not "no data")."""
     from bnnc.errors import BnncError
+    from bnnc.formats import check_readable
     from bnnc.pipeline import recorded_data
 
+    check_readable(model)
     data = recorded_data(model)
     need = "training" if command == "finetune" else "evaluation"
     if data is None:

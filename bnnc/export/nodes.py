@@ -53,7 +53,7 @@ class NodeSpec:
     integer: bool = True
     batchnorm: tuple[torch.Tensor, torch.Tensor] | None = None  # a following BatchNorm as (a, b), folded
     flatten_input: bool = False  # "pixels": the raw input is flattened inside the node
-    out_rank: int = 0            # the output's rank, recorded when the node first runs
+    out_shape: tuple[int, ...] = ()  # the output's shape, recorded when the node first runs
 
     def output_affine(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Per-channel ``(scale, shift)`` of a real-valued output ``s * scale + shift`` (None: absent)."""
@@ -161,17 +161,19 @@ class _BinaryFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, spec: NodeSpec) -> torch.Tensor:  # type: ignore[override]
         out = spec.reference(x)
-        spec.out_rank = out.dim()  # the exporter traces forward before it asks for the symbolic
+        spec.out_shape = tuple(out.shape)  # the exporter traces forward before it asks for the symbolic
         return out
 
     @staticmethod
     def symbolic(g: Any, x: Any, spec: NodeSpec) -> Any:
-        """The placeholder's output: its dtype and rank, every size unknown. (Unknown rank would let the
-        exporter take the example's sizes as constants: a ``view(x.size(0), ...)`` later, as in a
-        channel shuffle, would then hold the example's batch size.)"""
+        """The placeholder's output: its dtype and sizes, the batch unknown. (Unknown rank would let the
+        exporter take the example's batch size as a constant: a ``view(x.size(0), ...)`` later, as in a channel
+        shuffle, would then hold it. Unknown other sizes would stop it where it needs them: an adaptive
+        pooling to anything but 1 x 1. The exported model's input is fixed but for the batch, so they are
+        the example's.)"""
         out = g.op("bnnc::Binary", x, index_i=spec.index)
         dtype = torch.uint8 if spec.fused is not None else torch.float32
-        out.setType(x.type().with_dtype(dtype).with_sizes([None] * spec.out_rank))
+        out.setType(x.type().with_dtype(dtype).with_sizes([None, *spec.out_shape[1:]]))
         return out
 
 

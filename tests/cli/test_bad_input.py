@@ -297,6 +297,11 @@ CONVERT = [
 ]
 FINETUNE = [
     case("finetune-fp32-model", "bnnc convert", "finetune", "{ws}/fp32.pt", "--data", "{ws}/data.npz"),
+    # no --data: the data the model records is looked for first, and a MODEL that isn't there is the error
+    case("finetune-missing-model", "no such file", "finetune", "{ws}/missing.bnnc"),
+    case("export-missing-model", "no such file", "export", "{ws}/missing.bnnc"),
+    case("report-missing-model", "no such file", "report", "{ws}/missing.bnnc"),
+    case("report-model-directory", "is a directory", "report", "{ws}"),
     case("finetune-data-missing", "missing.npz", "finetune", "{ws}/m.bnnc", "--data", "{ws}/missing.npz"),
     case("finetune-data-shape", "can't be reshaped", "finetune", "{ws}/m.bnnc", "--data", "{ws}/shape.npz"),
     case("finetune-data-dtype", "complex64", "finetune", "{ws}/m.bnnc", "--data", "{ws}/dtype.npz"),
@@ -499,8 +504,12 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(bad: Case, ws: Path, m
 def test_debug_shows_the_traceback(command: str, ws: Path):
     data = [] if command in {"convert", "export"} else ["--data", str(ws / "data.npz")]
     args = [command, str(ws / "random.pt"), *data]
-    r = runner.invoke(app, ["--debug", *args])
-    assert r.exit_code == 2 and "Traceback" in r.stderr and "not a readable PyTorch checkpoint" in r.stderr
+    # where the hints say "re-run with --debug": before the command, or after it, as people add it
+    for line in (["--debug", *args], [*args, "--debug"]):
+        r = runner.invoke(app, line)
+        assert r.exit_code == 2 and "Traceback" in r.stderr and "not a readable PyTorch checkpoint" in r.stderr, line
+    r = runner.invoke(app, [*args, "--", "--debug"])  # after "--" it is an argument, not the option
+    assert r.exit_code == 2 and "Traceback" not in r.stderr
 
 
 def test_batch_size_larger_than_the_data_works(ws: Path, tmp_path: Path):
