@@ -50,9 +50,10 @@ ABLATIONS: dict[str, tuple[dict[str, Any], ConvertOptions]] = {  # (finetune cha
     "distillation weight 0.9": ({"distill_weight": 0.9}, ConvertOptions()),
     "distillation temperature 2": ({"temperature": 2.0}, ConvertOptions()),
     "Bop (no latent weights)": ({"bop": True}, ConvertOptions()),
-    "latent weights at the global lr (before 2026-12-01)": ({"latent_lr": 0.0}, ConvertOptions()),
+    "latent weights at the global lr 1e-3 (before 2026-12-01)": ({"latent_lr": 0.0, "lr": 1e-3}, ConvertOptions()),
     "batch 128 (before 2026-12-01)": ({"batch_size": 128}, ConvertOptions()),
     "latent weights not equalized per channel (before 2026-12-02)": ({"equalize_latent": False}, ConvertOptions()),
+    "Adam lr 1e-3 for the other parameters (before 2026-12-02)": ({"lr": 1e-3}, ConvertOptions()),
 }
 
 

@@ -79,8 +79,8 @@ CalibrationBatches = Annotated[int, typer.Option(help="Batches of 256 training s
                                                       "calibrated on.", min=1)]
 
 # ----------------------------------------------------------------------------- fine-tuning
-LearningRate = Annotated[Optional[float], typer.Option("--lr", help="Learning rate (default: 1e-3 for adam, 2e-3 "
-                                                                    "for adamax and shift-adamax); the latent "
+LearningRate = Annotated[Optional[float], typer.Option("--lr", help="Learning rate (default: 2e-3, for each "
+                                                                    "optimizer; adam's was 1e-3); the latent "
                                                                     "weights' is --latent-lr's unless that is 0.",
                                                        min=0, max=10, callback=finite)]
 Optimizer = Annotated[OptimizerChoice, typer.Option(help="adam, adamax, or the paper's shift-based AdaMax.")]
