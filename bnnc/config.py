@@ -29,6 +29,7 @@ KEYS: dict[str, tuple[type, ...]] = {
     "min_compression": (int, float),
     "min_speedup": (int, float),
     "max_parity_mismatch": (int, float),
+    "min_openvino_speedup": (int, float),
     "batch": (int,),
     "threads": (int,),
     "samples": (int,),
@@ -39,7 +40,7 @@ KEYS: dict[str, tuple[type, ...]] = {
 RANGES: dict[str, tuple[float, float]] = {
     "epochs": (1, 100_000), "batch_size": (1, 1 << 20), "batch": (1, 1 << 16), "threads": (1, 256),
     "samples": (1, 1 << 31), "max_accuracy_drop": (0, 100), "min_compression": (0, 1e30), "min_speedup": (0, 1e30),
-    "max_parity_mismatch": (0, 1),
+    "max_parity_mismatch": (0, 1), "min_openvino_speedup": (0, 1e30),
 }
 """The values each numeric key accepts: the command line's limits, and finite."""
 

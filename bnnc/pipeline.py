@@ -135,6 +135,10 @@ def compress(
         from bnnc.export.ov_runtime import openvino_module
 
         openvino_module()  # missing openvino: said before any work
+    if limits is not None:
+        from bnnc.export import ov_runtime
+
+        limits.require_openvino(None, ov_runtime.available())  # a gate that can't be measured: said now too
     files = outputs(src, out, formats)
     if out.is_dir():  # (the C export's folder, if not there yet, is made by the export)
         check_outputs([p for p in files.values() if p.parent.is_dir()], (src, data, teacher), overwrite=overwrite)

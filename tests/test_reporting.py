@@ -118,6 +118,32 @@ def test_failing_threshold_is_named(converted):
     assert "❌ FAIL" in rep.to_markdown() and "class='fail'" in rep.to_html()
 
 
+def test_the_openvino_gate_checks_the_irs_speed_and_fails_where_it_was_not_measured(converted, monkeypatch):
+    """``--min-openvino-speedup``: FP32 (ORT) / bnnc IR latency, the worst batch; a gate that can't be measured is
+    refused before measuring (``--no-openvino``), and an IR that failed to export fails it ("not measured")."""
+    import bnnc.reporting.collect as collect
+    from bnnc.errors import BnncError
+    from bnnc.export import ExportError
+
+    model, data = converted
+    rep = report(model, data, limits=Limits(min_openvino_speedup=1e-6), **FAST)
+    rows = rep.to_dict()["latency"]["by_batch"].values()
+    assert rep.passed and rep.checks[0].value == min(b["openvino_speedup_vs_fp32"] for b in rows)
+    rep = report(model, data, limits=Limits(min_openvino_speedup=1e6, max_accuracy_drop=100), **FAST)
+    assert [c.name for c in rep.failed] == ["openvino_speedup_vs_fp32"]
+    with pytest.raises(BnncError, match="--no-openvino"):
+        report(model, data, openvino=False, limits=Limits(min_openvino_speedup=1.0), **FAST)
+
+    def unexportable(*args, **kwargs):
+        raise ExportError("no IR today")
+
+    monkeypatch.setattr(collect.ov_export, "to_openvino", unexportable)
+    rep = report(model, data, limits=Limits(min_openvino_speedup=1e-6), **FAST)
+    assert not rep.passed and rep.checks[0].value is None and "not measured" in rep.checks[0].describe()
+    assert "| openvino_speedup_vs_fp32 | not measured |" in rep.to_markdown() and "not measured" in rep.to_html()
+    assert rep.to_dict()["checks"][0]["value"] is None
+
+
 def test_report_refuses_an_onnx_from_another_checkpoint(tmp_path, converted, fp32_checkpoint):
     model, data = converted
     other = convert_file(fp32_checkpoint("mlp", name="other.pt", preprocessing=PRE), tmp_path / "o.bnnc",

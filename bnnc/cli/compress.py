@@ -89,6 +89,7 @@ def compress_command(
     min_compression: opt.MinCompression = None,
     min_speedup: opt.MinSpeedup = None,
     max_parity_mismatch: opt.MaxParityMismatch = None,
+    min_openvino_speedup: opt.MinOpenvinoSpeedup = None,
     config: opt.ConfigFile = None,
     force: Annotated[bool, opt.flag("--force", help="Overwrite existing outputs in the folder.")] = False,
 ) -> None:
@@ -106,7 +107,8 @@ def compress_command(
         file_options, _ = load_config(config)
         o = merge(file_options, data=data, epochs=epochs, batch_size=batch_size, uint8_input=uint8_input,
                   batch=batch, threads=threads, samples=samples, max_accuracy_drop=max_accuracy_drop,
-                  min_compression=min_compression, min_speedup=min_speedup, max_parity_mismatch=max_parity_mismatch)
+                  min_compression=min_compression, min_speedup=min_speedup, max_parity_mismatch=max_parity_mismatch,
+                  min_openvino_speedup=min_openvino_speedup)
         if "data" not in o:
             raise BnncError("no data", "pass --data, or set data in bnnc.toml")
         folder = output or model.with_name(f"{model.stem}-bnnc")

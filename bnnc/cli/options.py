@@ -144,6 +144,9 @@ MinCompression = Annotated[Optional[float], typer.Option(
     help="Fail (exit 3) if FP32 ONNX bytes / bnnc ONNX bytes is below this.", min=0, callback=finite)]
 MinSpeedup = Annotated[Optional[float], typer.Option(
     help="Fail (exit 3) if FP32 / bnnc ORT latency is below this at any batch size.", min=0, callback=finite)]
+MinOpenvinoSpeedup = Annotated[Optional[float], typer.Option(
+    help="Fail (exit 3) if FP32 (ORT) / bnnc OpenVINO IR latency is below this at any batch size: the gate for "
+         "a pipeline that deploys the IR.", min=0, callback=finite)]
 MaxParityMismatch = Annotated[Optional[float], typer.Option(
     help="Fail (exit 3) if the share of samples predicted differently by the bnnc ONNX model and the "
          "PyTorch model exceeds this (0..1).", min=0, max=1, callback=finite)]

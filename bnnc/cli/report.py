@@ -46,6 +46,7 @@ def report_command(
     min_compression: opt.MinCompression = None,
     min_speedup: opt.MinSpeedup = None,
     max_parity_mismatch: opt.MaxParityMismatch = None,
+    min_openvino_speedup: opt.MinOpenvinoSpeedup = None,
     openvino: Annotated[Optional[bool], opt.flag("--openvino/--no-openvino", help="Also measure the bnnc "
                                                  "OpenVINO IR and the FP32 model in OpenVINO (default: when the "
                                                  "openvino package is installed).")] = None,
@@ -65,7 +66,8 @@ def report_command(
         file_options, _ = load_config(config)
         o = merge(file_options, data=data, batch=batch, threads=threads, samples=samples,
                   max_accuracy_drop=max_accuracy_drop, min_compression=min_compression, min_speedup=min_speedup,
-                  max_parity_mismatch=max_parity_mismatch)
+                  max_parity_mismatch=max_parity_mismatch,
+                  min_openvino_speedup=min_openvino_speedup)
         spec = o["data"] if "data" in o else opt.data_taken("report", model, err)
         check_outputs([p for p in (json_out, markdown, html_out) if p is not None],
                       (model, spec, onnx_model, fp32, config), overwrite=force)
@@ -89,7 +91,7 @@ def limits_from(options: dict[str, Any]) -> Limits:
     from bnnc.reporting import Limits
 
     return Limits(**{k: options.get(k) for k in ("max_accuracy_drop", "min_compression", "min_speedup",
-                                                       "max_parity_mismatch")})
+                                                       "max_parity_mismatch", "min_openvino_speedup")})
 
 
 def write_reports(rep: Report, json_out: str | None, markdown: str | None, html_out: str | None,

@@ -138,6 +138,8 @@ def report(
     name taking the text, is deprecated).
     """
     emit = emitter(on_event, "report", on_progress=(on_progress, Stage, lambda e: (e.text,)))
+    limits = limits or Limits()
+    limits.require_openvino(openvino, ov_runtime.available())
 
     def progress(text: str) -> None:
         emit(Stage(text))
@@ -190,7 +192,7 @@ def report(
         "c": c_doc,
         "finetune": _history(path),
     }
-    return Report(doc, check_limits(doc, limits or Limits()))
+    return Report(doc, check_limits(doc, limits))
 
 
 @dataclass

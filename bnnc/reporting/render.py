@@ -140,7 +140,7 @@ def render_markdown(d: dict[str, Any]) -> str:
         lines += ["", "## Checks", "", "| check | value | limit | result |", "|---|---|---|---|"]
         for c in d["checks"]:
             mark = "✅ pass" if c["passed"] else "❌ FAIL"
-            lines.append(f"| {c['name']} | {c['value']:.4g} | {c['op']} {c['limit']:g} | {mark} |")
+            lines.append(f"| {c['name']} | {_value(c)} | {c['op']} {c['limit']:g} | {mark} |")
     lines += ["", "## Layers", "", "| " + " | ".join(LAYER_HEADER) + " |",
               "|" + "---|" * LAYER_TEXT_COLUMNS + "---:|" * (len(LAYER_HEADER) - LAYER_TEXT_COLUMNS)]
     lines += ["| " + " | ".join(row) + " |" for row in layer_rows(d)]
@@ -230,7 +230,7 @@ def render_html(d: dict[str, Any]) -> str:
     if c_rows(d):
         parts += ["<h2>C</h2>", table(list(C_HEADER), [list(r) for r in c_rows(d)])]
     if d["checks"]:
-        rows = [[c["name"], f"{c['value']:.4g}", f"{c['op']} {c['limit']:g}", "pass" if c["passed"] else "FAIL"]
+        rows = [[c["name"], _value(c), f"{c['op']} {c['limit']:g}", "pass" if c["passed"] else "FAIL"]
                 for c in d["checks"]]
         parts += ["<h2>Checks</h2>", table(["check", "value", "limit", "result"], rows,
                                            ["pass" if c["passed"] else "fail" for c in d["checks"]])]
@@ -242,3 +242,8 @@ def render_html(d: dict[str, Any]) -> str:
              "tr.fail td{background:#fdd}tr.pass td{background:#efe}img{display:block;margin:1em 0}")
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>bnnc report</title><style>{style}</style>"
             f"</head><body>{''.join(parts)}</body></html>\n")
+
+
+def _value(check: dict[str, Any]) -> str:
+    """A check's measured value as the Markdown and HTML tables show it ("not measured": it failed for that)."""
+    return "not measured" if check["value"] is None else f"{check['value']:.4g}"

@@ -355,6 +355,8 @@ REPORT = [
          "{ws}/wrong-type.toml"),
     case("report-config-missing", "config file not found", "report", "{ws}/m.bnnc", "--config", "{ws}/none.toml"),
     case("report-data-labels", "label", "report", "{ws}/m.bnnc", "--data", "{ws}/labels.npz"),
+    case("report-openvino-gate-without-openvino", "--no-openvino", "report", "{ws}/m.bnnc", "--data",
+         "{ws}/data.npz", "--no-openvino", "--min-openvino-speedup", "1"),
     case("report-json-folder-missing", "does not exist", "report", "{ws}/m.bnnc", "--data", "{ws}/data.npz",
          "--json-out", "{ws}/no/r.json"),
     case("report-markdown-exists", "--force", "report", "{ws}/m.bnnc", "--data", "{ws}/data.npz",
