@@ -561,6 +561,23 @@ def test_a_stated_normalisation_replaces_the_datas_statistics(tmp_path: Path) ->
     expect_error(lambda: Normalisation((float("nan"),), (1.0,)), "--mean must be finite")
 
 
+def test_a_tables_rows_take_one_mean_and_std_a_feature(tmp_path: Path) -> None:
+    """A model on a table's rows (1-D input) trained behind a StandardScaler: --mean/--std give one value a feature
+    (was refused: "has 1 channel"), applied column by column; one value for all still works; other counts refused."""
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((16, 5)) * [1, 2, 3, 4, 5] + [10, 20, 30, 40, 50]).astype(np.float32)
+    y = np.zeros(16, np.int64)
+    np.savez(tmp_path / "t.npz", x_train=x, y_train=y, x_test=x, y_test=y)
+    scaler = Normalisation(mean=tuple(map(float, x.mean(0))), std=tuple(map(float, x.std(0))))
+    splits = load_data(tmp_path / "t.npz", normalisation=scaler)
+    assert splits.preprocessing.input_shape == (5,) and splits.preprocessing.mean == scaler.mean
+    torch.testing.assert_close(splits.train.tensors[0], torch.from_numpy((x - x.mean(0)) / x.std(0)))
+    assert Preprocessing.from_dict(splits.preprocessing.to_dict()) == splits.preprocessing  # recorded, read back
+    load_data(tmp_path / "t.npz", normalisation=Normalisation((30.0,), (10.0,)))
+    expect_error(lambda: load_data(tmp_path / "t.npz", normalisation=Normalisation((0.0, 0.0), (1.0, 1.0))),
+                 "--mean gives 2 values", "has 5 features", "give 1 or 5 values")
+
+
 def test_nhwc_rgb_arrays_become_nchw(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (8, SIDE, SIDE, 3), dtype=np.uint8)

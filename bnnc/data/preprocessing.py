@@ -37,7 +37,7 @@ class Preprocessing:
             object.__setattr__(self, name, tuple(getattr(self, name)))
         if not self.input_shape or not all(is_int(n) and n > 0 for n in self.input_shape):
             raise DataError(f"preprocessing: input_shape must be positive integers, got {self.input_shape}")
-        channels = self.input_shape[0] if len(self.input_shape) > 1 else 1
+        channels = self.input_shape[0]  # a 1-D input's: its features (a table's columns)
         for name, values in (("mean", self.mean), ("std", self.std)):
             if len(values) not in {1, channels} or not all(is_finite(v) for v in values):
                 raise DataError(
@@ -120,7 +120,8 @@ class Normalisation:
     """The mean and std a model was trained with, stated by the user (``--mean``/``--std``) instead of
     derived from the data: a plain state dict records none, and statistics of other data would feed it
     inputs it never saw. In the units ``Preprocessing.apply`` scales to (uint8 pixels / 255, float data
-    as it is), as torchvision's ``Normalize`` after ``ToTensor``; one value per channel, or one for all."""
+    as it is), as torchvision's ``Normalize`` after ``ToTensor``; one value per channel (a 1-D input's: per
+    feature), or one for all."""
 
     mean: tuple[float, ...]
     std: tuple[float, ...]
@@ -180,11 +181,13 @@ def derive(x_train: np.ndarray, class_names: tuple[str, ...], model_shape: Seque
     channels = input_shape[0] if len(input_shape) > 1 else 1
     scale = 1 / 255 if x_train.dtype == np.uint8 else 1.0
     if normalisation is not None:
+        # one value for all, or one a channel; a 1-D input (a table's rows) one a feature, as a StandardScaler's
+        stated, unit = (channels, "channel") if len(input_shape) > 1 else (input_shape[0], "feature")
         for name, values in (("mean", normalisation.mean), ("std", normalisation.std)):
-            if len(values) not in {1, channels}:
+            if len(values) not in {1, stated}:
                 raise DataError(f"--{name} gives {len(values)} values, but the model's input {input_shape} has "
-                                f"{channels} channel{'s' * (channels > 1)}",
-                                "give one value" if channels == 1 else f"give 1 or {channels} values")
+                                f"{stated} {unit}{'s' * (stated > 1)}",
+                                "give one value" if stated == 1 else f"give 1 or {stated} values")
         return Preprocessing(input_shape, normalisation.mean, normalisation.std, class_names, scale)
     if x_train.dtype != np.uint8:
         return Preprocessing(input_shape, (0.0,) * channels, (1.0,) * channels, class_names, 1.0)
