@@ -182,7 +182,7 @@ def derive(x_train: np.ndarray, class_names: tuple[str, ...], model_shape: Seque
     scale = 1 / 255 if x_train.dtype == np.uint8 else 1.0
     if normalisation is not None:
         # one value for all, or one a channel; a 1-D input (a table's rows) one a feature, as a StandardScaler's
-        stated, unit = (channels, "channel") if len(input_shape) > 1 else (input_shape[0], "feature")
+        stated, unit = input_shape[0], "channel" if len(input_shape) > 1 else "feature"
         for name, values in (("mean", normalisation.mean), ("std", normalisation.std)):
             if len(values) not in {1, stated}:
                 raise DataError(f"--{name} gives {len(values)} values, but the model's input {input_shape} has "
