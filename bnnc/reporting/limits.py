@@ -30,10 +30,11 @@ class Limits:
         if self.min_openvino_speedup is None:
             return
         if openvino is False:
-            raise BnncError("--min-openvino-speedup gates on the OpenVINO IR, which --no-openvino leaves out",
-                            "drop one of them")
+            raise BnncError("--min-openvino-speedup (config: min_openvino_speedup) gates on the OpenVINO IR, "
+                            "which --no-openvino leaves out", "drop one of them")
         if not available:
-            raise BnncError("--min-openvino-speedup needs the openvino package", "pip install 'bnnc[openvino]'")
+            raise BnncError("--min-openvino-speedup (config: min_openvino_speedup) needs the openvino package",
+                            "pip install 'bnnc[openvino]'")
 
 
 @dataclass(frozen=True)

@@ -164,7 +164,7 @@ def ws(tmp_path_factory: pytest.TempPathFactory) -> Path:
     os.mkfifo(d / "fifo")
     (d / "o.bnnc.state").write_bytes((d / "m.bnnc").read_bytes())  # the side file of -o o.bnnc, given as the input
     for name, text in (("code-data.toml", 'data = "sys:exit"\n'), ("file-data.toml", 'data = "loader.py:load"\n'),
-                       ("samples-0.toml", "samples = 0\n"),
+                       ("samples-0.toml", "samples = 0\n"), ("openvino-gate.toml", "min_openvino_speedup = 1.0\n"),
                        ("batch-0.toml", "batch = 0\n"), ("threads-negative.toml", "threads = -1\n"),
                        ("batch-huge.toml", "batch = 1000000000000000\n"), ("samples-negative.toml", "samples = -5\n")):
         (d / name).write_text(text)
@@ -357,6 +357,8 @@ REPORT = [
     case("report-data-labels", "label", "report", "{ws}/m.bnnc", "--data", "{ws}/labels.npz"),
     case("report-openvino-gate-without-openvino", "--no-openvino", "report", "{ws}/m.bnnc", "--data",
          "{ws}/data.npz", "--no-openvino", "--min-openvino-speedup", "1"),
+    case("report-openvino-gate-from-config-without-openvino", "min_openvino_speedup", "report", "{ws}/m.bnnc",
+         "--data", "{ws}/data.npz", "--no-openvino", "--config", "{ws}/openvino-gate.toml"),
     case("report-json-folder-missing", "does not exist", "report", "{ws}/m.bnnc", "--data", "{ws}/data.npz",
          "--json-out", "{ws}/no/r.json"),
     case("report-markdown-exists", "--force", "report", "{ws}/m.bnnc", "--data", "{ws}/data.npz",
