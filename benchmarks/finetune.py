@@ -47,6 +47,7 @@ ABLATIONS: dict[str, tuple[dict[str, Any], ConvertOptions]] = {  # (finetune cha
     "two-step (real weights first)": ({"two_step": True}, ConvertOptions()),
     "BN re-estimation": ({"bn_reestimate": True}, ConvertOptions()),
     "5% learning-rate warm-up": ({"warmup": 0.05}, ConvertOptions()),
+    "linear learning-rate decay": ({"schedule": "linear"}, ConvertOptions()),
     "distillation weight 0.9": ({"distill_weight": 0.9}, ConvertOptions()),
     "distillation temperature 2": ({"temperature": 2.0}, ConvertOptions()),
     "Bop (no latent weights)": ({"bop": True}, ConvertOptions()),

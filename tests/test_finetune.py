@@ -153,6 +153,9 @@ def test_refusals(tmp_path, subset, small_bnnc, fp32_checkpoint):
 
 def test_schedules_and_glorot():
     assert lr_factor("cosine", 0, 10) == 1 and lr_factor("cosine", 10, 10) == pytest.approx(0)
+    assert [lr_factor("linear", s, 4) for s in range(5)] == pytest.approx([1, 0.75, 0.5, 0.25, 0])
+    assert lr_factor("cosine", 1, 4) > lr_factor("linear", 1, 4)
+    assert lr_factor("cosine", 3, 4) < lr_factor("linear", 3, 4)
     assert lr_factor("step", 6, 10) == pytest.approx(0.1) and lr_factor("step", 8, 10) == pytest.approx(0.01)
     assert lr_factor("constant", 9, 10) == 1
     layer = torch.nn.Linear(100, 50)

@@ -27,6 +27,7 @@ class OptimizerChoice(str, Enum):
 
 class ScheduleChoice(str, Enum):
     cosine = "cosine"
+    linear = "linear"
     step = "step"
     constant = "constant"
 

@@ -10,7 +10,7 @@ from bnnc import defaults
 from bnnc.errors import BnncError
 
 Optimizer = Literal["adam", "adamax", "shift-adamax"]
-Schedule = Literal["cosine", "step", "constant"]
+Schedule = Literal["cosine", "linear", "step", "constant"]
 Ste = Literal["hardtanh", "approxsign"]
 DEFAULT_LR: dict[str, float] = {"adam": 2e-3, "adamax": 2e-3, "shift-adamax": 2e-3}
 """The rate of every parameter but the latent weights (BatchNorm, alpha, thresholds, kept layers). Adam's was
@@ -56,8 +56,8 @@ class FinetuneConfig:
             (self.batch_size >= 1, f"batch size must be >= 1, got {self.batch_size}"),
             (self.lr is None or (math.isfinite(self.lr) and self.lr > 0), f"learning rate must be > 0, got {self.lr}"),
             (self.optimizer in DEFAULT_LR, f"optimizer must be adam, adamax or shift-adamax, got {self.optimizer!r}"),
-            (self.schedule in ("cosine", "step", "constant"), f"schedule must be cosine, step or constant, "
-                                                               f"got {self.schedule!r}"),
+            (self.schedule in ("cosine", "linear", "step", "constant"),
+             f"schedule must be cosine, linear, step or constant, got {self.schedule!r}"),
             (self.weight_decay >= 0, f"weight decay must be >= 0, got {self.weight_decay}"),
             (self.temperature > 0, f"temperature must be > 0, got {self.temperature}"),
             (0 <= self.distill_weight <= 1, f"distill weight must be in [0, 1], got {self.distill_weight}"),

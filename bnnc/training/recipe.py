@@ -107,6 +107,8 @@ def lr_factor(schedule: Schedule, step: int, total: int, warmup: float = 0.0) ->
     ramp = min(1.0, (step + 1) / (warmup * total)) if warmup > 0 and total > 0 else 1.0
     if schedule == "cosine":
         return ramp * 0.5 * (1 + math.cos(math.pi * progress))
+    if schedule == "linear":
+        return ramp * (1 - progress)
     if schedule == "step":
         return ramp * 0.1 ** ((progress >= 0.5) + (progress >= 0.75))
     return ramp
