@@ -67,7 +67,7 @@ def test_the_default_recipe_beats_the_one_before_issue_19_on_the_sample_resnet(t
     gains most from them; the MLP nothing, README). Two epochs on this subset are chaotic — the last bits of a
     sum, which the thread count changes, flip signs — so the test compares the mean of three seeds. Measured
     (new/old, seeds 0-3): one thread 74.0/63.3%, 73.1/61.3%, 70.2/64.2%, 72.4/66.1%; two threads 67.4/65.9%,
-    71.1/62.0%, 72.8/62.9%, 73.2/63.1%: the mean of seeds 0-2 is 6.8 to 9.5 pt apart."""
+    71.1/62.0%, 72.8/62.9%, 73.2/63.1%: the mean of seeds 0-2 is 6.8 to 9.5 pt apart; the test asks for 2."""
     converted = convert_file(SAMPLE_RESNET, tmp_path / "resnet.bnnc").output
     before = {"batch_size": 128, "lr": 1e-3, "latent_lr": 0.0, "equalize_latent": False}
     gaps = []
@@ -76,7 +76,7 @@ def test_the_default_recipe_beats_the_one_before_issue_19_on_the_sample_resnet(t
         new = finetune(converted, subset, FinetuneConfig(epochs=2, seed=seed), tmp_path / f"new{seed}.bnnc")
         assert new.recalibrated_accuracy == old.recalibrated_accuracy  # the same start
         gaps.append(new.best_accuracy - old.best_accuracy)
-    assert sum(gaps) / len(gaps) > 0.03, gaps
+    assert sum(gaps) / len(gaps) > 0.02, gaps  # one seed alone was 1.5 pt ahead (two threads, seed 0)
 
 
 def test_history_file_and_latent_weights_clipped(tmp_path, subset, small_bnnc):
