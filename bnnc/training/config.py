@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from bnnc import defaults
 from bnnc.errors import BnncError
@@ -56,8 +56,9 @@ class FinetuneConfig:
             (self.batch_size >= 1, f"batch size must be >= 1, got {self.batch_size}"),
             (self.lr is None or (math.isfinite(self.lr) and self.lr > 0), f"learning rate must be > 0, got {self.lr}"),
             (self.optimizer in DEFAULT_LR, f"optimizer must be adam, adamax or shift-adamax, got {self.optimizer!r}"),
-            (self.schedule in ("cosine", "linear", "step", "constant"),
-             f"schedule must be cosine, linear, step or constant, got {self.schedule!r}"),
+            (self.schedule in get_args(Schedule),
+             f"schedule must be {', '.join(get_args(Schedule)[:-1])} or {get_args(Schedule)[-1]}, "
+             f"got {self.schedule!r}"),
             (self.weight_decay >= 0, f"weight decay must be >= 0, got {self.weight_decay}"),
             (self.temperature > 0, f"temperature must be > 0, got {self.temperature}"),
             (0 <= self.distill_weight <= 1, f"distill weight must be in [0, 1], got {self.distill_weight}"),
