@@ -44,6 +44,7 @@ ABLATIONS: dict[str, tuple[dict[str, Any], ConvertOptions]] = {  # (finetune cha
     "shift-based BatchNorm": ({"shift_bn": True}, ConvertOptions()),
     "stochastic binarization": ({"stochastic": True}, ConvertOptions()),
     "ApproxSign gradient": ({"ste": "approxsign"}, ConvertOptions()),
+    "EDE gradient (IR-Net)": ({"ste": "ede"}, ConvertOptions()),
     "two-step (real weights first)": ({"two_step": True}, ConvertOptions()),
     "BN re-estimation": ({"bn_reestimate": True}, ConvertOptions()),
     "5% learning-rate warm-up": ({"warmup": 0.05}, ConvertOptions()),

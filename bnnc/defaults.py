@@ -31,8 +31,9 @@ DISTILL_WEIGHT = 0.5
 SEED = 0
 WORKERS = 0
 
-STE: Literal["hardtanh", "approxsign"] = "hardtanh"
-"""Fine-tuning: the activations' gradient (``hardtanh``, the paper's; ``approxsign``, Bi-Real Net's)."""
+STE: Literal["hardtanh", "approxsign", "ede"] = "hardtanh"
+"""Fine-tuning: the activations' gradient (``hardtanh``, the paper's; ``approxsign``, Bi-Real Net's; ``ede``,
+IR-Net's error decay estimator)."""
 TWO_STEP = False
 """Fine-tuning: binary activations with real weights for the first half of the epochs (ReActNet)."""
 BN_REESTIMATE = False

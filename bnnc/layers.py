@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bnnc.quantizers import approx_sign, binarize, binarize_clipped, stochastic_binarize
+from bnnc.quantizers import approx_sign, binarize, binarize_clipped, ede_sign, stochastic_binarize
 
 
 class InputBinarizer(nn.Module):
@@ -41,7 +41,8 @@ class InputBinarizer(nn.Module):
         self.channels = channels
         self.channel_dim = channel_dim
         self.stochastic = stochastic
-        self.approx_sign = False  # fine-tuning's choice of gradient (FinetuneConfig.ste); not stored
+        self.gradient = "hardtanh"  # fine-tuning's choice of gradient (FinetuneConfig.ste); not stored
+        self.sharpness = 0.1  # the error decay estimator's t (``gradient == "ede"``), set by fine-tuning each step
         self.beta: nn.Parameter | None
         if threshold:
             self.beta = nn.Parameter(torch.zeros(channels))
@@ -58,8 +59,10 @@ class InputBinarizer(nn.Module):
         z = self.shifted(x)
         if self.stochastic and self.training:
             return stochastic_binarize(z)
-        if self.approx_sign and self.training:
+        if self.gradient == "approxsign" and self.training:
             return approx_sign(z)
+        if self.gradient == "ede" and self.training:
+            return ede_sign(z, self.sharpness)
         return binarize(z)
 
     def extra_repr(self) -> str:

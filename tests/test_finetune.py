@@ -240,7 +240,7 @@ def test_warm_up_ramps_the_learning_rate_linearly_then_follows_the_schedule():
         FinetuneConfig(warmup=1.0)
 
 
-def test_approx_sign_switch_changes_the_activations_gradient_only_in_training(small_bnnc):
+def test_the_gradient_switch_changes_the_activations_gradient_only_in_training(small_bnnc):
     from bnnc.layers import InputBinarizer
 
     model = load_checkpoint(small_bnnc).model
@@ -248,15 +248,34 @@ def test_approx_sign_switch_changes_the_activations_gradient_only_in_training(sm
     x = torch.tensor([[0.0, 0.5, 1.5] * (binarizer.channels // 3) + [0.0] * (binarizer.channels % 3)],
                      requires_grad=True)
     grads = {}
-    for approx in (False, True):
-        binarizer.approx_sign = approx
+    for gradient in ("hardtanh", "approxsign", "ede"):
+        binarizer.gradient, binarizer.sharpness = gradient, 1.0
         binarizer.beta.data.zero_()
         x.grad = None
         binarizer.train()(x).sum().backward()
-        grads[approx] = x.grad[0, :3].tolist()
-    assert grads == {False: [1.0, 1.0, 0.0], True: [2.0, 1.0, 0.0]}
+        grads[gradient] = [round(g, 4) for g in x.grad[0, :3].tolist()]
+    assert grads == {"hardtanh": [1.0, 1.0, 0.0], "approxsign": [2.0, 1.0, 0.0],
+                     "ede": [1.0, 0.7864, 0.1807]}  # 1 - tanh(x)^2 at t = 1
     binarizer.eval()
     assert torch.equal(binarizer(x), torch.where(x >= 0, 1.0, -1.0))
+
+
+def test_the_error_decay_estimator_sharpens_over_the_whole_run(tmp_path, subset, small_bnnc, monkeypatch):
+    """--ste ede: every training step's activations take EDE's gradient, its t rising from 0.1 at the first step
+    to 10 at the last, across epochs; the default never calls it."""
+    import bnnc.layers
+
+    seen: list[float] = []
+    real = bnnc.layers.ede_sign
+    monkeypatch.setattr(bnnc.layers, "ede_sign", lambda x, t: seen.append(t) or real(x, t))
+    finetune(small_bnnc, subset, FinetuneConfig(epochs=1, distill=False), tmp_path / "h.bnnc")
+    assert seen == []
+    finetune(small_bnnc, subset, FinetuneConfig(epochs=2, ste="ede", distill=False), tmp_path / "e.bnnc")
+    binarizers = sum(isinstance(m, bnnc.layers.InputBinarizer) for m in load_checkpoint(small_bnnc).model.modules())
+    steps = seen[::binarizers]
+    assert len(seen) == len(steps) * binarizers and len(steps) == 2 * math.ceil(len(subset.train) / 64)
+    assert steps[0] == pytest.approx(0.1) and steps[-1] == pytest.approx(10 * 100 ** (-1 / len(steps)))
+    assert all(a < b for a, b in zip(steps, steps[1:], strict=False))
 
 
 def test_real_weights_keep_the_binary_weights_scale_and_never_reach_evaluation(small_bnnc):

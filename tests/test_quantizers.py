@@ -59,6 +59,24 @@ def test_approx_sign_forward_is_binarize_and_its_gradient_is_bi_reals():
     assert x.grad.tolist() == [0.0, 0.0, 1.0, 2.0, 1.5, 1.0, 0.0, 0.0]  # (2 - 2|x|) inside [-1, 1]
 
 
+def test_the_error_decay_estimator_is_sign_forward_and_irnets_gradient_backward():
+    from bnnc.quantizers import ede_grad, ede_sharpness, ede_sign
+
+    assert [round(ede_sharpness(p), 6) for p in (-1.0, 0.0, 0.5, 1.0, 2.0)] == [0.1, 0.1, 1.0, 10.0, 10.0]
+    x = torch.tensor([-3.0, -0.4, 0.0, 0.1, 0.4, 3.0])
+    for t in (0.1, 1.0, 10.0):
+        xg = x.clone().requires_grad_(True)
+        y = ede_sign(xg, t)
+        assert torch.equal(y, binarize(x))
+        y.sum().backward()
+        k = max(1 / t, 1.0)
+        assert torch.allclose(xg.grad, k * t * (1 - torch.tanh(t * x) ** 2))  # d/dx k tanh(t x)
+        assert torch.equal(xg.grad, ede_grad(x, t))
+    wide, sharp = ede_grad(x, 0.1), ede_grad(x, 10.0)
+    assert wide.min() > 0.9  # early: almost the identity's gradient, even at |x| = 3, where the box gives 0
+    assert sharp[2] == 10.0 and sharp[[0, 5]].max() < 1e-6 and sharp[[1, 4]].max() < 0.02  # late: sign's spike
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
 def test_the_fast_sign_and_ste_kernels_equal_their_definitions(dtype):
     """sign_of and ste_gradient (the fused kernels fine-tuning runs) against the formulas, at the edges: exactly

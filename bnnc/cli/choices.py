@@ -35,6 +35,7 @@ class ScheduleChoice(str, Enum):
 class SteChoice(str, Enum):
     hardtanh = "hardtanh"
     approxsign = "approxsign"
+    ede = "ede"
 
 
 DEFAULT_STE = SteChoice(defaults.STE)

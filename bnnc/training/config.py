@@ -11,7 +11,7 @@ from bnnc.errors import BnncError
 
 Optimizer = Literal["adam", "adamax", "shift-adamax"]
 Schedule = Literal["cosine", "linear", "step", "constant"]
-Ste = Literal["hardtanh", "approxsign"]
+Ste = Literal["hardtanh", "approxsign", "ede"]
 DEFAULT_LR: dict[str, float] = {"adam": 2e-3, "adamax": 2e-3, "shift-adamax": 2e-3}
 """The rate of every parameter but the latent weights (BatchNorm, alpha, thresholds, kept layers). Adam's was
 1e-3 before 2026-12-02; 2e-3 cut the sample ResNet's drop by 0.6-0.8 pt, the MLP and VGG within their spread
@@ -35,7 +35,7 @@ class FinetuneConfig:
     shift_bn: bool = False                    # the paper's shift-based BatchNorm
     stochastic: bool = False                  # stochastic activation binarization at train time
     recalibrate: bool = True                  # BN statistics + thresholds before training
-    ste: Ste = defaults.STE                   # activations' gradient: the paper's box, or Bi-Real's ApproxSign
+    ste: Ste = defaults.STE                   # activations' gradient: paper's box, Bi-Real's ApproxSign, IR-Net's EDE
     two_step: bool = defaults.TWO_STEP        # ReActNet: real weights (binary activations) for the first half
     bn_reestimate: bool = defaults.BN_REESTIMATE  # BN statistics re-estimated before each validation (Bi-Real)
     warmup: float = defaults.WARMUP           # share of the steps with a linear learning-rate warm-up
@@ -64,7 +64,8 @@ class FinetuneConfig:
             (0 <= self.distill_weight <= 1, f"distill weight must be in [0, 1], got {self.distill_weight}"),
             (self.calibration_batches >= 1, f"calibration batches must be >= 1, got {self.calibration_batches}"),
             (self.workers >= 0, f"workers must be >= 0, got {self.workers}"),
-            (self.ste in ("hardtanh", "approxsign"), f"ste must be hardtanh or approxsign, got {self.ste!r}"),
+            (self.ste in get_args(Ste), f"ste must be {', '.join(get_args(Ste)[:-1])} or {get_args(Ste)[-1]}, "
+                                        f"got {self.ste!r}"),
             (0 <= self.warmup < 1, f"warm-up must be a share of the steps in [0, 1), got {self.warmup}"),
             (math.isfinite(self.latent_lr) and self.latent_lr >= 0,
              f"latent learning rate must be a share >= 0 of the weights' mean |W|, got {self.latent_lr}"),

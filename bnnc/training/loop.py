@@ -45,6 +45,7 @@ from bnnc.events import Warned
 from bnnc.layers import InputBinarizer, clip_latent_weights, use_real_weights
 from bnnc.loading import ModelFile, load_checkpoint
 from bnnc.outputs import check_outputs, output_lock, write_text
+from bnnc.quantizers import ede_sharpness
 from bnnc.resolve import data_for_model, guess_warning, load_teacher, require_binarized
 from bnnc.shift import use_shift_batchnorm
 from bnnc.swap import ConvertOptions
@@ -195,7 +196,7 @@ def _finetune(run: Prepared, config: FinetuneConfig, resume: bool, device: torch
     for m in model.modules():
         if isinstance(m, InputBinarizer):
             m.stochastic = m.stochastic or config.stochastic
-            m.approx_sign = config.ste == "approxsign"
+            m.gradient = config.ste
     options = replace(options, shift_bn=options.shift_bn or config.shift_bn,
                       stochastic=options.stochastic or config.stochastic)
     model.to(device)
@@ -318,7 +319,12 @@ def _train_epoch(
     t0 = time.perf_counter()
     loss_sum, correct, seen = 0.0, 0, 0
     amp = config.amp and device.type == "cuda" and torch.cuda.is_bf16_supported()
+    binarizers = [m for m in model.modules() if isinstance(m, InputBinarizer)] if config.ste == "ede" else []
     for i, (x, y, idx) in enumerate(loader, 1):
+        if binarizers:  # the error decay estimator sharpens over the whole run's steps, resumed runs included
+            t = ede_sharpness(((epoch - 1) * len(loader) + i - 1) / (config.epochs * len(loader)))
+            for m in binarizers:
+                m.sharpness = t
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):  # binary layers opt out
             logits = trainer(x).float()

@@ -40,6 +40,11 @@ def test_the_recipe_switches_reach_the_config_from_the_command_line(tmp_path, fp
     r = runner.invoke(app, ["finetune", str(model), "--data", str(data), "--ste", "box", "--force"])
     assert r.exit_code == 2 and "--ste" in r.stderr
     r = runner.invoke(app, ["finetune", str(model), "--data", str(data), "--epochs", "1", "--batch-size", "64",
+                            "--ste", "ede", "--force"])
+    assert r.exit_code == 0, r.output
+    config = torch.load(tmp_path / "m.finetuned.bnnc", weights_only=True)["binarized"]["finetune"]["config"]
+    assert config["ste"] == "ede"
+    r = runner.invoke(app, ["finetune", str(model), "--data", str(data), "--epochs", "1", "--batch-size", "64",
                             "--bop", "--bop-gamma", "0.002", "--bop-threshold", "0.2", "--force"])
     assert r.exit_code == 0, r.output
     config = torch.load(tmp_path / "m.finetuned.bnnc", weights_only=True)["binarized"]["finetune"]["config"]
