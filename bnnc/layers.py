@@ -32,6 +32,8 @@ class InputBinarizer(nn.Module):
     ``dL/dbeta = -sum(dL/dx_b * 1_{|x - beta| <= 1})``. ``channel_dim`` is 1 for convolutions
     (N, C, ...) and -1 for linear layers (..., features). With ``stochastic`` the training-time
     forward uses :func:`bnnc.quantizers.stochastic_binarize`; evaluation is always deterministic.
+    ``gradient`` picks the training-time gradient of the same sign (``hardtanh``, ``approxsign`` or ``ede``
+    with ``sharpness`` as its ``t``): fine-tuning's choice, not stored, so the export never depends on it.
     """
 
     def __init__(
@@ -41,7 +43,7 @@ class InputBinarizer(nn.Module):
         self.channels = channels
         self.channel_dim = channel_dim
         self.stochastic = stochastic
-        self.gradient = "hardtanh"  # fine-tuning's choice of gradient (FinetuneConfig.ste); not stored
+        self.gradient: str = "hardtanh"  # fine-tuning's choice of gradient (FinetuneConfig.ste); not stored
         self.sharpness = 0.1  # the error decay estimator's t (``gradient == "ede"``), set by fine-tuning each step
         self.beta: nn.Parameter | None
         if threshold:
